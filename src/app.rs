@@ -1,0 +1,102 @@
+//! Application assembly: shared state, database preparation, and the actix-web server (`run`), used
+//! by `payd serve` and by the integration tests (which bind port 0).
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use actix_web::middleware::{from_fn, Compress};
+use actix_web::{web, App, HttpServer};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::cache::Cache;
+use crate::config::Settings;
+use crate::identity::tokens::TokenKeys;
+use crate::notify::Mailer;
+use crate::storage::{self, PgPool};
+
+/// Everything handlers share. Cheap to clone (all handles).
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: PgPool,
+    pub cache: Cache,
+    pub keys: Arc<TokenKeys>,
+    pub mailer: Mailer,
+}
+
+impl AppState {
+    /// Builds the state without touching the network (pools connect lazily).
+    ///
+    /// # Errors
+    /// When a pool or the mailer cannot be configured.
+    pub fn new(settings: Settings) -> anyhow::Result<Self> {
+        let db = storage::pool(settings.database.url.expose(), settings.database.pool_size)?;
+        let cache = Cache::new(settings.redis.url.expose(), settings.redis.pool_size, &settings.redis.prefix)?;
+        let mailer = Mailer::new(&settings.mail, db.clone())?;
+        Ok(Self { keys: Arc::new(TokenKeys::new(&settings.auth)), settings: Arc::new(settings), db, cache, mailer })
+    }
+}
+
+/// Creates the database (if configured) and applies pending migrations (if configured).
+///
+/// # Errors
+/// When the database cannot be reached, created or migrated.
+pub async fn prepare_database(settings: &Settings, pool: &PgPool) -> anyhow::Result<()> {
+    if settings.database.create_if_missing {
+        let url = settings.database.url.expose().to_owned();
+        let created = tokio::task::spawn_blocking(move || storage::create_database_if_missing(&url)).await??;
+        if created {
+            tracing::info!("database created");
+        }
+    }
+    if settings.database.migrate_on_start {
+        let applied = storage::run(pool, |conn| storage::migrate_up(conn)).await?;
+        if !applied.is_empty() {
+            tracing::info!(migrations = ?applied, "migrations applied");
+        }
+    }
+    Ok(())
+}
+
+/// A running server.
+pub struct Running {
+    pub port: u16,
+    pub handle: ServerHandle,
+    pub server: actix_web::dev::Server,
+    pub state: AppState,
+}
+
+/// Prepares the database, bootstraps the admin and starts serving. Returns once the socket is bound.
+///
+/// # Errors
+/// When the database cannot be prepared or the address cannot be bound.
+pub async fn run(settings: Settings) -> anyhow::Result<Running> {
+    let state = AppState::new(settings)?;
+    prepare_database(&state.settings, &state.db).await?;
+    crate::identity::admin::bootstrap_admin(&state).await.map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?;
+    let listener = TcpListener::bind((state.settings.server.host.as_str(), state.settings.server.port))?;
+    let port = listener.local_addr()?.port();
+    let openapi = crate::http::api().openapi();
+    let data = web::Data::new(state.clone());
+    let json_limit = state.settings.server.json_limit_bytes;
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .configure(|cfg| crate::http::extractor_config(cfg, json_limit))
+            .wrap(Compress::default())
+            .wrap(from_fn(crate::http::request_id::envelope))
+            .service(web::redirect("/docs", "/docs/"))
+            .service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", openapi.clone()))
+            .configure(|cfg| crate::http::api().configure(cfg))
+            .default_service(web::to(crate::http::not_found))
+    })
+    .listen(listener)?
+    .shutdown_timeout(10);
+    if state.settings.server.workers > 0 {
+        server = server.workers(state.settings.server.workers);
+    }
+    let server = server.run();
+    tracing::info!(port, "payd listening");
+    Ok(Running { port, handle: server.handle(), server, state })
+}

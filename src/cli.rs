@@ -1,0 +1,113 @@
+//! The command line: `payd serve | migrate up|down|status | seed | version`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::storage;
+
+#[derive(Parser)]
+#[command(name = "payd", version, about = "An actor-based concurrent stored-value payment platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (default).
+    Serve,
+    /// Database migrations (embedded in the binary).
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Load demo data (an admin and verified demo users), with progress output.
+    Seed {
+        /// Number of demo users.
+        #[arg(long, default_value_t = 20)]
+        users: u32,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum MigrateAction {
+    /// Apply all pending migrations.
+    Up,
+    /// Revert the last applied migration.
+    Down,
+    /// List migrations and whether each is applied.
+    Status,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Version) = cli.command {
+        println!("payd {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let settings = match Settings::load() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("payd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings),
+        Command::Migrate { action } => migrate(&settings, action),
+        Command::Seed { users } => seed(settings, users),
+        Command::Version => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("payd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(settings: Settings) -> anyhow::Result<()> {
+    let _guard = crate::telemetry::init(&settings.telemetry)?;
+    tracing::info!(config = %settings.masked(), "configuration loaded");
+    actix_web::rt::System::new().block_on(async move {
+        let running = crate::app::run(settings).await?;
+        running.server.await?;
+        Ok(())
+    })
+}
+
+fn migrate(settings: &Settings, action: MigrateAction) -> anyhow::Result<()> {
+    use diesel::Connection;
+    if settings.database.create_if_missing {
+        storage::create_database_if_missing(settings.database.url.expose())?;
+    }
+    let mut conn = diesel::PgConnection::establish(settings.database.url.expose())?;
+    match action {
+        MigrateAction::Up => {
+            let applied = storage::migrate_up(&mut conn)?;
+            if applied.is_empty() {
+                println!("database is up to date");
+            }
+            for v in applied {
+                println!("applied {v}");
+            }
+        }
+        MigrateAction::Down => println!("reverted {}", storage::migrate_down(&mut conn)?),
+        MigrateAction::Status => {
+            for (name, applied) in storage::migration_status(&mut conn)? {
+                println!("[{}] {name}", if applied { "x" } else { " " });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn seed(settings: Settings, users: u32) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(crate::seed::run(settings, users))
+}

@@ -1,0 +1,280 @@
+//! Typed configuration: `config/default.toml` → `config/<env>.toml` → `PAYD_*` environment variables, validated once.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The defaults ship inside the binary so `payd` runs from any directory.
+const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+/// The development JWT secret from `default.toml`; production refuses to start with it.
+const DEV_JWT_SECRET: &str = "dev-only-secret-change-me-dev-only-secret-change-me";
+
+/// A string that never prints: `Debug`/`Display` show `***`.
+#[derive(Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "***" })
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Settings {
+    pub environment: Environment,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub auth: AuthSettings,
+    pub mail: MailSettings,
+    pub telemetry: TelemetrySettings,
+    pub money: MoneySettings,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Development,
+    Test,
+    Production,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub json_limit_bytes: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    pub pool_size: u32,
+    pub create_if_missing: bool,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct RedisSettings {
+    pub url: Secret,
+    pub pool_size: u32,
+    pub prefix: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct AuthSettings {
+    pub jwt_secret: Secret,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl_secs: i64,
+    pub refresh_ttl_secs: i64,
+    pub verification_ttl_secs: i64,
+    pub reset_ttl_secs: i64,
+    pub lockout_threshold: u32,
+    pub lockout_secs: u64,
+    pub auth_rate_limit_per_minute: u32,
+    pub check_revoked_sessions: bool,
+    pub bootstrap_admin_email: String,
+    pub bootstrap_admin_password: Secret,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct MailSettings {
+    pub transport: MailTransport,
+    pub from: String,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub smtp_username: String,
+    pub smtp_password: Secret,
+    pub smtp_tls: SmtpTls,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransport {
+    Mailbox,
+    Smtp,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    Starttls,
+    Tls,
+    None,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub otlp_endpoint: String,
+    pub service_name: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct MoneySettings {
+    pub currency: String,
+    pub min_amount: i64,
+    pub max_amount: i64,
+}
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, problem: problem.into() }
+}
+
+impl Settings {
+    /// Loads the layered configuration for `PAYD_ENV` (default `development`) and validates it.
+    ///
+    /// # Errors
+    /// `ConfigError` naming the unreadable file or the invalid key.
+    pub fn load() -> Result<Self, ConfigError> {
+        let env = std::env::var("PAYD_ENV").unwrap_or_else(|_| "development".to_owned());
+        let dir = std::env::var("PAYD_CONFIG_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("config"));
+        Self::load_from(&env, &dir, true)
+    }
+
+    /// Loads `default` + `<env>.toml` from `dir` (if present), optionally with `PAYD_*` overrides.
+    ///
+    /// # Errors
+    /// As [`Settings::load`].
+    pub fn load_from(env: &str, dir: &std::path::Path, with_env_vars: bool) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml))
+            .set_override("environment", env)?
+            .add_source(config::File::from(dir.join(format!("{env}.toml"))).required(false));
+        if with_env_vars {
+            builder = builder.add_source(
+                config::Environment::with_prefix("PAYD").prefix_separator("_").separator("__").try_parsing(true),
+            );
+            // The bootstrap admin keys have flat names of their own.
+            if let Ok(v) = std::env::var("PAYD_BOOTSTRAP_ADMIN_EMAIL") {
+                builder = builder.set_override("auth.bootstrap_admin_email", v)?;
+            }
+            if let Ok(v) = std::env::var("PAYD_BOOTSTRAP_ADMIN_PASSWORD") {
+                builder = builder.set_override("auth.bootstrap_admin_password", v)?;
+            }
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks cross-field rules the types cannot express.
+    ///
+    /// # Errors
+    /// `ConfigError::Invalid` naming the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let secret = self.auth.jwt_secret.expose();
+        if secret.len() < 32 {
+            return Err(invalid("auth.jwt_secret", "must be at least 32 characters"));
+        }
+        if self.environment == Environment::Production && secret == DEV_JWT_SECRET {
+            return Err(invalid("auth.jwt_secret", "the development default cannot be used in production"));
+        }
+        if !self.database.url.expose().starts_with("postgres") {
+            return Err(invalid("database.url", "must be a postgres:// URL"));
+        }
+        if self.database.pool_size == 0 {
+            return Err(invalid("database.pool_size", "must be at least 1"));
+        }
+        if !self.redis.url.expose().starts_with("redis") {
+            return Err(invalid("redis.url", "must be a redis:// URL"));
+        }
+        if self.auth.access_ttl_secs <= 0 || self.auth.access_ttl_secs > 3600 {
+            return Err(invalid("auth.access_ttl_secs", "must be between 1 and 3600"));
+        }
+        if self.auth.refresh_ttl_secs <= self.auth.access_ttl_secs {
+            return Err(invalid("auth.refresh_ttl_secs", "must be longer than auth.access_ttl_secs"));
+        }
+        if self.auth.lockout_threshold == 0 {
+            return Err(invalid("auth.lockout_threshold", "must be at least 1"));
+        }
+        if self.money.currency.len() != 3 || !self.money.currency.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(invalid("money.currency", "must be a 3-letter ISO 4217 code such as IDR"));
+        }
+        if self.money.min_amount <= 0 || self.money.max_amount < self.money.min_amount {
+            return Err(invalid("money.min_amount", "must be positive and not above money.max_amount"));
+        }
+        if self.server.json_limit_bytes < 1024 {
+            return Err(invalid("server.json_limit_bytes", "must be at least 1024"));
+        }
+        Ok(())
+    }
+
+    /// The database URL with any password masked, for logs.
+    pub fn masked(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn base() -> Settings {
+        Settings::load_from("test", std::path::Path::new("config"), false).unwrap()
+    }
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let s = base();
+        assert_eq!(s.money.currency, "IDR");
+        assert_eq!(s.money.min_amount, 50_000);
+    }
+
+    #[test]
+    fn production_refuses_default_secret() {
+        let mut s = base();
+        s.environment = Environment::Production;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("auth.jwt_secret"), "{err}");
+    }
+
+    #[test]
+    fn short_secret_is_refused() {
+        let mut s = base();
+        s.auth.jwt_secret = Secret::new("short");
+        assert!(s.validate().unwrap_err().to_string().contains("at least 32"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = base();
+        let shown = s.masked();
+        assert!(!shown.contains("dev-only-secret"), "{shown}");
+        assert!(!shown.contains("postgres://"), "{shown}");
+    }
+}

@@ -1,0 +1,173 @@
+//! The HTTP surface: the route table of every domain, JSON/path/query error handling, the validated
+//! JSON extractor, health, readiness, metrics and API docs.
+
+pub mod auth;
+pub mod error;
+pub mod pagination;
+pub mod request_id;
+pub mod routes;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::Method;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use validator::Validate;
+
+use crate::app::AppState;
+use error::ApiError;
+use routes::{Access, Api};
+
+/// JSON body that is deserialised strictly and then validated; errors name the field.
+pub struct Valid<T>(pub T);
+
+impl<T> Valid<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T: DeserializeOwned + Validate + 'static> FromRequest for Valid<T> {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let fut = web::Json::<T>::from_request(req, payload);
+        Box::pin(async move {
+            let value = fut.await?.into_inner();
+            value.validate().map_err(ApiError::from)?;
+            Ok(Valid(value))
+        })
+    }
+}
+
+/// Pulls the field name out of serde's messages ("missing field `x`", "unknown field `x`", "invalid type … for `x`").
+fn serde_field(msg: &str) -> Option<String> {
+    let start = msg.find('`')? + 1;
+    let end = msg[start..].find('`')? + start;
+    Some(msg[start..end].to_owned())
+}
+
+fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    use actix_web::http::StatusCode;
+    let api = match &err {
+        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body exceeds {limit} bytes"))
+        }
+        JsonPayloadError::ContentType => {
+            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Type must be application/json")
+        }
+        JsonPayloadError::Deserialize(e) => {
+            let msg = e.to_string();
+            let mut api = ApiError::bad_request("invalid_json", format!("request body is not valid: {msg}"));
+            if e.is_data() {
+                if let Some(f) = serde_field(&msg) {
+                    api = api.with_field(f);
+                }
+            }
+            api
+        }
+        other => ApiError::bad_request("invalid_body", format!("request body could not be read: {other}")),
+    };
+    api.into()
+}
+
+fn path_error(err: PathError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::not_found(&format!("resource ({err})")).into()
+}
+
+fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let msg = err.to_string();
+    let mut api = ApiError::validation("query", format!("query string is invalid: {msg}"));
+    if let Some(f) = serde_field(&msg) {
+        api = api.with_field(f);
+    }
+    api.into()
+}
+
+/// Registers extractor configuration on the app.
+pub fn extractor_config(cfg: &mut web::ServiceConfig, json_limit: usize) {
+    cfg.app_data(web::JsonConfig::default().limit(json_limit).error_handler(json_error))
+        .app_data(web::PathConfig::default().error_handler(path_error))
+        .app_data(web::QueryConfig::default().error_handler(query_error));
+}
+
+/// The whole route table, from every domain.
+pub fn api() -> Api {
+    let mut api = Api::default();
+    operations(&mut api);
+    crate::identity::routes::register(&mut api);
+    crate::identity::admin::register(&mut api);
+    crate::notify::routes::register(&mut api);
+    api
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Checks>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Checks {
+    pub postgres: &'static str,
+    pub redis: &'static str,
+}
+
+fn operations(api: &mut Api) {
+    let t = "operations";
+    let (r, s) = api.route(Method::GET, "/healthz", Access::Public, t, "Liveness", web::get().to(healthz));
+    r.responds::<Health>(200, s);
+    let (r, s) = api.route(Method::GET, "/readyz", Access::Public, t, "Readiness: PostgreSQL and Redis reachable", web::get().to(readyz));
+    r.responds::<Health>(200, s);
+    api.route(Method::GET, "/api/v1/ping", Access::Public, t, "Ping", web::get().to(ping));
+    api.route(Method::GET, "/metrics", Access::Public, t, "Prometheus metrics", web::get().to(metrics));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok", checks: None })
+}
+
+async fn ping() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "message": "pong" }))
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let pg = crate::storage::run(&state.db, |conn| crate::storage::ping(conn)).await;
+    let redis = state.cache.ping().await;
+    let checks = Checks {
+        postgres: if pg.is_ok() { "ok" } else { "unavailable" },
+        redis: if redis.is_ok() { "ok" } else { "unavailable" },
+    };
+    if pg.is_ok() && redis.is_ok() {
+        HttpResponse::Ok().json(Health { status: "ready", checks: Some(checks) })
+    } else {
+        HttpResponse::ServiceUnavailable().json(Health { status: "unavailable", checks: Some(checks) })
+    }
+}
+
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(crate::metrics::render())
+}
+
+/// Unknown paths answer a JSON 404.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    ApiError::not_found(&format!("route {} {}", req.method(), req.path())).error_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_serde_field_names() {
+        assert_eq!(serde_field("missing field `email` at line 1 column 2").as_deref(), Some("email"));
+        assert_eq!(serde_field("unknown field `admin`, expected one of").as_deref(), Some("admin"));
+        assert_eq!(serde_field("expected value at line 1"), None);
+    }
+}

@@ -1,0 +1,499 @@
+//! Admin APIs: `/api/v1/users…` (list/search/get/create/update/archive/restore/purge, role assignment)
+//! and `/api/v1/roles…` (list/get/create/update/archive/restore/purge). Admin only.
+
+use actix_web::http::Method;
+use actix_web::{web, HttpResponse};
+use chrono::Utc;
+use diesel::prelude::*;
+use serde::Deserialize;
+use validator::Validate;
+
+use crate::app::AppState;
+use crate::http::auth::AuthUser;
+use crate::http::error::ApiError;
+use crate::http::pagination::{Page, PageQuery};
+use crate::http::routes::{Api, ADMIN};
+use crate::http::Valid;
+use crate::identity::model::{self, normalise_email, Role, User, UserView, ROLE_ADMIN};
+use crate::identity::{password, sessions, IdentityError};
+use crate::storage::schema::{roles, user_roles, users};
+use crate::storage::{self, StorageError};
+
+pub fn register(api: &mut Api) {
+    let t = "users";
+    let (r, s) = api.route(Method::GET, "/api/v1/users", ADMIN, t, "List or search users", web::get().to(list_users));
+    r.query(&["search", "status", "limit", "cursor"]).responds_page::<UserView>(s);
+    let (r, s) = api.route(Method::POST, "/api/v1/users", ADMIN, t, "Create a user", web::post().to(create_user));
+    r.body::<CreateUserRequest>(s).responds::<UserView>(201, s);
+    let (r, s) = api.route(Method::GET, "/api/v1/users/{id}", ADMIN, t, "Get a user", web::get().to(get_user));
+    r.responds::<UserView>(200, s);
+    let (r, s) = api.route(Method::PATCH, "/api/v1/users/{id}", ADMIN, t, "Update a user's profile", web::patch().to(update_user));
+    r.body::<UpdateUserRequest>(s).responds::<UserView>(200, s);
+    let (r, s) = api.route(Method::POST, "/api/v1/users/{id}/archive", ADMIN, t, "Archive a user (sessions revoked)", web::post().to(archive_user));
+    r.responds::<UserView>(200, s);
+    let (r, s) = api.route(Method::POST, "/api/v1/users/{id}/restore", ADMIN, t, "Restore an archived user", web::post().to(restore_user));
+    r.responds::<UserView>(200, s);
+    api.route(Method::DELETE, "/api/v1/users/{id}", ADMIN, t, "Purge an archived user with no records", web::delete().to(purge_user));
+    let (r, s) = api.route(Method::POST, "/api/v1/users/{id}/roles", ADMIN, t, "Assign a role", web::post().to(assign_role));
+    r.body::<AssignRoleRequest>(s).responds::<UserView>(200, s);
+    let (r, s) = api.route(Method::DELETE, "/api/v1/users/{id}/roles/{role}", ADMIN, t, "Revoke a role (sessions revoked)", web::delete().to(revoke_role));
+    r.responds::<UserView>(200, s);
+
+    let t = "roles";
+    let (r, s) = api.route(Method::GET, "/api/v1/roles", ADMIN, t, "List or search roles", web::get().to(list_roles));
+    r.query(&["search", "status", "limit", "cursor"]).responds_page::<Role>(s);
+    let (r, s) = api.route(Method::POST, "/api/v1/roles", ADMIN, t, "Create a role", web::post().to(create_role));
+    r.body::<RoleRequest>(s).responds::<Role>(201, s);
+    let (r, s) = api.route(Method::GET, "/api/v1/roles/{id}", ADMIN, t, "Get a role", web::get().to(get_role));
+    r.responds::<Role>(200, s);
+    let (r, s) = api.route(Method::PATCH, "/api/v1/roles/{id}", ADMIN, t, "Update a role", web::patch().to(update_role));
+    r.body::<UpdateRoleRequest>(s).responds::<Role>(200, s);
+    let (r, s) = api.route(Method::POST, "/api/v1/roles/{id}/archive", ADMIN, t, "Archive a role", web::post().to(archive_role));
+    r.responds::<Role>(200, s);
+    let (r, s) = api.route(Method::POST, "/api/v1/roles/{id}/restore", ADMIN, t, "Restore a role", web::post().to(restore_role));
+    r.responds::<Role>(200, s);
+    api.route(Method::DELETE, "/api/v1/roles/{id}", ADMIN, t, "Purge an unassigned, non-built-in role", web::delete().to(purge_role));
+}
+
+/// `status` filter for lists: `active` (default), `archived` or `all`.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusFilter {
+    #[default]
+    Active,
+    Archived,
+    All,
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(flatten)]
+    page: PageQuery,
+    search: Option<String>,
+    #[serde(default)]
+    status: StatusFilter,
+}
+
+fn search_pattern(s: &str) -> Result<String, ApiError> {
+    if s.chars().count() > 100 {
+        return Err(ApiError::validation("search", "search must be at most 100 characters"));
+    }
+    let escaped = s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    Ok(format!("%{escaped}%"))
+}
+
+fn role_name_rule(name: &str) -> Result<(), validator::ValidationError> {
+    let re_ok = name.len() >= 2
+        && name.len() <= 50
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if re_ok {
+        Ok(())
+    } else {
+        Err(validator::ValidationError::new("role_name")
+            .with_message("name must be 2-50 characters: lowercase letters, digits, '_' or '-', starting with a letter".into()))
+    }
+}
+
+fn password_policy(s: &str) -> Result<(), validator::ValidationError> {
+    password::policy(s)
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    #[validate(length(min = 1, max = 100, message = "first_name must be 1-100 characters"))]
+    pub first_name: String,
+    #[validate(length(min = 1, max = 100, message = "last_name must be 1-100 characters"))]
+    pub last_name: String,
+    #[validate(email(message = "email must be a valid e-mail address"), length(max = 254, message = "email is too long"))]
+    pub email: String,
+    #[validate(custom(function = "password_policy"))]
+    pub password: String,
+    /// Roles to grant; defaults to `["user"]`.
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
+    /// Whether the e-mail counts as verified (admin-created accounts usually are).
+    #[serde(default)]
+    pub email_verified: bool,
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    #[validate(length(min = 1, max = 100, message = "first_name must be 1-100 characters"))]
+    pub first_name: Option<String>,
+    #[validate(length(min = 1, max = 100, message = "last_name must be 1-100 characters"))]
+    pub last_name: Option<String>,
+    #[validate(email(message = "email must be a valid e-mail address"))]
+    pub email: Option<String>,
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignRoleRequest {
+    #[validate(length(min = 1, max = 50, message = "role is required"))]
+    pub role: String,
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRequest {
+    #[validate(custom(function = "role_name_rule"))]
+    pub name: String,
+    #[validate(length(max = 500, message = "description must be at most 500 characters"))]
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRoleRequest {
+    #[validate(custom(function = "role_name_rule"))]
+    pub name: Option<String>,
+    #[validate(length(max = 500, message = "description must be at most 500 characters"))]
+    pub description: Option<String>,
+}
+
+async fn list_users(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let (limit, cursor) = q.page.resolve()?;
+    let pattern = q.search.as_deref().map(search_pattern).transpose()?;
+    let views = storage::run(&state.db, move |conn| {
+        let mut query = users::table.select(User::as_select()).order(users::id.desc()).limit(limit + 1).into_boxed();
+        query = match q.status {
+            StatusFilter::Active => query.filter(users::archived_at.is_null()),
+            StatusFilter::Archived => query.filter(users::archived_at.is_not_null()),
+            StatusFilter::All => query,
+        };
+        if let Some(p) = pattern {
+            query = query.filter(
+                users::email.ilike(p.clone()).or(users::first_name.ilike(p.clone())).or(users::last_name.ilike(p)),
+            );
+        }
+        if let Some(c) = cursor {
+            query = query.filter(users::id.lt(c));
+        }
+        let rows = query.load(conn).map_err(StorageError::from)?;
+        let ids: Vec<i64> = rows.iter().map(|u| u.id).collect();
+        let mut roles = model::role_names_for(conn, &ids)?;
+        Ok::<_, IdentityError>(rows.into_iter().map(|u| { let r = roles.remove(&u.id).unwrap_or_default(); UserView::new(u, r) }).collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(Page::from_rows(views, limit, |u| u.id)))
+}
+
+async fn create_user(state: web::Data<AppState>, body: Valid<CreateUserRequest>) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let hash = password::hash(body.password).await.map_err(ApiError::internal)?;
+    let wanted = body.roles.unwrap_or_else(|| vec![model::ROLE_USER.to_owned()]);
+    let view = storage::transaction(&state.db, move |conn| {
+        let verified = body.email_verified.then(Utc::now);
+        let id: i64 = diesel::insert_into(users::table)
+            .values((
+                users::first_name.eq(body.first_name.trim()),
+                users::last_name.eq(body.last_name.trim()),
+                users::email.eq(normalise_email(&body.email)),
+                users::password_hash.eq(&hash),
+                users::email_verified_at.eq(verified),
+            ))
+            .returning(users::id)
+            .get_result(conn)
+            .map_err(|e| match StorageError::from(e) {
+                StorageError::Conflict(_) => IdentityError::EmailTaken,
+                other => other.into(),
+            })?;
+        for role in &wanted {
+            let r = model::find_role_by_name(conn, role)?;
+            if r.archived_at.is_some() {
+                return Err(IdentityError::RoleNotFound(role.clone()));
+            }
+            model::grant_role(conn, id, role)?;
+        }
+        model::user_view(conn, id)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+async fn get_user(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let view = storage::run(&state.db, move |conn| model::user_view(conn, id)).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn update_user(state: web::Data<AppState>, id: web::Path<i64>, body: Valid<UpdateUserRequest>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let body = body.into_inner();
+    let view = storage::transaction(&state.db, move |conn| {
+        let user = model::find_user(conn, id)?;
+        let first = body.first_name.map(|s| s.trim().to_owned()).unwrap_or(user.first_name);
+        let last = body.last_name.map(|s| s.trim().to_owned()).unwrap_or(user.last_name);
+        let email = body.email.map(|e| normalise_email(&e)).unwrap_or(user.email);
+        diesel::update(users::table.find(id))
+            .set((users::first_name.eq(first), users::last_name.eq(last), users::email.eq(email), users::updated_at.eq(Utc::now())))
+            .execute(conn)
+            .map_err(|e| match StorageError::from(e) {
+                StorageError::Conflict(_) => IdentityError::EmailTaken,
+                other => other.into(),
+            })?;
+        model::user_view(conn, id)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+fn holds_admin(conn: &mut PgConnection, id: i64) -> Result<bool, IdentityError> {
+    Ok(model::role_names(conn, id)?.iter().any(|r| r == ROLE_ADMIN))
+}
+
+async fn archive_user(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let (view, revoked) = storage::transaction(&state.db, move |conn| {
+        let user = model::find_user(conn, id)?;
+        if user.archived_at.is_some() {
+            return Err(IdentityError::AlreadyArchived);
+        }
+        if holds_admin(conn, id)? && model::active_admin_count(conn)? <= 1 {
+            return Err(IdentityError::LastAdmin);
+        }
+        diesel::update(users::table.find(id)).set((users::archived_at.eq(Utc::now()), users::updated_at.eq(Utc::now()))).execute(conn)?;
+        let revoked = sessions::revoke_user_sessions(conn, id, None)?;
+        Ok((model::user_view(conn, id)?, revoked))
+    })
+    .await?;
+    sessions::flag_revoked(&state, &revoked).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn restore_user(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let view = storage::transaction(&state.db, move |conn| {
+        let user = model::find_user(conn, id)?;
+        if user.archived_at.is_none() {
+            return Err(IdentityError::NotArchived);
+        }
+        diesel::update(users::table.find(id))
+            .set((users::archived_at.eq(None::<chrono::DateTime<Utc>>), users::updated_at.eq(Utc::now())))
+            .execute(conn)?;
+        model::user_view(conn, id)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn purge_user(state: web::Data<AppState>, id: web::Path<i64>, me: AuthUser) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    if id == me.user_id {
+        return Err(ApiError::conflict("self_purge", "you cannot purge your own account"));
+    }
+    storage::transaction(&state.db, move |conn| {
+        let user = model::find_user(conn, id)?;
+        if user.archived_at.is_none() {
+            return Err(IdentityError::NotArchived);
+        }
+        diesel::delete(users::table.find(id)).execute(conn).map_err(|e| match StorageError::from(e) {
+            StorageError::Referenced(_) => IdentityError::UserHasRecords,
+            other => other.into(),
+        })?;
+        Ok(())
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn assign_role(state: web::Data<AppState>, id: web::Path<i64>, body: Valid<AssignRoleRequest>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let role = body.into_inner().role;
+    let view = storage::transaction(&state.db, move |conn| {
+        model::find_user(conn, id)?;
+        let r = model::find_role_by_name(conn, &role)?;
+        if r.archived_at.is_some() {
+            return Err(IdentityError::AlreadyArchived);
+        }
+        model::grant_role(conn, id, &role)?;
+        model::user_view(conn, id)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn revoke_role(state: web::Data<AppState>, path: web::Path<(i64, String)>) -> Result<HttpResponse, ApiError> {
+    let (id, role) = path.into_inner();
+    let (view, revoked) = storage::transaction(&state.db, move |conn| {
+        model::find_user(conn, id)?;
+        let r = model::find_role_by_name(conn, &role)?;
+        if r.name == ROLE_ADMIN && holds_admin(conn, id)? && model::active_admin_count(conn)? <= 1 {
+            return Err(IdentityError::LastAdmin);
+        }
+        let n = diesel::delete(user_roles::table.find((id, r.id))).execute(conn)?;
+        if n == 0 {
+            return Err(IdentityError::RoleNotFound(role));
+        }
+        // Tokens carry roles: end the user's sessions so the change applies at once.
+        let revoked = sessions::revoke_user_sessions(conn, id, None)?;
+        Ok((model::user_view(conn, id)?, revoked))
+    })
+    .await?;
+    sessions::flag_revoked(&state, &revoked).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+fn find_role(conn: &mut PgConnection, id: i64) -> Result<Role, IdentityError> {
+    roles::table.find(id).select(Role::as_select()).first(conn).optional()?.ok_or_else(|| IdentityError::RoleNotFound(id.to_string()))
+}
+
+async fn list_roles(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let (limit, cursor) = q.page.resolve()?;
+    let pattern = q.search.as_deref().map(search_pattern).transpose()?;
+    let rows = storage::run(&state.db, move |conn| {
+        let mut query = roles::table.select(Role::as_select()).order(roles::id.desc()).limit(limit + 1).into_boxed();
+        query = match q.status {
+            StatusFilter::Active => query.filter(roles::archived_at.is_null()),
+            StatusFilter::Archived => query.filter(roles::archived_at.is_not_null()),
+            StatusFilter::All => query,
+        };
+        if let Some(p) = pattern {
+            query = query.filter(roles::name.ilike(p.clone()).or(roles::description.ilike(p)));
+        }
+        if let Some(c) = cursor {
+            query = query.filter(roles::id.lt(c));
+        }
+        query.load(conn).map_err(StorageError::from)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |r: &Role| r.id)))
+}
+
+fn role_conflict(e: diesel::result::Error) -> IdentityError {
+    match StorageError::from(e) {
+        StorageError::Conflict(_) => IdentityError::RoleTaken,
+        other => other.into(),
+    }
+}
+
+async fn create_role(state: web::Data<AppState>, body: Valid<RoleRequest>) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let role = storage::run(&state.db, move |conn| {
+        diesel::insert_into(roles::table)
+            .values((roles::name.eq(&body.name), roles::description.eq(&body.description)))
+            .returning(Role::as_returning())
+            .get_result(conn)
+            .map_err(role_conflict)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(role))
+}
+
+async fn get_role(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let role = storage::run(&state.db, move |conn| find_role(conn, id)).await?;
+    Ok(HttpResponse::Ok().json(role))
+}
+
+async fn update_role(state: web::Data<AppState>, id: web::Path<i64>, body: Valid<UpdateRoleRequest>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let body = body.into_inner();
+    let role = storage::transaction(&state.db, move |conn| {
+        let role = find_role(conn, id)?;
+        if role.builtin && body.name.as_ref().is_some_and(|n| n != &role.name) {
+            return Err(IdentityError::BuiltinRole(role.name));
+        }
+        diesel::update(roles::table.find(id))
+            .set((
+                roles::name.eq(body.name.unwrap_or(role.name)),
+                roles::description.eq(body.description.unwrap_or(role.description)),
+                roles::updated_at.eq(Utc::now()),
+            ))
+            .returning(Role::as_returning())
+            .get_result(conn)
+            .map_err(role_conflict)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(role))
+}
+
+async fn set_role_archived(state: web::Data<AppState>, id: i64, archive: bool) -> Result<HttpResponse, ApiError> {
+    let role = storage::transaction(&state.db, move |conn| {
+        let role = find_role(conn, id)?;
+        if role.builtin {
+            return Err(IdentityError::BuiltinRole(role.name));
+        }
+        match (archive, role.archived_at.is_some()) {
+            (true, true) => return Err(IdentityError::AlreadyArchived),
+            (false, false) => return Err(IdentityError::NotArchived),
+            _ => {}
+        }
+        let at = archive.then(Utc::now);
+        Ok(diesel::update(roles::table.find(id))
+            .set((roles::archived_at.eq(at), roles::updated_at.eq(Utc::now())))
+            .returning(Role::as_returning())
+            .get_result(conn)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(role))
+}
+
+async fn archive_role(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    set_role_archived(state, id.into_inner(), true).await
+}
+
+async fn restore_role(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    set_role_archived(state, id.into_inner(), false).await
+}
+
+async fn purge_role(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    storage::transaction(&state.db, move |conn| {
+        let role = find_role(conn, id)?;
+        if role.builtin {
+            return Err(IdentityError::BuiltinRole(role.name));
+        }
+        diesel::delete(roles::table.find(id)).execute(conn).map_err(|e| match StorageError::from(e) {
+            StorageError::Referenced(_) => IdentityError::RoleInUse(role.name.clone()),
+            other => other.into(),
+        })?;
+        Ok(())
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Creates the bootstrap admin when none exists and credentials are configured.
+///
+/// # Errors
+/// A storage or hashing failure.
+pub async fn bootstrap_admin(state: &AppState) -> Result<(), ApiError> {
+    let email = normalise_email(&state.settings.auth.bootstrap_admin_email);
+    let pw = state.settings.auth.bootstrap_admin_password.expose().to_owned();
+    if email.is_empty() || pw.is_empty() {
+        return Ok(());
+    }
+    let exists = storage::run(&state.db, |conn| model::active_admin_count(conn)).await?;
+    if exists > 0 {
+        return Ok(());
+    }
+    let hash = password::hash(pw).await.map_err(ApiError::internal)?;
+    storage::transaction(&state.db, move |conn| {
+        let id = match model::find_user_by_email(conn, &email)? {
+            Some(u) => u.id,
+            None => diesel::insert_into(users::table)
+                .values((
+                    users::first_name.eq("Platform"),
+                    users::last_name.eq("Admin"),
+                    users::email.eq(&email),
+                    users::password_hash.eq(&hash),
+                    users::email_verified_at.eq(Utc::now()),
+                ))
+                .returning(users::id)
+                .get_result(conn)?,
+        };
+        model::grant_role(conn, id, ROLE_ADMIN)?;
+        model::grant_role(conn, id, model::ROLE_USER)?;
+        Ok::<_, IdentityError>(())
+    })
+    .await?;
+    tracing::info!("bootstrap admin created");
+    Ok(())
+}

@@ -1,0 +1,450 @@
+//! `/api/v1/auth/*`: register, verify e-mail, login, refresh, logout, me, password change/forgot/reset.
+
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{Duration, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+use crate::app::AppState;
+use crate::http::auth::AuthUser;
+use crate::http::error::ApiError;
+use crate::http::routes::{Access, Api};
+use crate::http::Valid;
+use crate::identity::model::{self, normalise_email, UserView, ROLE_USER};
+use crate::identity::sessions::{self, Rotation};
+use crate::identity::tokens::{opaque_token, six_digit_code};
+use crate::identity::{password, IdentityError};
+use crate::notify::compose;
+use crate::storage::schema::{email_verifications, password_resets, users};
+use crate::storage::{self, StorageError};
+
+const TAG: &str = "auth";
+/// Wrong codes allowed per verification code before a new one must be requested.
+const MAX_CODE_ATTEMPTS: i32 = 5;
+
+pub fn register(api: &mut Api) {
+    use Access::{Authenticated, Public};
+    let (r, s) = api.route(Method::POST, "/api/v1/auth/register", Public, TAG, "Register; a verification code is e-mailed", web::post().to(register_user));
+    r.body::<RegisterRequest>(s).responds::<UserView>(201, s);
+    let (r, s) = api.route(Method::POST, "/api/v1/auth/verify-email", Public, TAG, "Verify the e-mail with the 6-digit code", web::post().to(verify_email));
+    r.body::<VerifyEmailRequest>(s).responds::<MessageResponse>(200, s);
+    let (r, s) = api.route(Method::POST, "/api/v1/auth/verify-email/resend", Public, TAG, "Send a new verification code", web::post().to(resend_code));
+    r.body::<EmailRequest>(s).responds::<MessageResponse>(200, s);
+    let (r, s) = api.route(Method::POST, "/api/v1/auth/login", Public, TAG, "Log in: access token + refresh token", web::post().to(login));
+    r.body::<LoginRequest>(s).responds::<TokenPair>(200, s);
+    let (r, s) = api.route(Method::POST, "/api/v1/auth/refresh", Public, TAG, "Rotate a refresh token", web::post().to(refresh));
+    r.body::<RefreshRequest>(s).responds::<TokenPair>(200, s);
+    api.route(Method::POST, "/api/v1/auth/logout", Authenticated, TAG, "Revoke the current session", web::post().to(logout));
+    let (r, s) = api.route(Method::GET, "/api/v1/auth/me", Authenticated, TAG, "The current user", web::get().to(me));
+    r.responds::<UserView>(200, s);
+    let (r, s) = api.route(Method::POST, "/api/v1/auth/password/change", Authenticated, TAG, "Change password; other sessions are revoked", web::post().to(change_password));
+    r.body::<ChangePasswordRequest>(s).responds::<MessageResponse>(200, s);
+    let (r, s) = api.route(Method::POST, "/api/v1/auth/password/forgot", Public, TAG, "E-mail a reset token (same answer for unknown e-mails)", web::post().to(forgot_password));
+    r.body::<EmailRequest>(s).responds::<MessageResponse>(200, s);
+    let (r, s) = api.route(Method::POST, "/api/v1/auth/password/reset", Public, TAG, "Reset the password with the e-mailed token; all sessions are revoked", web::post().to(reset_password));
+    r.body::<ResetPasswordRequest>(s).responds::<MessageResponse>(200, s);
+}
+
+fn not_blank(s: &str) -> Result<(), validator::ValidationError> {
+    if s.trim().is_empty() {
+        return Err(validator::ValidationError::new("blank").with_message("must not be blank".into()));
+    }
+    Ok(())
+}
+
+fn password_policy(s: &str) -> Result<(), validator::ValidationError> {
+    password::policy(s)
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    #[validate(length(min = 1, max = 100, message = "first_name must be 1-100 characters"), custom(function = "not_blank"))]
+    pub first_name: String,
+    #[validate(length(min = 1, max = 100, message = "last_name must be 1-100 characters"), custom(function = "not_blank"))]
+    pub last_name: String,
+    #[validate(email(message = "email must be a valid e-mail address"), length(max = 254, message = "email is too long"))]
+    pub email: String,
+    #[validate(custom(function = "password_policy"))]
+    pub password: String,
+    #[validate(must_match(other = "password", message = "confirm_password must match password"))]
+    pub confirm_password: String,
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyEmailRequest {
+    #[validate(email(message = "email must be a valid e-mail address"))]
+    pub email: String,
+    #[validate(length(equal = 6, message = "code must be 6 digits"))]
+    pub code: String,
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailRequest {
+    #[validate(email(message = "email must be a valid e-mail address"))]
+    pub email: String,
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    #[validate(email(message = "email must be a valid e-mail address"))]
+    pub email: String,
+    #[validate(length(min = 1, max = 128, message = "password must be 1-128 characters"))]
+    pub password: String,
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    #[validate(length(min = 1, max = 200, message = "refresh_token is required"))]
+    pub refresh_token: String,
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    #[validate(length(min = 1, max = 128, message = "current_password is required"))]
+    pub current_password: String,
+    #[validate(custom(function = "password_policy"))]
+    pub new_password: String,
+    #[validate(must_match(other = "new_password", message = "confirm_password must match new_password"))]
+    pub confirm_password: String,
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPasswordRequest {
+    #[validate(length(min = 1, max = 200, message = "token is required"))]
+    pub token: String,
+    #[validate(custom(function = "password_policy"))]
+    pub new_password: String,
+    #[validate(must_match(other = "new_password", message = "confirm_password must match new_password"))]
+    pub confirm_password: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    pub refresh_token: String,
+    pub refresh_expires_in: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MessageResponse {
+    pub message: String,
+}
+
+fn message(m: &str) -> HttpResponse {
+    HttpResponse::Ok().json(MessageResponse { message: m.to_owned() })
+}
+
+/// The client address used for rate limits: the TCP peer (proxies are not trusted).
+fn client(req: &HttpRequest) -> String {
+    req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into())
+}
+
+async fn limit(state: &AppState, req: &HttpRequest) -> Result<(), IdentityError> {
+    sessions::rate_limit(state, "auth", &client(req), state.settings.auth.auth_rate_limit_per_minute).await
+}
+
+/// Creates a fresh verification code for a user (older unused codes stop working); returns the plaintext.
+fn new_verification_code(conn: &mut PgConnection, state: &AppState, user_id: i64) -> Result<String, IdentityError> {
+    diesel::update(email_verifications::table.filter(email_verifications::user_id.eq(user_id)).filter(email_verifications::used_at.is_null()))
+        .set(email_verifications::used_at.eq(Utc::now()))
+        .execute(conn)?;
+    let code = six_digit_code();
+    diesel::insert_into(email_verifications::table)
+        .values((
+            email_verifications::user_id.eq(user_id),
+            email_verifications::code_hash.eq(state.keys.hash(&code)),
+            email_verifications::expires_at.eq(Utc::now() + Duration::seconds(state.settings.auth.verification_ttl_secs)),
+        ))
+        .execute(conn)?;
+    Ok(code)
+}
+
+/// Sends an e-mail after the commit; a delivery failure is logged, never undoing the committed change.
+async fn deliver(state: &AppState, email: crate::notify::Email) {
+    let subject = email.subject.clone();
+    if let Err(e) = state.mailer.send(email).await {
+        tracing::error!(error = %e, subject, "e-mail delivery failed");
+    }
+}
+
+fn verification_email(state: &AppState, to: &str, name: &str, code: &str) -> crate::notify::Email {
+    let minutes = state.settings.auth.verification_ttl_secs / 60;
+    compose(
+        to,
+        name,
+        "Welcome to payd — verify your e-mail",
+        &["Welcome to payd. Enter this code to verify your e-mail address.", &format!("The code expires in {minutes} minutes and works once.")],
+        Some(code),
+    )
+}
+
+async fn register_user(state: web::Data<AppState>, req: HttpRequest, body: Valid<RegisterRequest>) -> Result<HttpResponse, ApiError> {
+    limit(&state, &req).await?;
+    let body = body.into_inner();
+    let email = normalise_email(&body.email);
+    let hash = password::hash(body.password).await.map_err(ApiError::internal)?;
+    let st = state.clone();
+    let (first, last, em) = (body.first_name.trim().to_owned(), body.last_name.trim().to_owned(), email.clone());
+    let (view, code) = storage::transaction(&state.db, move |conn| {
+        let id: i64 = diesel::insert_into(users::table)
+            .values((users::first_name.eq(&first), users::last_name.eq(&last), users::email.eq(&em), users::password_hash.eq(&hash)))
+            .returning(users::id)
+            .get_result(conn)
+            .map_err(|e| match StorageError::from(e) {
+                StorageError::Conflict(_) => IdentityError::EmailTaken,
+                other => other.into(),
+            })?;
+        // Least privilege: a self-registered user gets `user` and nothing else.
+        model::grant_role(conn, id, ROLE_USER)?;
+        let code = new_verification_code(conn, &st, id)?;
+        Ok::<_, IdentityError>((model::user_view(conn, id)?, code))
+    })
+    .await?;
+    crate::metrics::count("register", "success");
+    tracing::info!(user_id = view.id, "user registered");
+    deliver(&state, verification_email(&state, &email, &view.first_name, &code)).await;
+    Ok(HttpResponse::Created().json(view))
+}
+
+async fn verify_email(state: web::Data<AppState>, req: HttpRequest, body: Valid<VerifyEmailRequest>) -> Result<HttpResponse, ApiError> {
+    limit(&state, &req).await?;
+    let body = body.into_inner();
+    let st = state.clone();
+    let user = storage::transaction(&state.db, move |conn| {
+        let user = model::find_user_by_email(conn, &body.email)?.ok_or(IdentityError::InvalidCode)?;
+        if user.email_verified_at.is_some() {
+            return Err(IdentityError::AlreadyVerified);
+        }
+        let pending: Option<(i64, String, i32)> = email_verifications::table
+            .filter(email_verifications::user_id.eq(user.id))
+            .filter(email_verifications::used_at.is_null())
+            .filter(email_verifications::expires_at.gt(Utc::now()))
+            .order(email_verifications::id.desc())
+            .select((email_verifications::id, email_verifications::code_hash, email_verifications::attempts))
+            .for_update()
+            .first(conn)
+            .optional()?;
+        let Some((id, hash, attempts)) = pending else { return Ok(Err(IdentityError::InvalidCode)) };
+        if attempts >= MAX_CODE_ATTEMPTS || hash != st.keys.hash(&body.code) {
+            // Count the wrong guess (committed), then refuse.
+            diesel::update(email_verifications::table.find(id)).set(email_verifications::attempts.eq(attempts + 1)).execute(conn)?;
+            return Ok(Err(IdentityError::InvalidCode));
+        }
+        diesel::update(email_verifications::table.find(id)).set(email_verifications::used_at.eq(Utc::now())).execute(conn)?;
+        diesel::update(users::table.find(user.id))
+            .set((users::email_verified_at.eq(Utc::now()), users::updated_at.eq(Utc::now())))
+            .execute(conn)?;
+        Ok(Ok(user))
+    })
+    .await??;
+    deliver(&state, compose(&user.email, &user.first_name, "Your e-mail is verified", &["Your e-mail address is verified. You can now log in to payd."], None)).await;
+    Ok(message("e-mail verified"))
+}
+
+async fn resend_code(state: web::Data<AppState>, req: HttpRequest, body: Valid<EmailRequest>) -> Result<HttpResponse, ApiError> {
+    limit(&state, &req).await?;
+    let email = body.into_inner().email;
+    let st = state.clone();
+    let sent = storage::transaction(&state.db, move |conn| {
+        let Some(user) = model::find_user_by_email(conn, &email)? else { return Ok(None) };
+        if user.email_verified_at.is_some() || user.archived_at.is_some() {
+            return Ok(None);
+        }
+        let code = new_verification_code(conn, &st, user.id)?;
+        Ok::<_, IdentityError>(Some((user, code)))
+    })
+    .await?;
+    if let Some((user, code)) = sent {
+        deliver(&state, verification_email(&state, &user.email, &user.first_name, &code)).await;
+    }
+    Ok(message("if the address is registered and not yet verified, a new code has been sent"))
+}
+
+async fn issue_pair(state: &AppState, user_id: i64, family: uuid::Uuid, refresh_token: String, roles: &[String]) -> Result<TokenPair, ApiError> {
+    let access = state.keys.issue_access(user_id, roles, family).map_err(ApiError::internal)?;
+    Ok(TokenPair {
+        access_token: access,
+        token_type: "Bearer",
+        expires_in: state.keys.access_ttl(),
+        refresh_token,
+        refresh_expires_in: state.settings.auth.refresh_ttl_secs,
+    })
+}
+
+async fn login(state: web::Data<AppState>, req: HttpRequest, body: Valid<LoginRequest>) -> Result<HttpResponse, ApiError> {
+    limit(&state, &req).await?;
+    let body = body.into_inner();
+    let email = normalise_email(&body.email);
+    sessions::check_lock(&state, &email).await?;
+    let lookup = email.clone();
+    let user = storage::run(&state.db, move |conn| model::find_user_by_email(conn, &lookup)).await?;
+    let ok = password::verify(body.password, user.as_ref().map(|u| u.password_hash.clone())).await;
+    let user = match (ok, user) {
+        (true, Some(u)) => u,
+        _ => {
+            crate::metrics::count("login", "failed");
+            return Err(sessions::record_failure(&state, &email).await.into());
+        }
+    };
+    sessions::clear_failures(&state, &email).await?;
+    if user.archived_at.is_some() {
+        return Err(IdentityError::AccountArchived.into());
+    }
+    if user.email_verified_at.is_none() {
+        return Err(IdentityError::EmailNotVerified.into());
+    }
+    let st = state.clone();
+    let uid = user.id;
+    let (family, token, roles) = storage::transaction(&state.db, move |conn| {
+        let (family, token) = sessions::start(conn, &st, uid)?;
+        Ok::<_, IdentityError>((family, token, model::role_names(conn, uid)?))
+    })
+    .await?;
+    crate::metrics::count("login", "success");
+    tracing::info!(user_id = uid, "login");
+    Ok(HttpResponse::Ok().json(issue_pair(&state, uid, family, token, &roles).await?))
+}
+
+async fn refresh(state: web::Data<AppState>, req: HttpRequest, body: Valid<RefreshRequest>) -> Result<HttpResponse, ApiError> {
+    limit(&state, &req).await?;
+    let presented = body.into_inner().refresh_token;
+    let st = state.clone();
+    let outcome = storage::transaction(&state.db, move |conn| {
+        let rotation = sessions::rotate(conn, &st, &presented)?;
+        let extra = match &rotation {
+            Rotation::Rotated { user_id, .. } => {
+                let user = model::find_user(conn, *user_id)?;
+                Some((user.archived_at.is_some(), model::role_names(conn, *user_id)?))
+            }
+            Rotation::Reused { .. } => None,
+        };
+        Ok::<_, IdentityError>((rotation, extra))
+    })
+    .await?;
+    match outcome {
+        (Rotation::Reused { family }, _) => {
+            sessions::flag_revoked(&state, &[family]).await?;
+            tracing::warn!(session = %family, "refresh token reuse: session revoked");
+            crate::metrics::count("refresh", "reuse");
+            Err(IdentityError::TokenReuse.into())
+        }
+        (Rotation::Rotated { user_id, family, token }, Some((archived, roles))) => {
+            if archived {
+                let fam = family;
+                storage::run(&state.db, move |conn| sessions::revoke_family(conn, fam)).await?;
+                return Err(IdentityError::AccountArchived.into());
+            }
+            crate::metrics::count("refresh", "success");
+            Ok(HttpResponse::Ok().json(issue_pair(&state, user_id, family, token, &roles).await?))
+        }
+        (Rotation::Rotated { .. }, None) => Err(ApiError::internal("rotation without user")),
+    }
+}
+
+async fn logout(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    let family = user.session;
+    storage::run(&state.db, move |conn| sessions::revoke_family(conn, family)).await?;
+    sessions::flag_revoked(&state, &[family]).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    let id = user.user_id;
+    let view = storage::run(&state.db, move |conn| model::user_view(conn, id)).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn change_password(state: web::Data<AppState>, user: AuthUser, body: Valid<ChangePasswordRequest>) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let uid = user.user_id;
+    let current = storage::run(&state.db, move |conn| model::find_user(conn, uid)).await?;
+    if !password::verify(body.current_password, Some(current.password_hash)).await {
+        return Err(IdentityError::WrongPassword.into());
+    }
+    let hash = password::hash(body.new_password).await.map_err(ApiError::internal)?;
+    let keep = user.session;
+    let revoked = storage::transaction(&state.db, move |conn| {
+        diesel::update(users::table.find(uid)).set((users::password_hash.eq(&hash), users::updated_at.eq(Utc::now()))).execute(conn)?;
+        sessions::revoke_user_sessions(conn, uid, Some(keep))
+    })
+    .await?;
+    sessions::flag_revoked(&state, &revoked).await?;
+    deliver(&state, compose(&current.email, &current.first_name, "Your payd password was changed", &["Your password was changed and your other sessions were signed out. If this was not you, reset your password now."], None)).await;
+    Ok(message("password changed; other sessions were signed out"))
+}
+
+async fn forgot_password(state: web::Data<AppState>, req: HttpRequest, body: Valid<EmailRequest>) -> Result<HttpResponse, ApiError> {
+    limit(&state, &req).await?;
+    let email = body.into_inner().email;
+    let st = state.clone();
+    let issued = storage::transaction(&state.db, move |conn| {
+        let Some(user) = model::find_user_by_email(conn, &email)? else { return Ok(None) };
+        if user.archived_at.is_some() {
+            return Ok(None);
+        }
+        let token = opaque_token("pr_");
+        diesel::insert_into(password_resets::table)
+            .values((
+                password_resets::user_id.eq(user.id),
+                password_resets::token_hash.eq(st.keys.hash(&token)),
+                password_resets::expires_at.eq(Utc::now() + Duration::seconds(st.settings.auth.reset_ttl_secs)),
+            ))
+            .execute(conn)?;
+        Ok::<_, IdentityError>(Some((user, token)))
+    })
+    .await?;
+    if let Some((user, token)) = issued {
+        let minutes = state.settings.auth.reset_ttl_secs / 60;
+        deliver(
+            &state,
+            compose(&user.email, &user.first_name, "Reset your payd password", &["Someone asked to reset your payd password. Use this token to choose a new one.", &format!("It works once and expires in {minutes} minutes. If this was not you, ignore this message.")], Some(&token)),
+        )
+        .await;
+    }
+    Ok(message("if the address is registered, a password reset token has been sent"))
+}
+
+async fn reset_password(state: web::Data<AppState>, req: HttpRequest, body: Valid<ResetPasswordRequest>) -> Result<HttpResponse, ApiError> {
+    limit(&state, &req).await?;
+    let body = body.into_inner();
+    let hash = password::hash(body.new_password).await.map_err(ApiError::internal)?;
+    let token_hash = state.keys.hash(&body.token);
+    let (user, revoked) = storage::transaction(&state.db, move |conn| {
+        let row: Option<(i64, i64)> = password_resets::table
+            .filter(password_resets::token_hash.eq(&token_hash))
+            .filter(password_resets::used_at.is_null())
+            .filter(password_resets::expires_at.gt(Utc::now()))
+            .select((password_resets::id, password_resets::user_id))
+            .for_update()
+            .first(conn)
+            .optional()?;
+        let Some((id, uid)) = row else { return Err(IdentityError::InvalidToken("reset token is invalid, used or expired")) };
+        diesel::update(password_resets::table.find(id)).set(password_resets::used_at.eq(Utc::now())).execute(conn)?;
+        // The e-mail round trip also proves the address.
+        diesel::update(users::table.find(uid))
+            .set((users::password_hash.eq(&hash), users::updated_at.eq(Utc::now())))
+            .execute(conn)?;
+        diesel::update(users::table.find(uid).filter(users::email_verified_at.is_null()))
+            .set(users::email_verified_at.eq(Utc::now()))
+            .execute(conn)?;
+        let revoked = sessions::revoke_user_sessions(conn, uid, None)?;
+        Ok((model::find_user(conn, uid)?, revoked))
+    })
+    .await?;
+    sessions::flag_revoked(&state, &revoked).await?;
+    sessions::clear_failures(&state, &user.email).await?;
+    deliver(&state, compose(&user.email, &user.first_name, "Your payd password was reset", &["Your password was reset and every session was signed out."], None)).await;
+    Ok(message("password reset; log in with the new password"))
+}

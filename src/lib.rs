@@ -1,0 +1,18 @@
+//! payd: an actor-based concurrent stored-value payment platform (a modular monolith).
+//!
+//! Request path: `http` (route table, access policy, errors) → domain module (`identity`, …) →
+//! `storage` (diesel on the blocking pool). See `docs/architecture.md`.
+
+pub mod app;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod identity;
+pub mod metrics;
+pub mod notify;
+pub mod seed;
+pub mod storage;
+pub mod telemetry;
+
+pub use app::run;

@@ -1,0 +1,5 @@
+//! The `payd` binary: see `payd --help`.
+
+fn main() -> std::process::ExitCode {
+    payd::cli::main()
+}
