@@ -11,7 +11,9 @@ pub const MAX_LIMIT: i64 = 100;
 
 #[derive(Debug, Deserialize, Default, Clone)]
 pub struct PageQuery {
-    pub limit: Option<i64>,
+    /// Kept as text so the query can be `#[serde(flatten)]`ed into list filters (serde_urlencoded
+    /// cannot parse numbers through flatten); parsed in [`PageQuery::resolve`].
+    pub limit: Option<String>,
     pub cursor: Option<String>,
 }
 
@@ -21,7 +23,10 @@ impl PageQuery {
     /// # Errors
     /// `ApiError` 422 naming `limit` or `cursor` when out of range or malformed.
     pub fn resolve(&self) -> Result<(i64, Option<i64>), ApiError> {
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        let limit = match self.limit.as_deref() {
+            None | Some("") => DEFAULT_LIMIT,
+            Some(l) => l.parse().map_err(|_| ApiError::validation("limit", "limit must be an integer"))?,
+        };
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(ApiError::validation("limit", format!("limit must be between 1 and {MAX_LIMIT}")));
         }
@@ -71,10 +76,10 @@ mod tests {
 
     #[test]
     fn cursor_round_trip_and_limits() {
-        let q = PageQuery { limit: Some(5), cursor: Some(encode_cursor(42)) };
+        let q = PageQuery { limit: Some("5".into()), cursor: Some(encode_cursor(42)) };
         assert_eq!(q.resolve().unwrap(), (5, Some(42)));
-        assert!(PageQuery { limit: Some(101), cursor: None }.resolve().is_err());
-        assert!(PageQuery { limit: Some(0), cursor: None }.resolve().is_err());
+        assert!(PageQuery { limit: Some("101".into()), cursor: None }.resolve().is_err());
+        assert!(PageQuery { limit: Some("0".into()), cursor: None }.resolve().is_err());
         assert_eq!(PageQuery { limit: None, cursor: Some("zz!".into()) }.resolve().unwrap_err().field.as_deref(), Some("cursor"));
     }
 

@@ -1,0 +1,36 @@
+//! payd's actor system: account and card actors, the payments coordinator and the
+//! group-commit ledger writer. PostgreSQL (behind [`LedgerStore`]) is the authority;
+//! actors only serialise per-account / per-card decisions and cache committed state.
+//!
+//! Money is always `i64` minor units. A success reply is only produced after the
+//! writer's durable commit returned.
+
+pub mod account;
+pub mod card;
+pub mod coordinator;
+pub mod memory;
+mod shard;
+pub mod store;
+pub mod writer;
+
+pub use account::{
+    AccountActor, AccountError, AccountLoader, AccountRegistry, AccountsHandle, ActorConfig,
+    Available, Observe, Release, Reservation, ReservationId, Reserve,
+};
+pub use card::{
+    CardActor, CardError, CardLoader, CardRegistry, CardsHandle, CheckCredit, CheckDebit, Get,
+    Refresh,
+};
+
+pub use coordinator::{
+    Committed, ExecError, Execute, FailureReason, Ledger, OpFailure, Operation, PaymentsCoordinator,
+};
+pub use memory::{MemoryRecord, MemoryStore, UniqueKey};
+pub use store::{
+    AccountId, AccountSnapshot, AccountState, CardId, CardSnapshot, CardStatus, JournalEntry,
+    LedgerStore, Posting, StoreError,
+};
+pub use writer::{
+    is_duplicate_reason, BatchHook, CommitError, LedgerWriter, WriterConfig, WriterHandle,
+    WriterStats,
+};
