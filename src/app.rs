@@ -12,6 +12,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::identity::tokens::TokenKeys;
+use crate::ledger::LedgerService;
 use crate::notify::Mailer;
 use crate::storage::{self, PgPool};
 
@@ -23,18 +24,29 @@ pub struct AppState {
     pub cache: Cache,
     pub keys: Arc<TokenKeys>,
     pub mailer: Mailer,
+    pub ledger: LedgerService,
 }
 
 impl AppState {
-    /// Builds the state without touching the network (pools connect lazily).
+    /// Prepares the database (create/migrate as configured) and starts the ledger's actors and writers.
+    /// Must run inside an actix System.
     ///
     /// # Errors
-    /// When a pool or the mailer cannot be configured.
-    pub fn new(settings: Settings) -> anyhow::Result<Self> {
+    /// When a pool or the mailer cannot be configured, or the database cannot be prepared.
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         let db = storage::pool(settings.database.url.expose(), settings.database.pool_size)?;
         let cache = Cache::new(settings.redis.url.expose(), settings.redis.pool_size, &settings.redis.prefix)?;
         let mailer = Mailer::new(&settings.mail, db.clone())?;
-        Ok(Self { keys: Arc::new(TokenKeys::new(&settings.auth)), settings: Arc::new(settings), db, cache, mailer })
+        prepare_database(&settings, &db).await?;
+        let ledger = LedgerService::start(&settings, &db).await?;
+        Ok(Self {
+            keys: Arc::new(TokenKeys::new(&settings.auth)),
+            settings: Arc::new(settings),
+            db,
+            cache,
+            mailer,
+            ledger,
+        })
     }
 }
 
@@ -72,8 +84,7 @@ pub struct Running {
 /// # Errors
 /// When the database cannot be prepared or the address cannot be bound.
 pub async fn run(settings: Settings) -> anyhow::Result<Running> {
-    let state = AppState::new(settings)?;
-    prepare_database(&state.settings, &state.db).await?;
+    let state = AppState::start(settings).await?;
     crate::identity::admin::bootstrap_admin(&state).await.map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?;
     let listener = TcpListener::bind((state.settings.server.host.as_str(), state.settings.server.port))?;
     let port = listener.local_addr()?.port();
@@ -97,6 +108,45 @@ pub async fn run(settings: Settings) -> anyhow::Result<Running> {
         server = server.workers(state.settings.server.workers);
     }
     let server = server.run();
+    spawn_background(&state);
     tracing::info!(port, "payd listening");
     Ok(Running { port, handle: server.handle(), server, state })
+}
+
+/// Periodic work inside the service: gauges and the invariant check.
+fn spawn_background(state: &AppState) {
+    let st = state.clone();
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            st.ledger.export_gauges();
+        }
+    });
+    let every = state.settings.ledger.verify_interval_secs;
+    if every == 0 {
+        return;
+    }
+    let st = state.clone();
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let report =
+                storage::run(&st.db, |conn| crate::ledger::verify::run(conn).map_err(storage::StorageError::from))
+                    .await;
+            match report {
+                Ok(r) => {
+                    if let Some(m) = crate::metrics::METRICS.as_ref() {
+                        m.invariant_violations.set(r.violations());
+                    }
+                    if !r.is_clean() {
+                        tracing::error!(violations = r.violations(), report = %r, "ledger invariant violations");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "periodic verify failed"),
+            }
+        }
+    });
 }

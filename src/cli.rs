@@ -29,6 +29,12 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         users: u32,
     },
+    /// Recompute every balance from postings and check every ledger invariant (exit 1 on a violation).
+    Verify {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the version.
     Version,
 }
@@ -60,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Serve => serve(settings),
         Command::Migrate { action } => migrate(&settings, action),
         Command::Seed { users } => seed(settings, users),
+        Command::Verify { json } => return verify(&settings, json),
         Command::Version => Ok(()),
     };
     match result {
@@ -108,6 +115,30 @@ fn migrate(settings: &Settings, action: MigrateAction) -> anyhow::Result<()> {
 }
 
 fn seed(settings: Settings, users: u32) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(crate::seed::run(settings, users))
+    actix_web::rt::System::new().block_on(crate::seed::run(settings, users))
+}
+
+fn verify(settings: &Settings, json: bool) -> ExitCode {
+    use diesel::Connection;
+    let report = diesel::PgConnection::establish(settings.database.url.expose())
+        .map_err(anyhow::Error::from)
+        .and_then(|mut conn| crate::ledger::verify::run(&mut conn).map_err(anyhow::Error::from));
+    match report {
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                println!("{r}");
+            }
+            if r.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("payd verify: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -43,6 +43,8 @@ pub struct Settings {
     pub mail: MailSettings,
     pub telemetry: TelemetrySettings,
     pub money: MoneySettings,
+    pub ledger: LedgerSettings,
+    pub cards: CardSettings,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -141,6 +143,29 @@ pub struct MoneySettings {
     pub max_amount: i64,
 }
 
+#[derive(Clone, Debug, Deserialize)]
+pub struct LedgerSettings {
+    pub writers: usize,
+    pub max_batch: usize,
+    pub max_wait_us: u64,
+    pub queue_capacity: usize,
+    pub shards: usize,
+    pub mailbox_capacity: usize,
+    pub ask_timeout_ms: u64,
+    pub idle_timeout_secs: u64,
+    pub exec_timeout_ms: u64,
+    pub verify_interval_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct CardSettings {
+    /// Key of the keyed hash that derives CVVs from PAN and expiry.
+    pub cvv_key: Secret,
+    /// Key of the keyed hash under which PANs are stored for lookup.
+    pub pan_key: Secret,
+    pub expiry_years: i32,
+}
+
 /// A configuration problem, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -226,6 +251,30 @@ impl Settings {
         }
         if self.money.min_amount <= 0 || self.money.max_amount < self.money.min_amount {
             return Err(invalid("money.min_amount", "must be positive and not above money.max_amount"));
+        }
+        for (key, value, default) in [
+            ("cards.cvv_key", &self.cards.cvv_key, "dev-only-cvv-key"),
+            ("cards.pan_key", &self.cards.pan_key, "dev-only-pan-key"),
+        ] {
+            if value.expose().len() < 32 {
+                return Err(invalid(key, "must be at least 32 characters"));
+            }
+            if self.environment == Environment::Production && value.expose().starts_with(default) {
+                return Err(invalid(key, "the development default cannot be used in production"));
+            }
+        }
+        if !(1..=10).contains(&self.cards.expiry_years) {
+            return Err(invalid("cards.expiry_years", "must be between 1 and 10"));
+        }
+        let l = &self.ledger;
+        if !(1..=8).contains(&l.writers) {
+            return Err(invalid("ledger.writers", "must be between 1 and 8"));
+        }
+        if !(1..=4096).contains(&l.max_batch) {
+            return Err(invalid("ledger.max_batch", "must be between 1 and 4096"));
+        }
+        if l.queue_capacity == 0 || l.shards == 0 || l.mailbox_capacity == 0 {
+            return Err(invalid("ledger.queue_capacity", "ledger capacities and shards must be at least 1"));
         }
         if self.server.json_limit_bytes < 1024 {
             return Err(invalid("server.json_limit_bytes", "must be at least 1024"));

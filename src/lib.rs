@@ -5,12 +5,15 @@
 
 pub mod app;
 pub mod cache;
+pub mod cards;
 pub mod cli;
 pub mod config;
 pub mod http;
 pub mod identity;
+pub mod ledger;
 pub mod metrics;
 pub mod notify;
+pub mod payments;
 pub mod seed;
 pub mod storage;
 pub mod telemetry;

@@ -30,9 +30,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["method", "route", "status"],
     )?;
     let http_latency = HistogramVec::new(
-        HistogramOpts::new("http_request_duration_seconds", "HTTP latency by route template").buckets(vec![
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-        ]),
+        HistogramOpts::new("http_request_duration_seconds", "HTTP latency by route template")
+            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
         &["method", "route"],
     )?;
     let operations = IntCounterVec::new(

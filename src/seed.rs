@@ -4,7 +4,7 @@ use chrono::Utc;
 use diesel::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::app::{prepare_database, AppState};
+use crate::app::AppState;
 use crate::config::Settings;
 use crate::identity::{model, password, IdentityError};
 use crate::storage::{self, schema::users};
@@ -17,8 +17,7 @@ pub const DEMO_PASSWORD: &str = "demo-password-1";
 /// # Errors
 /// When the database cannot be prepared or written.
 pub async fn run(settings: Settings, count: u32) -> anyhow::Result<()> {
-    let state = AppState::new(settings)?;
-    prepare_database(&state.settings, &state.db).await?;
+    let state = AppState::start(settings).await?;
     let hash = password::hash(DEMO_PASSWORD.to_owned()).await.map_err(anyhow::Error::msg)?;
     let bar = ProgressBar::new(u64::from(count) + 1);
     bar.set_style(ProgressStyle::with_template("{msg:12} [{bar:40}] {pos}/{len}")?.progress_chars("=> "));

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, Arbiter, ArbiterHandle, AsyncContext, Context,
-    Handler, MailboxError, Message, MessageResult, Supervised, Supervisor, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, Addr, Arbiter, ArbiterHandle, AsyncContext, Context, Handler, MailboxError,
+    Message, MessageResult, Supervised, Supervisor, WrapFuture,
 };
 use parking_lot::RwLock;
 
@@ -24,8 +24,7 @@ use crate::shard::{is_current, live_count, live_entry, shard_index, Entry, LiveM
 use crate::store::{AccountId, AccountSnapshot, AccountState, StoreError};
 
 /// Blocking loader of account snapshots (run through `spawn_blocking`).
-pub type AccountLoader =
-    Arc<dyn Fn(AccountId) -> Result<AccountSnapshot, StoreError> + Send + Sync>;
+pub type AccountLoader = Arc<dyn Fn(AccountId) -> Result<AccountSnapshot, StoreError> + Send + Sync>;
 
 /// Identifier of one outstanding reservation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -180,11 +179,7 @@ impl AccountActor {
     fn available(&self) -> Option<i64> {
         match self.floor {
             None => Some(i64::MAX),
-            Some(floor) => self
-                .state
-                .balance
-                .checked_sub(self.reserved)
-                .and_then(|v| v.checked_sub(floor)),
+            Some(floor) => self.state.balance.checked_sub(self.reserved).and_then(|v| v.checked_sub(floor)),
         }
     }
 
@@ -195,29 +190,16 @@ impl AccountActor {
         if self.reservations.contains_key(&id) {
             return Ok(());
         }
-        let new_reserved = self
-            .reserved
-            .checked_add(amount)
-            .ok_or(AccountError::InsufficientFunds { available: 0 })?;
+        let new_reserved = self.reserved.checked_add(amount).ok_or(AccountError::InsufficientFunds { available: 0 })?;
         if self.floor.is_some() {
             // Overflow anywhere in `balance - reserved - floor` refuses.
-            let available = self
-                .available()
-                .ok_or(AccountError::InsufficientFunds { available: 0 })?;
+            let available = self.available().ok_or(AccountError::InsufficientFunds { available: 0 })?;
             if amount > available {
-                return Err(AccountError::InsufficientFunds {
-                    available: available.max(0),
-                });
+                return Err(AccountError::InsufficientFunds { available: available.max(0) });
             }
         }
         self.reserved = new_reserved;
-        self.reservations.insert(
-            id,
-            Reservation {
-                amount,
-                created: Instant::now(),
-            },
-        );
+        self.reservations.insert(id, Reservation { amount, created: Instant::now() });
         Ok(())
     }
 
@@ -241,22 +223,14 @@ impl AccountActor {
                 dropped = before - self.reservations.len(),
                 "dropping expired reservations"
             );
-            self.reserved = self
-                .reservations
-                .values()
-                .fold(0i64, |acc, r| acc.saturating_add(r.amount));
+            self.reserved = self.reservations.values().fold(0i64, |acc, r| acc.saturating_add(r.amount));
         }
         if self.reservations.is_empty() && self.last_activity.elapsed() >= self.cfg.idle_timeout {
-            let forget = Forget {
-                id: self.state.id,
-                generation: self.generation,
-            };
-            ctx.wait(self.registry.send(forget).into_actor(self).map(
-                |_, act: &mut Self, ctx: &mut Context<Self>| {
-                    act.retired = true;
-                    ctx.stop();
-                },
-            ));
+            let forget = Forget { id: self.state.id, generation: self.generation };
+            ctx.wait(self.registry.send(forget).into_actor(self).map(|_, act: &mut Self, ctx: &mut Context<Self>| {
+                act.retired = true;
+                ctx.stop();
+            }));
         }
     }
 
@@ -346,11 +320,7 @@ impl Handler<Available> for AccountActor {
             return Err(AccountError::Unavailable(RETIRED.into()));
         }
         self.touch();
-        Ok((
-            self.state.balance,
-            self.reserved,
-            self.available().unwrap_or(0),
-        ))
+        Ok((self.state.balance, self.reserved, self.available().unwrap_or(0)))
     }
 }
 
@@ -394,10 +364,7 @@ impl Handler<Register> for AccountRegistry {
         let cfg = self.cfg.clone();
         let loader = Arc::clone(&self.loader);
         let snap = msg.snapshot;
-        let state = AccountState {
-            id: msg.id,
-            ..snap.state
-        };
+        let state = AccountState { id: msg.id, ..snap.state };
         let addr = Supervisor::start(move |c: &mut Context<AccountActor>| {
             c.set_mailbox_capacity(cfg.mailbox_capacity.max(1));
             AccountActor {
@@ -414,13 +381,7 @@ impl Handler<Register> for AccountRegistry {
                 retired: false,
             }
         });
-        self.live.write().insert(
-            msg.id,
-            Entry {
-                addr: addr.clone(),
-                generation,
-            },
-        );
+        self.live.write().insert(msg.id, Entry { addr: addr.clone(), generation });
         MessageResult((addr, generation))
     }
 }
@@ -429,10 +390,7 @@ impl Handler<Forget> for AccountRegistry {
     type Result = ();
     fn handle(&mut self, msg: Forget, _ctx: &mut Context<Self>) {
         let mut map = self.live.write();
-        if map
-            .get(&msg.id)
-            .is_some_and(|e| e.generation == msg.generation)
-        {
+        if map.get(&msg.id).is_some_and(|e| e.generation == msg.generation) {
             map.remove(&msg.id);
         }
     }
@@ -485,33 +443,16 @@ impl AccountsHandle {
                 let reg_loader = Arc::clone(&store_loader);
                 let registry = AccountRegistry::start_in_arbiter(&arbiter, move |ctx| {
                     ctx.set_mailbox_capacity(4096);
-                    AccountRegistry {
-                        live: reg_live,
-                        cfg: reg_cfg,
-                        loader: reg_loader,
-                        next_generation: 0,
-                    }
+                    AccountRegistry { live: reg_live, cfg: reg_cfg, loader: reg_loader, next_generation: 0 }
                 });
-                Shard {
-                    arbiter,
-                    registry,
-                    live,
-                }
+                Shard { arbiter, registry, live }
             })
             .collect();
-        Self {
-            inner: Arc::new(Inner {
-                shards,
-                loader: store_loader,
-                cfg,
-            }),
-        }
+        Self { inner: Arc::new(Inner { shards, loader: store_loader, cfg }) }
     }
 
     fn shard(&self, id: AccountId) -> Option<&Shard> {
-        self.inner
-            .shards
-            .get(shard_index(id, self.inner.shards.len()))
+        self.inner.shards.get(shard_index(id, self.inner.shards.len()))
     }
 
     fn live(&self, id: AccountId) -> Option<Entry<AccountActor>> {
@@ -531,9 +472,7 @@ impl AccountsHandle {
         let snapshot = tokio::task::spawn_blocking(move || loader(id))
             .await
             .map_err(|e| AccountError::Unavailable(e.to_string()))??;
-        let shard = self
-            .shard(id)
-            .ok_or_else(|| AccountError::Unavailable("no shard".into()))?;
+        let shard = self.shard(id).ok_or_else(|| AccountError::Unavailable("no shard".into()))?;
         let (addr, generation) = shard
             .registry
             .send(Register { id, snapshot })
@@ -561,9 +500,7 @@ impl AccountsHandle {
             };
             match request.timeout(self.inner.cfg.ask_timeout).await {
                 Ok(Err(AccountError::Unavailable(m))) => {
-                    let moved = self
-                        .shard(id)
-                        .is_some_and(|s| !is_current(&s.live, id, generation));
+                    let moved = self.shard(id).is_some_and(|s| !is_current(&s.live, id, generation));
                     if last || !moved {
                         return Err(AccountError::Unavailable(m));
                     }
@@ -581,23 +518,13 @@ impl AccountsHandle {
     /// [`AccountError::InvalidAmount`] (amount <= 0), [`AccountError::InsufficientFunds`],
     /// [`AccountError::NotFound`], [`AccountError::Busy`] (ask timeout),
     /// [`AccountError::Unavailable`] (actor stopped / store trouble).
-    pub async fn reserve(
-        &self,
-        account: AccountId,
-        id: ReservationId,
-        amount: i64,
-    ) -> Result<(), AccountError> {
+    pub async fn reserve(&self, account: AccountId, id: ReservationId, amount: i64) -> Result<(), AccountError> {
         self.ask(account, Reserve { id, amount }).await
     }
 
     /// Releases reservation `id` and applies `observed` states. Delivered with `do_send`
     /// (ignores mailbox capacity) to the live actor only; no-op if none is live.
-    pub async fn release(
-        &self,
-        account: AccountId,
-        id: ReservationId,
-        observed: Vec<AccountState>,
-    ) {
+    pub async fn release(&self, account: AccountId, id: ReservationId, observed: Vec<AccountState>) {
         if let Some(e) = self.live(account) {
             e.addr.do_send(Release { id, observed });
         }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, Arbiter, ArbiterHandle, AsyncContext, Context,
-    Handler, MailboxError, Message, MessageResult, Supervised, Supervisor, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, Addr, Arbiter, ArbiterHandle, AsyncContext, Context, Handler, MailboxError,
+    Message, MessageResult, Supervised, Supervisor, WrapFuture,
 };
 use parking_lot::RwLock;
 
@@ -128,16 +128,11 @@ impl CardActor {
     }
 
     fn retire(&mut self, ctx: &mut Context<Self>) {
-        let forget = Forget {
-            id: self.card.id,
-            generation: self.generation,
-        };
-        ctx.wait(self.registry.send(forget).into_actor(self).map(
-            |_, act: &mut Self, ctx: &mut Context<Self>| {
-                act.retired = true;
-                ctx.stop();
-            },
-        ));
+        let forget = Forget { id: self.card.id, generation: self.generation };
+        ctx.wait(self.registry.send(forget).into_actor(self).map(|_, act: &mut Self, ctx: &mut Context<Self>| {
+            act.retired = true;
+            ctx.stop();
+        }));
     }
 
     fn sweep(&mut self, ctx: &mut Context<Self>) {
@@ -277,10 +272,7 @@ impl Handler<Register> for CardRegistry {
         let registry = ctx.address();
         let cfg = self.cfg.clone();
         let loader = Arc::clone(&self.loader);
-        let card = CardSnapshot {
-            id: msg.id,
-            ..msg.snapshot
-        };
+        let card = CardSnapshot { id: msg.id, ..msg.snapshot };
         let addr = Supervisor::start(move |c: &mut Context<CardActor>| {
             c.set_mailbox_capacity(cfg.mailbox_capacity.max(1));
             CardActor {
@@ -294,13 +286,7 @@ impl Handler<Register> for CardRegistry {
                 retired: false,
             }
         });
-        self.live.write().insert(
-            msg.id,
-            Entry {
-                addr: addr.clone(),
-                generation,
-            },
-        );
+        self.live.write().insert(msg.id, Entry { addr: addr.clone(), generation });
         MessageResult((addr, generation))
     }
 }
@@ -309,10 +295,7 @@ impl Handler<Forget> for CardRegistry {
     type Result = ();
     fn handle(&mut self, msg: Forget, _ctx: &mut Context<Self>) {
         let mut map = self.live.write();
-        if map
-            .get(&msg.id)
-            .is_some_and(|e| e.generation == msg.generation)
-        {
+        if map.get(&msg.id).is_some_and(|e| e.generation == msg.generation) {
             map.remove(&msg.id);
         }
     }
@@ -348,10 +331,7 @@ pub struct CardsHandle {
 
 impl fmt::Debug for CardsHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CardsHandle")
-            .field("shards", &self.inner.shards.len())
-            .field("cfg", &self.inner.cfg)
-            .finish()
+        f.debug_struct("CardsHandle").field("shards", &self.inner.shards.len()).field("cfg", &self.inner.cfg).finish()
     }
 }
 
@@ -375,33 +355,16 @@ impl CardsHandle {
                 let reg_loader = Arc::clone(&store_loader);
                 let registry = CardRegistry::start_in_arbiter(&arbiter, move |ctx| {
                     ctx.set_mailbox_capacity(4096);
-                    CardRegistry {
-                        live: reg_live,
-                        cfg: reg_cfg,
-                        loader: reg_loader,
-                        next_generation: 0,
-                    }
+                    CardRegistry { live: reg_live, cfg: reg_cfg, loader: reg_loader, next_generation: 0 }
                 });
-                Shard {
-                    arbiter,
-                    registry,
-                    live,
-                }
+                Shard { arbiter, registry, live }
             })
             .collect();
-        Self {
-            inner: Arc::new(Inner {
-                shards,
-                loader: store_loader,
-                cfg,
-            }),
-        }
+        Self { inner: Arc::new(Inner { shards, loader: store_loader, cfg }) }
     }
 
     fn shard(&self, id: CardId) -> Option<&Shard> {
-        self.inner
-            .shards
-            .get(shard_index(id, self.inner.shards.len()))
+        self.inner.shards.get(shard_index(id, self.inner.shards.len()))
     }
 
     fn live(&self, id: CardId) -> Option<Entry<CardActor>> {
@@ -416,9 +379,7 @@ impl CardsHandle {
         let snapshot = tokio::task::spawn_blocking(move || loader(id))
             .await
             .map_err(|e| CardError::Unavailable(e.to_string()))??;
-        let shard = self
-            .shard(id)
-            .ok_or_else(|| CardError::Unavailable("no shard".into()))?;
+        let shard = self.shard(id).ok_or_else(|| CardError::Unavailable("no shard".into()))?;
         let (addr, generation) = shard
             .registry
             .send(Register { id, snapshot })
@@ -444,9 +405,7 @@ impl CardsHandle {
             };
             match request.timeout(self.inner.cfg.ask_timeout).await {
                 Ok(Err(CardError::Unavailable(m))) => {
-                    let moved = self
-                        .shard(id)
-                        .is_some_and(|s| !is_current(&s.live, id, generation));
+                    let moved = self.shard(id).is_some_and(|s| !is_current(&s.live, id, generation));
                     if last || !moved {
                         return Err(CardError::Unavailable(m));
                     }
@@ -463,11 +422,7 @@ impl CardsHandle {
     /// # Errors
     /// [`CardError::Frozen`], [`CardError::Closed`], [`CardError::Expired`],
     /// [`CardError::NotFound`], [`CardError::Busy`], [`CardError::Unavailable`].
-    pub async fn check_debit(
-        &self,
-        card: CardId,
-        today: (i32, u32),
-    ) -> Result<AccountId, CardError> {
+    pub async fn check_debit(&self, card: CardId, today: (i32, u32)) -> Result<AccountId, CardError> {
         self.ask(card, CheckDebit { today }).await
     }
 

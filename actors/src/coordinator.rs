@@ -6,9 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use actix::{
-    Actor, Addr, Arbiter, ArbiterHandle, Context, Handler, MailboxError, Message, ResponseFuture,
-};
+use actix::{Actor, Addr, Arbiter, ArbiterHandle, Context, Handler, MailboxError, Message, ResponseFuture};
 use tracing::Instrument;
 
 use crate::account::{AccountError, AccountsHandle, ReservationId};
@@ -63,11 +61,7 @@ pub enum ExecError {
     Commit(CommitError),
     /// The card belongs to another account than the operation names.
     #[error("card {card} belongs to account {actual}, not {expected}")]
-    CardAccountMismatch {
-        card: CardId,
-        expected: AccountId,
-        actual: AccountId,
-    },
+    CardAccountMismatch { card: CardId, expected: AccountId, actual: AccountId },
 }
 
 /// A successful operation: committed states of the accounts touched.
@@ -87,11 +81,7 @@ pub enum OpFailure<R> {
     NotRecorded(ExecError),
     /// A business failure was decided but recording it failed. `record` is the failure
     /// record when the writer never took ownership of it (e.g. writer busy).
-    Unrecorded {
-        reason: FailureReason,
-        error: ExecError,
-        record: Option<R>,
-    },
+    Unrecorded { reason: FailureReason, error: ExecError, record: Option<R> },
     /// The coordinator did not answer in time (or stopped): the outcome is UNKNOWN; the
     /// caller must look the operation up (e.g. by idempotency key).
     Unknown(String),
@@ -165,18 +155,8 @@ pub struct PaymentsCoordinator<R> {
 
 impl<R: Send + 'static> PaymentsCoordinator<R> {
     /// A coordinator over these handles (start it with `Actor::start*`).
-    pub fn new(
-        accounts: AccountsHandle,
-        cards: CardsHandle,
-        writer: WriterHandle<R>,
-        mailbox_capacity: usize,
-    ) -> Self {
-        Self {
-            accounts,
-            cards,
-            writer,
-            mailbox_capacity,
-        }
+    pub fn new(accounts: AccountsHandle, cards: CardsHandle, writer: WriterHandle<R>, mailbox_capacity: usize) -> Self {
+        Self { accounts, cards, writer, mailbox_capacity }
     }
 }
 
@@ -193,12 +173,7 @@ impl<R: Send + 'static> Handler<Execute<R>> for PaymentsCoordinator<R> {
 
     fn handle(&mut self, msg: Execute<R>, _ctx: &mut Context<Self>) -> Self::Result {
         let span = msg.op.span.clone();
-        let fut = run(
-            self.accounts.clone(),
-            self.cards.clone(),
-            self.writer.clone(),
-            msg.op,
-        );
+        let fut = run(self.accounts.clone(), self.cards.clone(), self.writer.clone(), msg.op);
         Box::pin(fut.instrument(span))
     }
 }
@@ -218,13 +193,7 @@ fn card_failure<R>(
     match res {
         None => Ok(()),
         Some(Ok(actual)) if actual == expected => Ok(()),
-        Some(Ok(actual)) => Err(Err(OpFailure::NotRecorded(
-            ExecError::CardAccountMismatch {
-                card,
-                expected,
-                actual,
-            },
-        ))),
+        Some(Ok(actual)) => Err(Err(OpFailure::NotRecorded(ExecError::CardAccountMismatch { card, expected, actual }))),
         Some(Err(CardError::Frozen)) => Err(Ok(FailureReason::CardFrozen)),
         Some(Err(CardError::Closed)) => Err(Ok(FailureReason::CardClosed)),
         Some(Err(CardError::Expired)) => Err(Ok(FailureReason::CardExpired)),
@@ -238,20 +207,13 @@ async fn record_failure<R: Send + 'static>(
     reason: FailureReason,
 ) -> Result<Committed, OpFailure<R>> {
     tracing::info!(reason = reason.code(), "recording failed attempt");
-    let entry = JournalEntry {
-        postings: Vec::new(),
-        record: on_failure(reason.clone()),
-    };
+    let entry = JournalEntry { postings: Vec::new(), record: on_failure(reason.clone()) };
     match writer.commit_or_return(entry).await {
         Ok(_) => Err(OpFailure::Recorded { reason }),
-        Err((CommitError::Rejected { reason: r, .. }, _)) if is_duplicate_reason(&r) => {
-            Err(OpFailure::Duplicate)
+        Err((CommitError::Rejected { reason: r, .. }, _)) if is_duplicate_reason(&r) => Err(OpFailure::Duplicate),
+        Err((error, entry)) => {
+            Err(OpFailure::Unrecorded { reason, error: ExecError::Commit(error), record: entry.map(|e| e.record) })
         }
-        Err((error, entry)) => Err(OpFailure::Unrecorded {
-            reason,
-            error: ExecError::Commit(error),
-            record: entry.map(|e| e.record),
-        }),
     }
 }
 
@@ -278,21 +240,15 @@ async fn run<R: Send + 'static>(
     }
     let negated = match amount.checked_neg() {
         Some(n) if amount > 0 => n,
-        _ => {
-            return Err(OpFailure::NotRecorded(ExecError::Account(
-                AccountError::InvalidAmount,
-            )))
-        }
+        _ => return Err(OpFailure::NotRecorded(ExecError::Account(AccountError::InvalidAmount))),
     };
 
     let (debit_check, credit_check) = tokio::join!(
         opt(debit_card.map(|c| cards.check_debit(c, today))),
         opt(credit_card.map(|c| cards.check_credit(c))),
     );
-    for (card, expected, res) in [
-        (debit_card, debit_account, debit_check),
-        (credit_card, credit_account, credit_check),
-    ] {
+    for (card, expected, res) in [(debit_card, debit_account, debit_check), (credit_card, credit_account, credit_check)]
+    {
         if let Err(fail) = card_failure::<R>(card.unwrap_or_default(), expected, res) {
             return match fail {
                 Ok(reason) => record_failure(&writer, on_failure, reason).await,
@@ -317,14 +273,8 @@ async fn run<R: Send + 'static>(
 
     let entry = JournalEntry {
         postings: vec![
-            Posting {
-                account: debit_account,
-                amount: negated,
-            },
-            Posting {
-                account: credit_account,
-                amount,
-            },
+            Posting { account: debit_account, amount: negated },
+            Posting { account: credit_account, amount },
         ],
         record: on_success(),
     };
@@ -406,14 +356,7 @@ impl<R: Send + 'static> Ledger<R> {
         let coordinator = PaymentsCoordinator::start_in_arbiter(&arbiter, move |_| {
             PaymentsCoordinator::new(a, c, w, coordinator_mailbox)
         });
-        Self {
-            accounts,
-            cards,
-            writer,
-            coordinator,
-            arbiter,
-            exec_timeout,
-        }
+        Self { accounts, cards, writer, coordinator, arbiter, exec_timeout }
     }
 
     /// Runs `op` end to end.
@@ -423,12 +366,7 @@ impl<R: Send + 'static> Ledger<R> {
     /// [`OpFailure::Duplicate`], [`OpFailure::NotRecorded`], [`OpFailure::Unrecorded`],
     /// [`OpFailure::Unknown`] when the coordinator timed out / stopped (outcome unknown).
     pub async fn execute(&self, op: Operation<R>) -> Result<Committed, OpFailure<R>> {
-        match self
-            .coordinator
-            .send(Execute { op })
-            .timeout(self.exec_timeout)
-            .await
-        {
+        match self.coordinator.send(Execute { op }).timeout(self.exec_timeout).await {
             Ok(r) => r,
             Err(MailboxError::Timeout) => Err(OpFailure::Unknown("coordinator timeout".into())),
             Err(MailboxError::Closed) => Err(OpFailure::Unknown("coordinator stopped".into())),

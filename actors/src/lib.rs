@@ -14,23 +14,17 @@ pub mod store;
 pub mod writer;
 
 pub use account::{
-    AccountActor, AccountError, AccountLoader, AccountRegistry, AccountsHandle, ActorConfig,
-    Available, Observe, Release, Reservation, ReservationId, Reserve,
+    AccountActor, AccountError, AccountLoader, AccountRegistry, AccountsHandle, ActorConfig, Available, Observe,
+    Release, Reservation, ReservationId, Reserve,
 };
-pub use card::{
-    CardActor, CardError, CardLoader, CardRegistry, CardsHandle, CheckCredit, CheckDebit, Get,
-    Refresh,
-};
+pub use card::{CardActor, CardError, CardLoader, CardRegistry, CardsHandle, CheckCredit, CheckDebit, Get, Refresh};
 
 pub use coordinator::{
     Committed, ExecError, Execute, FailureReason, Ledger, OpFailure, Operation, PaymentsCoordinator,
 };
 pub use memory::{MemoryRecord, MemoryStore, UniqueKey};
 pub use store::{
-    AccountId, AccountSnapshot, AccountState, CardId, CardSnapshot, CardStatus, JournalEntry,
-    LedgerStore, Posting, StoreError,
+    AccountId, AccountSnapshot, AccountState, CardId, CardSnapshot, CardStatus, JournalEntry, LedgerStore, Posting,
+    StoreError,
 };
-pub use writer::{
-    is_duplicate_reason, BatchHook, CommitError, LedgerWriter, WriterConfig, WriterHandle,
-    WriterStats,
-};
+pub use writer::{is_duplicate_reason, BatchHook, CommitError, LedgerWriter, WriterConfig, WriterHandle, WriterStats};

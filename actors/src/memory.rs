@@ -12,8 +12,7 @@ use parking_lot::Mutex;
 use crate::account::AccountLoader;
 use crate::card::CardLoader;
 use crate::store::{
-    AccountId, AccountSnapshot, AccountState, CardId, CardSnapshot, CardStatus, JournalEntry,
-    LedgerStore, StoreError,
+    AccountId, AccountSnapshot, AccountState, CardId, CardSnapshot, CardStatus, JournalEntry, LedgerStore, StoreError,
 };
 
 /// Records that may carry a unique (idempotency) key.
@@ -59,9 +58,7 @@ pub struct MemoryStore<R = MemoryRecord> {
 
 impl<R> Clone for MemoryStore<R> {
     fn clone(&self) -> Self {
-        Self {
-            inner: Arc::clone(&self.inner),
-        }
+        Self { inner: Arc::clone(&self.inner) }
     }
 }
 
@@ -92,9 +89,7 @@ impl<R> Default for MemoryStore<R> {
 }
 
 fn rejected(reason: impl Into<String>) -> StoreError {
-    StoreError::Rejected {
-        reason: reason.into(),
-    }
+    StoreError::Rejected { reason: reason.into() }
 }
 
 impl<R: UniqueKey + Clone + Send + 'static> MemoryStore<R> {
@@ -105,15 +100,7 @@ impl<R: UniqueKey + Clone + Send + 'static> MemoryStore<R> {
 
     /// Adds (or replaces) an account with version 1.
     pub fn add_account(&self, id: AccountId, balance: i64, floor: Option<i64>) {
-        self.inner.lock().accounts.insert(
-            id,
-            MemAccount {
-                balance,
-                version: 1,
-                floor,
-                currency: "EUR".into(),
-            },
-        );
+        self.inner.lock().accounts.insert(id, MemAccount { balance, version: 1, floor, currency: "EUR".into() });
     }
 
     /// Adds (or replaces) a card.
@@ -136,12 +123,7 @@ impl<R: UniqueKey + Clone + Send + 'static> MemoryStore<R> {
 
     /// `(id, balance, floor)` of every account, ordered by id.
     pub fn accounts(&self) -> Vec<(AccountId, i64, Option<i64>)> {
-        self.inner
-            .lock()
-            .accounts
-            .iter()
-            .map(|(id, a)| (*id, a.balance, a.floor))
-            .collect()
+        self.inner.lock().accounts.iter().map(|(id, a)| (*id, a.balance, a.floor)).collect()
     }
 
     /// Every committed record, in commit order.
@@ -179,29 +161,17 @@ impl<R: UniqueKey + Clone + Send + 'static> LedgerStore for MemoryStore<R> {
         let g = self.inner.lock();
         let a = g.accounts.get(&id).ok_or(StoreError::NotFound)?;
         Ok(AccountSnapshot {
-            state: AccountState {
-                id,
-                balance: a.balance,
-                version: a.version,
-            },
+            state: AccountState { id, balance: a.balance, version: a.version },
             floor: a.floor,
             currency: a.currency.clone(),
         })
     }
 
     fn load_card(&mut self, id: CardId) -> Result<CardSnapshot, StoreError> {
-        self.inner
-            .lock()
-            .cards
-            .get(&id)
-            .cloned()
-            .ok_or(StoreError::NotFound)
+        self.inner.lock().cards.get(&id).cloned().ok_or(StoreError::NotFound)
     }
 
-    fn commit_batch(
-        &mut self,
-        entries: &[JournalEntry<R>],
-    ) -> Result<Vec<AccountState>, StoreError> {
+    fn commit_batch(&mut self, entries: &[JournalEntry<R>]) -> Result<Vec<AccountState>, StoreError> {
         let mut g = self.inner.lock();
         g.commit_calls += 1;
         if g.fail_next > 0 {
@@ -217,32 +187,21 @@ impl<R: UniqueKey + Clone + Send + 'static> LedgerStore for MemoryStore<R> {
                 }
             }
             for p in &entry.postings {
-                let acct = g
-                    .accounts
-                    .get(&p.account)
-                    .ok_or_else(|| rejected(format!("unknown account {}", p.account)))?;
-                if p.amount < 0
-                    && g.cards
-                        .values()
-                        .any(|c| c.account_id == p.account && c.status != CardStatus::Active)
+                let acct =
+                    g.accounts.get(&p.account).ok_or_else(|| rejected(format!("unknown account {}", p.account)))?;
+                if p.amount < 0 && g.cards.values().any(|c| c.account_id == p.account && c.status != CardStatus::Active)
                 {
                     return Err(rejected(format!("account {} not active", p.account)));
                 }
-                let (balance, version) = work
-                    .entry(p.account)
-                    .or_insert((acct.balance, acct.version));
-                *balance = balance
-                    .checked_add(p.amount)
-                    .ok_or_else(|| rejected("balance overflow"))?;
+                let (balance, version) = work.entry(p.account).or_insert((acct.balance, acct.version));
+                *balance = balance.checked_add(p.amount).ok_or_else(|| rejected("balance overflow"))?;
                 *version += 1;
             }
             // Floors are checked after each entry (like a per-statement guard).
             for (id, (balance, _)) in &work {
                 let floor = g.accounts.get(id).and_then(|a| a.floor);
                 if floor.is_some_and(|f| *balance < f) {
-                    return Err(rejected(format!(
-                        "insufficient funds: account {id} would go below its floor"
-                    )));
+                    return Err(rejected(format!("insufficient funds: account {id} would go below its floor")));
                 }
             }
         }
@@ -252,11 +211,7 @@ impl<R: UniqueKey + Clone + Send + 'static> LedgerStore for MemoryStore<R> {
                 a.balance = balance;
                 a.version = version;
             }
-            out.push(AccountState {
-                id,
-                balance,
-                version,
-            });
+            out.push(AccountState { id, balance, version });
         }
         for entry in entries {
             if let Some(k) = entry.record.unique_key() {
@@ -273,11 +228,7 @@ impl<R: UniqueKey + Clone + Send + 'static> LedgerStore for MemoryStore<R> {
         Ok(ids
             .iter()
             .filter_map(|id| {
-                g.accounts.get(id).map(|a| AccountState {
-                    id: *id,
-                    balance: a.balance,
-                    version: a.version,
-                })
+                g.accounts.get(id).map(|a| AccountState { id: *id, balance: a.balance, version: a.version })
             })
             .collect())
     }

@@ -16,10 +16,7 @@ pub(crate) struct Entry<A: Actor> {
 
 impl<A: Actor> Clone for Entry<A> {
     fn clone(&self) -> Self {
-        Self {
-            addr: self.addr.clone(),
-            generation: self.generation,
-        }
+        Self { addr: self.addr.clone(), generation: self.generation }
     }
 }
 
@@ -40,9 +37,7 @@ pub(crate) fn live_entry<A: Actor>(map: &LiveMap<A>, id: i64) -> Option<Entry<A>
 
 /// Whether `generation` is still the registered actor for `id`.
 pub(crate) fn is_current<A: Actor>(map: &LiveMap<A>, id: i64, generation: u64) -> bool {
-    map.read()
-        .get(&id)
-        .is_some_and(|e| e.generation == generation)
+    map.read().get(&id).is_some_and(|e| e.generation == generation)
 }
 
 /// Number of connected actors in the map.

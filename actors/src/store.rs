@@ -111,10 +111,7 @@ pub trait LedgerStore: Send + 'static {
     /// # Errors
     /// [`StoreError::Rejected`] when a guard/constraint refused (nothing written);
     /// [`StoreError::Unavailable`] for connection trouble.
-    fn commit_batch(
-        &mut self,
-        entries: &[JournalEntry<Self::Record>],
-    ) -> Result<Vec<AccountState>, StoreError>;
+    fn commit_batch(&mut self, entries: &[JournalEntry<Self::Record>]) -> Result<Vec<AccountState>, StoreError>;
 
     /// Current state of these accounts (used after a rejection so actors can resync).
     ///

@@ -28,10 +28,7 @@ pub enum CommitError {
     /// The store refused this entry (guard / constraint). `current` holds the current
     /// committed state of the entry's accounts (best effort, may be empty).
     #[error("rejected: {reason}")]
-    Rejected {
-        reason: String,
-        current: Vec<AccountState>,
-    },
+    Rejected { reason: String, current: Vec<AccountState> },
     /// The store stayed unavailable after retries, or the writer is stopped.
     #[error("ledger unavailable: {0}")]
     Unavailable(String),
@@ -141,18 +138,13 @@ pub struct WriterHandle<R> {
 
 impl<R> Clone for WriterHandle<R> {
     fn clone(&self) -> Self {
-        Self {
-            tx: self.tx.clone(),
-            stats: Arc::clone(&self.stats),
-        }
+        Self { tx: self.tx.clone(), stats: Arc::clone(&self.stats) }
     }
 }
 
 impl<R> fmt::Debug for WriterHandle<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WriterHandle")
-            .field("queued", &self.tx.len())
-            .finish()
+        f.debug_struct("WriterHandle").field("queued", &self.tx.len()).finish()
     }
 }
 
@@ -165,9 +157,7 @@ impl<R: Send + 'static> WriterHandle<R> {
     /// [`CommitError::Unavailable`] when the store stayed unavailable or the writer stopped.
     pub async fn commit(&self, entry: JournalEntry<R>) -> CommitResult {
         match self.submit(entry) {
-            Ok(rx) => rx.await.unwrap_or_else(|_| {
-                Err(CommitError::Unavailable("writer dropped the entry".into()))
-            }),
+            Ok(rx) => rx.await.unwrap_or_else(|_| Err(CommitError::Unavailable("writer dropped the entry".into()))),
             Err((e, _entry)) => Err(e),
         }
     }
@@ -185,10 +175,7 @@ impl<R: Send + 'static> WriterHandle<R> {
             Ok(rx) => match rx.await {
                 Ok(Ok(states)) => Ok(states),
                 Ok(Err(e)) => Err((e, None)),
-                Err(_) => Err((
-                    CommitError::Unavailable("writer dropped the entry".into()),
-                    None,
-                )),
+                Err(_) => Err((CommitError::Unavailable("writer dropped the entry".into()), None)),
             },
             Err((e, entry)) => Err((e, Some(entry))),
         }
@@ -205,10 +192,9 @@ impl<R: Send + 'static> WriterHandle<R> {
                 self.stats.busy.fetch_add(1, Ordering::Relaxed);
                 Err((CommitError::Busy, entry))
             }
-            Err(TrySendError::Disconnected((entry, _))) => Err((
-                CommitError::Unavailable("ledger writer stopped".into()),
-                entry,
-            )),
+            Err(TrySendError::Disconnected((entry, _))) => {
+                Err((CommitError::Unavailable("ledger writer stopped".into()), entry))
+            }
         }
     }
 
@@ -234,15 +220,8 @@ impl<S: LedgerStore> LedgerWriter<S> {
         let (tx, rx) = crossbeam_channel::bounded::<Job<S::Record>>(cfg.queue_capacity.max(1));
         let stats = Arc::new(WriterStats::default());
         for (n, store) in stores.into_iter().enumerate() {
-            let worker = Worker {
-                store,
-                rx: rx.clone(),
-                cfg: cfg.clone(),
-                stats: Arc::clone(&stats),
-            };
-            let spawned = thread::Builder::new()
-                .name(format!("ledger-writer-{n}"))
-                .spawn(move || worker.run());
+            let worker = Worker { store, rx: rx.clone(), cfg: cfg.clone(), stats: Arc::clone(&stats) };
+            let spawned = thread::Builder::new().name(format!("ledger-writer-{n}")).spawn(move || worker.run());
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "could not spawn ledger writer thread");
             }
@@ -274,14 +253,11 @@ impl<S: LedgerStore> Worker<S> {
             let size = batch.len();
             let started = Instant::now();
             let (entries, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            let mut replies: Vec<Option<oneshot::Sender<CommitResult>>> =
-                replies.into_iter().map(Some).collect();
+            let mut replies: Vec<Option<oneshot::Sender<CommitResult>>> = replies.into_iter().map(Some).collect();
             self.commit_split(&entries, &mut replies);
             let latency = started.elapsed();
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .last_batch_size
-                .store(count(size), Ordering::Relaxed);
+            self.stats.last_batch_size.store(count(size), Ordering::Relaxed);
             if let Some(hook) = &self.cfg.on_batch {
                 hook(size, latency);
             }
@@ -298,18 +274,14 @@ impl<S: LedgerStore> Worker<S> {
     ) {
         match self.commit_with_retry(entries) {
             Ok(states) => {
-                self.stats
-                    .entries
-                    .fetch_add(count(entries.len()), Ordering::Relaxed);
+                self.stats.entries.fetch_add(count(entries.len()), Ordering::Relaxed);
                 for (entry, reply) in entries.iter().zip(replies.iter_mut()) {
                     let mine = filter_states(&states, &entry.accounts());
                     send(reply, Ok(mine));
                 }
             }
             Err(StoreError::Unavailable(msg)) => {
-                self.stats
-                    .unavailable
-                    .fetch_add(count(entries.len()), Ordering::Relaxed);
+                self.stats.unavailable.fetch_add(count(entries.len()), Ordering::Relaxed);
                 for reply in replies.iter_mut() {
                     send(reply, Err(CommitError::Unavailable(msg.clone())));
                 }
@@ -328,32 +300,18 @@ impl<S: LedgerStore> Worker<S> {
                     StoreError::NotFound => "account not found".to_string(),
                     StoreError::Unavailable(msg) => msg,
                 };
-                self.stats
-                    .rejected
-                    .fetch_add(count(entries.len()), Ordering::Relaxed);
+                self.stats.rejected.fetch_add(count(entries.len()), Ordering::Relaxed);
                 for (entry, reply) in entries.iter().zip(replies.iter_mut()) {
                     let ids = entry.accounts();
-                    let current = if ids.is_empty() {
-                        Vec::new()
-                    } else {
-                        self.store.account_states(&ids).unwrap_or_default()
-                    };
-                    send(
-                        reply,
-                        Err(CommitError::Rejected {
-                            reason: reason.clone(),
-                            current,
-                        }),
-                    );
+                    let current =
+                        if ids.is_empty() { Vec::new() } else { self.store.account_states(&ids).unwrap_or_default() };
+                    send(reply, Err(CommitError::Rejected { reason: reason.clone(), current }));
                 }
             }
         }
     }
 
-    fn commit_with_retry(
-        &mut self,
-        entries: &[JournalEntry<S::Record>],
-    ) -> Result<Vec<AccountState>, StoreError> {
+    fn commit_with_retry(&mut self, entries: &[JournalEntry<S::Record>]) -> Result<Vec<AccountState>, StoreError> {
         let mut backoff = self.cfg.retry_backoff;
         let mut attempt: u32 = 0;
         loop {
@@ -378,9 +336,5 @@ fn send(reply: &mut Option<oneshot::Sender<CommitResult>>, result: CommitResult)
 }
 
 fn filter_states(states: &[AccountState], ids: &[AccountId]) -> Vec<AccountState> {
-    states
-        .iter()
-        .filter(|s| ids.contains(&s.id))
-        .copied()
-        .collect()
+    states.iter().filter(|s| ids.contains(&s.id)).copied().collect()
 }

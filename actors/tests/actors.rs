@@ -6,16 +6,13 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use payd_actors::{
-    AccountError, AccountState, AccountsHandle, ActorConfig, CardError, CardSnapshot, CardStatus,
-    CardsHandle, CommitError, JournalEntry, LedgerStore, LedgerWriter, MemoryRecord, MemoryStore,
-    Posting, ReservationId, StoreError, WriterConfig,
+    AccountError, AccountState, AccountsHandle, ActorConfig, CardError, CardSnapshot, CardStatus, CardsHandle,
+    CommitError, JournalEntry, LedgerStore, LedgerWriter, MemoryRecord, MemoryStore, Posting, ReservationId,
+    StoreError, WriterConfig,
 };
 
 fn cfg() -> ActorConfig {
-    ActorConfig {
-        ask_timeout: Duration::from_secs(2),
-        ..ActorConfig::default()
-    }
+    ActorConfig { ask_timeout: Duration::from_secs(2), ..ActorConfig::default() }
 }
 
 fn store_with(accounts: &[(i64, i64, Option<i64>)]) -> MemoryStore {
@@ -31,10 +28,7 @@ async fn reserve_release_and_floor() {
     let s = store_with(&[(1, 100, Some(0))]);
     let h = AccountsHandle::new(2, s.account_loader(), cfg());
     h.reserve(1, ReservationId(1), 60).await.unwrap();
-    assert_eq!(
-        h.reserve(1, ReservationId(2), 50).await,
-        Err(AccountError::InsufficientFunds { available: 40 })
-    );
+    assert_eq!(h.reserve(1, ReservationId(2), 50).await, Err(AccountError::InsufficientFunds { available: 40 }));
     // Duplicate reservation id is idempotent and does not double-count.
     h.reserve(1, ReservationId(1), 60).await.unwrap();
     assert_eq!(h.available(1).await.unwrap(), (100, 60, 40));
@@ -43,52 +37,26 @@ async fn reserve_release_and_floor() {
     h.release(1, ReservationId(1), vec![]).await;
     h.release(1, ReservationId(99), vec![]).await; // unknown id: no-op
     assert_eq!(h.available(1).await.unwrap(), (100, 40, 60));
-    assert_eq!(
-        h.reserve(1, ReservationId(4), 0).await,
-        Err(AccountError::InvalidAmount)
-    );
-    assert_eq!(
-        h.reserve(1, ReservationId(4), -5).await,
-        Err(AccountError::InvalidAmount)
-    );
-    assert_eq!(
-        h.reserve(99, ReservationId(5), 1).await,
-        Err(AccountError::NotFound)
-    );
+    assert_eq!(h.reserve(1, ReservationId(4), 0).await, Err(AccountError::InvalidAmount));
+    assert_eq!(h.reserve(1, ReservationId(4), -5).await, Err(AccountError::InvalidAmount));
+    assert_eq!(h.reserve(99, ReservationId(5), 1).await, Err(AccountError::NotFound));
     assert_eq!(h.live_actors(), 1);
     h.shutdown();
 }
 
 #[actix_rt::test]
 async fn negative_floor_unbounded_and_overflow() {
-    let s = store_with(&[
-        (1, 0, Some(-50)),
-        (2, 0, None),
-        (3, i64::MAX, Some(-10)),
-        (4, i64::MIN, Some(i64::MIN)),
-    ]);
+    let s = store_with(&[(1, 0, Some(-50)), (2, 0, None), (3, i64::MAX, Some(-10)), (4, i64::MIN, Some(i64::MIN))]);
     let h = AccountsHandle::new(1, s.account_loader(), cfg());
     h.reserve(1, ReservationId(1), 50).await.unwrap();
-    assert_eq!(
-        h.reserve(1, ReservationId(2), 1).await,
-        Err(AccountError::InsufficientFunds { available: 0 })
-    );
+    assert_eq!(h.reserve(1, ReservationId(2), 1).await, Err(AccountError::InsufficientFunds { available: 0 }));
     // Unbounded: always OK, still tracked; reserved total overflow refuses.
     h.reserve(2, ReservationId(3), i64::MAX).await.unwrap();
     assert_eq!(h.available(2).await.unwrap(), (0, i64::MAX, i64::MAX));
-    assert!(matches!(
-        h.reserve(2, ReservationId(4), 1).await,
-        Err(AccountError::InsufficientFunds { .. })
-    ));
+    assert!(matches!(h.reserve(2, ReservationId(4), 1).await, Err(AccountError::InsufficientFunds { .. })));
     // balance - reserved - floor overflows -> refuse.
-    assert!(matches!(
-        h.reserve(3, ReservationId(5), 1).await,
-        Err(AccountError::InsufficientFunds { .. })
-    ));
-    assert!(matches!(
-        h.reserve(4, ReservationId(6), 1).await,
-        Err(AccountError::InsufficientFunds { .. })
-    ));
+    assert!(matches!(h.reserve(3, ReservationId(5), 1).await, Err(AccountError::InsufficientFunds { .. })));
+    assert!(matches!(h.reserve(4, ReservationId(6), 1).await, Err(AccountError::InsufficientFunds { .. })));
     h.shutdown();
 }
 
@@ -97,42 +65,19 @@ async fn observe_and_release_apply_only_newer_versions() {
     let s = store_with(&[(1, 100, Some(0))]);
     let h = AccountsHandle::new(1, s.account_loader(), cfg());
     // observe on a non-live actor does nothing (and does not load it)
-    h.observe(AccountState {
-        id: 1,
-        balance: 5,
-        version: 9,
-    });
+    h.observe(AccountState { id: 1, balance: 5, version: 9 });
     assert_eq!(h.live_actors(), 0);
     h.reserve(1, ReservationId(1), 10).await.unwrap();
     h.release(
         1,
         ReservationId(1),
-        vec![
-            AccountState {
-                id: 1,
-                balance: 90,
-                version: 2,
-            },
-            AccountState {
-                id: 7,
-                balance: 1,
-                version: 50,
-            },
-        ],
+        vec![AccountState { id: 1, balance: 90, version: 2 }, AccountState { id: 7, balance: 1, version: 50 }],
     )
     .await;
     assert_eq!(h.available(1).await.unwrap(), (90, 0, 90));
-    h.observe(AccountState {
-        id: 1,
-        balance: 10,
-        version: 1,
-    }); // older: ignored
+    h.observe(AccountState { id: 1, balance: 10, version: 1 }); // older: ignored
     assert_eq!(h.available(1).await.unwrap(), (90, 0, 90));
-    h.observe(AccountState {
-        id: 1,
-        balance: 150,
-        version: 3,
-    });
+    h.observe(AccountState { id: 1, balance: 150, version: 3 });
     assert_eq!(h.available(1).await.unwrap(), (150, 0, 150));
     h.shutdown();
 }
@@ -140,11 +85,8 @@ async fn observe_and_release_apply_only_newer_versions() {
 #[actix_rt::test]
 async fn ttl_sweep_drops_old_reservations() {
     let s = store_with(&[(1, 100, Some(0))]);
-    let c = ActorConfig {
-        reservation_ttl: Duration::from_millis(60),
-        sweep_interval: Duration::from_millis(10),
-        ..cfg()
-    };
+    let c =
+        ActorConfig { reservation_ttl: Duration::from_millis(60), sweep_interval: Duration::from_millis(10), ..cfg() };
     let h = AccountsHandle::new(1, s.account_loader(), c);
     h.reserve(1, ReservationId(1), 70).await.unwrap();
     assert_eq!(h.available(1).await.unwrap(), (100, 70, 30));
@@ -156,11 +98,7 @@ async fn ttl_sweep_drops_old_reservations() {
 #[actix_rt::test]
 async fn idle_actor_stops_and_reloads() {
     let s = store_with(&[(1, 100, Some(0)), (2, 5, Some(0))]);
-    let c = ActorConfig {
-        idle_timeout: Duration::from_millis(50),
-        sweep_interval: Duration::from_millis(10),
-        ..cfg()
-    };
+    let c = ActorConfig { idle_timeout: Duration::from_millis(50), sweep_interval: Duration::from_millis(10), ..cfg() };
     let h = AccountsHandle::new(2, s.account_loader(), c);
     h.reserve(1, ReservationId(1), 10).await.unwrap();
     h.available(2).await.unwrap();
@@ -183,9 +121,7 @@ async fn concurrent_reserves_never_overcommit() {
     let mut tasks = Vec::new();
     for i in 0..200u64 {
         let h = h.clone();
-        tasks.push(actix_rt::spawn(async move {
-            h.reserve(1, ReservationId(i), 7).await
-        }));
+        tasks.push(actix_rt::spawn(async move { h.reserve(1, ReservationId(i), 7).await }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -199,13 +135,7 @@ async fn concurrent_reserves_never_overcommit() {
 }
 
 fn card(id: i64, status: CardStatus, expiry: (i32, u32)) -> CardSnapshot {
-    CardSnapshot {
-        id,
-        account_id: id + 1000,
-        owner_id: 7,
-        status,
-        expiry,
-    }
+    CardSnapshot { id, account_id: id + 1000, owner_id: 7, status, expiry }
 }
 
 #[actix_rt::test]
@@ -248,17 +178,8 @@ async fn card_checks_refresh_and_evict() {
 
 fn entry(postings: &[(i64, i64)], key: &str) -> JournalEntry<MemoryRecord> {
     JournalEntry {
-        postings: postings
-            .iter()
-            .map(|(a, m)| Posting {
-                account: *a,
-                amount: *m,
-            })
-            .collect(),
-        record: MemoryRecord {
-            key: Some(key.to_string()),
-            outcome: "ok".into(),
-        },
+        postings: postings.iter().map(|(a, m)| Posting { account: *a, amount: *m }).collect(),
+        record: MemoryRecord { key: Some(key.to_string()), outcome: "ok".into() },
     }
 }
 
@@ -322,11 +243,7 @@ async fn writer_batch_split_isolates_bad_entries() {
     let st = w.stats();
     assert_eq!(st.entries(), 6);
     assert_eq!(st.rejected(), 2);
-    assert!(
-        st.batches() < 8,
-        "entries should have been batched: {}",
-        st.batches()
-    );
+    assert!(st.batches() < 8, "entries should have been batched: {}", st.batches());
     assert_eq!(sizes.load(Ordering::Relaxed), 8);
 }
 
@@ -335,19 +252,12 @@ async fn writer_retries_unavailable_then_gives_up() {
     let s = store_with(&[(1, 100, Some(0)), (3, 0, None)]);
     let w = LedgerWriter::start(
         vec![s.clone()],
-        WriterConfig {
-            unavailable_retries: 2,
-            retry_backoff: Duration::from_millis(1),
-            ..WriterConfig::default()
-        },
+        WriterConfig { unavailable_retries: 2, retry_backoff: Duration::from_millis(1), ..WriterConfig::default() },
     );
     s.fail_next_commits(2);
     assert!(w.commit(entry(&[(1, -1), (3, 1)], "a")).await.is_ok());
     s.fail_next_commits(3);
-    assert!(matches!(
-        w.commit(entry(&[(1, -1), (3, 1)], "b")).await,
-        Err(CommitError::Unavailable(_))
-    ));
+    assert!(matches!(w.commit(entry(&[(1, -1), (3, 1)], "b")).await, Err(CommitError::Unavailable(_))));
     assert_eq!(s.balance(1), Some(99));
     assert_eq!(w.stats().unavailable(), 1);
 }
@@ -366,23 +276,12 @@ impl LedgerStore for GateStore {
     fn load_card(&mut self, _id: i64) -> Result<CardSnapshot, StoreError> {
         Err(StoreError::NotFound)
     }
-    fn commit_batch(
-        &mut self,
-        entries: &[JournalEntry<()>],
-    ) -> Result<Vec<AccountState>, StoreError> {
+    fn commit_batch(&mut self, entries: &[JournalEntry<()>]) -> Result<Vec<AccountState>, StoreError> {
         let _ = self.entered.send(());
-        self.gate
-            .recv()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        self.gate.recv().map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(entries
             .iter()
-            .flat_map(|e| {
-                e.postings.iter().map(|p| AccountState {
-                    id: p.account,
-                    balance: 0,
-                    version: 2,
-                })
-            })
+            .flat_map(|e| e.postings.iter().map(|p| AccountState { id: p.account, balance: 0, version: 2 }))
             .collect())
     }
     fn account_states(&mut self, _ids: &[i64]) -> Result<Vec<AccountState>, StoreError> {
@@ -395,30 +294,14 @@ async fn writer_replies_after_commit_and_is_busy_when_full() {
     let (entered_tx, entered_rx) = mpsc::channel();
     let (gate_tx, gate_rx) = mpsc::channel();
     let w = LedgerWriter::start(
-        vec![GateStore {
-            entered: entered_tx,
-            gate: gate_rx,
-        }],
-        WriterConfig {
-            max_batch: 1,
-            max_wait: Duration::ZERO,
-            queue_capacity: 2,
-            ..WriterConfig::default()
-        },
+        vec![GateStore { entered: entered_tx, gate: gate_rx }],
+        WriterConfig { max_batch: 1, max_wait: Duration::ZERO, queue_capacity: 2, ..WriterConfig::default() },
     );
-    let unit = |a: i64| JournalEntry {
-        postings: vec![Posting {
-            account: a,
-            amount: 1,
-        }],
-        record: (),
-    };
+    let unit = |a: i64| JournalEntry { postings: vec![Posting { account: a, amount: 1 }], record: () };
     let w1 = w.clone();
     let first = actix_rt::spawn(async move { w1.commit(unit(1)).await });
     // Wait until the writer thread is inside commit_batch.
-    tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || entered_rx.recv().unwrap()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!first.is_finished(), "reply must wait for the commit");
 
@@ -438,14 +321,7 @@ async fn writer_replies_after_commit_and_is_busy_when_full() {
         gate_tx.send(()).unwrap();
     }
     let r = first.await.unwrap().unwrap();
-    assert_eq!(
-        r,
-        vec![AccountState {
-            id: 1,
-            balance: 0,
-            version: 2
-        }]
-    );
+    assert_eq!(r, vec![AccountState { id: 1, balance: 0, version: 2 }]);
     for q in queued {
         assert!(q.await.unwrap().is_ok());
     }

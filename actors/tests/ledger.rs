@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use payd_actors::{
-    AccountsHandle, ActorConfig, CardSnapshot, CardStatus, CardsHandle, FailureReason, Ledger,
-    LedgerWriter, MemoryRecord, MemoryStore, OpFailure, Operation, WriterConfig,
+    AccountsHandle, ActorConfig, CardSnapshot, CardStatus, CardsHandle, FailureReason, Ledger, LedgerWriter,
+    MemoryRecord, MemoryStore, OpFailure, Operation, WriterConfig,
 };
 use proptest::prelude::*;
 
@@ -16,10 +16,7 @@ const SETTLE: i64 = 2;
 const TODAY: (i32, u32) = (2025, 6);
 
 fn start_ledger(store: &MemoryStore, writers: usize) -> Ledger<MemoryRecord> {
-    let cfg = ActorConfig {
-        ask_timeout: Duration::from_secs(5),
-        ..ActorConfig::default()
-    };
+    let cfg = ActorConfig { ask_timeout: Duration::from_secs(5), ..ActorConfig::default() };
     let accounts = AccountsHandle::new(2, store.account_loader(), cfg.clone());
     let cards = CardsHandle::new(2, store.card_loader(), cfg);
     let writer = LedgerWriter::start(
@@ -50,14 +47,8 @@ fn op(
         credit_account,
         amount,
         today: TODAY,
-        on_success: Box::new(move || MemoryRecord {
-            key: Some(key),
-            outcome: "ok".into(),
-        }),
-        on_failure: Box::new(move |r: FailureReason| MemoryRecord {
-            key: Some(k2),
-            outcome: r.code().to_string(),
-        }),
+        on_success: Box::new(move || MemoryRecord { key: Some(key), outcome: "ok".into() }),
+        on_failure: Box::new(move |r: FailureReason| MemoryRecord { key: Some(k2), outcome: r.code().to_string() }),
         span: tracing::info_span!("test-op"),
     }
 }
@@ -88,25 +79,10 @@ fn expiry_of(i: usize) -> (i32, u32) {
 
 #[derive(Clone, Debug)]
 enum Step {
-    TopUp {
-        card: usize,
-        amount: i64,
-    },
-    Withdraw {
-        card: usize,
-        amount: i64,
-    },
-    Transfer {
-        from: usize,
-        to: usize,
-        amount: i64,
-    },
-    Replay {
-        from: usize,
-        to: usize,
-        amount: i64,
-        back: usize,
-    },
+    TopUp { card: usize, amount: i64 },
+    Withdraw { card: usize, amount: i64 },
+    Transfer { from: usize, to: usize, amount: i64 },
+    Replay { from: usize, to: usize, amount: i64, back: usize },
     Freeze(usize),
     Unfreeze(usize),
     Close(usize),
@@ -175,10 +151,7 @@ fn run_model(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let store: MemoryStore = MemoryStore::new();
     store.add_account(FUND, 0, None);
     store.add_account(SETTLE, 0, None);
-    let mut model = Model {
-        balances: BTreeMap::new(),
-        status: vec![CardStatus::Active; USERS],
-    };
+    let mut model = Model { balances: BTreeMap::new(), status: vec![CardStatus::Active; USERS] };
     model.balances.insert(FUND, 0);
     model.balances.insert(SETTLE, 0);
     for i in 0..USERS {
@@ -201,18 +174,9 @@ fn run_model(steps: Vec<Step>) -> Result<(), TestCaseError> {
             let records_before = store.records().len();
             let (expected, result, move_money) = match s {
                 Step::TopUp { card, amount } => {
-                    let exp = model
-                        .credit_check(card)
-                        .map_or(Outcome::Ok, Outcome::Failed);
+                    let exp = model.credit_check(card).map_or(Outcome::Ok, Outcome::Failed);
                     let r = ledger
-                        .execute(op(
-                            fresh.clone(),
-                            None,
-                            Some(card_of(card)),
-                            FUND,
-                            account_of(card),
-                            amount,
-                        ))
+                        .execute(op(fresh.clone(), None, Some(card_of(card)), FUND, account_of(card), amount))
                         .await;
                     (exp, r, (FUND, account_of(card), amount))
                 }
@@ -222,25 +186,13 @@ fn run_model(steps: Vec<Step>) -> Result<(), TestCaseError> {
                         .or_else(|| model.funds(card, amount))
                         .map_or(Outcome::Ok, Outcome::Failed);
                     let r = ledger
-                        .execute(op(
-                            fresh.clone(),
-                            Some(card_of(card)),
-                            None,
-                            account_of(card),
-                            SETTLE,
-                            amount,
-                        ))
+                        .execute(op(fresh.clone(), Some(card_of(card)), None, account_of(card), SETTLE, amount))
                         .await;
                     (exp, r, (account_of(card), SETTLE, amount))
                 }
-                Step::Transfer { from, to, amount }
-                | Step::Replay {
-                    from, to, amount, ..
-                } => {
+                Step::Transfer { from, to, amount } | Step::Replay { from, to, amount, .. } => {
                     let key = match (&s, keys.is_empty()) {
-                        (Step::Replay { back, .. }, false) => {
-                            keys[keys.len() - 1 - back % keys.len()].clone()
-                        }
+                        (Step::Replay { back, .. }, false) => keys[keys.len() - 1 - back % keys.len()].clone(),
                         _ => fresh.clone(),
                     };
                     let exp = if key != fresh {
@@ -287,18 +239,12 @@ fn run_model(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     let (d, c, a) = move_money;
                     model.apply(d, c, a);
                     prop_assert_eq!(added, 1);
-                    prop_assert_eq!(
-                        store.records().last().unwrap().outcome.clone(),
-                        "ok".to_string()
-                    );
+                    prop_assert_eq!(store.records().last().unwrap().outcome.clone(), "ok".to_string());
                     keys.push(fresh);
                 }
                 Outcome::Failed(code) => {
                     prop_assert_eq!(added, 1);
-                    prop_assert_eq!(
-                        store.records().last().unwrap().outcome.clone(),
-                        code.to_string()
-                    );
+                    prop_assert_eq!(store.records().last().unwrap().outcome.clone(), code.to_string());
                     keys.push(fresh);
                 }
                 Outcome::Duplicate => prop_assert_eq!(added, 0),
@@ -311,11 +257,7 @@ fn run_model(steps: Vec<Step>) -> Result<(), TestCaseError> {
         let accounts = store.accounts();
         prop_assert_eq!(accounts.iter().map(|(_, b, _)| *b).sum::<i64>(), 0);
         for (id, bal, floor) in &accounts {
-            prop_assert!(
-                floor.is_none_or(|f| *bal >= f),
-                "account {} below floor",
-                id
-            );
+            prop_assert!(floor.is_none_or(|f| *bal >= f), "account {} below floor", id);
             prop_assert_eq!(*bal, model.balances[id]);
         }
         // Live actor caches agree with the store and hold no reservations.
@@ -403,12 +345,7 @@ async fn concurrent_transfers_conserve_money() {
     assert_eq!(ok + failed, 2_000);
     println!("ok={ok} failed={failed} reasons={reasons:?}");
     assert!(ok > 200, "too few successes: {ok}");
-    assert!(
-        reasons
-            .iter()
-            .all(|r| ["same_account", "insufficient_funds", "rejected"].contains(r)),
-        "{reasons:?}"
-    );
+    assert!(reasons.iter().all(|r| ["same_account", "insufficient_funds", "rejected"].contains(r)), "{reasons:?}");
     assert_eq!(store.records().len(), 2_000);
     let accounts = store.accounts();
     assert_eq!(accounts.iter().map(|(_, b, _)| *b).sum::<i64>(), 0);

@@ -33,10 +33,9 @@ impl AuthUser {
 /// # Errors
 /// 401 `missing_token`, `token_expired` or `invalid_token`; 503 when the session store is unreachable.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<AuthUser, ApiError> {
-    let raw = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::unauthorized("missing_token", "authentication required: send Authorization: Bearer <access token>"))?;
+    let raw = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+        ApiError::unauthorized("missing_token", "authentication required: send Authorization: Bearer <access token>")
+    })?;
     let token = raw
         .strip_prefix("Bearer ")
         .or_else(|| raw.strip_prefix("bearer "))
@@ -45,7 +44,8 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<AuthU
         TokenError::Expired => ApiError::unauthorized("token_expired", "access token expired; refresh it"),
         TokenError::Invalid => ApiError::unauthorized("invalid_token", "access token is invalid"),
     })?;
-    let user_id: i64 = claims.sub.parse().map_err(|_| ApiError::unauthorized("invalid_token", "access token is invalid"))?;
+    let user_id: i64 =
+        claims.sub.parse().map_err(|_| ApiError::unauthorized("invalid_token", "access token is invalid"))?;
     let session: uuid::Uuid =
         claims.sid.parse().map_err(|_| ApiError::unauthorized("invalid_token", "access token is invalid"))?;
     if state.settings.auth.check_revoked_sessions && sessions::is_revoked(state, &session).await? {

@@ -6,8 +6,10 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::cards::CardsError;
 use crate::http::request_id;
 use crate::identity::IdentityError;
+use crate::payments::PaymentError;
 use crate::storage::StorageError;
 
 #[derive(Debug, Clone)]
@@ -79,7 +81,11 @@ impl ApiError {
     /// A server-side fault: the cause is logged, the client sees a generic message and the request id.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; quote the request id when reporting it")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; quote the request id when reporting it",
+        )
     }
 }
 
@@ -113,7 +119,9 @@ impl From<StorageError> for ApiError {
             StorageError::Referenced(c) => {
                 Self::conflict("still_referenced", format!("still referenced by other records ({c})"))
             }
-            StorageError::Check(c) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "rule_violated", format!("violates rule {c}")),
+            StorageError::Check(c) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "rule_violated", format!("violates rule {c}"))
+            }
             StorageError::Unavailable(m) => {
                 tracing::warn!(error = %m, "database unavailable");
                 Self::unavailable("database unavailable, retry later")
@@ -169,6 +177,49 @@ impl From<IdentityError> for ApiError {
             E::Cache(m) => {
                 tracing::warn!(error = %m, "redis unavailable");
                 Self::unavailable("rate-limit store unavailable, retry later")
+            }
+            E::Storage(s) => s.into(),
+        }
+    }
+}
+
+impl From<CardsError> for ApiError {
+    fn from(e: CardsError) -> Self {
+        use CardsError as E;
+        let msg = e.to_string();
+        match e {
+            E::NotFound => Self::not_found("card"),
+            E::NotOwner => Self::forbidden(msg),
+            E::AdminOnly(_) => Self::forbidden(msg),
+            E::UnknownUser => Self::validation("user_id", msg),
+            E::InvalidTransition { .. } => Self::conflict("invalid_transition", msg),
+            E::NonZeroBalance(_) => Self::conflict("non_zero_balance", msg),
+            E::Invalid(_) => Self::bad_request("invalid", msg),
+            E::PanExhausted => Self::unavailable(msg),
+            E::Storage(s) => s.into(),
+        }
+    }
+}
+
+impl From<PaymentError> for ApiError {
+    fn from(e: PaymentError) -> Self {
+        use PaymentError as E;
+        let msg = e.to_string();
+        match e {
+            E::MissingIdempotencyKey | E::BadIdempotencyKey => {
+                Self::bad_request("idempotency_key_required", msg).with_field("Idempotency-Key")
+            }
+            E::IdempotencyConflict => Self::conflict("idempotency_conflict", msg),
+            E::CardNotFound(_) => Self::new(StatusCode::NOT_FOUND, "card_not_found", msg),
+            E::NotCardOwner(_) => Self::forbidden(msg),
+            E::OperationNotFound => Self::not_found("operation"),
+            E::NotReversible(_) => Self::conflict("not_reversible", msg),
+            E::NeverPurged => Self::conflict("never_purged", msg),
+            E::Busy => Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", msg).with_retry_after(1),
+            E::OutcomeUnknown => Self::new(StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown", msg).with_retry_after(1),
+            E::Unavailable(m) => {
+                tracing::warn!(error = %m, "ledger unavailable");
+                Self::unavailable("ledger unavailable, retry later")
             }
             E::Storage(s) => s.into(),
         }

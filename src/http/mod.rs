@@ -54,12 +54,16 @@ fn serde_field(msg: &str) -> Option<String> {
 fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     use actix_web::http::StatusCode;
     let api = match &err {
-        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body exceeds {limit} bytes"))
-        }
-        JsonPayloadError::ContentType => {
-            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Type must be application/json")
-        }
+        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body exceeds {limit} bytes"),
+        ),
+        JsonPayloadError::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type must be application/json",
+        ),
         JsonPayloadError::Deserialize(e) => {
             let msg = e.to_string();
             let mut api = ApiError::bad_request("invalid_json", format!("request body is not valid: {msg}"));
@@ -102,6 +106,8 @@ pub fn api() -> Api {
     crate::identity::routes::register(&mut api);
     crate::identity::admin::register(&mut api);
     crate::notify::routes::register(&mut api);
+    crate::cards::routes::register(&mut api);
+    crate::payments::routes::register(&mut api);
     api
 }
 
@@ -122,7 +128,14 @@ fn operations(api: &mut Api) {
     let t = "operations";
     let (r, s) = api.route(Method::GET, "/healthz", Access::Public, t, "Liveness", web::get().to(healthz));
     r.responds::<Health>(200, s);
-    let (r, s) = api.route(Method::GET, "/readyz", Access::Public, t, "Readiness: PostgreSQL and Redis reachable", web::get().to(readyz));
+    let (r, s) = api.route(
+        Method::GET,
+        "/readyz",
+        Access::Public,
+        t,
+        "Readiness: PostgreSQL and Redis reachable",
+        web::get().to(readyz),
+    );
     r.responds::<Health>(200, s);
     api.route(Method::GET, "/api/v1/ping", Access::Public, t, "Ping", web::get().to(ping));
     api.route(Method::GET, "/metrics", Access::Public, t, "Prometheus metrics", web::get().to(metrics));

@@ -80,7 +80,10 @@ mod tests {
         assert_eq!(q.resolve().unwrap(), (5, Some(42)));
         assert!(PageQuery { limit: Some("101".into()), cursor: None }.resolve().is_err());
         assert!(PageQuery { limit: Some("0".into()), cursor: None }.resolve().is_err());
-        assert_eq!(PageQuery { limit: None, cursor: Some("zz!".into()) }.resolve().unwrap_err().field.as_deref(), Some("cursor"));
+        assert_eq!(
+            PageQuery { limit: None, cursor: Some("zz!".into()) }.resolve().unwrap_err().field.as_deref(),
+            Some("cursor")
+        );
     }
 
     #[test]

@@ -176,7 +176,10 @@ impl Api {
                     Content::new(Some(utoipa::openapi::Ref::from_schema_name(body.clone())))
                 };
                 op = op.request_body(Some(
-                    RequestBodyBuilder::new().content(spec.body_content_type, content).required(Some(Required::True)).build(),
+                    RequestBodyBuilder::new()
+                        .content(spec.body_content_type, content)
+                        .required(Some(Required::True))
+                        .build(),
                 ));
             }
             let (status, resp) = match &spec.response {
@@ -197,7 +200,10 @@ impl Api {
                 "default",
                 ResponseBuilder::new()
                     .description("error")
-                    .content("application/json", Content::new(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody"))))
+                    .content(
+                        "application/json",
+                        Content::new(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody"))),
+                    )
                     .build(),
             );
             if spec.access != Access::Public {

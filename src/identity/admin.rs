@@ -27,16 +27,52 @@ pub fn register(api: &mut Api) {
     r.body::<CreateUserRequest>(s).responds::<UserView>(201, s);
     let (r, s) = api.route(Method::GET, "/api/v1/users/{id}", ADMIN, t, "Get a user", web::get().to(get_user));
     r.responds::<UserView>(200, s);
-    let (r, s) = api.route(Method::PATCH, "/api/v1/users/{id}", ADMIN, t, "Update a user's profile", web::patch().to(update_user));
+    let (r, s) = api.route(
+        Method::PATCH,
+        "/api/v1/users/{id}",
+        ADMIN,
+        t,
+        "Update a user's profile",
+        web::patch().to(update_user),
+    );
     r.body::<UpdateUserRequest>(s).responds::<UserView>(200, s);
-    let (r, s) = api.route(Method::POST, "/api/v1/users/{id}/archive", ADMIN, t, "Archive a user (sessions revoked)", web::post().to(archive_user));
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/users/{id}/archive",
+        ADMIN,
+        t,
+        "Archive a user (sessions revoked)",
+        web::post().to(archive_user),
+    );
     r.responds::<UserView>(200, s);
-    let (r, s) = api.route(Method::POST, "/api/v1/users/{id}/restore", ADMIN, t, "Restore an archived user", web::post().to(restore_user));
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/users/{id}/restore",
+        ADMIN,
+        t,
+        "Restore an archived user",
+        web::post().to(restore_user),
+    );
     r.responds::<UserView>(200, s);
-    api.route(Method::DELETE, "/api/v1/users/{id}", ADMIN, t, "Purge an archived user with no records", web::delete().to(purge_user));
-    let (r, s) = api.route(Method::POST, "/api/v1/users/{id}/roles", ADMIN, t, "Assign a role", web::post().to(assign_role));
+    api.route(
+        Method::DELETE,
+        "/api/v1/users/{id}",
+        ADMIN,
+        t,
+        "Purge an archived user with no records",
+        web::delete().to(purge_user),
+    );
+    let (r, s) =
+        api.route(Method::POST, "/api/v1/users/{id}/roles", ADMIN, t, "Assign a role", web::post().to(assign_role));
     r.body::<AssignRoleRequest>(s).responds::<UserView>(200, s);
-    let (r, s) = api.route(Method::DELETE, "/api/v1/users/{id}/roles/{role}", ADMIN, t, "Revoke a role (sessions revoked)", web::delete().to(revoke_role));
+    let (r, s) = api.route(
+        Method::DELETE,
+        "/api/v1/users/{id}/roles/{role}",
+        ADMIN,
+        t,
+        "Revoke a role (sessions revoked)",
+        web::delete().to(revoke_role),
+    );
     r.responds::<UserView>(200, s);
 
     let t = "roles";
@@ -46,13 +82,23 @@ pub fn register(api: &mut Api) {
     r.body::<RoleRequest>(s).responds::<Role>(201, s);
     let (r, s) = api.route(Method::GET, "/api/v1/roles/{id}", ADMIN, t, "Get a role", web::get().to(get_role));
     r.responds::<Role>(200, s);
-    let (r, s) = api.route(Method::PATCH, "/api/v1/roles/{id}", ADMIN, t, "Update a role", web::patch().to(update_role));
+    let (r, s) =
+        api.route(Method::PATCH, "/api/v1/roles/{id}", ADMIN, t, "Update a role", web::patch().to(update_role));
     r.body::<UpdateRoleRequest>(s).responds::<Role>(200, s);
-    let (r, s) = api.route(Method::POST, "/api/v1/roles/{id}/archive", ADMIN, t, "Archive a role", web::post().to(archive_role));
+    let (r, s) =
+        api.route(Method::POST, "/api/v1/roles/{id}/archive", ADMIN, t, "Archive a role", web::post().to(archive_role));
     r.responds::<Role>(200, s);
-    let (r, s) = api.route(Method::POST, "/api/v1/roles/{id}/restore", ADMIN, t, "Restore a role", web::post().to(restore_role));
+    let (r, s) =
+        api.route(Method::POST, "/api/v1/roles/{id}/restore", ADMIN, t, "Restore a role", web::post().to(restore_role));
     r.responds::<Role>(200, s);
-    api.route(Method::DELETE, "/api/v1/roles/{id}", ADMIN, t, "Purge an unassigned, non-built-in role", web::delete().to(purge_role));
+    api.route(
+        Method::DELETE,
+        "/api/v1/roles/{id}",
+        ADMIN,
+        t,
+        "Purge an unassigned, non-built-in role",
+        web::delete().to(purge_role),
+    );
 }
 
 /// `status` filter for lists: `active` (default), `archived` or `all`.
@@ -90,8 +136,9 @@ fn role_name_rule(name: &str) -> Result<(), validator::ValidationError> {
     if re_ok {
         Ok(())
     } else {
-        Err(validator::ValidationError::new("role_name")
-            .with_message("name must be 2-50 characters: lowercase letters, digits, '_' or '-', starting with a letter".into()))
+        Err(validator::ValidationError::new("role_name").with_message(
+            "name must be 2-50 characters: lowercase letters, digits, '_' or '-', starting with a letter".into(),
+        ))
     }
 }
 
@@ -106,7 +153,10 @@ pub struct CreateUserRequest {
     pub first_name: String,
     #[validate(length(min = 1, max = 100, message = "last_name must be 1-100 characters"))]
     pub last_name: String,
-    #[validate(email(message = "email must be a valid e-mail address"), length(max = 254, message = "email is too long"))]
+    #[validate(
+        email(message = "email must be a valid e-mail address"),
+        length(max = 254, message = "email is too long")
+    )]
     pub email: String,
     #[validate(custom(function = "password_policy"))]
     pub password: String,
@@ -177,7 +227,14 @@ async fn list_users(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Res
         let rows = query.load(conn).map_err(StorageError::from)?;
         let ids: Vec<i64> = rows.iter().map(|u| u.id).collect();
         let mut roles = model::role_names_for(conn, &ids)?;
-        Ok::<_, IdentityError>(rows.into_iter().map(|u| { let r = roles.remove(&u.id).unwrap_or_default(); UserView::new(u, r) }).collect::<Vec<_>>())
+        Ok::<_, IdentityError>(
+            rows.into_iter()
+                .map(|u| {
+                    let r = roles.remove(&u.id).unwrap_or_default();
+                    UserView::new(u, r)
+                })
+                .collect::<Vec<_>>(),
+        )
     })
     .await?;
     Ok(HttpResponse::Ok().json(Page::from_rows(views, limit, |u| u.id)))
@@ -222,7 +279,11 @@ async fn get_user(state: web::Data<AppState>, id: web::Path<i64>) -> Result<Http
     Ok(HttpResponse::Ok().json(view))
 }
 
-async fn update_user(state: web::Data<AppState>, id: web::Path<i64>, body: Valid<UpdateUserRequest>) -> Result<HttpResponse, ApiError> {
+async fn update_user(
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    body: Valid<UpdateUserRequest>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let body = body.into_inner();
     let view = storage::transaction(&state.db, move |conn| {
@@ -231,7 +292,12 @@ async fn update_user(state: web::Data<AppState>, id: web::Path<i64>, body: Valid
         let last = body.last_name.map(|s| s.trim().to_owned()).unwrap_or(user.last_name);
         let email = body.email.map(|e| normalise_email(&e)).unwrap_or(user.email);
         diesel::update(users::table.find(id))
-            .set((users::first_name.eq(first), users::last_name.eq(last), users::email.eq(email), users::updated_at.eq(Utc::now())))
+            .set((
+                users::first_name.eq(first),
+                users::last_name.eq(last),
+                users::email.eq(email),
+                users::updated_at.eq(Utc::now()),
+            ))
             .execute(conn)
             .map_err(|e| match StorageError::from(e) {
                 StorageError::Conflict(_) => IdentityError::EmailTaken,
@@ -257,7 +323,9 @@ async fn archive_user(state: web::Data<AppState>, id: web::Path<i64>) -> Result<
         if holds_admin(conn, id)? && model::active_admin_count(conn)? <= 1 {
             return Err(IdentityError::LastAdmin);
         }
-        diesel::update(users::table.find(id)).set((users::archived_at.eq(Utc::now()), users::updated_at.eq(Utc::now()))).execute(conn)?;
+        diesel::update(users::table.find(id))
+            .set((users::archived_at.eq(Utc::now()), users::updated_at.eq(Utc::now())))
+            .execute(conn)?;
         let revoked = sessions::revoke_user_sessions(conn, id, None)?;
         Ok((model::user_view(conn, id)?, revoked))
     })
@@ -302,7 +370,11 @@ async fn purge_user(state: web::Data<AppState>, id: web::Path<i64>, me: AuthUser
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn assign_role(state: web::Data<AppState>, id: web::Path<i64>, body: Valid<AssignRoleRequest>) -> Result<HttpResponse, ApiError> {
+async fn assign_role(
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    body: Valid<AssignRoleRequest>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let role = body.into_inner().role;
     let view = storage::transaction(&state.db, move |conn| {
@@ -340,7 +412,12 @@ async fn revoke_role(state: web::Data<AppState>, path: web::Path<(i64, String)>)
 }
 
 fn find_role(conn: &mut PgConnection, id: i64) -> Result<Role, IdentityError> {
-    roles::table.find(id).select(Role::as_select()).first(conn).optional()?.ok_or_else(|| IdentityError::RoleNotFound(id.to_string()))
+    roles::table
+        .find(id)
+        .select(Role::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| IdentityError::RoleNotFound(id.to_string()))
 }
 
 async fn list_roles(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
@@ -392,7 +469,11 @@ async fn get_role(state: web::Data<AppState>, id: web::Path<i64>) -> Result<Http
     Ok(HttpResponse::Ok().json(role))
 }
 
-async fn update_role(state: web::Data<AppState>, id: web::Path<i64>, body: Valid<UpdateRoleRequest>) -> Result<HttpResponse, ApiError> {
+async fn update_role(
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    body: Valid<UpdateRoleRequest>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let body = body.into_inner();
     let role = storage::transaction(&state.db, move |conn| {

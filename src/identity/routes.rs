@@ -26,24 +26,81 @@ const MAX_CODE_ATTEMPTS: i32 = 5;
 
 pub fn register(api: &mut Api) {
     use Access::{Authenticated, Public};
-    let (r, s) = api.route(Method::POST, "/api/v1/auth/register", Public, TAG, "Register; a verification code is e-mailed", web::post().to(register_user));
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/auth/register",
+        Public,
+        TAG,
+        "Register; a verification code is e-mailed",
+        web::post().to(register_user),
+    );
     r.body::<RegisterRequest>(s).responds::<UserView>(201, s);
-    let (r, s) = api.route(Method::POST, "/api/v1/auth/verify-email", Public, TAG, "Verify the e-mail with the 6-digit code", web::post().to(verify_email));
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/auth/verify-email",
+        Public,
+        TAG,
+        "Verify the e-mail with the 6-digit code",
+        web::post().to(verify_email),
+    );
     r.body::<VerifyEmailRequest>(s).responds::<MessageResponse>(200, s);
-    let (r, s) = api.route(Method::POST, "/api/v1/auth/verify-email/resend", Public, TAG, "Send a new verification code", web::post().to(resend_code));
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/auth/verify-email/resend",
+        Public,
+        TAG,
+        "Send a new verification code",
+        web::post().to(resend_code),
+    );
     r.body::<EmailRequest>(s).responds::<MessageResponse>(200, s);
-    let (r, s) = api.route(Method::POST, "/api/v1/auth/login", Public, TAG, "Log in: access token + refresh token", web::post().to(login));
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/auth/login",
+        Public,
+        TAG,
+        "Log in: access token + refresh token",
+        web::post().to(login),
+    );
     r.body::<LoginRequest>(s).responds::<TokenPair>(200, s);
-    let (r, s) = api.route(Method::POST, "/api/v1/auth/refresh", Public, TAG, "Rotate a refresh token", web::post().to(refresh));
+    let (r, s) =
+        api.route(Method::POST, "/api/v1/auth/refresh", Public, TAG, "Rotate a refresh token", web::post().to(refresh));
     r.body::<RefreshRequest>(s).responds::<TokenPair>(200, s);
-    api.route(Method::POST, "/api/v1/auth/logout", Authenticated, TAG, "Revoke the current session", web::post().to(logout));
+    api.route(
+        Method::POST,
+        "/api/v1/auth/logout",
+        Authenticated,
+        TAG,
+        "Revoke the current session",
+        web::post().to(logout),
+    );
     let (r, s) = api.route(Method::GET, "/api/v1/auth/me", Authenticated, TAG, "The current user", web::get().to(me));
     r.responds::<UserView>(200, s);
-    let (r, s) = api.route(Method::POST, "/api/v1/auth/password/change", Authenticated, TAG, "Change password; other sessions are revoked", web::post().to(change_password));
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/auth/password/change",
+        Authenticated,
+        TAG,
+        "Change password; other sessions are revoked",
+        web::post().to(change_password),
+    );
     r.body::<ChangePasswordRequest>(s).responds::<MessageResponse>(200, s);
-    let (r, s) = api.route(Method::POST, "/api/v1/auth/password/forgot", Public, TAG, "E-mail a reset token (same answer for unknown e-mails)", web::post().to(forgot_password));
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/auth/password/forgot",
+        Public,
+        TAG,
+        "E-mail a reset token (same answer for unknown e-mails)",
+        web::post().to(forgot_password),
+    );
     r.body::<EmailRequest>(s).responds::<MessageResponse>(200, s);
-    let (r, s) = api.route(Method::POST, "/api/v1/auth/password/reset", Public, TAG, "Reset the password with the e-mailed token; all sessions are revoked", web::post().to(reset_password));
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/auth/password/reset",
+        Public,
+        TAG,
+        "Reset the password with the e-mailed token; all sessions are revoked",
+        web::post().to(reset_password),
+    );
     r.body::<ResetPasswordRequest>(s).responds::<MessageResponse>(200, s);
 }
 
@@ -61,11 +118,20 @@ fn password_policy(s: &str) -> Result<(), validator::ValidationError> {
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    #[validate(length(min = 1, max = 100, message = "first_name must be 1-100 characters"), custom(function = "not_blank"))]
+    #[validate(
+        length(min = 1, max = 100, message = "first_name must be 1-100 characters"),
+        custom(function = "not_blank")
+    )]
     pub first_name: String,
-    #[validate(length(min = 1, max = 100, message = "last_name must be 1-100 characters"), custom(function = "not_blank"))]
+    #[validate(
+        length(min = 1, max = 100, message = "last_name must be 1-100 characters"),
+        custom(function = "not_blank")
+    )]
     pub last_name: String,
-    #[validate(email(message = "email must be a valid e-mail address"), length(max = 254, message = "email is too long"))]
+    #[validate(
+        email(message = "email must be a valid e-mail address"),
+        length(max = 254, message = "email is too long")
+    )]
     pub email: String,
     #[validate(custom(function = "password_policy"))]
     pub password: String,
@@ -101,7 +167,7 @@ pub struct LoginRequest {
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
-    #[validate(length(min = 1, max = 200, message = "refresh_token is required"))]
+    #[validate(length(min = 1, max = 200, message = "refresh_token must be 1-200 characters"))]
     pub refresh_token: String,
 }
 
@@ -119,7 +185,7 @@ pub struct ChangePasswordRequest {
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetPasswordRequest {
-    #[validate(length(min = 1, max = 200, message = "token is required"))]
+    #[validate(length(min = 1, max = 200, message = "token must be 1-200 characters"))]
     pub token: String,
     #[validate(custom(function = "password_policy"))]
     pub new_password: String,
@@ -157,15 +223,20 @@ async fn limit(state: &AppState, req: &HttpRequest) -> Result<(), IdentityError>
 
 /// Creates a fresh verification code for a user (older unused codes stop working); returns the plaintext.
 fn new_verification_code(conn: &mut PgConnection, state: &AppState, user_id: i64) -> Result<String, IdentityError> {
-    diesel::update(email_verifications::table.filter(email_verifications::user_id.eq(user_id)).filter(email_verifications::used_at.is_null()))
-        .set(email_verifications::used_at.eq(Utc::now()))
-        .execute(conn)?;
+    diesel::update(
+        email_verifications::table
+            .filter(email_verifications::user_id.eq(user_id))
+            .filter(email_verifications::used_at.is_null()),
+    )
+    .set(email_verifications::used_at.eq(Utc::now()))
+    .execute(conn)?;
     let code = six_digit_code();
     diesel::insert_into(email_verifications::table)
         .values((
             email_verifications::user_id.eq(user_id),
             email_verifications::code_hash.eq(state.keys.hash(&code)),
-            email_verifications::expires_at.eq(Utc::now() + Duration::seconds(state.settings.auth.verification_ttl_secs)),
+            email_verifications::expires_at
+                .eq(Utc::now() + Duration::seconds(state.settings.auth.verification_ttl_secs)),
         ))
         .execute(conn)?;
     Ok(code)
@@ -185,12 +256,19 @@ fn verification_email(state: &AppState, to: &str, name: &str, code: &str) -> cra
         to,
         name,
         "Welcome to payd — verify your e-mail",
-        &["Welcome to payd. Enter this code to verify your e-mail address.", &format!("The code expires in {minutes} minutes and works once.")],
+        &[
+            "Welcome to payd. Enter this code to verify your e-mail address.",
+            &format!("The code expires in {minutes} minutes and works once."),
+        ],
         Some(code),
     )
 }
 
-async fn register_user(state: web::Data<AppState>, req: HttpRequest, body: Valid<RegisterRequest>) -> Result<HttpResponse, ApiError> {
+async fn register_user(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Valid<RegisterRequest>,
+) -> Result<HttpResponse, ApiError> {
     limit(&state, &req).await?;
     let body = body.into_inner();
     let email = normalise_email(&body.email);
@@ -199,7 +277,12 @@ async fn register_user(state: web::Data<AppState>, req: HttpRequest, body: Valid
     let (first, last, em) = (body.first_name.trim().to_owned(), body.last_name.trim().to_owned(), email.clone());
     let (view, code) = storage::transaction(&state.db, move |conn| {
         let id: i64 = diesel::insert_into(users::table)
-            .values((users::first_name.eq(&first), users::last_name.eq(&last), users::email.eq(&em), users::password_hash.eq(&hash)))
+            .values((
+                users::first_name.eq(&first),
+                users::last_name.eq(&last),
+                users::email.eq(&em),
+                users::password_hash.eq(&hash),
+            ))
             .returning(users::id)
             .get_result(conn)
             .map_err(|e| match StorageError::from(e) {
@@ -218,7 +301,11 @@ async fn register_user(state: web::Data<AppState>, req: HttpRequest, body: Valid
     Ok(HttpResponse::Created().json(view))
 }
 
-async fn verify_email(state: web::Data<AppState>, req: HttpRequest, body: Valid<VerifyEmailRequest>) -> Result<HttpResponse, ApiError> {
+async fn verify_email(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Valid<VerifyEmailRequest>,
+) -> Result<HttpResponse, ApiError> {
     limit(&state, &req).await?;
     let body = body.into_inner();
     let st = state.clone();
@@ -239,21 +326,39 @@ async fn verify_email(state: web::Data<AppState>, req: HttpRequest, body: Valid<
         let Some((id, hash, attempts)) = pending else { return Ok(Err(IdentityError::InvalidCode)) };
         if attempts >= MAX_CODE_ATTEMPTS || hash != st.keys.hash(&body.code) {
             // Count the wrong guess (committed), then refuse.
-            diesel::update(email_verifications::table.find(id)).set(email_verifications::attempts.eq(attempts + 1)).execute(conn)?;
+            diesel::update(email_verifications::table.find(id))
+                .set(email_verifications::attempts.eq(attempts + 1))
+                .execute(conn)?;
             return Ok(Err(IdentityError::InvalidCode));
         }
-        diesel::update(email_verifications::table.find(id)).set(email_verifications::used_at.eq(Utc::now())).execute(conn)?;
+        diesel::update(email_verifications::table.find(id))
+            .set(email_verifications::used_at.eq(Utc::now()))
+            .execute(conn)?;
         diesel::update(users::table.find(user.id))
             .set((users::email_verified_at.eq(Utc::now()), users::updated_at.eq(Utc::now())))
             .execute(conn)?;
         Ok(Ok(user))
     })
     .await??;
-    deliver(&state, compose(&user.email, &user.first_name, "Your e-mail is verified", &["Your e-mail address is verified. You can now log in to payd."], None)).await;
+    deliver(
+        &state,
+        compose(
+            &user.email,
+            &user.first_name,
+            "Your e-mail is verified",
+            &["Your e-mail address is verified. You can now log in to payd."],
+            None,
+        ),
+    )
+    .await;
     Ok(message("e-mail verified"))
 }
 
-async fn resend_code(state: web::Data<AppState>, req: HttpRequest, body: Valid<EmailRequest>) -> Result<HttpResponse, ApiError> {
+async fn resend_code(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Valid<EmailRequest>,
+) -> Result<HttpResponse, ApiError> {
     limit(&state, &req).await?;
     let email = body.into_inner().email;
     let st = state.clone();
@@ -272,7 +377,13 @@ async fn resend_code(state: web::Data<AppState>, req: HttpRequest, body: Valid<E
     Ok(message("if the address is registered and not yet verified, a new code has been sent"))
 }
 
-async fn issue_pair(state: &AppState, user_id: i64, family: uuid::Uuid, refresh_token: String, roles: &[String]) -> Result<TokenPair, ApiError> {
+async fn issue_pair(
+    state: &AppState,
+    user_id: i64,
+    family: uuid::Uuid,
+    refresh_token: String,
+    roles: &[String],
+) -> Result<TokenPair, ApiError> {
     let access = state.keys.issue_access(user_id, roles, family).map_err(ApiError::internal)?;
     Ok(TokenPair {
         access_token: access,
@@ -283,7 +394,11 @@ async fn issue_pair(state: &AppState, user_id: i64, family: uuid::Uuid, refresh_
     })
 }
 
-async fn login(state: web::Data<AppState>, req: HttpRequest, body: Valid<LoginRequest>) -> Result<HttpResponse, ApiError> {
+async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Valid<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
     limit(&state, &req).await?;
     let body = body.into_inner();
     let email = normalise_email(&body.email);
@@ -317,7 +432,11 @@ async fn login(state: web::Data<AppState>, req: HttpRequest, body: Valid<LoginRe
     Ok(HttpResponse::Ok().json(issue_pair(&state, uid, family, token, &roles).await?))
 }
 
-async fn refresh(state: web::Data<AppState>, req: HttpRequest, body: Valid<RefreshRequest>) -> Result<HttpResponse, ApiError> {
+async fn refresh(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Valid<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
     limit(&state, &req).await?;
     let presented = body.into_inner().refresh_token;
     let st = state.clone();
@@ -366,7 +485,11 @@ async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, 
     Ok(HttpResponse::Ok().json(view))
 }
 
-async fn change_password(state: web::Data<AppState>, user: AuthUser, body: Valid<ChangePasswordRequest>) -> Result<HttpResponse, ApiError> {
+async fn change_password(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: Valid<ChangePasswordRequest>,
+) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let uid = user.user_id;
     let current = storage::run(&state.db, move |conn| model::find_user(conn, uid)).await?;
@@ -376,7 +499,9 @@ async fn change_password(state: web::Data<AppState>, user: AuthUser, body: Valid
     let hash = password::hash(body.new_password).await.map_err(ApiError::internal)?;
     let keep = user.session;
     let revoked = storage::transaction(&state.db, move |conn| {
-        diesel::update(users::table.find(uid)).set((users::password_hash.eq(&hash), users::updated_at.eq(Utc::now()))).execute(conn)?;
+        diesel::update(users::table.find(uid))
+            .set((users::password_hash.eq(&hash), users::updated_at.eq(Utc::now())))
+            .execute(conn)?;
         sessions::revoke_user_sessions(conn, uid, Some(keep))
     })
     .await?;
@@ -385,7 +510,11 @@ async fn change_password(state: web::Data<AppState>, user: AuthUser, body: Valid
     Ok(message("password changed; other sessions were signed out"))
 }
 
-async fn forgot_password(state: web::Data<AppState>, req: HttpRequest, body: Valid<EmailRequest>) -> Result<HttpResponse, ApiError> {
+async fn forgot_password(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Valid<EmailRequest>,
+) -> Result<HttpResponse, ApiError> {
     limit(&state, &req).await?;
     let email = body.into_inner().email;
     let st = state.clone();
@@ -409,14 +538,29 @@ async fn forgot_password(state: web::Data<AppState>, req: HttpRequest, body: Val
         let minutes = state.settings.auth.reset_ttl_secs / 60;
         deliver(
             &state,
-            compose(&user.email, &user.first_name, "Reset your payd password", &["Someone asked to reset your payd password. Use this token to choose a new one.", &format!("It works once and expires in {minutes} minutes. If this was not you, ignore this message.")], Some(&token)),
+            compose(
+                &user.email,
+                &user.first_name,
+                "Reset your payd password",
+                &[
+                    "Someone asked to reset your payd password. Use this token to choose a new one.",
+                    &format!(
+                        "It works once and expires in {minutes} minutes. If this was not you, ignore this message."
+                    ),
+                ],
+                Some(&token),
+            ),
         )
         .await;
     }
     Ok(message("if the address is registered, a password reset token has been sent"))
 }
 
-async fn reset_password(state: web::Data<AppState>, req: HttpRequest, body: Valid<ResetPasswordRequest>) -> Result<HttpResponse, ApiError> {
+async fn reset_password(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Valid<ResetPasswordRequest>,
+) -> Result<HttpResponse, ApiError> {
     limit(&state, &req).await?;
     let body = body.into_inner();
     let hash = password::hash(body.new_password).await.map_err(ApiError::internal)?;
@@ -430,7 +574,9 @@ async fn reset_password(state: web::Data<AppState>, req: HttpRequest, body: Vali
             .for_update()
             .first(conn)
             .optional()?;
-        let Some((id, uid)) = row else { return Err(IdentityError::InvalidToken("reset token is invalid, used or expired")) };
+        let Some((id, uid)) = row else {
+            return Err(IdentityError::InvalidToken("reset token is invalid, used or expired"));
+        };
         diesel::update(password_resets::table.find(id)).set(password_resets::used_at.eq(Utc::now())).execute(conn)?;
         // The e-mail round trip also proves the address.
         diesel::update(users::table.find(uid))
@@ -445,6 +591,16 @@ async fn reset_password(state: web::Data<AppState>, req: HttpRequest, body: Vali
     .await?;
     sessions::flag_revoked(&state, &revoked).await?;
     sessions::clear_failures(&state, &user.email).await?;
-    deliver(&state, compose(&user.email, &user.first_name, "Your payd password was reset", &["Your password was reset and every session was signed out."], None)).await;
+    deliver(
+        &state,
+        compose(
+            &user.email,
+            &user.first_name,
+            "Your payd password was reset",
+            &["Your password was reset and every session was signed out."],
+            None,
+        ),
+    )
+    .await;
     Ok(message("password reset; log in with the new password"))
 }

@@ -29,7 +29,12 @@ pub fn start(conn: &mut PgConnection, state: &AppState, user_id: i64) -> Result<
     Ok((family, token))
 }
 
-fn insert_token(conn: &mut PgConnection, state: &AppState, user_id: i64, family: Uuid) -> Result<String, IdentityError> {
+fn insert_token(
+    conn: &mut PgConnection,
+    state: &AppState,
+    user_id: i64,
+    family: Uuid,
+) -> Result<String, IdentityError> {
     let token = opaque_token("rt_");
     diesel::insert_into(refresh_tokens::table)
         .values((
@@ -48,20 +53,26 @@ fn insert_token(conn: &mut PgConnection, state: &AppState, user_id: i64, family:
 /// # Errors
 /// `InvalidToken` for unknown or expired tokens; a storage error.
 pub fn rotate(conn: &mut PgConnection, state: &AppState, presented: &str) -> Result<Rotation, IdentityError> {
-    let row: Option<(i64, i64, Uuid, chrono::DateTime<Utc>, Option<chrono::DateTime<Utc>>, Option<chrono::DateTime<Utc>>)> =
-        refresh_tokens::table
-            .filter(refresh_tokens::token_hash.eq(state.keys.hash(presented)))
-            .select((
-                refresh_tokens::id,
-                refresh_tokens::user_id,
-                refresh_tokens::family_id,
-                refresh_tokens::expires_at,
-                refresh_tokens::rotated_at,
-                refresh_tokens::revoked_at,
-            ))
-            .for_update()
-            .first(conn)
-            .optional()?;
+    let row: Option<(
+        i64,
+        i64,
+        Uuid,
+        chrono::DateTime<Utc>,
+        Option<chrono::DateTime<Utc>>,
+        Option<chrono::DateTime<Utc>>,
+    )> = refresh_tokens::table
+        .filter(refresh_tokens::token_hash.eq(state.keys.hash(presented)))
+        .select((
+            refresh_tokens::id,
+            refresh_tokens::user_id,
+            refresh_tokens::family_id,
+            refresh_tokens::expires_at,
+            refresh_tokens::rotated_at,
+            refresh_tokens::revoked_at,
+        ))
+        .for_update()
+        .first(conn)
+        .optional()?;
     let Some((id, user_id, family, expires_at, rotated_at, revoked_at)) = row else {
         return Err(IdentityError::InvalidToken("refresh token is invalid"));
     };
@@ -82,9 +93,11 @@ pub fn rotate(conn: &mut PgConnection, state: &AppState, presented: &str) -> Res
 /// # Errors
 /// A storage error.
 pub fn revoke_family(conn: &mut PgConnection, family: Uuid) -> Result<(), IdentityError> {
-    diesel::update(refresh_tokens::table.filter(refresh_tokens::family_id.eq(family)).filter(refresh_tokens::revoked_at.is_null()))
-        .set(refresh_tokens::revoked_at.eq(Utc::now()))
-        .execute(conn)?;
+    diesel::update(
+        refresh_tokens::table.filter(refresh_tokens::family_id.eq(family)).filter(refresh_tokens::revoked_at.is_null()),
+    )
+    .set(refresh_tokens::revoked_at.eq(Utc::now()))
+    .execute(conn)?;
     Ok(())
 }
 
@@ -92,7 +105,11 @@ pub fn revoke_family(conn: &mut PgConnection, family: Uuid) -> Result<(), Identi
 ///
 /// # Errors
 /// A storage error.
-pub fn revoke_user_sessions(conn: &mut PgConnection, user_id: i64, keep: Option<Uuid>) -> Result<Vec<Uuid>, IdentityError> {
+pub fn revoke_user_sessions(
+    conn: &mut PgConnection,
+    user_id: i64,
+    keep: Option<Uuid>,
+) -> Result<Vec<Uuid>, IdentityError> {
     let mut q = diesel::update(
         refresh_tokens::table.filter(refresh_tokens::user_id.eq(user_id)).filter(refresh_tokens::revoked_at.is_null()),
     )
@@ -143,7 +160,10 @@ pub async fn rate_limit(state: &AppState, group: &str, client: &str, per_minute:
 }
 
 fn lock_key(email: &str) -> String {
-    format!("lock:{}", hex::encode(sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(email.as_bytes()))))
+    format!(
+        "lock:{}",
+        hex::encode(sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(email.as_bytes())))
+    )
 }
 
 /// Refuses a login while the account is locked.

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::config::AuthSettings;
 
 /// Access-token claims. `typ` is always `access`, so no other token kind can pass as one.
-#[derive(Debug, Serialize, Deserialize, Clone)]
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]
 pub struct Claims {
     pub sub: String,
     pub roles: Vec<String>,
@@ -159,8 +159,8 @@ mod tests {
         parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
             br#"{"sub":"1","roles":["admin"],"iat":0,"exp":9999999999,"jti":"x","iss":"payd","aud":"payd-api","sid":"x","typ":"access"}"#,
         );
-        assert_eq!(k.verify_access(&parts.join(".")), Err(TokenError::Invalid));
-        assert_eq!(k.verify_access(&opaque_token("rt_")), Err(TokenError::Invalid));
+        assert_eq!(k.verify_access(&parts.join(".")).err(), Some(TokenError::Invalid));
+        assert_eq!(k.verify_access(&opaque_token("rt_")).err(), Some(TokenError::Invalid));
     }
 
     #[test]

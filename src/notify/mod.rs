@@ -37,7 +37,10 @@ pub enum MailError {
 pub enum Mailer {
     /// Development: messages are stored in the `mailbox` table.
     Mailbox(PgPool),
-    Smtp { transport: Arc<AsyncSmtpTransport<Tokio1Executor>>, from: lettre::message::Mailbox },
+    Smtp {
+        transport: Arc<AsyncSmtpTransport<Tokio1Executor>>,
+        from: lettre::message::Mailbox,
+    },
 }
 
 impl Mailer {
@@ -49,7 +52,10 @@ impl Mailer {
         match settings.transport {
             MailTransport::Mailbox => Ok(Self::Mailbox(pool)),
             MailTransport::Smtp => {
-                let from = settings.from.parse().map_err(|e: lettre::address::AddressError| MailError::Address(e.to_string()))?;
+                let from = settings
+                    .from
+                    .parse()
+                    .map_err(|e: lettre::address::AddressError| MailError::Address(e.to_string()))?;
                 let builder = match settings.smtp_tls {
                     SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&settings.smtp_host),
                     SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&settings.smtp_host),
@@ -90,7 +96,8 @@ impl Mailer {
                 Ok(())
             }
             Self::Smtp { transport, from } => {
-                let to = email.to.parse().map_err(|e: lettre::address::AddressError| MailError::Address(e.to_string()))?;
+                let to =
+                    email.to.parse().map_err(|e: lettre::address::AddressError| MailError::Address(e.to_string()))?;
                 let message = lettre::Message::builder()
                     .from(from.clone())
                     .to(to)

@@ -81,6 +81,104 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    accounts (id) {
+        id -> Int8,
+        kind -> Text,
+        code -> Nullable<Text>,
+        currency -> Bpchar,
+        balance -> Int8,
+        min_balance -> Nullable<Int8>,
+        status -> Text,
+        version -> Int8,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    cards (id) {
+        id -> Int8,
+        user_id -> Int8,
+        account_id -> Int8,
+        card_type -> Text,
+        brand -> Text,
+        pan_hash -> Text,
+        pan_masked -> Text,
+        pan_last4 -> Bpchar,
+        expiry_month -> Int4,
+        expiry_year -> Int4,
+        credit_limit -> Int8,
+        label -> Text,
+        status -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        archived_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    operations (id) {
+        id -> Uuid,
+        seq -> Int8,
+        kind -> Text,
+        status -> Text,
+        failure_reason -> Nullable<Text>,
+        amount -> Int8,
+        currency -> Bpchar,
+        method -> Nullable<Text>,
+        source_card_id -> Nullable<Int8>,
+        dest_card_id -> Nullable<Int8>,
+        debit_account_id -> Int8,
+        credit_account_id -> Int8,
+        reverses_id -> Nullable<Uuid>,
+        initiated_by -> Nullable<Int8>,
+        created_at -> Timestamptz,
+        archived_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    postings (id) {
+        id -> Int8,
+        operation_id -> Uuid,
+        account_id -> Int8,
+        amount -> Int8,
+        balance_after -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (scope, key) {
+        scope -> Text,
+        key -> Text,
+        request_hash -> Text,
+        operation_id -> Nullable<Uuid>,
+        response_status -> Int2,
+        response_body -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Int8,
+        event_id -> Uuid,
+        event_type -> Text,
+        schema_version -> Int4,
+        aggregate_type -> Text,
+        aggregate_key -> Text,
+        payload -> Jsonb,
+        created_at -> Timestamptz,
+        published_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(cards -> users (user_id));
+diesel::joinable!(cards -> accounts (account_id));
+diesel::joinable!(postings -> operations (operation_id));
+diesel::joinable!(postings -> accounts (account_id));
 diesel::joinable!(user_roles -> users (user_id));
 diesel::joinable!(user_roles -> roles (role_id));
 diesel::joinable!(email_verifications -> users (user_id));
@@ -95,4 +193,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     password_resets,
     refresh_tokens,
     mailbox,
+    accounts,
+    cards,
+    operations,
+    postings,
+    idempotency_keys,
+    outbox,
 );

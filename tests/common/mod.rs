@@ -240,3 +240,59 @@ pub fn error_code(body: &Value) -> String {
     assert!(e["request_id"].as_str().is_some_and(|s| !s.is_empty()), "error body without request_id: {body}");
     e["code"].as_str().unwrap_or_default().to_owned()
 }
+
+impl TestApp {
+    /// Sends a raw body with an explicit Content-Type (or none); returns (status, headers, JSON body or Null).
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(m, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.body(body).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        (status, headers, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// The password-reset token (`pr_…`) in the newest e-mail to `to`.
+    pub async fn reset_token(&self, to: &str) -> String {
+        let mail = self.last_mail(to).await;
+        let text = mail["text"].as_str().unwrap_or_default();
+        text.split_whitespace()
+            .find(|w| w.starts_with("pr_"))
+            .unwrap_or_else(|| panic!("no reset token in {mail}"))
+            .to_owned()
+    }
+
+    /// Creates a verified user through the admin API with the given roles; returns its id.
+    pub async fn admin_create_user(&self, admin: &str, email: &str, roles: &[&str]) -> i64 {
+        let (s, b) = self
+            .post(
+                "/api/v1/users",
+                Some(admin),
+                json!({"first_name": "Made", "last_name": "ByAdmin", "email": email, "password": PASSWORD,
+                       "roles": roles, "email_verified": true}),
+            )
+            .await;
+        assert_eq!(s, 201, "admin create user: {b}");
+        b["id"].as_i64().unwrap()
+    }
+}
+
+/// Asserts status and error code together, with the body in the failure message.
+pub fn expect_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "expected {want_status} {want_code}, got {status}: {body}");
+    assert_eq!(error_code(body), want_code, "unexpected error code: {body}");
+}

@@ -1,0 +1,135 @@
+//! Cards and their balance accounts: issue (PAN, CVV shown once), lifecycle (active → frozen ↔ active
+//! → closed), archive/restore, lookups, balances and statements.
+
+pub mod pan;
+pub mod routes;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde::Serialize;
+
+use crate::http::auth::AuthUser;
+use crate::storage::schema::{accounts, cards};
+use crate::storage::StorageError;
+
+/// Everything that can go wrong with cards; mapped to HTTP in `http::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum CardsError {
+    #[error("card not found")]
+    NotFound,
+    #[error("card belongs to another user")]
+    NotOwner,
+    #[error("only admins may {0}")]
+    AdminOnly(&'static str),
+    #[error("user not found or archived")]
+    UnknownUser,
+    #[error("cannot {action} a card that is {current}")]
+    InvalidTransition { action: &'static str, current: String },
+    #[error("card balance must be zero to close it (balance: {0})")]
+    NonZeroBalance(i64),
+    #[error("{0}")]
+    Invalid(&'static str),
+    #[error("could not generate a unique card number; retry")]
+    PanExhausted,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<diesel::result::Error> for CardsError {
+    fn from(e: diesel::result::Error) -> Self {
+        match e {
+            diesel::result::Error::NotFound => Self::NotFound,
+            other => Self::Storage(other.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = cards)]
+pub struct Card {
+    pub id: i64,
+    pub user_id: i64,
+    pub account_id: i64,
+    pub card_type: String,
+    pub brand: String,
+    pub pan_masked: String,
+    pub pan_last4: String,
+    pub expiry_month: i32,
+    pub expiry_year: i32,
+    pub credit_limit: i64,
+    pub label: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub archived_at: Option<DateTime<Utc>>,
+}
+
+/// A card as the API shows it: the PAN is always masked.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CardView {
+    pub id: i64,
+    pub user_id: i64,
+    pub account_id: i64,
+    pub card_type: String,
+    pub brand: String,
+    pub card_number: String,
+    pub last4: String,
+    pub expiry_month: i32,
+    pub expiry_year: i32,
+    pub credit_limit: i64,
+    pub currency: String,
+    pub label: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub archived_at: Option<DateTime<Utc>>,
+}
+
+impl CardView {
+    pub fn new(c: Card, currency: &str) -> Self {
+        Self {
+            id: c.id,
+            user_id: c.user_id,
+            account_id: c.account_id,
+            card_type: c.card_type,
+            brand: c.brand,
+            card_number: c.pan_masked,
+            last4: c.pan_last4,
+            expiry_month: c.expiry_month,
+            expiry_year: c.expiry_year,
+            credit_limit: c.credit_limit,
+            currency: currency.to_owned(),
+            label: c.label,
+            status: c.status,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            archived_at: c.archived_at,
+        }
+    }
+}
+
+/// # Errors
+/// `NotFound` or a storage error.
+pub fn find(conn: &mut PgConnection, id: i64) -> Result<Card, CardsError> {
+    Ok(cards::table.find(id).select(Card::as_select()).first(conn)?)
+}
+
+/// The card, if the caller owns it or is an admin.
+///
+/// # Errors
+/// `NotFound`, `NotOwner` or a storage error.
+pub fn find_for(conn: &mut PgConnection, id: i64, user: &AuthUser) -> Result<Card, CardsError> {
+    let card = find(conn, id)?;
+    if card.user_id != user.user_id && !user.is_admin() {
+        return Err(CardsError::NotOwner);
+    }
+    Ok(card)
+}
+
+/// Current balance and floor of an account.
+///
+/// # Errors
+/// `NotFound` or a storage error.
+pub fn account_balance(conn: &mut PgConnection, account_id: i64) -> Result<(i64, Option<i64>), CardsError> {
+    Ok(accounts::table.find(account_id).select((accounts::balance, accounts::min_balance)).first(conn)?)
+}

@@ -1,0 +1,642 @@
+//! `/api/v1/cards…` and `/api/v1/balances`: issue, list, lookup, lifecycle, balance, statement.
+
+use actix_web::http::Method;
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Datelike, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+use crate::app::AppState;
+use crate::cards::pan::{self, Pan};
+use crate::cards::{find_for, Card, CardView, CardsError};
+use crate::http::auth::AuthUser;
+use crate::http::error::ApiError;
+use crate::http::pagination::{Page, PageQuery};
+use crate::http::routes::{Access, Api, ADMIN};
+use crate::http::Valid;
+use crate::identity::admin::StatusFilter;
+use crate::ledger::NewEvent;
+use crate::storage::schema::{accounts, cards, operations, outbox, postings, users};
+use crate::storage::{self, StorageError};
+
+pub fn register(api: &mut Api) {
+    use Access::Authenticated as A;
+    let t = "cards";
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/cards",
+        A,
+        t,
+        "Issue a card (PAN and CVV are shown once)",
+        web::post().to(issue),
+    );
+    r.body::<IssueCardRequest>(s).responds::<IssuedCard>(201, s);
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/cards",
+        A,
+        t,
+        "List cards (own; admins: all, filter by user_id)",
+        web::get().to(list),
+    );
+    r.query(&["user_id", "status", "archived", "limit", "cursor"]).responds_page::<CardView>(s);
+    let (r, s) =
+        api.route(Method::POST, "/api/v1/cards/lookup", A, t, "Find a card by its number", web::post().to(lookup));
+    r.body::<LookupRequest>(s).responds::<CardView>(200, s);
+    let (r, s) = api.route(Method::GET, "/api/v1/cards/{id}", A, t, "Get a card", web::get().to(get));
+    r.responds::<CardView>(200, s);
+    let (r, s) = api.route(Method::PATCH, "/api/v1/cards/{id}", A, t, "Update a card's label", web::patch().to(update));
+    r.body::<UpdateCardRequest>(s).responds::<CardView>(200, s);
+    for (path, summary) in [
+        ("/api/v1/cards/{id}/freeze", "Freeze a card (no debits)"),
+        ("/api/v1/cards/{id}/unfreeze", "Unfreeze a card"),
+        ("/api/v1/cards/{id}/close", "Close a card (final; balance must be zero)"),
+        ("/api/v1/cards/{id}/archive", "Archive a closed card"),
+        ("/api/v1/cards/{id}/restore", "Restore an archived card"),
+    ] {
+        let (r, s) = api.route(Method::POST, path, A, t, summary, web::post().to(lifecycle));
+        r.responds::<CardView>(200, s);
+    }
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/users/{id}/cards",
+        A,
+        t,
+        "Cards of a user (self or admin)",
+        web::get().to(by_user),
+    );
+    r.query(&["status", "archived", "limit", "cursor"]).responds_page::<CardView>(s);
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/cards/{id}/balance",
+        A,
+        t,
+        "Balance, available, total withdrawn; `at` for a point in time",
+        web::get().to(balance),
+    );
+    r.query(&["at"]).responds::<BalanceView>(200, s);
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/cards/{id}/statement",
+        A,
+        t,
+        "Postings with running balance",
+        web::get().to(statement),
+    );
+    r.query(&["from", "to", "limit", "cursor"]).responds_page::<StatementLine>(s);
+    let (r, s) =
+        api.route(Method::GET, "/api/v1/balances", ADMIN, t, "Balances of every card", web::get().to(all_balances));
+    r.query(&["limit", "cursor"]).responds_page::<BalanceView>(s);
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueCardRequest {
+    /// `debit` or `credit`.
+    #[validate(custom(function = "card_type_rule"))]
+    pub card_type: String,
+    #[validate(custom(function = "pan::validate_brand"))]
+    pub brand: String,
+    /// Admins only: issue for another user.
+    pub user_id: Option<i64>,
+    /// Admins only: credit line of a credit card (minor units).
+    #[validate(range(
+        min = 0,
+        max = 1_000_000_000_000_i64,
+        message = "credit_limit must be between 0 and 1000000000000"
+    ))]
+    pub credit_limit: Option<i64>,
+    #[validate(length(max = 100, message = "label must be at most 100 characters"))]
+    pub label: Option<String>,
+}
+
+fn card_type_rule(t: &str) -> Result<(), validator::ValidationError> {
+    if t == "debit" || t == "credit" {
+        Ok(())
+    } else {
+        Err(validator::ValidationError::new("card_type").with_message("card_type must be `debit` or `credit`".into()))
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct IssuedCard {
+    pub card: CardView,
+    /// The full card number: shown only in this response.
+    pub card_number: String,
+    /// The security code: shown only in this response, never stored.
+    pub cvv: String,
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LookupRequest {
+    #[validate(length(min = 12, max = 23, message = "card_number must be 12-19 digits"))]
+    pub card_number: String,
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCardRequest {
+    #[validate(length(max = 100, message = "label must be at most 100 characters"))]
+    pub label: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct CardListQuery {
+    #[serde(flatten)]
+    page: PageQuery,
+    user_id: Option<String>,
+    status: Option<String>,
+    #[serde(default)]
+    archived: StatusFilter,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BalanceView {
+    pub card_id: i64,
+    pub account_id: i64,
+    pub currency: String,
+    pub balance: i64,
+    /// What may be spent now: balance + credit line − outstanding reservations.
+    pub available: i64,
+    pub credit_limit: i64,
+    pub total_withdrawn: i64,
+    pub last_withdrawal_at: Option<DateTime<Utc>>,
+    /// Set when the balance is for a point in time (`at`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, Queryable, utoipa::ToSchema)]
+pub struct StatementLine {
+    pub posting_id: i64,
+    pub operation_id: uuid::Uuid,
+    pub kind: String,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+fn card_event(event_type: &str, card: &Card) -> NewEvent {
+    NewEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: event_type.to_owned(),
+        schema_version: 1,
+        aggregate_type: "card".into(),
+        aggregate_key: format!("card:{}", card.id),
+        payload: serde_json::json!({
+            "card_id": card.id, "user_id": card.user_id, "brand": card.brand, "card_type": card.card_type,
+            "card_number": card.pan_masked, "status": card.status,
+        }),
+    }
+}
+
+fn insert_event(conn: &mut PgConnection, e: &NewEvent) -> Result<(), CardsError> {
+    diesel::insert_into(outbox::table).values(e.clone()).execute(conn)?;
+    Ok(())
+}
+
+async fn issue(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: Valid<IssueCardRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let owner = body.user_id.unwrap_or(user.user_id);
+    if owner != user.user_id && !user.is_admin() {
+        return Err(CardsError::AdminOnly("issue cards for other users").into());
+    }
+    let limit = body.credit_limit.unwrap_or(0);
+    if limit > 0 && !user.is_admin() {
+        return Err(CardsError::AdminOnly("grant a credit line").into());
+    }
+    if limit > 0 && body.card_type != "credit" {
+        return Err(ApiError::validation("credit_limit", "only credit cards have a credit_limit"));
+    }
+    let Some(brand) = pan::brand(&body.brand) else { return Err(ApiError::validation("brand", "unknown brand")) };
+    let st = state.clone();
+    let (card, number, cvv) = storage::transaction(&state.db, move |conn| {
+        let active: Option<Option<DateTime<Utc>>> =
+            users::table.find(owner).select(users::archived_at).first(conn).optional()?;
+        if !matches!(active, Some(None)) {
+            return Err(CardsError::UnknownUser);
+        }
+        let cs = &st.settings;
+        let account_id: i64 = diesel::insert_into(accounts::table)
+            .values((
+                accounts::kind.eq("card"),
+                accounts::currency.eq(&cs.money.currency),
+                accounts::min_balance.eq(Some(-limit)),
+            ))
+            .returning(accounts::id)
+            .get_result(conn)?;
+        let now = Utc::now();
+        let (month, year) = (i32::try_from(now.month()).unwrap_or(1), now.year() + cs.cards.expiry_years);
+        // Collisions are astronomically unlikely; the unique hash makes them harmless, and we retry.
+        for _ in 0..5 {
+            let number = pan::generate(brand);
+            let inserted = conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                diesel::insert_into(cards::table)
+                    .values((
+                        cards::user_id.eq(owner),
+                        cards::account_id.eq(account_id),
+                        cards::card_type.eq(&body.card_type),
+                        cards::brand.eq(brand.0),
+                        cards::pan_hash.eq(pan::pan_hash(cs.cards.pan_key.expose(), &number)),
+                        cards::pan_masked.eq(number.masked()),
+                        cards::pan_last4.eq(number.last4()),
+                        cards::expiry_month.eq(month),
+                        cards::expiry_year.eq(year),
+                        cards::credit_limit.eq(limit),
+                        cards::label.eq(body.label.clone().unwrap_or_default()),
+                    ))
+                    .returning(Card::as_returning())
+                    .get_result(conn)
+            });
+            match inserted {
+                Ok(card) => {
+                    insert_event(conn, &card_event("card.issued", &card))?;
+                    let cvv = pan::cvv(cs.cards.cvv_key.expose(), &number, month, year, brand.3);
+                    return Ok((card, number, cvv));
+                }
+                Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {
+                    continue
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CardsError::PanExhausted)
+    })
+    .await?;
+    crate::metrics::count("card_issue", "success");
+    tracing::info!(card_id = card.id, card = %number, "card issued");
+    let view = CardView::new(card, &state.settings.money.currency);
+    Ok(HttpResponse::Created().json(IssuedCard { card: view, card_number: number.digits().to_owned(), cvv }))
+}
+
+fn list_query(
+    conn: &mut PgConnection,
+    user_filter: Option<i64>,
+    q: &CardListQuery,
+    limit: i64,
+    cursor: Option<i64>,
+) -> Result<Vec<Card>, CardsError> {
+    let mut query = cards::table.select(Card::as_select()).order(cards::id.desc()).limit(limit + 1).into_boxed();
+    if let Some(u) = user_filter {
+        query = query.filter(cards::user_id.eq(u));
+    }
+    if let Some(s) = &q.status {
+        query = query.filter(cards::status.eq(s.clone()));
+    }
+    query = match q.archived {
+        StatusFilter::Active => query.filter(cards::archived_at.is_null()),
+        StatusFilter::Archived => query.filter(cards::archived_at.is_not_null()),
+        StatusFilter::All => query,
+    };
+    if let Some(c) = cursor {
+        query = query.filter(cards::id.lt(c));
+    }
+    Ok(query.load(conn)?)
+}
+
+fn check_status_filter(q: &CardListQuery) -> Result<(), ApiError> {
+    match q.status.as_deref() {
+        None | Some("active" | "frozen" | "closed") => Ok(()),
+        Some(_) => Err(ApiError::validation("status", "status must be active, frozen or closed")),
+    }
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    q: web::Query<CardListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    check_status_filter(&q)?;
+    let (limit, cursor) = q.page.resolve()?;
+    let requested = match q.user_id.as_deref() {
+        None | Some("") => None,
+        Some(u) => Some(u.parse::<i64>().map_err(|_| ApiError::validation("user_id", "user_id must be an integer"))?),
+    };
+    let filter = if user.is_admin() {
+        requested
+    } else {
+        if requested.is_some_and(|u| u != user.user_id) {
+            return Err(CardsError::AdminOnly("list other users' cards").into());
+        }
+        Some(user.user_id)
+    };
+    let rows = storage::run(&state.db, move |conn| list_query(conn, filter, &q, limit, cursor)).await?;
+    let currency = state.settings.money.currency.clone();
+    let views: Vec<CardView> = rows.into_iter().map(|c| CardView::new(c, &currency)).collect();
+    Ok(HttpResponse::Ok().json(Page::from_rows(views, limit, |c| c.id)))
+}
+
+async fn by_user(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<i64>,
+    q: web::Query<CardListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    if id != user.user_id && !user.is_admin() {
+        return Err(CardsError::AdminOnly("list other users' cards").into());
+    }
+    let q = q.into_inner();
+    check_status_filter(&q)?;
+    let (limit, cursor) = q.page.resolve()?;
+    let rows = storage::run(&state.db, move |conn| list_query(conn, Some(id), &q, limit, cursor)).await?;
+    let currency = state.settings.money.currency.clone();
+    let views: Vec<CardView> = rows.into_iter().map(|c| CardView::new(c, &currency)).collect();
+    Ok(HttpResponse::Ok().json(Page::from_rows(views, limit, |c| c.id)))
+}
+
+async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let card = storage::run(&state.db, move |conn| find_for(conn, id, &user)).await?;
+    Ok(HttpResponse::Ok().json(CardView::new(card, &state.settings.money.currency)))
+}
+
+async fn lookup(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: Valid<LookupRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(number) = Pan::parse(&body.into_inner().card_number) else {
+        return Err(ApiError::validation("card_number", "card_number is not a valid card number"));
+    };
+    let hash = pan::pan_hash(state.settings.cards.pan_key.expose(), &number);
+    let card = storage::run(&state.db, move |conn| {
+        let card: Card = cards::table.filter(cards::pan_hash.eq(hash)).select(Card::as_select()).first(conn)?;
+        if card.user_id != user.user_id && !user.is_admin() {
+            // Do not reveal that someone else's number exists.
+            return Err(CardsError::NotFound);
+        }
+        Ok(card)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(CardView::new(card, &state.settings.money.currency)))
+}
+
+async fn update(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<i64>,
+    body: Valid<UpdateCardRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let body = body.into_inner();
+    let card = storage::transaction(&state.db, move |conn| {
+        let card = find_for(conn, id, &user)?;
+        Ok::<_, CardsError>(
+            diesel::update(cards::table.find(id))
+                .set((cards::label.eq(body.label.unwrap_or(card.label)), cards::updated_at.eq(Utc::now())))
+                .returning(Card::as_returning())
+                .get_result(conn)?,
+        )
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(CardView::new(card, &state.settings.money.currency)))
+}
+
+async fn lifecycle(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<i64>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let action: &'static str = match req.path().rsplit('/').next() {
+        Some("freeze") => "freeze",
+        Some("unfreeze") => "unfreeze",
+        Some("close") => "close",
+        Some("archive") => "archive",
+        Some("restore") => "restore",
+        _ => return Err(ApiError::not_found("action")),
+    };
+    let card = storage::transaction(&state.db, move |conn| {
+        let card = find_for(conn, id, &user)?;
+        let now = Utc::now();
+        let bad = |c: &Card| CardsError::InvalidTransition {
+            action,
+            current: if c.archived_at.is_some() { format!("{} and archived", c.status) } else { c.status.clone() },
+        };
+        let (status, archived) = match (action, card.status.as_str(), card.archived_at.is_some()) {
+            ("freeze", "active", false) => ("frozen", None),
+            ("unfreeze", "frozen", false) => ("active", None),
+            ("close", "active" | "frozen", false) => ("closed", None),
+            ("archive", "closed", false) => ("closed", Some(Some(now))),
+            ("restore", _, true) => (card.status.as_str(), Some(None)),
+            _ => return Err(bad(&card)),
+        };
+        if status != card.status {
+            // The ledger's guard reads the account's status; change both in this transaction.
+            let mut q = diesel::update(accounts::table.find(card.account_id)).into_boxed();
+            if status == "closed" {
+                q = q.filter(accounts::balance.eq(0));
+            }
+            let n = q.set((accounts::status.eq(status), accounts::updated_at.eq(now))).execute(conn)?;
+            if n == 0 {
+                let (balance, _) = crate::cards::account_balance(conn, card.account_id)?;
+                return Err(CardsError::NonZeroBalance(balance));
+            }
+        }
+        let mut upd = diesel::update(cards::table.find(id))
+            .set((cards::status.eq(status), cards::updated_at.eq(now)))
+            .returning(Card::as_returning())
+            .get_result::<Card>(conn)?;
+        if let Some(a) = archived {
+            upd = diesel::update(cards::table.find(id))
+                .set(cards::archived_at.eq(a))
+                .returning(Card::as_returning())
+                .get_result(conn)?;
+        }
+        let event = match action {
+            "freeze" => "card.frozen",
+            "unfreeze" => "card.unfrozen",
+            "close" => "card.closed",
+            "archive" => "card.archived",
+            _ => "card.restored",
+        };
+        insert_event(conn, &card_event(event, &upd))?;
+        Ok(upd)
+    })
+    .await?;
+    // Tell a live card actor at once (the ledger guard already refuses debits either way).
+    let snapshot = {
+        let pool = state.db.clone();
+        let cid = card.id;
+        storage::run(&pool, move |conn| crate::ledger::store::load_card(conn, cid).map_err(StorageError::from)).await
+    };
+    if let Ok(s) = snapshot {
+        state.ledger.ledger.cards().refresh(s);
+    }
+    Ok(HttpResponse::Ok().json(CardView::new(card, &state.settings.money.currency)))
+}
+
+#[derive(Deserialize)]
+pub struct BalanceQuery {
+    at: Option<DateTime<Utc>>,
+}
+
+/// Net amount withdrawn from a card (successful withdrawals minus their reversals) and the last withdrawal time.
+const WITHDRAWN_SQL: &str = "\
+SELECT c.id AS card_id, c.account_id, a.balance, c.credit_limit, \
+  (COALESCE((SELECT sum(o.amount) FROM operations o WHERE o.kind = 'withdrawal' AND o.status = 'success' AND o.source_card_id = c.id), 0) \
+   - COALESCE((SELECT sum(r.amount) FROM operations r JOIN operations w ON w.id = r.reverses_id \
+       WHERE w.kind = 'withdrawal' AND w.source_card_id = c.id AND r.status = 'success'), 0))::bigint AS total_withdrawn, \
+  (SELECT max(o.created_at) FROM operations o WHERE o.kind = 'withdrawal' AND o.status = 'success' AND o.source_card_id = c.id) AS last_withdrawal_at \
+FROM cards c JOIN accounts a ON a.id = c.account_id";
+
+#[derive(QueryableByName)]
+struct BalanceRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    card_id: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    account_id: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    balance: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    credit_limit: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    total_withdrawn: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    last_withdrawal_at: Option<DateTime<Utc>>,
+}
+
+fn withdrawn(conn: &mut PgConnection, card_id: i64) -> Result<(i64, Option<DateTime<Utc>>), CardsError> {
+    let row: BalanceRow = diesel::sql_query(format!("{WITHDRAWN_SQL} WHERE c.id = $1"))
+        .bind::<diesel::sql_types::BigInt, _>(card_id)
+        .get_result(conn)?;
+    Ok((row.total_withdrawn, row.last_withdrawal_at))
+}
+
+async fn balance(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<i64>,
+    q: web::Query<BalanceQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let at = q.into_inner().at;
+    let (card, balance, floor, withdrawn_total, last) = storage::run(&state.db, move |conn| {
+        let card = find_for(conn, id, &user)?;
+        let (balance, floor) = match at {
+            None => crate::cards::account_balance(conn, card.account_id)?,
+            Some(at) => {
+                let b: Option<i64> = postings::table
+                    .filter(postings::account_id.eq(card.account_id))
+                    .filter(postings::created_at.le(at))
+                    .order(postings::id.desc())
+                    .select(postings::balance_after)
+                    .first(conn)
+                    .optional()?;
+                (b.unwrap_or(0), Some(-card.credit_limit))
+            }
+        };
+        let (w, last) = withdrawn(conn, card.id)?;
+        Ok::<_, CardsError>((card, balance, floor, w, last))
+    })
+    .await?;
+    let available = if at.is_some() {
+        balance - floor.unwrap_or(0)
+    } else {
+        match state.ledger.ledger.accounts().available(card.account_id).await {
+            Ok((_, _, available)) => available,
+            Err(_) => balance - floor.unwrap_or(0),
+        }
+    };
+    Ok(HttpResponse::Ok().json(BalanceView {
+        card_id: card.id,
+        account_id: card.account_id,
+        currency: state.settings.money.currency.clone(),
+        balance,
+        available,
+        credit_limit: card.credit_limit,
+        total_withdrawn: withdrawn_total,
+        last_withdrawal_at: last,
+        at,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct StatementQuery {
+    #[serde(flatten)]
+    page: PageQuery,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+}
+
+async fn statement(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<i64>,
+    q: web::Query<StatementQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let q = q.into_inner();
+    let (limit, cursor) = q.page.resolve()?;
+    if let (Some(f), Some(t)) = (q.from, q.to) {
+        if f > t {
+            return Err(ApiError::validation("from", "from must not be after to"));
+        }
+    }
+    let lines = storage::run(&state.db, move |conn| {
+        let card = find_for(conn, id, &user)?;
+        let mut query = postings::table
+            .inner_join(operations::table)
+            .filter(postings::account_id.eq(card.account_id))
+            .select((
+                postings::id,
+                postings::operation_id,
+                operations::kind,
+                postings::amount,
+                postings::balance_after,
+                postings::created_at,
+            ))
+            .order(postings::id.desc())
+            .limit(limit + 1)
+            .into_boxed();
+        if let Some(f) = q.from {
+            query = query.filter(postings::created_at.ge(f));
+        }
+        if let Some(t) = q.to {
+            query = query.filter(postings::created_at.le(t));
+        }
+        if let Some(c) = cursor {
+            query = query.filter(postings::id.lt(c));
+        }
+        Ok::<_, CardsError>(query.load::<StatementLine>(conn)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(Page::from_rows(lines, limit, |l| l.posting_id)))
+}
+
+async fn all_balances(state: web::Data<AppState>, q: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
+    let (limit, cursor) = q.into_inner().resolve()?;
+    let rows: Vec<BalanceRow> = storage::run(&state.db, move |conn| {
+        diesel::sql_query(format!("{WITHDRAWN_SQL} WHERE c.id < $1 ORDER BY c.id DESC LIMIT $2"))
+            .bind::<diesel::sql_types::BigInt, _>(cursor.unwrap_or(i64::MAX))
+            .bind::<diesel::sql_types::BigInt, _>(limit + 1)
+            .load(conn)
+            .map_err(StorageError::from)
+    })
+    .await?;
+    let currency = state.settings.money.currency.clone();
+    let views: Vec<BalanceView> = rows
+        .into_iter()
+        .map(|r| BalanceView {
+            card_id: r.card_id,
+            account_id: r.account_id,
+            currency: currency.clone(),
+            balance: r.balance,
+            available: r.balance + r.credit_limit,
+            credit_limit: r.credit_limit,
+            total_withdrawn: r.total_withdrawn,
+            last_withdrawal_at: r.last_withdrawal_at,
+            at: None,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(Page::from_rows(views, limit, |b| b.card_id)))
+}

@@ -1,0 +1,129 @@
+//! The ledger: wiring of the actor system (account and card actors, coordinator, group-commit
+//! writers) to PostgreSQL, the platform's system accounts, and the invariant checks (`verify`).
+
+pub mod store;
+pub mod verify;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use payd_actors::{AccountsHandle, ActorConfig, CardsHandle, Ledger, LedgerWriter, WriterConfig};
+
+use crate::config::Settings;
+use crate::payments::methods::METHODS;
+use crate::storage::schema::accounts;
+use crate::storage::{self, PgPool, StorageError};
+pub use store::{NewEvent, NewIdempotency, NewOperation, OpRecord};
+
+/// Code of the account that receives withdrawn money (money leaving the platform).
+pub const WITHDRAWAL_SETTLEMENT: &str = "settlement:withdrawals";
+
+/// Ids of the platform's own accounts.
+#[derive(Debug, Clone, Default)]
+pub struct SystemAccounts {
+    /// Per top-up method: where money entering the platform is drawn from.
+    pub funding: HashMap<&'static str, i64>,
+    pub withdrawals: i64,
+}
+
+impl SystemAccounts {
+    /// Creates missing system accounts and returns all their ids.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn ensure(conn: &mut PgConnection, currency: &str) -> Result<Self, StorageError> {
+        let mut wanted: Vec<(String, &str)> = METHODS.iter().map(|m| (format!("funding:{m}"), "funding")).collect();
+        wanted.push((WITHDRAWAL_SETTLEMENT.to_owned(), "settlement"));
+        for (code, kind) in &wanted {
+            diesel::insert_into(accounts::table)
+                .values((accounts::kind.eq(kind), accounts::code.eq(code), accounts::currency.eq(currency)))
+                .on_conflict(accounts::code)
+                .do_nothing()
+                .execute(conn)?;
+        }
+        let rows: Vec<(Option<String>, i64)> =
+            accounts::table.filter(accounts::code.is_not_null()).select((accounts::code, accounts::id)).load(conn)?;
+        let mut out = Self::default();
+        for (code, id) in rows {
+            let Some(code) = code else { continue };
+            if code == WITHDRAWAL_SETTLEMENT {
+                out.withdrawals = id;
+            } else if let Some(m) = code.strip_prefix("funding:") {
+                if let Some(known) = METHODS.iter().find(|k| **k == m) {
+                    out.funding.insert(known, id);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The running ledger: actor handles plus the system accounts.
+#[derive(Clone)]
+pub struct LedgerService {
+    pub ledger: Ledger<OpRecord>,
+    pub system: Arc<SystemAccounts>,
+}
+
+impl LedgerService {
+    /// Starts account/card actors, the coordinator and the writer threads. Must run inside an actix System.
+    ///
+    /// # Errors
+    /// When the system accounts cannot be created.
+    pub async fn start(settings: &Settings, pool: &PgPool) -> anyhow::Result<Self> {
+        let currency = settings.money.currency.clone();
+        let system = storage::run(pool, move |conn| SystemAccounts::ensure(conn, &currency)).await?;
+        let l = &settings.ledger;
+        let actor_cfg = ActorConfig {
+            mailbox_capacity: l.mailbox_capacity,
+            ask_timeout: Duration::from_millis(l.ask_timeout_ms),
+            idle_timeout: Duration::from_secs(l.idle_timeout_secs),
+            ..ActorConfig::default()
+        };
+        let accounts = AccountsHandle::new(l.shards, store::account_loader(pool.clone()), actor_cfg.clone());
+        let cards = CardsHandle::new(l.shards, store::card_loader(pool.clone()), actor_cfg);
+        let hook: payd_actors::BatchHook = Arc::new(|size, latency| {
+            if let Some(m) = crate::metrics::METRICS.as_ref() {
+                m.ledger_batch_size
+                    .with_label_values(&["pg"])
+                    .observe(f64::from(u32::try_from(size).unwrap_or(u32::MAX)));
+                m.ledger_commit_seconds.with_label_values(&["pg"]).observe(latency.as_secs_f64());
+            }
+        });
+        let stores = (0..l.writers).map(|_| store::PgLedgerStore::new(settings.database.url.expose())).collect();
+        let writer = LedgerWriter::start(
+            stores,
+            WriterConfig {
+                max_batch: l.max_batch,
+                max_wait: Duration::from_micros(l.max_wait_us),
+                queue_capacity: l.queue_capacity,
+                on_batch: Some(hook),
+                ..WriterConfig::default()
+            },
+        );
+        let ledger = Ledger::start(accounts, cards, writer, Duration::from_millis(l.exec_timeout_ms), 65_536);
+        Ok(Self { ledger, system: Arc::new(system) })
+    }
+
+    /// Publishes actor and writer gauges.
+    pub fn export_gauges(&self) {
+        crate::metrics::set_gauge(
+            "live_account_actors",
+            i64::try_from(self.ledger.accounts().live_actors()).unwrap_or(i64::MAX),
+        );
+        crate::metrics::set_gauge(
+            "live_card_actors",
+            i64::try_from(self.ledger.cards().live_actors()).unwrap_or(i64::MAX),
+        );
+        crate::metrics::set_gauge(
+            "ledger_queue_depth",
+            i64::try_from(self.ledger.writer().queued()).unwrap_or(i64::MAX),
+        );
+        let stats = self.ledger.writer().stats();
+        crate::metrics::set_gauge("ledger_batches_total", i64::try_from(stats.batches()).unwrap_or(i64::MAX));
+        crate::metrics::set_gauge("ledger_entries_total", i64::try_from(stats.entries()).unwrap_or(i64::MAX));
+        crate::metrics::set_gauge("ledger_busy_total", i64::try_from(stats.busy()).unwrap_or(i64::MAX));
+    }
+}

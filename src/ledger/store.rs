@@ -1,0 +1,327 @@
+//! The PostgreSQL side of the actor ledger: `PgLedgerStore` implements the actors' `LedgerStore`
+//! over diesel. One store per ledger-writer thread, each owning its connection. A batch is one
+//! transaction: guarded balance updates (one row update per account per batch), operation rows,
+//! postings with running balances, idempotency rows and outbox rows — all or nothing.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{Array, BigInt, Bool};
+use payd_actors::{
+    AccountId, AccountSnapshot, AccountState, CardId, CardSnapshot, CardStatus, JournalEntry, LedgerStore, StoreError,
+};
+use uuid::Uuid;
+
+use crate::storage::schema::{accounts, cards, idempotency_keys, operations, outbox, postings};
+use crate::storage::PgPool;
+
+/// An operation row (the journal entry's header).
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = operations)]
+pub struct NewOperation {
+    pub id: Uuid,
+    pub kind: String,
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub amount: i64,
+    pub currency: String,
+    pub method: Option<String>,
+    pub source_card_id: Option<i64>,
+    pub dest_card_id: Option<i64>,
+    pub debit_account_id: i64,
+    pub credit_account_id: i64,
+    pub reverses_id: Option<Uuid>,
+    pub initiated_by: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The stored answer to an idempotent request.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = idempotency_keys)]
+pub struct NewIdempotency {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: String,
+    pub operation_id: Option<Uuid>,
+    pub response_status: i16,
+    pub response_body: serde_json::Value,
+}
+
+/// An event for the outbox (relayed to the broker by the events module).
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = outbox)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub aggregate_type: String,
+    pub aggregate_key: String,
+    pub payload: serde_json::Value,
+}
+
+/// Everything a journal entry writes besides its postings.
+#[derive(Debug, Clone)]
+pub struct OpRecord {
+    pub operation: NewOperation,
+    pub idempotency: Option<NewIdempotency>,
+    pub events: Vec<NewEvent>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = postings)]
+struct NewPosting {
+    operation_id: Uuid,
+    account_id: i64,
+    amount: i64,
+    balance_after: i64,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(QueryableByName)]
+struct UpdatedAccount {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = BigInt)]
+    balance: i64,
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+}
+
+/// Why a batch transaction failed.
+enum TxError {
+    Guard(String),
+    Db(DieselError),
+}
+
+impl From<DieselError> for TxError {
+    fn from(e: DieselError) -> Self {
+        Self::Db(e)
+    }
+}
+
+/// The guarded balance update: one statement for every account of the batch. An account is only
+/// updated when its new balance stays at or above its floor, it is not closed, and — when the batch
+/// debits it — it is active. Rows that fail the guard are simply not returned.
+const GUARDED_UPDATE: &str = "\
+UPDATE accounts a SET balance = a.balance + d.delta, version = a.version + 1, updated_at = now() \
+FROM (SELECT unnest($1::bigint[]) AS id, unnest($2::bigint[]) AS delta, unnest($3::bool[]) AS has_debit) d \
+WHERE a.id = d.id \
+  AND (a.min_balance IS NULL OR a.balance + d.delta >= a.min_balance) \
+  AND a.status <> 'closed' \
+  AND (NOT d.has_debit OR a.status = 'active') \
+RETURNING a.id, a.balance, a.version";
+
+pub struct PgLedgerStore {
+    url: String,
+    conn: Option<PgConnection>,
+}
+
+impl PgLedgerStore {
+    pub fn new(url: &str) -> Self {
+        Self { url: url.to_owned(), conn: None }
+    }
+
+    fn conn(&mut self) -> Result<&mut PgConnection, StoreError> {
+        if self.conn.is_none() {
+            let c = PgConnection::establish(&self.url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            self.conn = Some(c);
+        }
+        self.conn.as_mut().ok_or_else(|| StoreError::Unavailable("no connection".into()))
+    }
+
+    /// Maps a database failure; connection-level failures drop the connection so the next call reconnects.
+    fn fail(&mut self, e: DieselError) -> StoreError {
+        match &e {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => StoreError::Rejected {
+                reason: format!("duplicate: unique constraint {}", info.constraint_name().unwrap_or("unknown")),
+            },
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            )
+            | DieselError::BrokenTransactionManager => {
+                self.conn = None;
+                StoreError::Unavailable(e.to_string())
+            }
+            DieselError::DatabaseError(_, info) => StoreError::Rejected { reason: info.message().to_owned() },
+            DieselError::NotFound => StoreError::NotFound,
+            _ => {
+                self.conn = None;
+                StoreError::Unavailable(e.to_string())
+            }
+        }
+    }
+}
+
+fn card_status(s: &str) -> CardStatus {
+    match s {
+        "active" => CardStatus::Active,
+        "frozen" => CardStatus::Frozen,
+        _ => CardStatus::Closed,
+    }
+}
+
+/// Reads an account's committed state and floor.
+///
+/// # Errors
+/// `NotFound`, or a diesel error.
+pub fn load_account(conn: &mut PgConnection, id: AccountId) -> Result<AccountSnapshot, DieselError> {
+    let (balance, version, floor, currency): (i64, i64, Option<i64>, String) = accounts::table
+        .find(id)
+        .select((accounts::balance, accounts::version, accounts::min_balance, accounts::currency))
+        .first(conn)?;
+    Ok(AccountSnapshot { state: AccountState { id, balance, version }, floor, currency })
+}
+
+/// Reads what a card actor needs.
+///
+/// # Errors
+/// `NotFound`, or a diesel error.
+pub fn load_card(conn: &mut PgConnection, id: CardId) -> Result<CardSnapshot, DieselError> {
+    let (account_id, owner_id, status, month, year): (i64, i64, String, i32, i32) = cards::table
+        .find(id)
+        .select((cards::account_id, cards::user_id, cards::status, cards::expiry_month, cards::expiry_year))
+        .first(conn)?;
+    Ok(CardSnapshot {
+        id,
+        account_id,
+        owner_id,
+        status: card_status(&status),
+        expiry: (year, u32::try_from(month).unwrap_or(12)),
+    })
+}
+
+fn map_load(e: DieselError) -> StoreError {
+    match e {
+        DieselError::NotFound => StoreError::NotFound,
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+/// Loader closures for the actor registries, over the shared pool (called on the blocking pool).
+pub fn account_loader(pool: PgPool) -> payd_actors::AccountLoader {
+    std::sync::Arc::new(move |id| {
+        let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        load_account(&mut conn, id).map_err(map_load)
+    })
+}
+
+pub fn card_loader(pool: PgPool) -> payd_actors::CardLoader {
+    std::sync::Arc::new(move |id| {
+        let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        load_card(&mut conn, id).map_err(map_load)
+    })
+}
+
+fn commit(conn: &mut PgConnection, entries: &[JournalEntry<OpRecord>]) -> Result<Vec<AccountState>, TxError> {
+    // Net delta per account (sorted by id, so concurrent writers lock rows in one order).
+    let mut deltas: BTreeMap<i64, (i64, bool)> = BTreeMap::new();
+    for entry in entries {
+        let sum = entry.postings.iter().try_fold(0i64, |acc, p| acc.checked_add(p.amount));
+        if sum != Some(0) {
+            return Err(TxError::Guard(format!(
+                "unbalanced journal entry for operation {}",
+                entry.record.operation.id
+            )));
+        }
+        for p in &entry.postings {
+            let slot = deltas.entry(p.account).or_insert((0, false));
+            slot.0 = slot.0.checked_add(p.amount).ok_or_else(|| TxError::Guard("amount overflow".into()))?;
+            slot.1 |= p.amount < 0;
+        }
+    }
+    let mut states = Vec::with_capacity(deltas.len());
+    if !deltas.is_empty() {
+        let ids: Vec<i64> = deltas.keys().copied().collect();
+        let ds: Vec<i64> = deltas.values().map(|d| d.0).collect();
+        let debits: Vec<bool> = deltas.values().map(|d| d.1).collect();
+        let updated: Vec<UpdatedAccount> = diesel::sql_query(GUARDED_UPDATE)
+            .bind::<Array<BigInt>, _>(&ids)
+            .bind::<Array<BigInt>, _>(&ds)
+            .bind::<Array<Bool>, _>(&debits)
+            .load(conn)?;
+        if updated.len() != ids.len() {
+            let refused: Vec<i64> = ids.iter().copied().filter(|id| !updated.iter().any(|u| u.id == *id)).collect();
+            return Err(TxError::Guard(format!(
+                "ledger guard refused account(s) {refused:?}: insufficient funds or card not active"
+            )));
+        }
+        states.extend(updated.into_iter().map(|u| AccountState { id: u.id, balance: u.balance, version: u.version }));
+    }
+
+    // Running balances: walk the batch backwards from each account's final balance.
+    let mut running: BTreeMap<i64, i64> = states.iter().map(|s| (s.id, s.balance)).collect();
+    let mut rows: Vec<NewPosting> = Vec::with_capacity(entries.len() * 2);
+    for entry in entries.iter().rev() {
+        for p in entry.postings.iter().rev() {
+            let after = running.get(&p.account).copied().unwrap_or_default();
+            running.insert(p.account, after - p.amount);
+            rows.push(NewPosting {
+                operation_id: entry.record.operation.id,
+                account_id: p.account,
+                amount: p.amount,
+                balance_after: after,
+                created_at: entry.record.operation.created_at,
+            });
+        }
+    }
+    rows.reverse();
+
+    let ops: Vec<&NewOperation> = entries.iter().map(|e| &e.record.operation).collect();
+    for chunk in ops.chunks(1000) {
+        diesel::insert_into(operations::table)
+            .values(chunk.iter().map(|o| (*o).clone()).collect::<Vec<_>>())
+            .execute(conn)?;
+    }
+    for chunk in rows.chunks(2000) {
+        diesel::insert_into(postings::table).values(chunk).execute(conn)?;
+    }
+    let keys: Vec<&NewIdempotency> = entries.iter().filter_map(|e| e.record.idempotency.as_ref()).collect();
+    for chunk in keys.chunks(1000) {
+        diesel::insert_into(idempotency_keys::table)
+            .values(chunk.iter().map(|k| (*k).clone()).collect::<Vec<_>>())
+            .execute(conn)?;
+    }
+    let events: Vec<&NewEvent> = entries.iter().flat_map(|e| e.record.events.iter()).collect();
+    for chunk in events.chunks(1000) {
+        diesel::insert_into(outbox::table)
+            .values(chunk.iter().map(|k| (*k).clone()).collect::<Vec<_>>())
+            .execute(conn)?;
+    }
+    Ok(states)
+}
+
+impl LedgerStore for PgLedgerStore {
+    type Record = OpRecord;
+
+    fn load_account(&mut self, id: AccountId) -> Result<AccountSnapshot, StoreError> {
+        let r = load_account(self.conn()?, id);
+        r.map_err(|e| self.fail(e))
+    }
+
+    fn load_card(&mut self, id: CardId) -> Result<CardSnapshot, StoreError> {
+        let r = load_card(self.conn()?, id);
+        r.map_err(|e| self.fail(e))
+    }
+
+    fn commit_batch(&mut self, entries: &[JournalEntry<OpRecord>]) -> Result<Vec<AccountState>, StoreError> {
+        let conn = self.conn()?;
+        let result = conn.transaction::<_, TxError, _>(|conn| commit(conn, entries));
+        match result {
+            Ok(states) => Ok(states),
+            Err(TxError::Guard(reason)) => Err(StoreError::Rejected { reason }),
+            Err(TxError::Db(e)) => Err(self.fail(e)),
+        }
+    }
+
+    fn account_states(&mut self, ids: &[AccountId]) -> Result<Vec<AccountState>, StoreError> {
+        let rows: Result<Vec<(i64, i64, i64)>, DieselError> = accounts::table
+            .filter(accounts::id.eq_any(ids))
+            .select((accounts::id, accounts::balance, accounts::version))
+            .load(self.conn()?);
+        rows.map(|r| r.into_iter().map(|(id, balance, version)| AccountState { id, balance, version }).collect())
+            .map_err(|e| self.fail(e))
+    }
+}

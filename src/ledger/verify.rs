@@ -1,0 +1,144 @@
+//! `payd verify`: recomputes every balance from postings and checks every ledger invariant.
+//! Also run periodically inside the service, with the violation count exported as a metric.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use serde::Serialize;
+
+/// One invariant and what was found.
+#[derive(Debug, Serialize, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub violations: i64,
+    /// Up to five examples, for the report.
+    pub examples: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct Report {
+    pub checks: Vec<Check>,
+    pub accounts: i64,
+    pub operations: i64,
+    pub postings: i64,
+}
+
+impl Report {
+    pub fn violations(&self) -> i64 {
+        self.checks.iter().map(|c| c.violations).sum()
+    }
+    pub fn is_clean(&self) -> bool {
+        self.violations() == 0
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "ledger verify: {} accounts, {} operations, {} postings",
+            self.accounts, self.operations, self.postings
+        )?;
+        for c in &self.checks {
+            let mark = if c.violations == 0 { "ok  " } else { "FAIL" };
+            writeln!(f, "  [{mark}] {:<48} {}", c.name, c.violations)?;
+            for e in &c.examples {
+                writeln!(f, "         {e}")?;
+            }
+        }
+        write!(f, "{}", if self.is_clean() { "all invariants hold" } else { "INVARIANT VIOLATIONS FOUND" })
+    }
+}
+
+#[derive(QueryableByName)]
+struct Row {
+    #[diesel(sql_type = Text)]
+    example: String,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// Each check is a query returning one text row per violation.
+const CHECKS: &[(&str, &str)] = &[
+    (
+        "every journal entry balances",
+        "SELECT 'operation ' || operation_id::text || ' sums to ' || sum(amount)::text AS example \
+         FROM postings GROUP BY operation_id HAVING sum(amount) <> 0",
+    ),
+    (
+        "postings sum to zero per currency",
+        "SELECT a.currency::text || ' sums to ' || sum(p.amount)::text AS example \
+         FROM postings p JOIN accounts a ON a.id = p.account_id GROUP BY a.currency HAVING sum(p.amount) <> 0",
+    ),
+    (
+        "stored balance equals recomputed balance",
+        "SELECT 'account ' || a.id::text || ' stored ' || a.balance::text || ' recomputed ' || COALESCE(s.total, 0)::text AS example \
+         FROM accounts a LEFT JOIN (SELECT account_id, sum(amount) AS total FROM postings GROUP BY account_id) s \
+           ON s.account_id = a.id WHERE a.balance <> COALESCE(s.total, 0)",
+    ),
+    (
+        "no balance below its floor",
+        "SELECT 'account ' || id::text || ' balance ' || balance::text || ' floor ' || min_balance::text AS example \
+         FROM accounts WHERE min_balance IS NOT NULL AND balance < min_balance",
+    ),
+    (
+        "running balance of the last posting equals balance",
+        "SELECT 'account ' || a.id::text AS example FROM accounts a \
+         JOIN LATERAL (SELECT balance_after FROM postings p WHERE p.account_id = a.id ORDER BY p.id DESC LIMIT 1) l ON TRUE \
+         WHERE l.balance_after <> a.balance",
+    ),
+    (
+        "failed operations have no postings",
+        "SELECT 'operation ' || o.id::text AS example FROM operations o \
+         WHERE o.status = 'failed' AND EXISTS (SELECT 1 FROM postings p WHERE p.operation_id = o.id)",
+    ),
+    (
+        "successful operations move exactly their amount",
+        "SELECT 'operation ' || o.id::text AS example FROM operations o \
+         LEFT JOIN postings d ON d.operation_id = o.id AND d.account_id = o.debit_account_id AND d.amount = -o.amount \
+         LEFT JOIN postings c ON c.operation_id = o.id AND c.account_id = o.credit_account_id AND c.amount = o.amount \
+         WHERE o.status = 'success' AND (d.id IS NULL OR c.id IS NULL \
+           OR (SELECT count(*) FROM postings x WHERE x.operation_id = o.id) <> 2)",
+    ),
+    (
+        "each operation has at most one idempotency key",
+        "SELECT 'operation ' || operation_id::text AS example FROM idempotency_keys \
+         WHERE operation_id IS NOT NULL GROUP BY operation_id HAVING count(*) > 1",
+    ),
+    (
+        "reversals mirror their original",
+        "SELECT 'reversal ' || r.id::text AS example FROM operations r JOIN operations o ON o.id = r.reverses_id \
+         WHERE r.status = 'success' AND (o.status <> 'success' OR r.amount > o.amount \
+           OR r.debit_account_id <> o.credit_account_id OR r.credit_account_id <> o.debit_account_id)",
+    ),
+];
+
+/// Runs every check.
+///
+/// # Errors
+/// A diesel error when a query fails.
+pub fn run(conn: &mut PgConnection) -> Result<Report, diesel::result::Error> {
+    // One snapshot for all checks, so concurrent commits cannot produce false alarms.
+    conn.build_transaction().repeatable_read().read_only().run(|conn| {
+        let mut checks = Vec::with_capacity(CHECKS.len());
+        for (name, sql) in CHECKS {
+            let count: Count = diesel::sql_query(format!("SELECT count(*) AS n FROM ({sql}) v")).get_result(conn)?;
+            let examples: Vec<Row> = diesel::sql_query(format!("{sql} LIMIT 5")).load(conn)?;
+            checks.push(Check {
+                name,
+                violations: count.n,
+                examples: examples.into_iter().map(|r| r.example).collect(),
+            });
+        }
+        let n = |sql: &str, conn: &mut PgConnection| diesel::sql_query(sql).get_result::<Count>(conn).map(|c| c.n);
+        Ok(Report {
+            accounts: n("SELECT count(*) AS n FROM accounts", conn)?,
+            operations: n("SELECT count(*) AS n FROM operations", conn)?,
+            postings: n("SELECT count(*) AS n FROM postings", conn)?,
+            checks,
+        })
+    })
+}

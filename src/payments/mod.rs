@@ -1,0 +1,111 @@
+//! Money movement: top-ups, withdrawals, card-to-card transfers and reversals, each an idempotent
+//! request run through the actor ledger (card checks → reservation → group commit → reply), plus
+//! the queries over operations.
+
+pub mod execute;
+pub mod idempotency;
+pub mod methods;
+pub mod routes;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde::Serialize;
+
+use crate::storage::schema::operations;
+use crate::storage::StorageError;
+
+/// Everything that can go wrong moving money; mapped to HTTP in `http::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    #[error("Idempotency-Key header is required for money-moving requests")]
+    MissingIdempotencyKey,
+    #[error("Idempotency-Key must be 1-128 visible ASCII characters")]
+    BadIdempotencyKey,
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyConflict,
+    #[error("card {0} not found")]
+    CardNotFound(i64),
+    #[error("card {0} belongs to another user")]
+    NotCardOwner(i64),
+    #[error("operation not found")]
+    OperationNotFound,
+    #[error("{0}")]
+    NotReversible(String),
+    #[error("money records are never purged; archive them instead")]
+    NeverPurged,
+    #[error("the ledger is busy; retry shortly")]
+    Busy,
+    #[error("the outcome is not known yet; retry with the same Idempotency-Key")]
+    OutcomeUnknown,
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<diesel::result::Error> for PaymentError {
+    fn from(e: diesel::result::Error) -> Self {
+        match e {
+            diesel::result::Error::NotFound => Self::OperationNotFound,
+            other => Self::Storage(other.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = operations)]
+pub struct Operation {
+    pub id: uuid::Uuid,
+    pub seq: i64,
+    pub kind: String,
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub amount: i64,
+    pub currency: String,
+    pub method: Option<String>,
+    pub source_card_id: Option<i64>,
+    pub dest_card_id: Option<i64>,
+    pub debit_account_id: i64,
+    pub credit_account_id: i64,
+    pub reverses_id: Option<uuid::Uuid>,
+    pub initiated_by: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub archived_at: Option<DateTime<Utc>>,
+}
+
+/// An operation as the API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OperationView {
+    pub id: uuid::Uuid,
+    pub kind: String,
+    /// `success` or `failed`.
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub amount: i64,
+    pub currency: String,
+    pub method: Option<String>,
+    pub source_card_id: Option<i64>,
+    pub dest_card_id: Option<i64>,
+    pub reverses_id: Option<uuid::Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub archived_at: Option<DateTime<Utc>>,
+}
+
+impl From<Operation> for OperationView {
+    fn from(o: Operation) -> Self {
+        Self {
+            id: o.id,
+            kind: o.kind,
+            status: o.status,
+            failure_reason: o.failure_reason,
+            amount: o.amount,
+            currency: o.currency,
+            method: o.method,
+            source_card_id: o.source_card_id,
+            dest_card_id: o.dest_card_id,
+            reverses_id: o.reverses_id,
+            created_at: o.created_at,
+            archived_at: o.archived_at,
+        }
+    }
+}
