@@ -63,7 +63,7 @@ pub async fn prepare_database(settings: &Settings, pool: &PgPool) -> anyhow::Res
         }
     }
     if settings.database.migrate_on_start {
-        let applied = storage::run(pool, |conn| storage::migrate_up(conn)).await?;
+        let applied = storage::run(pool, storage::migrate_up).await?;
         if !applied.is_empty() {
             tracing::info!(migrations = ?applied, "migrations applied");
         }

@@ -24,6 +24,16 @@ const PUBLIC_API: &[(&str, &str)] = &[
 /// Public routes outside /api/v1 (operations and docs).
 const PUBLIC_OPS: &[(&str, &str)] = &[("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")];
 
+/// Identity's user-management routes: admin only, every method.
+const USER_ADMIN_PATHS: &[&str] = &[
+    "/api/v1/users",
+    "/api/v1/users/{id}",
+    "/api/v1/users/{id}/archive",
+    "/api/v1/users/{id}/restore",
+    "/api/v1/users/{id}/roles",
+    "/api/v1/users/{id}/roles/{role}",
+];
+
 const KNOWN_ROLES: &[&str] = &["admin", "merchant", "user"];
 
 /// `{id}` → 1, any other `{x}` (with or without a `:regex`) → `x`.
@@ -73,10 +83,11 @@ fn every_route_declares_sensible_access() {
                 }
                 _ => {}
             }
-            // Admin surfaces must be admin-only.
+            // Admin surfaces must be admin-only. (Other domains may nest owner-checked routes under
+            // /api/v1/users/{id}/…, so only identity's own user-management paths are listed.)
             let admin_surface = r.path.starts_with("/api/v1/admin")
-                || r.path.starts_with("/api/v1/users")
-                || r.path.starts_with("/api/v1/roles");
+                || r.path.starts_with("/api/v1/roles")
+                || USER_ADMIN_PATHS.contains(&r.path.as_str());
             if admin_surface && r.access != Access::AnyRole(&["admin"]) {
                 problems.push(format!("{} {} is an admin surface but declares {:?}", r.method, r.path, r.access));
             }

@@ -150,7 +150,7 @@ async fn ping() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let pg = crate::storage::run(&state.db, |conn| crate::storage::ping(conn)).await;
+    let pg = crate::storage::run(&state.db, crate::storage::ping).await;
     let redis = state.cache.ping().await;
     let checks = Checks {
         postgres: if pg.is_ok() { "ok" } else { "unavailable" },

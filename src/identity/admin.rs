@@ -551,7 +551,7 @@ pub async fn bootstrap_admin(state: &AppState) -> Result<(), ApiError> {
     if email.is_empty() || pw.is_empty() {
         return Ok(());
     }
-    let exists = storage::run(&state.db, |conn| model::active_admin_count(conn)).await?;
+    let exists = storage::run(&state.db, model::active_admin_count).await?;
     if exists > 0 {
         return Ok(());
     }

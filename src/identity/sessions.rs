@@ -11,6 +11,10 @@ use crate::identity::tokens::opaque_token;
 use crate::identity::IdentityError;
 use crate::storage::schema::refresh_tokens;
 
+type Timestamp = chrono::DateTime<Utc>;
+/// id, user, family, expiry, rotated, revoked.
+type TokenRow = (i64, i64, Uuid, Timestamp, Option<Timestamp>, Option<Timestamp>);
+
 /// What a refresh attempt found.
 pub enum Rotation {
     /// The new refresh token (plaintext, to return once) and its session.
@@ -53,14 +57,7 @@ fn insert_token(
 /// # Errors
 /// `InvalidToken` for unknown or expired tokens; a storage error.
 pub fn rotate(conn: &mut PgConnection, state: &AppState, presented: &str) -> Result<Rotation, IdentityError> {
-    let row: Option<(
-        i64,
-        i64,
-        Uuid,
-        chrono::DateTime<Utc>,
-        Option<chrono::DateTime<Utc>>,
-        Option<chrono::DateTime<Utc>>,
-    )> = refresh_tokens::table
+    let row: Option<TokenRow> = refresh_tokens::table
         .filter(refresh_tokens::token_hash.eq(state.keys.hash(presented)))
         .select((
             refresh_tokens::id,

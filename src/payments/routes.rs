@@ -385,7 +385,7 @@ async fn list(
         if !user.is_admin() {
             let mine = cards::table.filter(cards::user_id.eq(user.user_id)).select(cards::id.nullable());
             query =
-                query.filter(operations::source_card_id.eq_any(mine.clone()).or(operations::dest_card_id.eq_any(mine)));
+                query.filter(operations::source_card_id.eq_any(mine).or(operations::dest_card_id.eq_any(mine)));
         }
         if let Some(c) = card {
             query = query.filter(operations::source_card_id.eq(c).or(operations::dest_card_id.eq(c)));
