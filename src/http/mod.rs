@@ -44,8 +44,12 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for Valid<T> {
     }
 }
 
-/// Pulls the field name out of serde's messages ("missing field `x`", "unknown field `x`", "invalid type … for `x`").
+/// Pulls the field name out of serde's messages ("missing field `x`", "unknown field `x`", "duplicate
+/// field `x`"). Other messages quote a value, not a field ("invalid type: integer `5`"), so they name none.
 fn serde_field(msg: &str) -> Option<String> {
+    if !["missing field `", "unknown field `", "duplicate field `"].iter().any(|p| msg.starts_with(p)) {
+        return None;
+    }
     let start = msg.find('`')? + 1;
     let end = msg[start..].find('`')? + start;
     Some(msg[start..end].to_owned())
@@ -182,5 +186,6 @@ mod tests {
         assert_eq!(serde_field("missing field `email` at line 1 column 2").as_deref(), Some("email"));
         assert_eq!(serde_field("unknown field `admin`, expected one of").as_deref(), Some("admin"));
         assert_eq!(serde_field("expected value at line 1"), None);
+        assert_eq!(serde_field("invalid type: integer `5`, expected a string at line 1 column 11"), None);
     }
 }

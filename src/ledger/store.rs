@@ -35,6 +35,9 @@ pub struct NewOperation {
     pub reverses_id: Option<Uuid>,
     pub initiated_by: Option<i64>,
     pub created_at: DateTime<Utc>,
+    pub merchant_id: Option<i64>,
+    pub api_key_id: Option<i64>,
+    pub order_ref: Option<String>,
 }
 
 /// The stored answer to an idempotent request.

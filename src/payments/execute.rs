@@ -98,6 +98,9 @@ pub async fn run(state: &AppState, op: MoneyOp) -> Result<HttpResponse, ApiError
         reverses_id: op.reverses,
         initiated_by: Some(op.initiated_by),
         created_at: now,
+        merchant_id: None,
+        api_key_id: None,
+        order_ref: None,
     };
     let view = OperationView {
         id: row.id,

@@ -135,6 +135,71 @@ diesel::table! {
         initiated_by -> Nullable<Int8>,
         created_at -> Timestamptz,
         archived_at -> Nullable<Timestamptz>,
+        merchant_id -> Nullable<Int8>,
+        api_key_id -> Nullable<Int8>,
+        order_ref -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    merchants (id) {
+        id -> Int8,
+        owner_id -> Int8,
+        account_id -> Int8,
+        business_name -> Text,
+        contact_email -> Text,
+        category -> Text,
+        website -> Text,
+        description -> Text,
+        status -> Text,
+        status_reason -> Nullable<Text>,
+        decided_by -> Nullable<Int8>,
+        decided_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        archived_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    merchant_documents (id) {
+        id -> Int8,
+        merchant_id -> Int8,
+        doc_type -> Text,
+        file_name -> Text,
+        content_type -> Text,
+        size_bytes -> Int8,
+        sha256 -> Text,
+        storage_key -> Text,
+        status -> Text,
+        review_note -> Nullable<Text>,
+        reviewed_by -> Nullable<Int8>,
+        reviewed_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    merchant_api_keys (id) {
+        id -> Int8,
+        merchant_id -> Int8,
+        label -> Text,
+        key_id -> Text,
+        secret_hash -> Text,
+        created_by -> Nullable<Int8>,
+        created_at -> Timestamptz,
+        expires_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+        last_used_at -> Nullable<Timestamptz>,
+        rotated_to -> Nullable<Int8>,
+    }
+}
+
+diesel::table! {
+    refund_totals (payment_id) {
+        payment_id -> Uuid,
+        cap -> Int8,
+        refunded -> Int8,
     }
 }
 
@@ -180,6 +245,9 @@ diesel::joinable!(cards -> accounts (account_id));
 diesel::joinable!(postings -> operations (operation_id));
 diesel::joinable!(postings -> accounts (account_id));
 diesel::joinable!(user_roles -> users (user_id));
+diesel::joinable!(merchants -> accounts (account_id));
+diesel::joinable!(merchant_documents -> merchants (merchant_id));
+diesel::joinable!(merchant_api_keys -> merchants (merchant_id));
 diesel::joinable!(user_roles -> roles (role_id));
 diesel::joinable!(email_verifications -> users (user_id));
 diesel::joinable!(password_resets -> users (user_id));
@@ -199,4 +267,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     postings,
     idempotency_keys,
     outbox,
+    merchants,
+    merchant_documents,
+    merchant_api_keys,
+    refund_totals,
 );

@@ -296,3 +296,4 @@ pub fn expect_error(status: u16, body: &Value, want_status: u16, want_code: &str
     assert_eq!(status, want_status, "expected {want_status} {want_code}, got {status}: {body}");
     assert_eq!(error_code(body), want_code, "unexpected error code: {body}");
 }
+pub mod money;

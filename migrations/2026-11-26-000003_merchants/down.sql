@@ -1,0 +1,14 @@
+DROP TABLE refund_totals;
+DROP INDEX operations_merchant_idx;
+DROP INDEX operations_order_ref;
+DROP INDEX operations_one_reversal;
+CREATE UNIQUE INDEX operations_one_reversal ON operations (reverses_id) WHERE status = 'success';
+ALTER TABLE operations DROP CONSTRAINT operations_payment_fields;
+ALTER TABLE operations DROP CONSTRAINT operations_reversal_link;
+ALTER TABLE operations ADD CONSTRAINT operations_reversal_link CHECK ((kind = 'reversal') = (reverses_id IS NOT NULL));
+ALTER TABLE operations DROP COLUMN order_ref;
+ALTER TABLE operations DROP COLUMN api_key_id;
+ALTER TABLE operations DROP COLUMN merchant_id;
+DROP TABLE merchant_api_keys;
+DROP TABLE merchant_documents;
+DROP TABLE merchants;
