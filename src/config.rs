@@ -45,6 +45,9 @@ pub struct Settings {
     pub money: MoneySettings,
     pub ledger: LedgerSettings,
     pub cards: CardSettings,
+    pub merchants: MerchantSettings,
+    pub events: EventSettings,
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -166,6 +169,73 @@ pub struct CardSettings {
     pub expiry_years: i32,
 }
 
+#[derive(Clone, Debug, Deserialize)]
+pub struct MerchantSettings {
+    pub document_dir: String,
+    pub max_document_bytes: usize,
+    pub required_documents: Vec<String>,
+    pub key_rotation_overlap_secs: i64,
+    pub cvv_failure_limit: u32,
+    pub cvv_failure_window_secs: u64,
+}
+
+/// Which broker the relay publishes to and the consumers read from.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    /// No broker: events go straight to the in-process consumers (development default).
+    InProcess,
+    RabbitMq,
+    Kafka,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct EventSettings {
+    pub broker: BrokerKind,
+    /// Run the outbox relay in this instance.
+    pub relay_enabled: bool,
+    /// Run the consumers (notifier, webhook dispatcher) and the e-mail and webhook senders here.
+    pub consumers_enabled: bool,
+    pub relay_batch: i64,
+    pub poll_interval_ms: u64,
+    pub lease_secs: i64,
+    /// Relay back-off while the broker is unreachable.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// E-mail delivery attempts before the job is dead-lettered.
+    pub max_attempts: i32,
+    pub mail_backoff_initial_ms: u64,
+    pub mail_backoff_max_ms: u64,
+    /// Published outbox rows and dedupe records older than this are deleted (0 = keep).
+    pub retention_hours: i64,
+    pub rabbitmq_url: Secret,
+    pub rabbitmq_exchange: String,
+    pub rabbitmq_prefetch: u16,
+    pub kafka_brokers: String,
+    pub kafka_topic_prefix: String,
+    pub kafka_group_prefix: String,
+    pub kafka_partitions: i32,
+    pub kafka_message_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct WebhookSettings {
+    /// Allow `http://` and private or loopback addresses (development and tests only).
+    pub allow_insecure: bool,
+    pub timeout_ms: u64,
+    /// Retries stop this long after the first attempt (24 h by default); the delivery is then dead.
+    pub max_age_secs: i64,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Consecutive failed attempts after which an endpoint is disabled (and its owner e-mailed).
+    pub disable_after_failures: i32,
+    /// How long a rotated-out secret keeps signing deliveries.
+    pub rotation_overlap_secs: i64,
+    /// Accepted clock skew when verifying `t=` (documented for receivers, used by the tests).
+    pub tolerance_secs: i64,
+    pub concurrency: usize,
+}
+
 /// A configuration problem, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -275,6 +345,52 @@ impl Settings {
         }
         if l.queue_capacity == 0 || l.shards == 0 || l.mailbox_capacity == 0 {
             return Err(invalid("ledger.queue_capacity", "ledger capacities and shards must be at least 1"));
+        }
+        if self.merchants.max_document_bytes < 1024 {
+            return Err(invalid("merchants.max_document_bytes", "must be at least 1024"));
+        }
+        for d in &self.merchants.required_documents {
+            if !["business_licence", "owner_identity", "tax_id", "bank_statement"].contains(&d.as_str()) {
+                return Err(invalid("merchants.required_documents", format!("unknown document type `{d}`")));
+            }
+        }
+        if self.merchants.key_rotation_overlap_secs < 0 {
+            return Err(invalid("merchants.key_rotation_overlap_secs", "must not be negative"));
+        }
+        let ev = &self.events;
+        if !(1..=10_000).contains(&ev.relay_batch) {
+            return Err(invalid("events.relay_batch", "must be between 1 and 10000"));
+        }
+        if ev.poll_interval_ms == 0 || ev.backoff_initial_ms == 0 || ev.backoff_max_ms < ev.backoff_initial_ms {
+            return Err(invalid("events.backoff_initial_ms", "intervals must be positive and not above the maximum"));
+        }
+        if ev.lease_secs < 1 {
+            return Err(invalid("events.lease_secs", "must be at least 1"));
+        }
+        if ev.max_attempts < 1 {
+            return Err(invalid("events.max_attempts", "must be at least 1"));
+        }
+        if ev.mail_backoff_initial_ms == 0 || ev.mail_backoff_max_ms < ev.mail_backoff_initial_ms {
+            return Err(invalid("events.mail_backoff_initial_ms", "must be positive and not above the maximum"));
+        }
+        if ev.broker == BrokerKind::RabbitMq && !ev.rabbitmq_url.expose().starts_with("amqp") {
+            return Err(invalid("events.rabbitmq_url", "must be an amqp:// or amqps:// URL"));
+        }
+        if ev.broker == BrokerKind::Kafka && ev.kafka_brokers.trim().is_empty() {
+            return Err(invalid("events.kafka_brokers", "must list at least one host:port"));
+        }
+        if ev.kafka_partitions < 1 {
+            return Err(invalid("events.kafka_partitions", "must be at least 1"));
+        }
+        let wh = &self.webhooks;
+        if self.environment == Environment::Production && wh.allow_insecure {
+            return Err(invalid("webhooks.allow_insecure", "cannot be enabled in production"));
+        }
+        if wh.max_age_secs < 1 || wh.backoff_initial_ms == 0 || wh.backoff_max_ms < wh.backoff_initial_ms {
+            return Err(invalid("webhooks.max_age_secs", "retry window and back-off must be positive"));
+        }
+        if wh.disable_after_failures < 1 || wh.concurrency == 0 || wh.timeout_ms == 0 {
+            return Err(invalid("webhooks.disable_after_failures", "must be at least 1 (and concurrency, timeout)"));
         }
         if self.server.json_limit_bytes < 1024 {
             return Err(invalid("server.json_limit_bytes", "must be at least 1024"));

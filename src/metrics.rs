@@ -17,6 +17,20 @@ pub struct Metrics {
     pub ledger_batch_size: HistogramVec,
     pub ledger_commit_seconds: HistogramVec,
     pub invariant_violations: IntGauge,
+    /// Events: outbox rows not yet published, and the age of the oldest one.
+    pub outbox_depth: IntGauge,
+    pub outbox_oldest_age_seconds: IntGauge,
+    /// Events published / publish failures, by broker.
+    pub events_published: IntCounterVec,
+    pub events_publish_failures: IntCounterVec,
+    /// Events handled by a consumer: `outcome` ∈ processed, duplicate, rejected, malformed, retry.
+    pub events_consumed: IntCounterVec,
+    /// Dead letters by kind (email, webhook, message).
+    pub dead_letters: IntCounterVec,
+    /// E-mail sends: `outcome` ∈ sent, failed, dead.
+    pub emails: IntCounterVec,
+    /// Webhook attempts: `outcome` ∈ succeeded, failed, dead, disabled.
+    pub webhooks: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -50,6 +64,31 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["writer"],
     )?;
     let invariant_violations = IntGauge::new("ledger_invariant_violations", "Violations found by the last verify run")?;
+    let outbox_depth = IntGauge::new("events_outbox_depth", "Outbox rows not yet published")?;
+    let outbox_oldest_age_seconds =
+        IntGauge::new("events_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row")?;
+    let events_published =
+        IntCounterVec::new(Opts::new("events_published_total", "Events published, by broker"), &["broker"])?;
+    let events_publish_failures = IntCounterVec::new(
+        Opts::new("events_publish_failures_total", "Failed publish rounds, by broker"),
+        &["broker"],
+    )?;
+    let events_consumed = IntCounterVec::new(
+        Opts::new("events_consumed_total", "Events handled by consumers, by consumer and outcome"),
+        &["consumer", "outcome"],
+    )?;
+    let dead_letters = IntCounterVec::new(Opts::new("dead_letters_total", "Dead letters by kind"), &["kind"])?;
+    let emails = IntCounterVec::new(Opts::new("emails_total", "E-mail send attempts by outcome"), &["outcome"])?;
+    let webhooks =
+        IntCounterVec::new(Opts::new("webhook_attempts_total", "Webhook delivery attempts by outcome"), &["outcome"])?;
+    registry.register(Box::new(outbox_depth.clone()))?;
+    registry.register(Box::new(outbox_oldest_age_seconds.clone()))?;
+    registry.register(Box::new(events_published.clone()))?;
+    registry.register(Box::new(events_publish_failures.clone()))?;
+    registry.register(Box::new(events_consumed.clone()))?;
+    registry.register(Box::new(dead_letters.clone()))?;
+    registry.register(Box::new(emails.clone()))?;
+    registry.register(Box::new(webhooks.clone()))?;
     registry.register(Box::new(http_requests.clone()))?;
     registry.register(Box::new(http_errors.clone()))?;
     registry.register(Box::new(http_latency.clone()))?;
@@ -68,6 +107,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ledger_batch_size,
         ledger_commit_seconds,
         invariant_violations,
+        outbox_depth,
+        outbox_oldest_age_seconds,
+        events_published,
+        events_publish_failures,
+        events_consumed,
+        dead_letters,
+        emails,
+        webhooks,
     })
 }
 

@@ -7,8 +7,10 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::cards::CardsError;
+use crate::events::webhooks::WebhookError;
 use crate::http::request_id;
 use crate::identity::IdentityError;
+use crate::merchants::MerchantError;
 use crate::payments::PaymentError;
 use crate::storage::StorageError;
 
@@ -215,12 +217,58 @@ impl From<PaymentError> for ApiError {
             E::OperationNotFound => Self::not_found("operation"),
             E::NotReversible(_) => Self::conflict("not_reversible", msg),
             E::NeverPurged => Self::conflict("never_purged", msg),
+            E::OrderRefTaken => Self::conflict("order_ref_taken", msg).with_field("order_ref"),
             E::Busy => Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", msg).with_retry_after(1),
             E::OutcomeUnknown => Self::new(StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown", msg).with_retry_after(1),
             E::Unavailable(m) => {
                 tracing::warn!(error = %m, "ledger unavailable");
                 Self::unavailable("ledger unavailable, retry later")
             }
+            E::Storage(s) => s.into(),
+        }
+    }
+}
+
+impl From<MerchantError> for ApiError {
+    fn from(e: MerchantError) -> Self {
+        use MerchantError as E;
+        let msg = e.to_string();
+        match e {
+            E::NotFound => Self::not_found("merchant"),
+            E::NotOwner => Self::forbidden(msg),
+            E::InvalidTransition { .. } => Self::conflict("invalid_transition", msg),
+            E::DocumentsMissing(_) => Self::conflict("documents_missing", msg),
+            E::DocumentNotFound => Self::not_found("document"),
+            E::DocumentTooLarge(_) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", msg).with_field("file"),
+            E::UnsupportedDocument(_) => {
+                Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", msg).with_field("file")
+            }
+            E::BadUpload(_) => Self::bad_request("invalid_upload", msg),
+            E::KeyNotFound => Self::not_found("API key"),
+            E::MissingKey | E::InvalidKey => Self::unauthorized("invalid_api_key", msg),
+            E::RevokedKey => Self::unauthorized("api_key_revoked", msg),
+            E::ExpiredKey => Self::unauthorized("api_key_expired", msg),
+            E::Inactive(_) => Self::new(StatusCode::FORBIDDEN, "merchant_inactive", msg),
+            E::PaymentNotFound => Self::not_found("payment"),
+            E::NotRefundable(_) => Self::conflict("not_refundable", msg),
+            E::Blob(m) => Self::internal(m),
+            E::Storage(s) => s.into(),
+        }
+    }
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        use WebhookError as E;
+        let msg = e.to_string();
+        match e {
+            E::MerchantNotFound => Self::not_found("merchant"),
+            E::NotOwner => Self::forbidden(msg),
+            E::EndpointNotFound => Self::not_found("webhook endpoint"),
+            E::DeliveryNotFound => Self::not_found("webhook delivery"),
+            E::Url(_) => Self::validation("url", msg),
+            E::UnknownEventType(_) => Self::validation("event_types", msg),
+            E::Invalid { field, .. } => Self::validation(field, msg),
             E::Storage(s) => s.into(),
         }
     }

@@ -112,6 +112,10 @@ pub fn api() -> Api {
     crate::notify::routes::register(&mut api);
     crate::cards::routes::register(&mut api);
     crate::payments::routes::register(&mut api);
+    crate::events::routes::register(&mut api);
+    crate::events::webhooks::routes::register(&mut api);
+    crate::merchants::routes::register(&mut api);
+    crate::merchants::payments::register(&mut api);
     api
 }
 

@@ -25,6 +25,10 @@ pub enum Access {
     Authenticated,
     /// A holder of a valid access token with at least one of these roles.
     AnyRole(&'static [&'static str]),
+    /// A merchant API key (`X-Api-Key`) of an active merchant.
+    ApiKey,
+    /// A merchant API key, or an access token with one of these roles.
+    ApiKeyOrRole(&'static [&'static str]),
 }
 
 pub const ADMIN: Access = Access::AnyRole(&["admin"]);
@@ -206,8 +210,15 @@ impl Api {
                     )
                     .build(),
             );
-            if spec.access != Access::Public {
-                op = op.security(SecurityRequirement::new("bearer", Vec::<String>::new()));
+            match spec.access {
+                Access::Public => {}
+                Access::ApiKey => op = op.security(SecurityRequirement::new("api_key", Vec::<String>::new())),
+                Access::ApiKeyOrRole(_) => {
+                    op = op
+                        .security(SecurityRequirement::new("api_key", Vec::<String>::new()))
+                        .security(SecurityRequirement::new("bearer", Vec::<String>::new()));
+                }
+                _ => op = op.security(SecurityRequirement::new("bearer", Vec::<String>::new())),
             }
             let method = match spec.method.as_str() {
                 "GET" => HttpMethod::Get,
@@ -223,6 +234,12 @@ impl Api {
         register_schema::<crate::http::error::ErrorBody>(&mut schemas);
         let components = utoipa::openapi::ComponentsBuilder::new()
             .schemas_from_iter(schemas)
+            .security_scheme(
+                "api_key",
+                SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                    utoipa::openapi::security::ApiKeyValue::new("X-Api-Key"),
+                )),
+            )
             .security_scheme(
                 "bearer",
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
@@ -257,21 +274,36 @@ async fn enforce(
     if access == Access::Public {
         return next.call(req).await.map(ServiceResponse::map_into_left_body);
     }
-    let outcome = match req.app_data::<web::Data<AppState>>() {
-        Some(state) => authenticate(state, req.headers()).await,
-        None => Err(ApiError::internal("application state missing")),
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        let err = ApiError::internal("application state missing");
+        return Ok(req.into_response(err.error_response()).map_into_right_body());
     };
-    let denied = match outcome {
-        Ok(user) => match access {
-            Access::AnyRole(roles) if !roles.iter().any(|r| user.has_role(r)) => {
-                Some(ApiError::forbidden(format!("requires role {}", roles.join(" or "))))
-            }
-            _ => {
-                req.extensions_mut().insert::<AuthUser>(user);
+    let by_key = match access {
+        Access::ApiKey => true,
+        Access::ApiKeyOrRole(_) => req.headers().contains_key(crate::merchants::keys::HEADER),
+        _ => false,
+    };
+    let denied = if by_key {
+        match crate::merchants::keys::authenticate(&state, req.headers()).await {
+            Ok(principal) => {
+                req.extensions_mut().insert(principal);
                 None
             }
-        },
-        Err(e) => Some(e),
+            Err(e) => Some(e),
+        }
+    } else {
+        match authenticate(&state, req.headers()).await {
+            Ok(user) => match access {
+                Access::AnyRole(roles) | Access::ApiKeyOrRole(roles) if !roles.iter().any(|r| user.has_role(r)) => {
+                    Some(ApiError::forbidden(format!("requires role {}", roles.join(" or "))))
+                }
+                _ => {
+                    req.extensions_mut().insert::<AuthUser>(user);
+                    None
+                }
+            },
+            Err(e) => Some(e),
+        }
     };
     match denied {
         Some(err) => Ok(req.into_response(err.error_response()).map_into_right_body()),

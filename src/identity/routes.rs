@@ -16,7 +16,8 @@ use crate::identity::model::{self, normalise_email, UserView, ROLE_USER};
 use crate::identity::sessions::{self, Rotation};
 use crate::identity::tokens::{opaque_token, six_digit_code};
 use crate::identity::{password, IdentityError};
-use crate::notify::compose;
+use crate::events;
+use crate::notify::jobs::{self as mail_jobs, NewMailJob};
 use crate::storage::schema::{email_verifications, password_resets, users};
 use crate::storage::{self, StorageError};
 
@@ -242,26 +243,51 @@ fn new_verification_code(conn: &mut PgConnection, state: &AppState, user_id: i64
     Ok(code)
 }
 
-/// Sends an e-mail after the commit; a delivery failure is logged, never undoing the committed change.
-async fn deliver(state: &AppState, email: crate::notify::Email) {
-    let subject = email.subject.clone();
-    if let Err(e) = state.mailer.send(email).await {
-        tracing::error!(error = %e, subject, "e-mail delivery failed");
+/// Queues an e-mail that carries a secret (code, token) in the caller's transaction. It never goes
+/// through the broker: the e-mail sender delivers it from `email_jobs` and scrubs the secret after.
+fn queue_secret_mail(
+    conn: &mut PgConnection,
+    kind: &str,
+    to: &str,
+    name: &str,
+    context: serde_json::Value,
+) -> Result<(), IdentityError> {
+    let mut context = context;
+    if let Some(obj) = context.as_object_mut() {
+        obj.insert("name".into(), serde_json::json!(name));
     }
+    mail_jobs::enqueue(
+        conn,
+        &NewMailJob {
+            dedupe_key: format!("identity:{kind}:{}", uuid::Uuid::new_v4()),
+            event_id: None,
+            template: kind.to_owned(),
+            to_address: to.to_owned(),
+            context,
+            sensitive: true,
+        },
+    )?;
+    Ok(())
 }
 
-fn verification_email(state: &AppState, to: &str, name: &str, code: &str) -> crate::notify::Email {
-    let minutes = state.settings.auth.verification_ttl_secs / 60;
-    compose(
-        to,
-        name,
-        "Welcome to payd — verify your e-mail",
-        &[
-            "Welcome to payd. Enter this code to verify your e-mail address.",
-            &format!("The code expires in {minutes} minutes and works once."),
-        ],
-        Some(code),
-    )
+/// Adds an identity event (`user:<id>` aggregate) to the outbox in the caller's transaction.
+fn user_event(conn: &mut PgConnection, event_type: &str, user_id: i64, extra: serde_json::Value) -> Result<(), IdentityError> {
+    let mut payload = serde_json::json!({ "user_id": user_id });
+    if let (Some(p), Some(e)) = (payload.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    events::insert_event(conn, &events::new_event(event_type, "user", format!("user:{user_id}"), payload))?;
+    Ok(())
+}
+
+/// Wakes the relay and the e-mail sender after a commit (they would find the rows on their next poll).
+fn nudge(state: &AppState) {
+    state.events.nudge_relay();
+    state.events.nudge_mail();
+}
+
+fn verification_context(state: &AppState, code: &str) -> serde_json::Value {
+    serde_json::json!({ "code": code, "minutes": state.settings.auth.verification_ttl_secs / 60 })
 }
 
 async fn register_user(
@@ -275,7 +301,7 @@ async fn register_user(
     let hash = password::hash(body.password).await.map_err(ApiError::internal)?;
     let st = state.clone();
     let (first, last, em) = (body.first_name.trim().to_owned(), body.last_name.trim().to_owned(), email.clone());
-    let (view, code) = storage::transaction(&state.db, move |conn| {
+    let view = storage::transaction(&state.db, move |conn| {
         let id: i64 = diesel::insert_into(users::table)
             .values((
                 users::first_name.eq(&first),
@@ -292,12 +318,14 @@ async fn register_user(
         // Least privilege: a self-registered user gets `user` and nothing else.
         model::grant_role(conn, id, ROLE_USER)?;
         let code = new_verification_code(conn, &st, id)?;
-        Ok::<_, IdentityError>((model::user_view(conn, id)?, code))
+        user_event(conn, "user.registered", id, serde_json::json!({}))?;
+        queue_secret_mail(conn, "verify_email", &em, &first, verification_context(&st, &code))?;
+        model::user_view(conn, id)
     })
     .await?;
     crate::metrics::count("register", "success");
     tracing::info!(user_id = view.id, "user registered");
-    deliver(&state, verification_email(&state, &email, &view.first_name, &code)).await;
+    nudge(&state);
     Ok(HttpResponse::Created().json(view))
 }
 
@@ -337,20 +365,12 @@ async fn verify_email(
         diesel::update(users::table.find(user.id))
             .set((users::email_verified_at.eq(Utc::now()), users::updated_at.eq(Utc::now())))
             .execute(conn)?;
+        user_event(conn, "user.verified", user.id, serde_json::json!({}))?;
         Ok(Ok(user))
     })
     .await??;
-    deliver(
-        &state,
-        compose(
-            &user.email,
-            &user.first_name,
-            "Your e-mail is verified",
-            &["Your e-mail address is verified. You can now log in to payd."],
-            None,
-        ),
-    )
-    .await;
+    tracing::info!(user_id = user.id, "e-mail verified");
+    nudge(&state);
     Ok(message("e-mail verified"))
 }
 
@@ -368,11 +388,12 @@ async fn resend_code(
             return Ok(None);
         }
         let code = new_verification_code(conn, &st, user.id)?;
-        Ok::<_, IdentityError>(Some((user, code)))
+        queue_secret_mail(conn, "verification_code", &user.email, &user.first_name, verification_context(&st, &code))?;
+        Ok::<_, IdentityError>(Some(()))
     })
     .await?;
-    if let Some((user, code)) = sent {
-        deliver(&state, verification_email(&state, &user.email, &user.first_name, &code)).await;
+    if sent.is_some() {
+        nudge(&state);
     }
     Ok(message("if the address is registered and not yet verified, a new code has been sent"))
 }
@@ -502,11 +523,13 @@ async fn change_password(
         diesel::update(users::table.find(uid))
             .set((users::password_hash.eq(&hash), users::updated_at.eq(Utc::now())))
             .execute(conn)?;
-        sessions::revoke_user_sessions(conn, uid, Some(keep))
+        let revoked = sessions::revoke_user_sessions(conn, uid, Some(keep))?;
+        user_event(conn, "password.changed", uid, serde_json::json!({ "via": "change" }))?;
+        Ok::<_, IdentityError>(revoked)
     })
     .await?;
     sessions::flag_revoked(&state, &revoked).await?;
-    deliver(&state, compose(&current.email, &current.first_name, "Your payd password was changed", &["Your password was changed and your other sessions were signed out. If this was not you, reset your password now."], None)).await;
+    nudge(&state);
     Ok(message("password changed; other sessions were signed out"))
 }
 
@@ -531,27 +554,15 @@ async fn forgot_password(
                 password_resets::expires_at.eq(Utc::now() + Duration::seconds(st.settings.auth.reset_ttl_secs)),
             ))
             .execute(conn)?;
-        Ok::<_, IdentityError>(Some((user, token)))
+        user_event(conn, "password.reset_requested", user.id, serde_json::json!({}))?;
+        let minutes = st.settings.auth.reset_ttl_secs / 60;
+        let context = serde_json::json!({ "token": token, "minutes": minutes });
+        queue_secret_mail(conn, "password_reset", &user.email, &user.first_name, context)?;
+        Ok::<_, IdentityError>(Some(()))
     })
     .await?;
-    if let Some((user, token)) = issued {
-        let minutes = state.settings.auth.reset_ttl_secs / 60;
-        deliver(
-            &state,
-            compose(
-                &user.email,
-                &user.first_name,
-                "Reset your payd password",
-                &[
-                    "Someone asked to reset your payd password. Use this token to choose a new one.",
-                    &format!(
-                        "It works once and expires in {minutes} minutes. If this was not you, ignore this message."
-                    ),
-                ],
-                Some(&token),
-            ),
-        )
-        .await;
+    if issued.is_some() {
+        nudge(&state);
     }
     Ok(message("if the address is registered, a password reset token has been sent"))
 }
@@ -586,21 +597,12 @@ async fn reset_password(
             .set(users::email_verified_at.eq(Utc::now()))
             .execute(conn)?;
         let revoked = sessions::revoke_user_sessions(conn, uid, None)?;
+        user_event(conn, "password.changed", uid, serde_json::json!({ "via": "reset" }))?;
         Ok((model::find_user(conn, uid)?, revoked))
     })
     .await?;
     sessions::flag_revoked(&state, &revoked).await?;
     sessions::clear_failures(&state, &user.email).await?;
-    deliver(
-        &state,
-        compose(
-            &user.email,
-            &user.first_name,
-            "Your payd password was reset",
-            &["Your password was reset and every session was signed out."],
-            None,
-        ),
-    )
-    .await;
+    nudge(&state);
     Ok(message("password reset; log in with the new password"))
 }

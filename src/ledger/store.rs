@@ -70,6 +70,9 @@ pub struct OpRecord {
     pub operation: NewOperation,
     pub idempotency: Option<NewIdempotency>,
     pub events: Vec<NewEvent>,
+    /// For refunds: (payment, its amount). The refund total is raised in the same transaction and
+    /// may never exceed the payment.
+    pub refund_of: Option<(Uuid, i64)>,
 }
 
 #[derive(Insertable)]
@@ -115,6 +118,18 @@ WHERE a.id = d.id \
   AND a.status <> 'closed' \
   AND (NOT d.has_debit OR a.status = 'active') \
 RETURNING a.id, a.balance, a.version";
+
+const REFUND_TOTAL: &str = "\
+INSERT INTO refund_totals (payment_id, cap, refunded) VALUES ($1, $2, $3) \
+ON CONFLICT (payment_id) DO UPDATE SET refunded = refund_totals.refunded + EXCLUDED.refunded \
+  WHERE refund_totals.refunded + EXCLUDED.refunded <= refund_totals.cap \
+RETURNING refunded";
+
+#[derive(QueryableByName)]
+struct Refunded {
+    #[diesel(sql_type = BigInt)]
+    refunded: i64,
+}
 
 pub struct PgLedgerStore {
     url: String,
@@ -252,6 +267,22 @@ fn commit(conn: &mut PgConnection, entries: &[JournalEntry<OpRecord>]) -> Result
             )));
         }
         states.extend(updated.into_iter().map(|u| AccountState { id: u.id, balance: u.balance, version: u.version }));
+    }
+
+    // Refund totals: guarded per refund, so concurrent refunds can never exceed their payment.
+    for entry in entries.iter().filter(|e| !e.postings.is_empty()) {
+        if let Some((payment, cap)) = entry.record.refund_of {
+            let raised: Option<i64> = diesel::sql_query(REFUND_TOTAL)
+                .bind::<diesel::sql_types::Uuid, _>(payment)
+                .bind::<BigInt, _>(cap)
+                .bind::<BigInt, _>(entry.record.operation.amount)
+                .get_result::<Refunded>(conn)
+                .optional()?
+                .map(|r| r.refunded);
+            if raised.is_none() {
+                return Err(TxError::Guard(format!("refund exceeds the refundable amount of payment {payment}")));
+            }
+        }
     }
 
     // Running balances: walk the batch backwards from each account's final balance.

@@ -114,6 +114,18 @@ const CHECKS: &[(&str, &str)] = &[
          WHERE r.status = 'success' AND (o.status <> 'success' OR r.amount > o.amount \
            OR r.debit_account_id <> o.credit_account_id OR r.credit_account_id <> o.debit_account_id)",
     ),
+    (
+        "refunds never exceed their payment",
+        "SELECT 'payment ' || p.id::text || ' refunded ' || sum(r.amount)::text AS example FROM operations p \
+         JOIN operations r ON r.reverses_id = p.id AND r.kind = 'refund' AND r.status = 'success' \
+         GROUP BY p.id, p.amount HAVING sum(r.amount) > p.amount",
+    ),
+    (
+        "refund totals equal successful refunds",
+        "SELECT 'payment ' || t.payment_id::text AS example FROM refund_totals t \
+         WHERE t.refunded <> (SELECT COALESCE(sum(r.amount), 0) FROM operations r \
+           WHERE r.reverses_id = t.payment_id AND r.kind = 'refund' AND r.status = 'success')",
+    ),
 ];
 
 /// Runs every check.

@@ -1,7 +1,16 @@
 //! E-mail: the `Mailer` with two transports — SMTP (lettre, STARTTLS/TLS) and the development mailbox
-//! that keeps messages in the database, listable by admins at `GET /api/v1/admin/mailbox`.
+//! that keeps messages in the database, listable by admins at `GET /api/v1/admin/mailbox` — the
+//! templates (minijinja, HTML auto-escaped), the e-mail jobs and their sender (retries, dead letters),
+//! and the notifier: the event consumer that turns events into e-mail jobs.
+//!
+//! Every e-mail is an `email_jobs` row first. Jobs that carry a secret (verification codes, reset
+//! tokens) are written by identity in the transaction that creates the secret and never pass through
+//! the broker; all others are written by the notifier from events. See `docs/events.md`.
 
+pub mod jobs;
+pub mod notifier;
 pub mod routes;
+pub mod templates;
 
 use std::sync::Arc;
 
@@ -16,6 +25,8 @@ use crate::storage::{self, schema::mailbox, PgPool, StorageError};
 /// One message, with both a plain-text and an HTML body.
 #[derive(Debug, Clone)]
 pub struct Email {
+    /// Stable per job (`<job-N@payd>`), so a receiving system can drop a duplicate.
+    pub message_id: Option<String>,
     pub to: String,
     pub subject: String,
     pub text: String,
@@ -62,7 +73,7 @@ impl Mailer {
                     SmtpTls::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.smtp_host)),
                 }
                 .map_err(|e| MailError::Smtp(e.to_string()))?;
-                let mut builder = builder.port(settings.smtp_port);
+                let mut builder = builder.port(settings.smtp_port).timeout(Some(std::time::Duration::from_secs(15)));
                 if !settings.smtp_username.is_empty() {
                     builder = builder.credentials(Credentials::new(
                         settings.smtp_username.clone(),
@@ -99,6 +110,7 @@ impl Mailer {
                 let to =
                     email.to.parse().map_err(|e: lettre::address::AddressError| MailError::Address(e.to_string()))?;
                 let message = lettre::Message::builder()
+                    .message_id(email.message_id)
                     .from(from.clone())
                     .to(to)
                     .subject(email.subject)
@@ -112,53 +124,5 @@ impl Mailer {
                 Ok(())
             }
         }
-    }
-}
-
-/// Escapes text for inclusion in HTML.
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
-/// A simple message: a greeting line, paragraphs, and an optional highlighted value (code or token).
-pub fn compose(to: &str, name: &str, subject: &str, paragraphs: &[&str], highlight: Option<&str>) -> Email {
-    let mut text = format!("Hello {name},\n\n");
-    let mut html = format!("<p>Hello {},</p>", escape_html(name));
-    for p in paragraphs {
-        text.push_str(p);
-        text.push_str("\n\n");
-        html.push_str(&format!("<p>{}</p>", escape_html(p)));
-    }
-    if let Some(h) = highlight {
-        text.push_str(&format!("    {h}\n\n"));
-        html.push_str(&format!("<p><strong style=\"font-size:1.4em\">{}</strong></p>", escape_html(h)));
-    }
-    text.push_str("— payd\n");
-    html.push_str("<p>— payd</p>");
-    Email { to: to.to_owned(), subject: subject.to_owned(), text, html }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn html_is_escaped() {
-        let e = compose("a@b.c", "<script>x</script>", "s", &["1 < 2 & \"q\""], Some("<b>"));
-        assert!(!e.html.contains("<script>"));
-        assert!(e.html.contains("&lt;script&gt;"));
-        assert!(e.html.contains("1 &lt; 2 &amp; &quot;q&quot;"));
-        assert!(e.text.contains("<script>x</script>"));
     }
 }

@@ -4,8 +4,8 @@
 
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
-use chrono::{Datelike, Utc};
-use payd_actors::{CardError, ExecError, FailureReason, OpFailure};
+use chrono::{DateTime, Datelike, Utc};
+use payd_actors::{CardError, ExecError, FailureReason, JournalEntry, OpFailure};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -33,43 +33,154 @@ pub struct MoneyOp {
     /// Card that must pass the credit check (not closed).
     pub credit_card: Option<i64>,
     pub reverses: Option<Uuid>,
-    pub initiated_by: i64,
+    pub initiated_by: Option<i64>,
+    pub merchant_id: Option<i64>,
+    pub api_key_id: Option<i64>,
+    pub order_ref: Option<String>,
+    /// For refunds: (payment, its amount).
+    pub refund_of: Option<(Uuid, i64)>,
 }
 
-fn message(reason: &FailureReason) -> String {
-    match reason {
-        FailureReason::InsufficientFunds => "insufficient funds on the source card".into(),
-        FailureReason::CardFrozen => "the card is frozen and cannot be debited".into(),
-        FailureReason::CardClosed => "the card is closed".into(),
-        FailureReason::CardExpired => "the card has expired".into(),
-        FailureReason::SameAccount => "source and destination must differ".into(),
-        FailureReason::Rejected(r) => format!("the ledger refused the operation: {r}"),
+/// A business failure: stable code, message, HTTP status.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+    pub status: StatusCode,
+}
+
+impl Failure {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self { code: code.to_owned(), message: message.into(), status: StatusCode::PAYMENT_REQUIRED }
     }
 }
 
-fn status_for(reason: &FailureReason) -> StatusCode {
-    match reason {
-        FailureReason::SameAccount => StatusCode::UNPROCESSABLE_ENTITY,
-        _ => StatusCode::PAYMENT_REQUIRED,
+impl From<&FailureReason> for Failure {
+    fn from(reason: &FailureReason) -> Self {
+        let message = match reason {
+            FailureReason::InsufficientFunds => "insufficient funds on the source account".to_owned(),
+            FailureReason::CardFrozen => "the card is frozen and cannot be debited".to_owned(),
+            FailureReason::CardClosed => "the card is closed".to_owned(),
+            FailureReason::CardExpired => "the card has expired".to_owned(),
+            FailureReason::SameAccount => "source and destination must differ".to_owned(),
+            FailureReason::Rejected(r) => format!("the ledger refused the operation: {r}"),
+        };
+        let status = match reason {
+            FailureReason::SameAccount => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::PAYMENT_REQUIRED,
+        };
+        Self { code: reason.code().to_owned(), message, status }
     }
 }
 
-fn failure_body(view: &OperationView, reason: &FailureReason, request_id: &str) -> serde_json::Value {
-    serde_json::json!({
-        "error": { "code": reason.code(), "message": message(reason), "request_id": request_id },
-        "operation": view,
-    })
+/// The records of one request, prepared before execution.
+#[derive(Clone)]
+struct Prepared {
+    op: MoneyOp,
+    row: NewOperation,
+    view: OperationView,
+    request_id: String,
 }
 
-fn event(op: &MoneyOp, view: &OperationView) -> NewEvent {
-    let card = op.source_card.or(op.dest_card).unwrap_or_default();
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_type: format!("{}.{}", op.kind, if view.status == "success" { "completed" } else { "failed" }),
-        schema_version: 1,
-        aggregate_type: "card".into(),
-        aggregate_key: format!("card:{card}"),
-        payload: serde_json::json!({ "operation": view, "initiated_by": op.initiated_by }),
+impl Prepared {
+    fn new(state: &AppState, op: MoneyOp, now: DateTime<Utc>) -> Self {
+        let row = NewOperation {
+            id: Uuid::now_v7(),
+            kind: op.kind.to_owned(),
+            status: "success".into(),
+            failure_reason: None,
+            amount: op.amount,
+            currency: state.settings.money.currency.clone(),
+            method: op.method.clone(),
+            source_card_id: op.source_card,
+            dest_card_id: op.dest_card,
+            debit_account_id: op.debit_account,
+            credit_account_id: op.credit_account,
+            reverses_id: op.reverses,
+            initiated_by: op.initiated_by,
+            created_at: now,
+            merchant_id: op.merchant_id,
+            api_key_id: op.api_key_id,
+            order_ref: op.order_ref.clone(),
+        };
+        let view = OperationView {
+            id: row.id,
+            kind: row.kind.clone(),
+            status: row.status.clone(),
+            failure_reason: None,
+            amount: row.amount,
+            currency: row.currency.clone(),
+            method: row.method.clone(),
+            source_card_id: row.source_card_id,
+            dest_card_id: row.dest_card_id,
+            reverses_id: row.reverses_id,
+            merchant_id: row.merchant_id,
+            order_ref: row.order_ref.clone(),
+            created_at: now,
+            archived_at: None,
+        };
+        Self { op, row, view, request_id: request_id::current().unwrap_or_default() }
+    }
+
+    fn event(&self, view: &OperationView) -> NewEvent {
+        let key = match (self.op.merchant_id, self.op.source_card.or(self.op.dest_card)) {
+            (Some(m), _) => format!("merchant:{m}"),
+            (None, Some(c)) => format!("card:{c}"),
+            (None, None) => "platform".to_owned(),
+        };
+        NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: format!("{}.{}", self.op.kind, if view.status == "success" { "completed" } else { "failed" }),
+            schema_version: 1,
+            aggregate_type: if self.op.merchant_id.is_some() { "merchant".into() } else { "card".into() },
+            aggregate_key: key,
+            payload: serde_json::json!({ "operation": view, "initiated_by": self.op.initiated_by }),
+        }
+    }
+
+    fn idempotency(&self, status: StatusCode, body: serde_json::Value) -> NewIdempotency {
+        NewIdempotency {
+            scope: self.op.scope.clone(),
+            key: self.op.key.clone(),
+            request_hash: self.op.request_hash.clone(),
+            operation_id: Some(self.row.id),
+            response_status: i16::try_from(status.as_u16()).unwrap_or(500),
+            response_body: body,
+        }
+    }
+
+    fn success_body(&self) -> serde_json::Value {
+        serde_json::to_value(&self.view).unwrap_or_default()
+    }
+
+    fn success(&self) -> OpRecord {
+        OpRecord {
+            operation: self.row.clone(),
+            idempotency: Some(self.idempotency(StatusCode::CREATED, self.success_body())),
+            events: vec![self.event(&self.view)],
+            refund_of: self.op.refund_of,
+        }
+    }
+
+    fn failed_view(&self, f: &Failure) -> OperationView {
+        OperationView { status: "failed".into(), failure_reason: Some(f.code.clone()), ..self.view.clone() }
+    }
+
+    fn failure_body(&self, f: &Failure) -> serde_json::Value {
+        serde_json::json!({
+            "error": { "code": f.code, "message": f.message, "request_id": self.request_id },
+            "operation": self.failed_view(f),
+        })
+    }
+
+    fn failure(&self, f: &Failure) -> OpRecord {
+        let view = self.failed_view(f);
+        OpRecord {
+            operation: NewOperation { status: "failed".into(), failure_reason: Some(f.code.clone()), ..self.row.clone() },
+            idempotency: Some(self.idempotency(f.status, self.failure_body(f))),
+            events: vec![self.event(&view)],
+            refund_of: None,
+        }
     }
 }
 
@@ -82,91 +193,19 @@ pub async fn run(state: &AppState, op: MoneyOp) -> Result<HttpResponse, ApiError
         return Ok(stored.replay(&op.request_hash)?);
     }
     let now = Utc::now();
-    let request_id = request_id::current().unwrap_or_default();
-    let row = NewOperation {
-        id: Uuid::now_v7(),
-        kind: op.kind.to_owned(),
-        status: "success".into(),
-        failure_reason: None,
-        amount: op.amount,
-        currency: state.settings.money.currency.clone(),
-        method: op.method.clone(),
-        source_card_id: op.source_card,
-        dest_card_id: op.dest_card,
-        debit_account_id: op.debit_account,
-        credit_account_id: op.credit_account,
-        reverses_id: op.reverses,
-        initiated_by: Some(op.initiated_by),
-        created_at: now,
-        merchant_id: None,
-        api_key_id: None,
-        order_ref: None,
-    };
-    let view = OperationView {
-        id: row.id,
-        kind: row.kind.clone(),
-        status: row.status.clone(),
-        failure_reason: None,
-        amount: row.amount,
-        currency: row.currency.clone(),
-        method: row.method.clone(),
-        source_card_id: row.source_card_id,
-        dest_card_id: row.dest_card_id,
-        reverses_id: row.reverses_id,
-        created_at: now,
-        archived_at: None,
-    };
-    let idem = |status: StatusCode, body: serde_json::Value, id: Uuid| NewIdempotency {
-        scope: op.scope.clone(),
-        key: op.key.clone(),
-        request_hash: op.request_hash.clone(),
-        operation_id: Some(id),
-        response_status: i16::try_from(status.as_u16()).unwrap_or(500),
-        response_body: body,
-    };
-    let success_body = serde_json::to_value(&view).map_err(ApiError::internal)?;
-    let success = OpRecord {
-        operation: row.clone(),
-        idempotency: Some(idem(StatusCode::CREATED, success_body.clone(), row.id)),
-        events: vec![event(&op, &view)],
-    };
-    let failed_view = |reason: &FailureReason| OperationView {
-        status: "failed".into(),
-        failure_reason: Some(reason.code().to_owned()),
-        ..view.clone()
-    };
+    let prepared = Prepared::new(state, op.clone(), now);
     let on_failure = {
-        let (op, row, request_id) = (op.clone(), row.clone(), request_id.clone());
-        let idem_parts = (op.scope.clone(), op.key.clone(), op.request_hash.clone());
-        let view = view.clone();
-        move |reason: FailureReason| {
-            let fv = OperationView { status: "failed".into(), failure_reason: Some(reason.code().to_owned()), ..view };
-            OpRecord {
-                operation: NewOperation {
-                    status: "failed".into(),
-                    failure_reason: Some(reason.code().to_owned()),
-                    ..row.clone()
-                },
-                idempotency: Some(NewIdempotency {
-                    scope: idem_parts.0,
-                    key: idem_parts.1,
-                    request_hash: idem_parts.2,
-                    operation_id: Some(row.id),
-                    response_status: i16::try_from(status_for(&reason).as_u16()).unwrap_or(402),
-                    response_body: failure_body(&fv, &reason, &request_id),
-                }),
-                events: vec![event(&op, &fv)],
-            }
-        }
+        let p = prepared.clone();
+        move |reason: FailureReason| p.failure(&Failure::from(&reason))
     };
-    let today = (now.year(), now.month());
+    let success = prepared.success();
     let operation = payd_actors::Operation {
         debit_card: op.debit_card,
         credit_card: op.credit_card,
         debit_account: op.debit_account,
         credit_account: op.credit_account,
         amount: op.amount,
-        today,
+        today: (now.year(), now.month()),
         on_success: Box::new(move || success),
         on_failure: Box::new(on_failure),
         span: tracing::Span::current(),
@@ -174,29 +213,52 @@ pub async fn run(state: &AppState, op: MoneyOp) -> Result<HttpResponse, ApiError
     match state.ledger.ledger.execute(operation).await {
         Ok(_) => {
             crate::metrics::count(op.kind, "success");
-            Ok(HttpResponse::Created().json(success_body))
+            Ok(HttpResponse::Created().json(prepared.success_body()))
         }
         Err(OpFailure::Recorded { reason }) => {
+            let f = Failure::from(&reason);
             crate::metrics::count(op.kind, reason.code());
-            let body = failure_body(&failed_view(&reason), &reason, &request_id);
-            Ok(HttpResponse::build(status_for(&reason)).json(body))
+            Ok(HttpResponse::build(f.status).json(prepared.failure_body(&f)))
         }
-        Err(OpFailure::Duplicate) => {
-            // A concurrent request with the same key won (or the operation was already reversed).
-            match idempotency::lookup(&state.db, op.scope.clone(), op.key.clone()).await? {
-                Some(stored) => Ok(stored.replay(&op.request_hash)?),
-                None if op.reverses.is_some() => {
-                    Err(PaymentError::NotReversible("the operation was already reversed".into()).into())
-                }
-                None => Err(PaymentError::OutcomeUnknown.into()),
-            }
-        }
+        Err(OpFailure::Duplicate) => duplicate(state, &op).await,
         Err(OpFailure::NotRecorded(e)) => Err(exec_error(e, &op).into()),
         Err(OpFailure::Unrecorded { error, .. }) => Err(exec_error(error, &op).into()),
         Err(OpFailure::Unknown(m)) => {
             tracing::warn!(reason = %m, "money operation outcome unknown");
             Err(PaymentError::OutcomeUnknown.into())
         }
+    }
+}
+
+/// Records a failed attempt decided before the ledger path (e.g. a wrong CVV), with no postings.
+///
+/// # Errors
+/// As [`run`].
+pub async fn record_failed(state: &AppState, op: MoneyOp, failure: Failure) -> Result<HttpResponse, ApiError> {
+    if let Some(stored) = idempotency::lookup(&state.db, op.scope.clone(), op.key.clone()).await? {
+        return Ok(stored.replay(&op.request_hash)?);
+    }
+    let prepared = Prepared::new(state, op.clone(), Utc::now());
+    let entry = JournalEntry { postings: Vec::new(), record: prepared.failure(&failure) };
+    match state.ledger.ledger.writer().commit(entry).await {
+        Ok(_) => {
+            crate::metrics::count(op.kind, "failed");
+            Ok(HttpResponse::build(failure.status).json(prepared.failure_body(&failure)))
+        }
+        Err(payd_actors::CommitError::Rejected { reason, .. }) if payd_actors::is_duplicate_reason(&reason) => {
+            duplicate(state, &op).await
+        }
+        Err(e) => Err(exec_error(ExecError::Commit(e), &op).into()),
+    }
+}
+
+async fn duplicate(state: &AppState, op: &MoneyOp) -> Result<HttpResponse, ApiError> {
+    // A concurrent request with the same key won, or a uniqueness rule of the operation itself refused it.
+    match idempotency::lookup(&state.db, op.scope.clone(), op.key.clone()).await? {
+        Some(stored) => Ok(stored.replay(&op.request_hash)?),
+        None if op.kind == "reversal" => Err(PaymentError::NotReversible("the operation was already reversed".into()).into()),
+        None if op.kind == "payment" => Err(PaymentError::OrderRefTaken.into()),
+        None => Err(PaymentError::OutcomeUnknown.into()),
     }
 }
 

@@ -31,6 +31,8 @@ pub enum PaymentError {
     OperationNotFound,
     #[error("{0}")]
     NotReversible(String),
+    #[error("this order_ref was already paid")]
+    OrderRefTaken,
     #[error("money records are never purged; archive them instead")]
     NeverPurged,
     #[error("the ledger is busy; retry shortly")]
@@ -71,6 +73,9 @@ pub struct Operation {
     pub initiated_by: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub archived_at: Option<DateTime<Utc>>,
+    pub merchant_id: Option<i64>,
+    pub api_key_id: Option<i64>,
+    pub order_ref: Option<String>,
 }
 
 /// An operation as the API shows it.
@@ -87,6 +92,10 @@ pub struct OperationView {
     pub source_card_id: Option<i64>,
     pub dest_card_id: Option<i64>,
     pub reverses_id: Option<uuid::Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_ref: Option<String>,
     pub created_at: DateTime<Utc>,
     pub archived_at: Option<DateTime<Utc>>,
 }
@@ -104,6 +113,8 @@ impl From<Operation> for OperationView {
             source_card_id: o.source_card_id,
             dest_card_id: o.dest_card_id,
             reverses_id: o.reverses_id,
+            merchant_id: o.merchant_id,
+            order_ref: o.order_ref,
             created_at: o.created_at,
             archived_at: o.archived_at,
         }

@@ -211,7 +211,11 @@ async fn topup(
             debit_card: None,
             credit_card: Some(body.card_id),
             reverses: None,
-            initiated_by: user.user_id,
+            initiated_by: Some(user.user_id),
+        merchant_id: None,
+        api_key_id: None,
+        order_ref: None,
+        refund_of: None,
         },
     )
     .await
@@ -244,7 +248,11 @@ async fn withdraw(
             debit_card: Some(body.card_id),
             credit_card: None,
             reverses: None,
-            initiated_by: user.user_id,
+            initiated_by: Some(user.user_id),
+        merchant_id: None,
+        api_key_id: None,
+        order_ref: None,
+        refund_of: None,
         },
     )
     .await
@@ -278,7 +286,11 @@ async fn transfer(
             debit_card: Some(body.from_card_id),
             credit_card: Some(body.to_card_id),
             reverses: None,
-            initiated_by: user.user_id,
+            initiated_by: Some(user.user_id),
+        merchant_id: None,
+        api_key_id: None,
+        order_ref: None,
+        refund_of: None,
         },
     )
     .await
@@ -479,7 +491,11 @@ async fn reverse(
             debit_card: op.dest_card_id,
             credit_card: op.source_card_id,
             reverses: Some(op.id),
-            initiated_by: user.user_id,
+            initiated_by: Some(user.user_id),
+        merchant_id: None,
+        api_key_id: None,
+        order_ref: None,
+        refund_of: None,
         },
     )
     .await

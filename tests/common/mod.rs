@@ -79,7 +79,14 @@ pub fn fresh_database() -> String {
     let mut last = None;
     for _ in 0..50 {
         match conn.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {tpl}")) {
-            Ok(()) => return format!("{}/{name}", server_url()),
+            Ok(()) => {
+                let url = format!("{}/{name}", server_url());
+                // A template built by a test binary of another build of this tree (same migration files,
+                // older embedded migrations) may lack the newest migrations: apply whatever is missing.
+                let mut c = PgConnection::establish(&url).unwrap();
+                payd::storage::migrate_up(&mut c).unwrap();
+                return url;
+            }
             Err(e) => {
                 last = Some(e);
                 std::thread::sleep(std::time::Duration::from_millis(100));
@@ -119,6 +126,13 @@ impl TestApp {
     }
 
     pub async fn spawn_with(settings: Settings) -> Self {
+        // `PAYD_TEST_LOG=debug cargo test …` shows the app's logs.
+        if let Ok(level) = std::env::var("PAYD_TEST_LOG") {
+            let mut t = settings.telemetry.clone();
+            t.log_level = level;
+            t.log_format = payd::config::LogFormat::Pretty;
+            std::mem::forget(payd::telemetry::init(&t));
+        }
         let running = payd::run(settings.clone()).await.expect("app starts");
         let handle = running.handle.clone();
         actix_web::rt::spawn(running.server);
@@ -182,8 +196,42 @@ impl TestApp {
         b["access_token"].as_str().unwrap().to_owned()
     }
 
-    /// The newest message to `to` in the development mailbox.
+    /// Waits (up to ~10 s) until e-mail delivery has caught up: every outbox event is published (so
+    /// the in-process notifier has queued its e-mails) and no e-mail job to `to` is still pending.
+    /// E-mails are delivered asynchronously by the events workers since the events issue.
+    pub async fn settle_mail(&self, to: &str) {
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut conn = self.db();
+        loop {
+            let unpublished: N =
+                diesel::sql_query("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL").get_result(&mut conn).unwrap();
+            let pending: N = diesel::sql_query(
+                "SELECT count(*) AS n FROM email_jobs WHERE to_address = lower($1) AND status = 'pending'",
+            )
+            .bind::<diesel::sql_types::Text, _>(to)
+            .get_result(&mut conn)
+            .unwrap();
+            if unpublished.n == 0 && pending.n == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "e-mail to {to} not delivered in time ({} unpublished events, {} pending jobs)",
+                unpublished.n,
+                pending.n
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The newest message to `to` in the development mailbox (after delivery has caught up).
     pub async fn last_mail(&self, to: &str) -> Value {
+        self.settle_mail(to).await;
         let admin = self.admin_token().await;
         let (s, b) = self.get(&format!("/api/v1/admin/mailbox?to={to}&limit=1"), Some(&admin)).await;
         assert_eq!(s, 200, "{b}");

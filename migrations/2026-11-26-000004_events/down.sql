@@ -1,0 +1,12 @@
+DROP TABLE webhook_attempts;
+DROP TABLE webhook_deliveries;
+DROP TABLE webhook_endpoints;
+DROP TABLE dead_letters;
+DROP TABLE email_jobs;
+DROP TABLE processed_events;
+DROP INDEX outbox_published_idx;
+DROP INDEX outbox_unpublished_key_idx;
+ALTER TABLE outbox DROP COLUMN last_error;
+ALTER TABLE outbox DROP COLUMN publish_attempts;
+ALTER TABLE outbox DROP COLUMN lease_until;
+ALTER TABLE outbox DROP COLUMN lease_owner;

@@ -1,0 +1,263 @@
+//! Kafka via rdkafka (bundled librdkafka). One topic per event family (`<prefix>.payment`, …),
+//! created on demand; message key = aggregate key, so one key stays on one partition and in order;
+//! an idempotent producer (`enable.idempotence=true`, acks=all). Consumers are consumer groups
+//! (`<group_prefix>.<consumer>`) that store each message's offset only after processing it and
+//! commit stored offsets (auto-commit of *stored* offsets only), so a crash replays, never skips.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+
+use super::{Broker, BrokerError, PublishError};
+use crate::config::EventSettings;
+use crate::events::consumer::Disposition;
+use crate::events::{catalogue, Backoff, Consumer, Envelope};
+
+fn unavailable(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(e.to_string())
+}
+
+/// The topic of an event type: `<prefix>.<family>`.
+pub fn topic_for(prefix: &str, event_type: &str) -> String {
+    format!("{prefix}.{}", catalogue::family(event_type))
+}
+
+/// Every topic payd publishes to.
+pub fn topics(prefix: &str) -> Vec<String> {
+    catalogue::families().into_iter().map(|f| format!("{prefix}.{f}")).collect()
+}
+
+#[derive(Clone)]
+struct Cfg {
+    brokers: String,
+    topic_prefix: String,
+    group_prefix: String,
+    partitions: i32,
+    message_timeout_ms: u64,
+    retry_initial: Duration,
+    retry_max: Duration,
+}
+
+pub struct KafkaBroker {
+    cfg: Cfg,
+    producer: Mutex<Option<FutureProducer>>,
+    topics_ready: AtomicBool,
+}
+
+impl KafkaBroker {
+    /// Configures the clients; nothing connects until the first publish or subscribe.
+    ///
+    /// # Errors
+    /// `BrokerError::Config` when librdkafka refuses the configuration.
+    pub fn new(settings: &EventSettings) -> Result<Self, BrokerError> {
+        let cfg = Cfg {
+            brokers: settings.kafka_brokers.clone(),
+            topic_prefix: settings.kafka_topic_prefix.clone(),
+            group_prefix: settings.kafka_group_prefix.clone(),
+            partitions: settings.kafka_partitions,
+            message_timeout_ms: settings.kafka_message_timeout_ms,
+            retry_initial: Duration::from_millis(settings.backoff_initial_ms),
+            retry_max: Duration::from_millis(settings.backoff_max_ms),
+        };
+        let me = Self { cfg, producer: Mutex::new(None), topics_ready: AtomicBool::new(false) };
+        // Fail fast on a configuration librdkafka refuses.
+        let _producer = me.producer()?;
+        Ok(me)
+    }
+
+    fn base(&self) -> ClientConfig {
+        base_config(&self.cfg)
+    }
+
+    fn producer(&self) -> Result<FutureProducer, BrokerError> {
+        let mut guard = self.producer.lock().map_err(|_| BrokerError::Config("producer lock poisoned".into()))?;
+        if let Some(p) = guard.as_ref() {
+            match p.client().fatal_error() {
+                None => return Ok(p.clone()),
+                Some((code, reason)) => {
+                    tracing::warn!(?code, reason, "kafka producer hit a fatal error; recreating it");
+                }
+            }
+        }
+        let timeout = self.cfg.message_timeout_ms.to_string();
+        let p: FutureProducer = self
+            .base()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", &timeout)
+            .set("request.timeout.ms", &timeout)
+            .create()
+            .map_err(|e| BrokerError::Config(e.to_string()))?;
+        *guard = Some(p.clone());
+        Ok(p)
+    }
+
+    async fn ensure_topics(&self) -> Result<(), BrokerError> {
+        if self.topics_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        ensure_topics(&self.cfg).await?;
+        self.topics_ready.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+fn base_config(cfg: &Cfg) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers)
+        .set("client.id", "payd")
+        .set("broker.address.family", "v4")
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "2000")
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        .set("socket.timeout.ms", "10000");
+    c
+}
+
+/// Creates the family topics that do not exist yet.
+async fn ensure_topics(cfg: &Cfg) -> Result<(), BrokerError> {
+    let admin: AdminClient<DefaultClientContext> = base_config(cfg).create().map_err(unavailable)?;
+    let names = topics(&cfg.topic_prefix);
+    let new: Vec<NewTopic<'_>> =
+        names.iter().map(|n| NewTopic::new(n, cfg.partitions, TopicReplication::Fixed(1))).collect();
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(5)))
+        .request_timeout(Some(Duration::from_secs(5)));
+    let results = admin.create_topics(new.iter(), &opts).await.map_err(unavailable)?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(BrokerError::Unavailable(format!("create topic {topic}: {code}"))),
+        }
+    }
+    Ok(())
+}
+
+fn is_topic_error(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownPartition)
+    )
+}
+
+#[async_trait]
+impl Broker for KafkaBroker {
+    fn kind(&self) -> &'static str {
+        "kafka"
+    }
+
+    async fn publish(&self, events: &[Envelope]) -> Result<(), PublishError> {
+        let fail0 = |error| PublishError { published: 0, error };
+        self.ensure_topics().await.map_err(fail0)?;
+        let producer = self.producer().map_err(fail0)?;
+        let mut bodies = Vec::with_capacity(events.len());
+        for e in events {
+            bodies.push(serde_json::to_vec(e).map_err(|x| fail0(BrokerError::Config(x.to_string())))?);
+        }
+        let topics: Vec<String> = events.iter().map(|e| topic_for(&self.cfg.topic_prefix, &e.event_type)).collect();
+        let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
+        let mut pending = Vec::with_capacity(events.len());
+        let mut enqueue_error = None;
+        for (i, e) in events.iter().enumerate() {
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "event_type", value: Some(e.event_type.as_str()) })
+                .insert(Header { key: "event_id", value: Some(ids[i].as_str()) });
+            let record = FutureRecord::to(&topics[i]).key(&e.aggregate_key).payload(&bodies[i]).headers(headers);
+            match producer.send_result(record) {
+                Ok(f) => pending.push(f),
+                Err((err, _)) => {
+                    enqueue_error = Some(err);
+                    break;
+                }
+            }
+        }
+        let mut ok = 0;
+        let mut error: Option<KafkaError> = enqueue_error;
+        for f in pending {
+            match f.await {
+                Ok(Ok(_)) if error.is_none() => ok += 1,
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    error.get_or_insert(e);
+                }
+                Err(_) => {
+                    error.get_or_insert(KafkaError::Canceled);
+                }
+            }
+        }
+        match error {
+            None => Ok(()),
+            Some(e) => {
+                if is_topic_error(&e) {
+                    self.topics_ready.store(false, Ordering::Release);
+                }
+                Err(PublishError { published: ok, error: unavailable(e) })
+            }
+        }
+    }
+
+    async fn subscribe(&self, consumer: Consumer) -> Result<(), BrokerError> {
+        let cfg = self.cfg.clone();
+        let consumer = Arc::new(consumer);
+        let group = format!("{}.{}", cfg.group_prefix, consumer.name());
+        let client: StreamConsumer = self
+            .base()
+            .set("group.id", &group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "500")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(|e| BrokerError::Config(e.to_string()))?;
+        let client = Arc::new(client);
+        actix_web::rt::spawn(async move {
+            let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_max);
+            while let Err(e) = ensure_topics(&cfg).await {
+                let wait = backoff.next_delay();
+                tracing::warn!(group = %group, error = %e, "kafka unavailable; consumer waiting for topics");
+                tokio::time::sleep(wait).await;
+            }
+            let names = topics(&cfg.topic_prefix);
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            if let Err(e) = client.subscribe(&refs) {
+                tracing::error!(group = %group, error = %e, "kafka consumer could not subscribe");
+                return;
+            }
+            tracing::info!(group = %group, "kafka consumer started");
+            backoff.reset();
+            loop {
+                match client.recv().await {
+                    Ok(msg) => {
+                        backoff.reset();
+                        let disposition = consumer.process(msg.payload().unwrap_or_default()).await;
+                        if disposition == Disposition::DeadLetter {
+                            tracing::warn!(group = %group, topic = msg.topic(), partition = msg.partition(),
+                                offset = msg.offset(), "kafka message dead-lettered and skipped");
+                        }
+                        if let Err(e) = client.store_offset_from_message(&msg) {
+                            tracing::warn!(group = %group, error = %e, "offset not stored; message may be redelivered");
+                        }
+                    }
+                    Err(e) => {
+                        let wait = backoff.next_delay();
+                        tracing::debug!(group = %group, error = %e, "kafka consumer error");
+                        tokio::time::sleep(wait.min(Duration::from_secs(2))).await;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,401 @@
+//! Merchant payments and refunds: `POST /api/v1/payments` (X-Api-Key, Idempotency-Key) charges a card
+//! into the merchant's account through the actor ledger; refunds (full or partial) flow back as linked
+//! entries whose running total is guarded in the same transaction. Plus the payment views.
+
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Datelike, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+use crate::app::AppState;
+use crate::cards::pan::{self, Pan};
+use crate::http::auth::AuthUser;
+use crate::http::error::ApiError;
+use crate::http::pagination::{encode_cursor, Page, PageQuery};
+use crate::http::routes::{Access, Api, ADMIN};
+use crate::http::Valid;
+use crate::merchants::keys::MerchantPrincipal;
+use crate::merchants::{find_for, MerchantError};
+use crate::payments::execute::{self, Failure, MoneyOp};
+use crate::payments::{idempotency, methods, Operation, OperationView, PaymentError};
+use crate::storage::schema::{cards, merchants, operations, refund_totals};
+use crate::storage::{self, StorageError};
+
+pub fn register(api: &mut Api) {
+    let t = "payments";
+    let (r, s) = api.route(Method::POST, "/api/v1/payments", Access::ApiKey, t, "Charge a card (X-Api-Key and Idempotency-Key)", web::post().to(pay));
+    r.body::<PaymentRequest>(s).responds::<OperationView>(201, s);
+    let (r, s) = api.route(Method::POST, "/api/v1/payments/{id}/refunds", Access::ApiKeyOrRole(&["admin"]), t, "Refund a payment, fully or partly (Idempotency-Key)", web::post().to(refund));
+    r.body::<RefundRequest>(s).responds::<OperationView>(201, s);
+    let (r, s) = api.route(Method::GET, "/api/v1/payments", Access::Authenticated, t, "Payments on your cards (admins: all)", web::get().to(list_for_user));
+    r.query(&["merchant_id", "api_key_id", "card_id", "status", "from", "to", "limit", "cursor"]).responds_page::<OperationView>(s);
+    let (r, s) = api.route(Method::GET, "/api/v1/payments/{id}", Access::Authenticated, t, "A payment (customer, merchant owner or admin)", web::get().to(get));
+    r.responds::<OperationView>(200, s);
+    let (r, s) = api.route(Method::GET, "/api/v1/payments/{id}/refunds", Access::Authenticated, t, "Refunds of a payment", web::get().to(refunds_of));
+    r.responds::<Vec<OperationView>>(200, s);
+    let (r, s) = api.route(Method::GET, "/api/v1/merchants/{id}/payments", Access::Authenticated, t, "A merchant's payments and refunds (owner or admin)", web::get().to(list_for_merchant));
+    r.query(&["api_key_id", "card_id", "status", "kind", "from", "to", "limit", "cursor"]).responds_page::<OperationView>(s);
+    let (r, s) = api.route(Method::GET, "/api/v1/merchant/payments", Access::ApiKey, t, "The API key's merchant's payments and refunds", web::get().to(list_for_key));
+    r.query(&["api_key_id", "card_id", "status", "kind", "from", "to", "limit", "cursor"]).responds_page::<OperationView>(s);
+    let _ = ADMIN;
+}
+
+#[derive(Deserialize, Serialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequest {
+    #[validate(length(min = 12, max = 23, message = "card_number must be 12-19 digits"))]
+    pub card_number: String,
+    #[validate(range(min = 1, max = 12, message = "expiry_month must be 1-12"))]
+    pub expiry_month: i32,
+    #[validate(range(min = 2000, max = 2200, message = "expiry_year must be a four-digit year"))]
+    pub expiry_year: i32,
+    #[validate(length(min = 3, max = 4, message = "cvv must be 3 or 4 digits"))]
+    pub cvv: String,
+    pub amount: i64,
+    #[validate(custom(function = "methods::validate"))]
+    pub method: String,
+    /// The merchant's own order reference, paid at most once.
+    #[validate(length(min = 1, max = 100, message = "order_ref must be 1-100 characters"))]
+    pub order_ref: String,
+    pub currency: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Validate, utoipa::ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    /// Minor units; defaults to everything still refundable.
+    pub amount: Option<i64>,
+    #[validate(length(max = 500, message = "reason must be at most 500 characters"))]
+    pub reason: Option<String>,
+}
+
+fn money_checks(state: &AppState, amount: i64, currency: Option<&str>) -> Result<(), ApiError> {
+    let m = &state.settings.money;
+    if currency.is_some_and(|c| c != m.currency) {
+        return Err(ApiError::validation("currency", format!("currency must be {}", m.currency)));
+    }
+    if amount < m.min_amount || amount > m.max_amount {
+        return Err(ApiError::validation("amount", format!("amount must be between {} and {} (minor units)", m.min_amount, m.max_amount)));
+    }
+    Ok(())
+}
+
+type CardRow = (i64, i64, String, i32, i32);
+
+async fn pay(state: web::Data<AppState>, req: HttpRequest, key: MerchantPrincipal, body: Valid<PaymentRequest>) -> Result<HttpResponse, ApiError> {
+    let idem = idempotency::key(&req)?;
+    let body = body.into_inner();
+    let scope = format!("merchant:{}", key.merchant_id);
+    // The hash never includes the CVV in clear (it is hashed with everything else).
+    let hash = idempotency::request_hash("payment", "", &serde_json::to_value(&body).map_err(ApiError::internal)?);
+    if let Some(stored) = idempotency::lookup(&state.db, scope.clone(), idem.clone()).await? {
+        return Ok(stored.replay(&hash)?);
+    }
+    money_checks(&state, body.amount, body.currency.as_deref())?;
+    if !body.cvv.chars().all(|c| c.is_ascii_digit()) {
+        return Err(ApiError::validation("cvv", "cvv must be digits"));
+    }
+    let method = methods::canonical(&body.method).ok_or_else(|| ApiError::validation("method", "unknown method"))?;
+    let number = Pan::parse(&body.card_number).ok_or_else(|| ApiError::validation("card_number", "card_number is not a valid card number"))?;
+    let pan_hash = pan::pan_hash(state.settings.cards.pan_key.expose(), &number);
+    let (merchant_id, order_ref) = (key.merchant_id, body.order_ref.clone());
+    let (card, paid) = storage::run(&state.db, move |conn| {
+        let card: Option<CardRow> = cards::table
+            .filter(cards::pan_hash.eq(pan_hash))
+            .select((cards::id, cards::account_id, cards::brand, cards::expiry_month, cards::expiry_year))
+            .first(conn)
+            .optional()?;
+        let paid: i64 = operations::table
+            .filter(operations::merchant_id.eq(merchant_id))
+            .filter(operations::order_ref.eq(order_ref))
+            .filter(operations::kind.eq("payment"))
+            .filter(operations::status.eq("success"))
+            .count()
+            .get_result(conn)?;
+        Ok::<_, StorageError>((card, paid))
+    })
+    .await?;
+    if paid > 0 {
+        return Err(PaymentError::OrderRefTaken.into());
+    }
+    let Some((card_id, account, brand, month, year)) = card else {
+        // No record: there is no card to record it against, and the answer must not tell numbers apart.
+        crate::metrics::count("payment", "card_declined");
+        return Err(ApiError::new(actix_web::http::StatusCode::PAYMENT_REQUIRED, "card_declined", "the card was declined"));
+    };
+    let op = MoneyOp {
+        kind: "payment",
+        scope,
+        key: idem,
+        request_hash: hash,
+        amount: body.amount,
+        method: Some(method.to_owned()),
+        source_card: Some(card_id),
+        dest_card: None,
+        debit_account: account,
+        credit_account: key.account_id,
+        debit_card: Some(card_id),
+        credit_card: None,
+        reverses: None,
+        initiated_by: None,
+        merchant_id: Some(key.merchant_id),
+        api_key_id: Some(key.key_id),
+        order_ref: Some(body.order_ref.clone()),
+        refund_of: None,
+    };
+    // Wrong CVVs are counted per card; past the limit the card is refused for payments until the
+    // window ends (the card itself is not frozen, its owner can still use it).
+    let m = &state.settings.merchants;
+    let cvv_key = format!("cvvfail:{card_id}");
+    let (failures, retry) = state.cache.count(&cvv_key).await.map_err(|e| PaymentError::Unavailable(e.0))?;
+    if failures >= u64::from(m.cvv_failure_limit) {
+        return execute::record_failed(&state, op, Failure::new("too_many_cvv_failures", format!("too many wrong security codes for this card; retry in {retry} seconds"))).await;
+    }
+    if body.expiry_month != month || body.expiry_year != year {
+        return execute::record_failed(&state, op, Failure::new("invalid_expiry", "the expiry date does not match the card")).await;
+    }
+    let cvv_len = pan::brand(&brand).map_or(3, |b| b.3);
+    if !pan::cvv_matches(state.settings.cards.cvv_key.expose(), &number, month, year, cvv_len, &body.cvv) {
+        state.cache.hit(&cvv_key, m.cvv_failure_window_secs).await.map_err(|e| PaymentError::Unavailable(e.0))?;
+        return execute::record_failed(&state, op, Failure::new("invalid_cvv", "the security code is wrong")).await;
+    }
+    let now = Utc::now();
+    if (year, u32::try_from(month).unwrap_or(12)) < (now.year(), now.month()) {
+        return execute::record_failed(&state, op, Failure::new("card_expired", "the card has expired")).await;
+    }
+    execute::run(&state, op).await
+}
+
+fn find_payment(conn: &mut PgConnection, id: uuid::Uuid) -> Result<Operation, MerchantError> {
+    operations::table
+        .find(id)
+        .filter(operations::kind.eq("payment"))
+        .select(Operation::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or(MerchantError::PaymentNotFound)
+}
+
+fn parse_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("payment"))
+}
+
+async fn refund(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    key: Option<MerchantPrincipal>,
+    admin: Option<AuthUser>,
+    id: web::Path<String>,
+    body: Option<Valid<RefundRequest>>,
+) -> Result<HttpResponse, ApiError> {
+    let idem = idempotency::key(&req)?;
+    let id = parse_id(&id)?;
+    let body = body.map(Valid::into_inner).unwrap_or_default();
+    let scope = match (&key, &admin) {
+        (Some(k), _) => format!("merchant:{}", k.merchant_id),
+        (None, Some(a)) => format!("user:{}", a.user_id),
+        (None, None) => return Err(MerchantError::MissingKey.into()),
+    };
+    let hash = idempotency::request_hash("refund", &id.to_string(), &serde_json::to_value(&body).map_err(ApiError::internal)?);
+    if let Some(stored) = idempotency::lookup(&state.db, scope.clone(), idem.clone()).await? {
+        return Ok(stored.replay(&hash)?);
+    }
+    let (payment, refunded) = storage::run(&state.db, move |conn| {
+        let p = find_payment(conn, id)?;
+        let refunded: Option<i64> =
+            refund_totals::table.find(id).select(refund_totals::refunded).first(conn).optional()?;
+        Ok::<_, MerchantError>((p, refunded.unwrap_or(0)))
+    })
+    .await?;
+    if key.as_ref().is_some_and(|k| Some(k.merchant_id) != payment.merchant_id) {
+        // Another merchant's payment: indistinguishable from an unknown one.
+        return Err(MerchantError::PaymentNotFound.into());
+    }
+    if payment.status != "success" {
+        return Err(MerchantError::NotRefundable(format!("only successful payments can be refunded; this one is {}", payment.status)).into());
+    }
+    let remaining = payment.amount - refunded;
+    let amount = body.amount.unwrap_or(remaining);
+    if amount <= 0 {
+        if remaining == 0 {
+            return Err(MerchantError::NotRefundable("the payment is already fully refunded".into()).into());
+        }
+        return Err(ApiError::validation("amount", "amount must be positive"));
+    }
+    if amount > remaining {
+        return Err(MerchantError::NotRefundable(format!("amount exceeds the refundable amount ({remaining})")).into());
+    }
+    execute::run(
+        &state,
+        MoneyOp {
+            kind: "refund",
+            scope,
+            key: idem,
+            request_hash: hash,
+            amount,
+            method: payment.method.clone(),
+            source_card: None,
+            dest_card: payment.source_card_id,
+            debit_account: payment.credit_account_id,
+            credit_account: payment.debit_account_id,
+            debit_card: None,
+            credit_card: payment.source_card_id,
+            reverses: Some(payment.id),
+            initiated_by: admin.map(|a| a.user_id),
+            merchant_id: payment.merchant_id,
+            api_key_id: key.map(|k| k.key_id),
+            order_ref: payment.order_ref.clone(),
+            refund_of: Some((payment.id, payment.amount)),
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct PaymentListQuery {
+    #[serde(flatten)]
+    page: PageQuery,
+    merchant_id: Option<String>,
+    api_key_id: Option<String>,
+    card_id: Option<String>,
+    status: Option<String>,
+    kind: Option<String>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+}
+
+fn int(v: &Option<String>, field: &'static str) -> Result<Option<i64>, ApiError> {
+    match v.as_deref() {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| ApiError::validation(field, format!("{field} must be an integer"))),
+    }
+}
+
+/// Who is asking, for the payment lists.
+enum Viewer {
+    Admin,
+    Customer(i64),
+    Merchant(i64),
+}
+
+async fn list_payments(state: &AppState, viewer: Viewer, q: PaymentListQuery) -> Result<HttpResponse, ApiError> {
+    let (limit, cursor) = q.page.resolve()?;
+    let merchant = int(&q.merchant_id, "merchant_id")?;
+    let api_key = int(&q.api_key_id, "api_key_id")?;
+    let card = int(&q.card_id, "card_id")?;
+    if q.status.as_deref().is_some_and(|s| s != "success" && s != "failed") {
+        return Err(ApiError::validation("status", "status must be success or failed"));
+    }
+    let kinds: Vec<String> = match q.kind.as_deref() {
+        None | Some("") => vec!["payment".into(), "refund".into()],
+        Some(k @ ("payment" | "refund")) => vec![k.to_owned()],
+        Some(_) => return Err(ApiError::validation("kind", "kind must be payment or refund")),
+    };
+    let rows = storage::run(&state.db, move |conn| {
+        let mut query = operations::table
+            .select(Operation::as_select())
+            .filter(operations::kind.eq_any(kinds))
+            .order(operations::seq.desc())
+            .limit(limit + 1)
+            .into_boxed();
+        match viewer {
+            Viewer::Admin => {}
+            Viewer::Merchant(m) => query = query.filter(operations::merchant_id.eq(m)),
+            Viewer::Customer(u) => {
+                let mine = cards::table.filter(cards::user_id.eq(u)).select(cards::id.nullable());
+                query = query.filter(operations::source_card_id.eq_any(mine).or(operations::dest_card_id.eq_any(mine)));
+            }
+        }
+        if let Some(m) = merchant {
+            query = query.filter(operations::merchant_id.eq(m));
+        }
+        if let Some(k) = api_key {
+            query = query.filter(operations::api_key_id.eq(k));
+        }
+        if let Some(c) = card {
+            query = query.filter(operations::source_card_id.eq(c).or(operations::dest_card_id.eq(c)));
+        }
+        if let Some(s) = q.status {
+            query = query.filter(operations::status.eq(s));
+        }
+        if let Some(f) = q.from {
+            query = query.filter(operations::created_at.ge(f));
+        }
+        if let Some(t) = q.to {
+            query = query.filter(operations::created_at.le(t));
+        }
+        if let Some(c) = cursor {
+            query = query.filter(operations::seq.lt(c));
+        }
+        query.load::<Operation>(conn).map_err(StorageError::from)
+    })
+    .await?;
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut items: Vec<Operation> = rows;
+    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = if more { items.last().map(|o| encode_cursor(o.seq)) } else { None };
+    Ok(HttpResponse::Ok().json(Page { items: items.into_iter().map(OperationView::from).collect(), next_cursor }))
+}
+
+async fn list_for_user(state: web::Data<AppState>, user: AuthUser, q: web::Query<PaymentListQuery>) -> Result<HttpResponse, ApiError> {
+    let viewer = if user.is_admin() { Viewer::Admin } else { Viewer::Customer(user.user_id) };
+    list_payments(&state, viewer, q.into_inner()).await
+}
+
+async fn list_for_merchant(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>, q: web::Query<PaymentListQuery>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    storage::run(&state.db, move |conn| find_for(conn, id, &user)).await?;
+    list_payments(&state, Viewer::Merchant(id), q.into_inner()).await
+}
+
+async fn list_for_key(state: web::Data<AppState>, key: MerchantPrincipal, q: web::Query<PaymentListQuery>) -> Result<HttpResponse, ApiError> {
+    list_payments(&state, Viewer::Merchant(key.merchant_id), q.into_inner()).await
+}
+
+/// Whether a user may see a payment: admin, the card's owner, or the merchant's owner.
+fn may_see(conn: &mut PgConnection, user: &AuthUser, p: &Operation) -> Result<bool, MerchantError> {
+    if user.is_admin() {
+        return Ok(true);
+    }
+    let ids: Vec<i64> = [p.source_card_id, p.dest_card_id].into_iter().flatten().collect();
+    let owns_card: i64 = cards::table.filter(cards::id.eq_any(ids)).filter(cards::user_id.eq(user.user_id)).count().get_result(conn)?;
+    let owns_merchant: i64 = merchants::table
+        .filter(merchants::id.nullable().eq(p.merchant_id))
+        .filter(merchants::owner_id.eq(user.user_id))
+        .count()
+        .get_result(conn)?;
+    Ok(owns_card + owns_merchant > 0)
+}
+
+async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let p = storage::run(&state.db, move |conn| {
+        let p = find_payment(conn, id)?;
+        if !may_see(conn, &user, &p)? {
+            return Err(MerchantError::PaymentNotFound);
+        }
+        Ok(p)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(OperationView::from(p)))
+}
+
+async fn refunds_of(state: web::Data<AppState>, user: AuthUser, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let rows = storage::run(&state.db, move |conn| {
+        let p = find_payment(conn, id)?;
+        if !may_see(conn, &user, &p)? {
+            return Err(MerchantError::PaymentNotFound);
+        }
+        Ok(operations::table
+            .filter(operations::reverses_id.eq(id))
+            .filter(operations::kind.eq("refund"))
+            .select(Operation::as_select())
+            .order(operations::seq.asc())
+            .load::<Operation>(conn)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(rows.into_iter().map(OperationView::from).collect::<Vec<_>>()))
+}

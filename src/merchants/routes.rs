@@ -1,0 +1,682 @@
+//! `/api/v1/merchants…`: apply, profile, admin decisions, documents (upload, download, review),
+//! API keys (create, list, rotate, revoke), balance and statement.
+
+use actix_multipart::Multipart;
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use validator::Validate;
+
+use crate::app::AppState;
+use crate::http::auth::AuthUser;
+use crate::http::error::ApiError;
+use crate::http::pagination::{Page, PageQuery};
+use crate::http::routes::{Access, Api, ADMIN};
+use crate::http::Valid;
+use crate::identity::admin::StatusFilter;
+use crate::identity::model::{self, ROLE_MERCHANT};
+use crate::ledger::NewEvent;
+use crate::merchants::{find, find_for, keys, transition, Merchant, MerchantError};
+use crate::storage::schema::{accounts, merchant_api_keys, merchant_documents, merchants, outbox, postings, operations};
+use crate::storage::{self, StorageError};
+
+pub const DOC_TYPES: &[&str] = &["business_licence", "owner_identity", "tax_id", "bank_statement"];
+
+pub fn register(api: &mut Api) {
+    use Access::Authenticated as A;
+    let t = "merchants";
+    let (r, s) = api.route(Method::POST, "/api/v1/merchants", A, t, "Apply to become a merchant (pending)", web::post().to(apply));
+    r.body::<ApplyRequest>(s).responds::<Merchant>(201, s);
+    let (r, s) = api.route(Method::GET, "/api/v1/merchants", A, t, "List merchants (own; admins: all, filter by status, search)", web::get().to(list));
+    r.query(&["status", "search", "archived", "limit", "cursor"]).responds_page::<Merchant>(s);
+    let (r, s) = api.route(Method::GET, "/api/v1/merchants/{id}", A, t, "Get a merchant (owner or admin)", web::get().to(get));
+    r.responds::<Merchant>(200, s);
+    let (r, s) = api.route(Method::PATCH, "/api/v1/merchants/{id}", A, t, "Edit the profile (never status or owner)", web::patch().to(update));
+    r.body::<ProfileRequest>(s).responds::<Merchant>(200, s);
+    for action in ["approve", "reject", "suspend", "reactivate", "close", "archive", "restore"] {
+        let path = format!("/api/v1/merchants/{{id}}/{action}");
+        let (r, s) = api.route(Method::POST, &path, ADMIN, t, "Admin decision on a merchant", web::post().to(decide));
+        r.body::<DecisionRequest>(s).responds::<Merchant>(200, s);
+    }
+    let (r, s) = api.route(Method::POST, "/api/v1/merchants/{id}/documents", A, t, "Upload a document (multipart: doc_type, file)", web::post().to(upload));
+    r.body_as("multipart/form-data").responds::<DocumentView>(201, s);
+    let (r, s) = api.route(Method::GET, "/api/v1/merchants/{id}/documents", A, t, "List documents", web::get().to(documents));
+    r.responds::<Vec<DocumentView>>(200, s);
+    api.route(Method::GET, "/api/v1/merchants/{id}/documents/{doc_id}/content", A, t, "Download a document (owner or admin)", web::get().to(download));
+    let (r, s) = api.route(Method::POST, "/api/v1/merchants/{id}/documents/{doc_id}/review", ADMIN, t, "Approve or reject a document", web::post().to(review));
+    r.body::<ReviewRequest>(s).responds::<DocumentView>(200, s);
+    let (r, s) = api.route(Method::POST, "/api/v1/merchants/{id}/api-keys", A, t, "Create an API key (secret shown once)", web::post().to(create_key));
+    r.body::<KeyRequest>(s).responds::<CreatedKey>(201, s);
+    let (r, s) = api.route(Method::GET, "/api/v1/merchants/{id}/api-keys", A, t, "List API keys (no secrets)", web::get().to(list_keys));
+    r.responds::<Vec<KeyView>>(200, s);
+    let (r, s) = api.route(Method::POST, "/api/v1/merchants/{id}/api-keys/{key_id}/rotate", A, t, "Rotate: a new key; the old one works for the overlap", web::post().to(rotate_key));
+    r.responds::<CreatedKey>(201, s);
+    let (r, s) = api.route(Method::DELETE, "/api/v1/merchants/{id}/api-keys/{key_id}", A, t, "Revoke an API key", web::delete().to(revoke_key));
+    r.responds::<KeyView>(200, s);
+    let (r, s) = api.route(Method::GET, "/api/v1/merchants/{id}/balance", A, t, "The merchant account's balance", web::get().to(balance));
+    r.responds::<MerchantBalance>(200, s);
+    let (r, s) = api.route(Method::GET, "/api/v1/merchants/{id}/statement", A, t, "The merchant account's postings with running balance", web::get().to(statement));
+    r.query(&["from", "to", "limit", "cursor"]).responds_page::<crate::cards::routes::StatementLine>(s);
+}
+
+fn not_blank(s: &str) -> Result<(), validator::ValidationError> {
+    if s.trim().is_empty() {
+        return Err(validator::ValidationError::new("blank").with_message("must not be blank".into()));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    #[validate(length(min = 2, max = 200, message = "business_name must be 2-200 characters"), custom(function = "not_blank"))]
+    pub business_name: String,
+    #[validate(email(message = "contact_email must be a valid e-mail address"))]
+    pub contact_email: String,
+    #[validate(length(min = 2, max = 60, message = "category must be 2-60 characters"))]
+    pub category: String,
+    #[validate(url(message = "website must be a URL"), length(max = 300, message = "website is too long"))]
+    pub website: Option<String>,
+    #[validate(length(max = 2000, message = "description must be at most 2000 characters"))]
+    pub description: Option<String>,
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileRequest {
+    #[validate(length(min = 2, max = 200, message = "business_name must be 2-200 characters"))]
+    pub business_name: Option<String>,
+    #[validate(email(message = "contact_email must be a valid e-mail address"))]
+    pub contact_email: Option<String>,
+    #[validate(length(min = 2, max = 60, message = "category must be 2-60 characters"))]
+    pub category: Option<String>,
+    #[validate(url(message = "website must be a URL"))]
+    pub website: Option<String>,
+    #[validate(length(max = 2000, message = "description must be at most 2000 characters"))]
+    pub description: Option<String>,
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    /// Required for `reject` and `suspend`.
+    #[validate(length(max = 500, message = "reason must be at most 500 characters"))]
+    pub reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct MerchantListQuery {
+    #[serde(flatten)]
+    page: PageQuery,
+    status: Option<String>,
+    search: Option<String>,
+    #[serde(default)]
+    archived: StatusFilter,
+}
+
+#[derive(Serialize, Queryable, Selectable, utoipa::ToSchema)]
+#[diesel(table_name = merchant_documents)]
+pub struct DocumentView {
+    pub id: i64,
+    pub merchant_id: i64,
+    pub doc_type: String,
+    pub file_name: String,
+    pub content_type: String,
+    pub size_bytes: i64,
+    pub sha256: String,
+    pub status: String,
+    pub review_note: Option<String>,
+    pub reviewed_by: Option<i64>,
+    pub reviewed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewRequest {
+    /// `approve` or `reject`.
+    #[validate(custom(function = "decision_rule"))]
+    pub decision: String,
+    #[validate(length(max = 1000, message = "note must be at most 1000 characters"))]
+    pub note: Option<String>,
+}
+
+fn decision_rule(d: &str) -> Result<(), validator::ValidationError> {
+    if d == "approve" || d == "reject" {
+        Ok(())
+    } else {
+        Err(validator::ValidationError::new("decision").with_message("decision must be `approve` or `reject`".into()))
+    }
+}
+
+#[derive(Deserialize, Validate, utoipa::ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRequest {
+    #[validate(length(max = 100, message = "label must be at most 100 characters"))]
+    pub label: Option<String>,
+}
+
+#[derive(Serialize, Queryable, Selectable, utoipa::ToSchema)]
+#[diesel(table_name = merchant_api_keys)]
+pub struct KeyView {
+    pub id: i64,
+    pub merchant_id: i64,
+    pub label: String,
+    /// The public part of the key (`pk_<key_id>_…`).
+    pub key_id: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedKey {
+    pub key: KeyView,
+    /// The full API key: shown only in this response.
+    pub api_key: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MerchantBalance {
+    pub merchant_id: i64,
+    pub account_id: i64,
+    pub currency: String,
+    pub balance: i64,
+}
+
+pub fn merchant_event(event_type: &str, m: &Merchant, extra: serde_json::Value) -> NewEvent {
+    NewEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: event_type.to_owned(),
+        schema_version: 1,
+        aggregate_type: "merchant".into(),
+        aggregate_key: format!("merchant:{}", m.id),
+        payload: serde_json::json!({
+            "merchant_id": m.id, "owner_id": m.owner_id, "business_name": m.business_name,
+            "contact_email": m.contact_email, "status": m.status, "reason": m.status_reason, "details": extra,
+        }),
+    }
+}
+
+fn emit(conn: &mut PgConnection, e: NewEvent) -> Result<(), MerchantError> {
+    diesel::insert_into(outbox::table).values(e).execute(conn)?;
+    Ok(())
+}
+
+async fn apply(state: web::Data<AppState>, user: AuthUser, body: Valid<ApplyRequest>) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let currency = state.settings.money.currency.clone();
+    let m = storage::transaction(&state.db, move |conn| {
+        let account: i64 = diesel::insert_into(accounts::table)
+            .values((accounts::kind.eq("merchant"), accounts::currency.eq(&currency), accounts::min_balance.eq(Some(0i64))))
+            .returning(accounts::id)
+            .get_result(conn)?;
+        let m: Merchant = diesel::insert_into(merchants::table)
+            .values((
+                merchants::owner_id.eq(user.user_id),
+                merchants::account_id.eq(account),
+                merchants::business_name.eq(b.business_name.trim()),
+                merchants::contact_email.eq(b.contact_email.trim().to_lowercase()),
+                merchants::category.eq(b.category.trim()),
+                merchants::website.eq(b.website.unwrap_or_default()),
+                merchants::description.eq(b.description.unwrap_or_default()),
+            ))
+            .returning(Merchant::as_returning())
+            .get_result(conn)?;
+        emit(conn, merchant_event("merchant.applied", &m, serde_json::Value::Null))?;
+        Ok::<_, MerchantError>(m)
+    })
+    .await?;
+    crate::metrics::count("merchant_apply", "success");
+    Ok(HttpResponse::Created().json(m))
+}
+
+fn search_pattern(s: &str) -> String {
+    format!("%{}%", s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+}
+
+async fn list(state: web::Data<AppState>, user: AuthUser, q: web::Query<MerchantListQuery>) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let (limit, cursor) = q.page.resolve()?;
+    if let Some(s) = q.status.as_deref() {
+        if !["pending", "active", "rejected", "suspended", "closed"].contains(&s) {
+            return Err(ApiError::validation("status", "status must be pending, active, rejected, suspended or closed"));
+        }
+    }
+    if q.search.as_ref().is_some_and(|s| s.chars().count() > 100) {
+        return Err(ApiError::validation("search", "search must be at most 100 characters"));
+    }
+    let rows = storage::run(&state.db, move |conn| {
+        let mut query = merchants::table.select(Merchant::as_select()).order(merchants::id.desc()).limit(limit + 1).into_boxed();
+        if !user.is_admin() {
+            query = query.filter(merchants::owner_id.eq(user.user_id));
+        }
+        if let Some(s) = q.status {
+            query = query.filter(merchants::status.eq(s));
+        }
+        if let Some(s) = q.search {
+            query = query.filter(merchants::business_name.ilike(search_pattern(&s)));
+        }
+        query = match q.archived {
+            StatusFilter::Active => query.filter(merchants::archived_at.is_null()),
+            StatusFilter::Archived => query.filter(merchants::archived_at.is_not_null()),
+            StatusFilter::All => query,
+        };
+        if let Some(c) = cursor {
+            query = query.filter(merchants::id.lt(c));
+        }
+        query.load::<Merchant>(conn).map_err(StorageError::from)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |m| m.id)))
+}
+
+async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let m = storage::run(&state.db, move |conn| find_for(conn, id, &user)).await?;
+    Ok(HttpResponse::Ok().json(m))
+}
+
+async fn update(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>, body: Valid<ProfileRequest>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let b = body.into_inner();
+    let m = storage::transaction(&state.db, move |conn| {
+        let m = find_for(conn, id, &user)?;
+        if m.status == "closed" {
+            return Err(MerchantError::InvalidTransition { action: "edit", current: m.status });
+        }
+        Ok(diesel::update(merchants::table.find(id))
+            .set((
+                merchants::business_name.eq(b.business_name.map(|s| s.trim().to_owned()).unwrap_or(m.business_name)),
+                merchants::contact_email.eq(b.contact_email.map(|s| s.trim().to_lowercase()).unwrap_or(m.contact_email)),
+                merchants::category.eq(b.category.unwrap_or(m.category)),
+                merchants::website.eq(b.website.unwrap_or(m.website)),
+                merchants::description.eq(b.description.unwrap_or(m.description)),
+                merchants::updated_at.eq(Utc::now()),
+            ))
+            .returning(Merchant::as_returning())
+            .get_result(conn)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(m))
+}
+
+async fn decide(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    admin: AuthUser,
+    id: web::Path<i64>,
+    body: Option<Valid<DecisionRequest>>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let reason = body.map(|b| b.into_inner().reason).unwrap_or_default().filter(|r| !r.trim().is_empty());
+    let action: &'static str = match req.path().rsplit('/').next() {
+        Some("approve") => "approve",
+        Some("reject") => "reject",
+        Some("suspend") => "suspend",
+        Some("reactivate") => "reactivate",
+        Some("close") => "close",
+        Some("archive") => "archive",
+        Some("restore") => "restore",
+        _ => return Err(ApiError::not_found("action")),
+    };
+    if matches!(action, "reject" | "suspend") && reason.is_none() {
+        return Err(ApiError::validation("reason", format!("a reason is required to {action} a merchant")));
+    }
+    let required = state.settings.merchants.required_documents.clone();
+    let m = storage::transaction(&state.db, move |conn| {
+        let m = find(conn, id)?;
+        let now = Utc::now();
+        if action == "archive" || action == "restore" {
+            if (action == "archive") == m.archived_at.is_some() {
+                return Err(MerchantError::InvalidTransition { action, current: if m.archived_at.is_some() { "archived".into() } else { "not archived".into() } });
+            }
+            return Ok(diesel::update(merchants::table.find(id))
+                .set((merchants::archived_at.eq((action == "archive").then_some(now)), merchants::updated_at.eq(now)))
+                .returning(Merchant::as_returning())
+                .get_result(conn)?);
+        }
+        let to = transition(action, &m.status)?;
+        if action == "approve" {
+            let approved: Vec<String> = merchant_documents::table
+                .filter(merchant_documents::merchant_id.eq(id))
+                .filter(merchant_documents::status.eq("approved"))
+                .select(merchant_documents::doc_type)
+                .load(conn)?;
+            let missing: Vec<&str> = required.iter().filter(|d| !approved.contains(d)).map(String::as_str).collect();
+            if !missing.is_empty() {
+                return Err(MerchantError::DocumentsMissing(missing.join(", ")));
+            }
+        }
+        // Guarded on the old status, so two concurrent decisions cannot both apply.
+        let updated: Option<Merchant> = diesel::update(merchants::table.find(id).filter(merchants::status.eq(&m.status)))
+            .set((
+                merchants::status.eq(to),
+                merchants::status_reason.eq(reason.clone()),
+                merchants::decided_by.eq(admin.user_id),
+                merchants::decided_at.eq(now),
+                merchants::updated_at.eq(now),
+            ))
+            .returning(Merchant::as_returning())
+            .get_result(conn)
+            .optional()?;
+        let updated = updated.ok_or(MerchantError::InvalidTransition { action, current: "changing".into() })?;
+        if to == "active" {
+            model::grant_role(conn, m.owner_id, ROLE_MERCHANT).map_err(|e| MerchantError::Storage(StorageError::Other(e.to_string())))?;
+        }
+        emit(conn, merchant_event("merchant.status_changed", &updated, serde_json::json!({"from": m.status, "to": to, "action": action})))?;
+        Ok(updated)
+    })
+    .await?;
+    crate::metrics::count("merchant_decision", action);
+    Ok(HttpResponse::Ok().json(m))
+}
+
+async fn upload(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>, mut form: Multipart) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let max = state.settings.merchants.max_document_bytes;
+    let (owner_check_user, st) = (user.clone(), state.clone());
+    storage::run(&st.db, move |conn| find_for(conn, id, &owner_check_user)).await?;
+    let mut doc_type: Option<String> = None;
+    let mut file: Option<(String, String, Vec<u8>)> = None;
+    while let Some(field) = form.next().await {
+        let mut field = field.map_err(|e| MerchantError::BadUpload(format!("malformed multipart body: {e}")))?;
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "doc_type" => {
+                let mut buf = Vec::new();
+                while let Some(chunk) = field.next().await {
+                    let chunk = chunk.map_err(|e| MerchantError::BadUpload(e.to_string()))?;
+                    if buf.len() + chunk.len() > 64 {
+                        return Err(ApiError::validation("doc_type", "doc_type is too long"));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                doc_type = Some(String::from_utf8_lossy(&buf).trim().to_owned());
+            }
+            "file" => {
+                let declared = field.content_type().map(|m| m.essence_str().to_owned()).unwrap_or_default();
+                let file_name = field
+                    .content_disposition()
+                    .and_then(|cd| cd.get_filename().map(str::to_owned))
+                    .unwrap_or_else(|| "document".to_owned());
+                let mut buf = Vec::new();
+                while let Some(chunk) = field.next().await {
+                    let chunk = chunk.map_err(|e| MerchantError::BadUpload(e.to_string()))?;
+                    if buf.len() + chunk.len() > max {
+                        return Err(MerchantError::DocumentTooLarge(max).into());
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                file = Some((file_name, declared, buf));
+            }
+            other => return Err(MerchantError::BadUpload(format!("unexpected form field `{other}`; send doc_type and file")).into()),
+        }
+    }
+    let doc_type = doc_type.ok_or_else(|| ApiError::validation("doc_type", "doc_type is required"))?;
+    if !DOC_TYPES.contains(&doc_type.as_str()) {
+        return Err(ApiError::validation("doc_type", format!("doc_type must be one of: {}", DOC_TYPES.join(", "))));
+    }
+    let (file_name, declared, bytes) = file.ok_or_else(|| ApiError::validation("file", "file is required"))?;
+    if bytes.is_empty() {
+        return Err(ApiError::validation("file", "file is empty"));
+    }
+    let sniffed = crate::merchants::blob::sniff(&bytes)
+        .ok_or_else(|| MerchantError::UnsupportedDocument("only PDF, PNG and JPEG documents are accepted".into()))?;
+    if !declared.is_empty() && declared != "application/octet-stream" && declared != sniffed {
+        return Err(MerchantError::UnsupportedDocument(format!("file is {sniffed} but was labelled {declared}")).into());
+    }
+    let safe_name: String = file_name.chars().filter(|c| !c.is_control() && *c != '/' && *c != '\\').take(200).collect();
+    let sha = hex::encode(Sha256::digest(&bytes));
+    let key = format!("m{id}-{}", uuid::Uuid::new_v4().simple());
+    let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+    {
+        let (blobs, key) = (state.blobs.clone(), key.clone());
+        tokio::task::spawn_blocking(move || blobs.put(&key, &bytes))
+            .await
+            .map_err(|e| MerchantError::Blob(e.to_string()))?
+            .map_err(MerchantError::Blob)?;
+    }
+    let doc = storage::transaction(&state.db, move |conn| {
+        let m = find(conn, id)?;
+        let doc: DocumentView = diesel::insert_into(merchant_documents::table)
+            .values((
+                merchant_documents::merchant_id.eq(id),
+                merchant_documents::doc_type.eq(&doc_type),
+                merchant_documents::file_name.eq(&safe_name),
+                merchant_documents::content_type.eq(sniffed),
+                merchant_documents::size_bytes.eq(size),
+                merchant_documents::sha256.eq(&sha),
+                merchant_documents::storage_key.eq(&key),
+            ))
+            .returning(DocumentView::as_returning())
+            .get_result(conn)?;
+        emit(conn, merchant_event("document.submitted", &m, serde_json::json!({"document_id": doc.id, "doc_type": doc.doc_type})))?;
+        Ok::<_, MerchantError>(doc)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(doc))
+}
+
+async fn documents(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let docs = storage::run(&state.db, move |conn| {
+        find_for(conn, id, &user)?;
+        Ok::<_, MerchantError>(merchant_documents::table
+            .filter(merchant_documents::merchant_id.eq(id))
+            .select(DocumentView::as_select())
+            .order(merchant_documents::id.asc())
+            .load(conn)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(docs))
+}
+
+async fn download(state: web::Data<AppState>, user: AuthUser, path: web::Path<(i64, i64)>) -> Result<HttpResponse, ApiError> {
+    let (id, doc_id) = path.into_inner();
+    let (ct, name, key) = storage::run(&state.db, move |conn| {
+        find_for(conn, id, &user)?;
+        merchant_documents::table
+            .filter(merchant_documents::id.eq(doc_id))
+            .filter(merchant_documents::merchant_id.eq(id))
+            .select((merchant_documents::content_type, merchant_documents::file_name, merchant_documents::storage_key))
+            .first::<(String, String, String)>(conn)
+            .optional()?
+            .ok_or(MerchantError::DocumentNotFound)
+    })
+    .await?;
+    let blobs = state.blobs.clone();
+    let bytes = tokio::task::spawn_blocking(move || blobs.get(&key))
+        .await
+        .map_err(|e| MerchantError::Blob(e.to_string()))?
+        .map_err(MerchantError::Blob)?;
+    let ascii: String = name.chars().filter(|c| c.is_ascii_graphic() && *c != '"').collect();
+    Ok(HttpResponse::Ok()
+        .content_type(ct)
+        .insert_header(("content-disposition", format!("attachment; filename=\"{ascii}\"")))
+        .insert_header(("x-content-type-options", "nosniff"))
+        .body(bytes))
+}
+
+async fn review(state: web::Data<AppState>, admin: AuthUser, path: web::Path<(i64, i64)>, body: Valid<ReviewRequest>) -> Result<HttpResponse, ApiError> {
+    let (id, doc_id) = path.into_inner();
+    let b = body.into_inner();
+    let doc = storage::transaction(&state.db, move |conn| {
+        let m = find(conn, id)?;
+        let status = if b.decision == "approve" { "approved" } else { "rejected" };
+        let doc: DocumentView = diesel::update(
+            merchant_documents::table.filter(merchant_documents::id.eq(doc_id)).filter(merchant_documents::merchant_id.eq(id)),
+        )
+        .set((
+            merchant_documents::status.eq(status),
+            merchant_documents::review_note.eq(b.note.clone()),
+            merchant_documents::reviewed_by.eq(admin.user_id),
+            merchant_documents::reviewed_at.eq(Utc::now()),
+        ))
+        .returning(DocumentView::as_returning())
+        .get_result(conn)
+        .optional()?
+        .ok_or(MerchantError::DocumentNotFound)?;
+        emit(conn, merchant_event("document.reviewed", &m, serde_json::json!({"document_id": doc.id, "doc_type": doc.doc_type, "status": status, "note": b.note})))?;
+        Ok::<_, MerchantError>(doc)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(doc))
+}
+
+fn owned_active(conn: &mut PgConnection, id: i64, user: &AuthUser) -> Result<Merchant, MerchantError> {
+    let m = find(conn, id)?;
+    if m.owner_id != user.user_id {
+        return Err(MerchantError::NotOwner);
+    }
+    if m.status != "active" {
+        return Err(MerchantError::Inactive(m.status));
+    }
+    Ok(m)
+}
+
+fn insert_key(conn: &mut PgConnection, state: &AppState, m: &Merchant, label: &str, by: i64) -> Result<CreatedKey, MerchantError> {
+    let (key_id, secret, full) = keys::generate();
+    let key: KeyView = diesel::insert_into(merchant_api_keys::table)
+        .values((
+            merchant_api_keys::merchant_id.eq(m.id),
+            merchant_api_keys::label.eq(label),
+            merchant_api_keys::key_id.eq(&key_id),
+            merchant_api_keys::secret_hash.eq(state.keys.hash(&secret)),
+            merchant_api_keys::created_by.eq(by),
+        ))
+        .returning(KeyView::as_returning())
+        .get_result(conn)?;
+    emit(conn, merchant_event("api_key.created", m, serde_json::json!({"api_key_id": key.id, "key_id": key.key_id, "label": key.label})))?;
+    Ok(CreatedKey { key, api_key: full })
+}
+
+async fn create_key(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>, body: Option<Valid<KeyRequest>>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let label = body.and_then(|b| b.into_inner().label).unwrap_or_default();
+    let st = state.clone();
+    let created = storage::transaction(&state.db, move |conn| {
+        let m = owned_active(conn, id, &user)?;
+        insert_key(conn, &st, &m, &label, user.user_id)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+async fn list_keys(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let keys = storage::run(&state.db, move |conn| {
+        find_for(conn, id, &user)?;
+        Ok::<_, MerchantError>(merchant_api_keys::table
+            .filter(merchant_api_keys::merchant_id.eq(id))
+            .select(KeyView::as_select())
+            .order(merchant_api_keys::id.asc())
+            .load(conn)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(keys))
+}
+
+async fn rotate_key(state: web::Data<AppState>, user: AuthUser, path: web::Path<(i64, i64)>) -> Result<HttpResponse, ApiError> {
+    let (id, key) = path.into_inner();
+    let overlap = state.settings.merchants.key_rotation_overlap_secs;
+    let st = state.clone();
+    let created = storage::transaction(&state.db, move |conn| {
+        let m = owned_active(conn, id, &user)?;
+        let old: KeyView = merchant_api_keys::table
+            .filter(merchant_api_keys::id.eq(key))
+            .filter(merchant_api_keys::merchant_id.eq(id))
+            .select(KeyView::as_select())
+            .for_update()
+            .first(conn)
+            .optional()?
+            .ok_or(MerchantError::KeyNotFound)?;
+        if old.revoked_at.is_some() || old.expires_at.is_some() {
+            return Err(MerchantError::InvalidTransition { action: "rotate", current: "already revoked or rotated".into() });
+        }
+        let created = insert_key(conn, &st, &m, &old.label, user.user_id)?;
+        diesel::update(merchant_api_keys::table.find(key))
+            .set((
+                merchant_api_keys::expires_at.eq(Utc::now() + chrono::Duration::seconds(overlap)),
+                merchant_api_keys::rotated_to.eq(created.key.id),
+            ))
+            .execute(conn)?;
+        Ok(created)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+async fn revoke_key(state: web::Data<AppState>, user: AuthUser, path: web::Path<(i64, i64)>) -> Result<HttpResponse, ApiError> {
+    let (id, key) = path.into_inner();
+    let view = storage::transaction(&state.db, move |conn| {
+        let m = find_for(conn, id, &user)?;
+        let view: KeyView = diesel::update(
+            merchant_api_keys::table
+                .filter(merchant_api_keys::id.eq(key))
+                .filter(merchant_api_keys::merchant_id.eq(id))
+                .filter(merchant_api_keys::revoked_at.is_null()),
+        )
+        .set(merchant_api_keys::revoked_at.eq(Utc::now()))
+        .returning(KeyView::as_returning())
+        .get_result(conn)
+        .optional()?
+        .ok_or(MerchantError::KeyNotFound)?;
+        emit(conn, merchant_event("api_key.revoked", &m, serde_json::json!({"api_key_id": view.id, "key_id": view.key_id})))?;
+        Ok::<_, MerchantError>(view)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn balance(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let (m, balance) = storage::run(&state.db, move |conn| {
+        let m = find_for(conn, id, &user)?;
+        let b: i64 = accounts::table.find(m.account_id).select(accounts::balance).first(conn)?;
+        Ok::<_, MerchantError>((m, b))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(MerchantBalance { merchant_id: m.id, account_id: m.account_id, currency: state.settings.money.currency.clone(), balance }))
+}
+
+#[derive(Deserialize)]
+pub struct StatementQuery {
+    #[serde(flatten)]
+    page: PageQuery,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+}
+
+async fn statement(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>, q: web::Query<StatementQuery>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let q = q.into_inner();
+    let (limit, cursor) = q.page.resolve()?;
+    let lines = storage::run(&state.db, move |conn| {
+        let m = find_for(conn, id, &user)?;
+        let mut query = postings::table
+            .inner_join(operations::table)
+            .filter(postings::account_id.eq(m.account_id))
+            .select((postings::id, postings::operation_id, operations::kind, postings::amount, postings::balance_after, postings::created_at))
+            .order(postings::id.desc())
+            .limit(limit + 1)
+            .into_boxed();
+        if let Some(f) = q.from {
+            query = query.filter(postings::created_at.ge(f));
+        }
+        if let Some(t) = q.to {
+            query = query.filter(postings::created_at.le(t));
+        }
+        if let Some(c) = cursor {
+            query = query.filter(postings::id.lt(c));
+        }
+        Ok::<_, MerchantError>(query.load::<crate::cards::routes::StatementLine>(conn)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(Page::from_rows(lines, limit, |l| l.posting_id)))
+}
