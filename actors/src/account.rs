@@ -200,12 +200,14 @@ impl AccountActor {
         }
         self.reserved = new_reserved;
         self.reservations.insert(id, Reservation { amount, created: Instant::now() });
+        crate::gauges::RESERVATIONS.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     fn release(&mut self, id: ReservationId) {
         if let Some(r) = self.reservations.remove(&id) {
             self.reserved = self.reserved.saturating_sub(r.amount);
+            crate::gauges::RESERVATIONS.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -217,6 +219,7 @@ impl AccountActor {
         let ttl = self.cfg.reservation_ttl;
         let before = self.reservations.len();
         self.reservations.retain(|_, r| r.created.elapsed() < ttl);
+        crate::gauges::forget_reservations(before - self.reservations.len());
         if self.reservations.len() != before {
             tracing::warn!(
                 account = self.state.id,
@@ -274,6 +277,7 @@ impl Supervised for AccountActor {
             dropped = self.reservations.len(),
             "account actor restarting; clearing reservations and resyncing"
         );
+        crate::gauges::forget_reservations(self.reservations.len());
         self.reservations.clear();
         self.reserved = 0;
         if !self.retired {
@@ -498,7 +502,10 @@ impl AccountsHandle {
                 let entry = self.actor(id).await?;
                 (entry.addr.send(msg.clone()), entry.generation)
             };
-            match request.timeout(self.inner.cfg.ask_timeout).await {
+            crate::gauges::ASKS_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+            let answer = request.timeout(self.inner.cfg.ask_timeout).await;
+            crate::gauges::ASKS_IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+            match answer {
                 Ok(Err(AccountError::Unavailable(m))) => {
                     let moved = self.shard(id).is_some_and(|s| !is_current(&s.live, id, generation));
                     if last || !moved {

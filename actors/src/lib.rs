@@ -8,6 +8,7 @@
 pub mod account;
 pub mod card;
 pub mod coordinator;
+pub mod gauges;
 pub mod memory;
 mod shard;
 pub mod store;
