@@ -14,7 +14,7 @@ use payd_actors::{
 };
 use uuid::Uuid;
 
-use crate::storage::schema::{accounts, cards, idempotency_keys, operations, outbox, postings};
+use crate::storage::schema::{accounts, cards, idempotency_keys, operations, outbox};
 use crate::storage::PgPool;
 
 /// An operation row (the journal entry's header).
@@ -75,8 +75,6 @@ pub struct OpRecord {
     pub refund_of: Option<(Uuid, i64)>,
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = postings)]
 struct NewPosting {
     operation_id: Uuid,
     account_id: i64,
@@ -129,6 +127,104 @@ RETURNING refunded";
 struct Refunded {
     #[diesel(sql_type = BigInt)]
     refunded: i64,
+}
+
+// Fixed statements (one prepared statement each, whatever the batch size): every column travels as
+// one array parameter and UNNEST turns them back into rows.
+const INSERT_OPERATIONS: &str = "\
+INSERT INTO operations (id, kind, status, failure_reason, amount, currency, method, source_card_id, dest_card_id, \
+  debit_account_id, credit_account_id, reverses_id, initiated_by, created_at, merchant_id, api_key_id, order_ref) \
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], \
+  $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::uuid[], $13::bigint[], $14::timestamptz[], \
+  $15::bigint[], $16::bigint[], $17::text[])";
+
+const INSERT_POSTINGS: &str = "\
+INSERT INTO postings (operation_id, account_id, amount, balance_after, created_at) \
+SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::timestamptz[])";
+
+const INSERT_KEYS: &str = "\
+INSERT INTO idempotency_keys (scope, key, request_hash, operation_id, response_status, response_body) \
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::int2[], $6::jsonb[])";
+
+const INSERT_EVENTS: &str = "\
+INSERT INTO outbox (event_id, event_type, schema_version, aggregate_type, aggregate_key, payload) \
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::jsonb[])";
+
+fn insert_operations<'a>(conn: &mut PgConnection, ops: impl Iterator<Item = &'a NewOperation>) -> Result<(), DieselError> {
+    use diesel::sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid};
+    let ops: Vec<&NewOperation> = ops.collect();
+    if ops.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(INSERT_OPERATIONS)
+        .bind::<Array<SqlUuid>, _>(ops.iter().map(|o| o.id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(ops.iter().map(|o| o.kind.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(ops.iter().map(|o| o.status.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(ops.iter().map(|o| o.failure_reason.as_deref()).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(ops.iter().map(|o| o.amount).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(ops.iter().map(|o| o.currency.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(ops.iter().map(|o| o.method.as_deref()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<BigInt>>, _>(ops.iter().map(|o| o.source_card_id).collect::<Vec<_>>())
+        .bind::<Array<Nullable<BigInt>>, _>(ops.iter().map(|o| o.dest_card_id).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(ops.iter().map(|o| o.debit_account_id).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(ops.iter().map(|o| o.credit_account_id).collect::<Vec<_>>())
+        .bind::<Array<Nullable<SqlUuid>>, _>(ops.iter().map(|o| o.reverses_id).collect::<Vec<_>>())
+        .bind::<Array<Nullable<BigInt>>, _>(ops.iter().map(|o| o.initiated_by).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(ops.iter().map(|o| o.created_at).collect::<Vec<_>>())
+        .bind::<Array<Nullable<BigInt>>, _>(ops.iter().map(|o| o.merchant_id).collect::<Vec<_>>())
+        .bind::<Array<Nullable<BigInt>>, _>(ops.iter().map(|o| o.api_key_id).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(ops.iter().map(|o| o.order_ref.as_deref()).collect::<Vec<_>>())
+        .execute(conn)?;
+    Ok(())
+}
+
+fn insert_postings(conn: &mut PgConnection, rows: &[NewPosting]) -> Result<(), DieselError> {
+    use diesel::sql_types::{Timestamptz, Uuid as SqlUuid};
+    if rows.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(INSERT_POSTINGS)
+        .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.operation_id).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.account_id).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.amount).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.balance_after).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+        .execute(conn)?;
+    Ok(())
+}
+
+fn insert_keys<'a>(conn: &mut PgConnection, keys: impl Iterator<Item = &'a NewIdempotency>) -> Result<(), DieselError> {
+    use diesel::sql_types::{Int2, Jsonb, Nullable, Text, Uuid as SqlUuid};
+    let keys: Vec<&NewIdempotency> = keys.collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(INSERT_KEYS)
+        .bind::<Array<Text>, _>(keys.iter().map(|k| k.scope.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(keys.iter().map(|k| k.request_hash.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<SqlUuid>>, _>(keys.iter().map(|k| k.operation_id).collect::<Vec<_>>())
+        .bind::<Array<Int2>, _>(keys.iter().map(|k| k.response_status).collect::<Vec<_>>())
+        .bind::<Array<Jsonb>, _>(keys.iter().map(|k| &k.response_body).collect::<Vec<_>>())
+        .execute(conn)?;
+    Ok(())
+}
+
+fn insert_events<'a>(conn: &mut PgConnection, events: impl Iterator<Item = &'a NewEvent>) -> Result<(), DieselError> {
+    use diesel::sql_types::{Int4, Jsonb, Text, Uuid as SqlUuid};
+    let events: Vec<&NewEvent> = events.collect();
+    if events.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(INSERT_EVENTS)
+        .bind::<Array<SqlUuid>, _>(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Int4>, _>(events.iter().map(|e| e.schema_version).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(events.iter().map(|e| e.aggregate_type.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(events.iter().map(|e| e.aggregate_key.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Jsonb>, _>(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
+        .execute(conn)?;
+    Ok(())
 }
 
 pub struct PgLedgerStore {
@@ -303,27 +399,10 @@ fn commit(conn: &mut PgConnection, entries: &[JournalEntry<OpRecord>]) -> Result
     }
     rows.reverse();
 
-    let ops: Vec<&NewOperation> = entries.iter().map(|e| &e.record.operation).collect();
-    for chunk in ops.chunks(1000) {
-        diesel::insert_into(operations::table)
-            .values(chunk.iter().map(|o| (*o).clone()).collect::<Vec<_>>())
-            .execute(conn)?;
-    }
-    for chunk in rows.chunks(2000) {
-        diesel::insert_into(postings::table).values(chunk).execute(conn)?;
-    }
-    let keys: Vec<&NewIdempotency> = entries.iter().filter_map(|e| e.record.idempotency.as_ref()).collect();
-    for chunk in keys.chunks(1000) {
-        diesel::insert_into(idempotency_keys::table)
-            .values(chunk.iter().map(|k| (*k).clone()).collect::<Vec<_>>())
-            .execute(conn)?;
-    }
-    let events: Vec<&NewEvent> = entries.iter().flat_map(|e| e.record.events.iter()).collect();
-    for chunk in events.chunks(1000) {
-        diesel::insert_into(outbox::table)
-            .values(chunk.iter().map(|k| (*k).clone()).collect::<Vec<_>>())
-            .execute(conn)?;
-    }
+    insert_operations(conn, entries.iter().map(|e| &e.record.operation))?;
+    insert_postings(conn, &rows)?;
+    insert_keys(conn, entries.iter().filter_map(|e| e.record.idempotency.as_ref()))?;
+    insert_events(conn, entries.iter().flat_map(|e| e.record.events.iter()))?;
     Ok(states)
 }
 

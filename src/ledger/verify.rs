@@ -126,6 +126,27 @@ const CHECKS: &[(&str, &str)] = &[
          WHERE t.refunded <> (SELECT COALESCE(sum(r.amount), 0) FROM operations r \
            WHERE r.reverses_id = t.payment_id AND r.kind = 'refund' AND r.status = 'success')",
     ),
+    (
+        "every posting belongs to an operation and an account",
+        "SELECT 'posting ' || p.id::text AS example FROM postings p \
+         WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.id = p.operation_id) \
+            OR NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = p.account_id)",
+    ),
+    (
+        "every operation names existing accounts, cards and originals",
+        "SELECT 'operation ' || o.id::text AS example FROM operations o \
+         WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = o.debit_account_id) \
+            OR NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = o.credit_account_id) \
+            OR (o.source_card_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cards c WHERE c.id = o.source_card_id)) \
+            OR (o.dest_card_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cards c WHERE c.id = o.dest_card_id)) \
+            OR (o.reverses_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM operations r WHERE r.id = o.reverses_id)) \
+            OR (o.merchant_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM merchants m WHERE m.id = o.merchant_id))",
+    ),
+    (
+        "every idempotency key points at an existing operation",
+        "SELECT 'key ' || k.scope || '/' || k.key AS example FROM idempotency_keys k \
+         WHERE k.operation_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.id = k.operation_id)",
+    ),
 ];
 
 /// Runs every check.

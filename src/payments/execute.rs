@@ -186,12 +186,13 @@ impl Prepared {
 
 /// Executes `op` (or replays its stored answer).
 ///
+/// There is no lookup of the key before executing: every outcome that answers is committed together
+/// with its idempotency row, so a repeated key loses at the unique index and its stored answer is
+/// replayed (or refused with 409 when the request differs). New keys pay no extra query.
+///
 /// # Errors
 /// `ApiError` for conflicts, unknown cards, back-pressure (503) and unknown outcomes (503, retry with the same key).
 pub async fn run(state: &AppState, op: MoneyOp) -> Result<HttpResponse, ApiError> {
-    if let Some(stored) = idempotency::lookup(&state.db, op.scope.clone(), op.key.clone()).await? {
-        return Ok(stored.replay(&op.request_hash)?);
-    }
     let now = Utc::now();
     let prepared = Prepared::new(state, op.clone(), now);
     let on_failure = {
@@ -235,9 +236,6 @@ pub async fn run(state: &AppState, op: MoneyOp) -> Result<HttpResponse, ApiError
 /// # Errors
 /// As [`run`].
 pub async fn record_failed(state: &AppState, op: MoneyOp, failure: Failure) -> Result<HttpResponse, ApiError> {
-    if let Some(stored) = idempotency::lookup(&state.db, op.scope.clone(), op.key.clone()).await? {
-        return Ok(stored.replay(&op.request_hash)?);
-    }
     let prepared = Prepared::new(state, op.clone(), Utc::now());
     let entry = JournalEntry { postings: Vec::new(), record: prepared.failure(&failure) };
     match state.ledger.ledger.writer().commit(entry).await {

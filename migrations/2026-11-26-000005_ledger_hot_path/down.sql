@@ -1,0 +1,11 @@
+ALTER TABLE operations ADD CONSTRAINT operations_seq_key UNIQUE (seq);
+ALTER TABLE operations ADD CONSTRAINT operations_api_key_id_fkey FOREIGN KEY (api_key_id) REFERENCES merchant_api_keys (id);
+ALTER TABLE operations ADD CONSTRAINT operations_merchant_id_fkey FOREIGN KEY (merchant_id) REFERENCES merchants (id);
+ALTER TABLE operations ADD CONSTRAINT operations_reverses_id_fkey FOREIGN KEY (reverses_id) REFERENCES operations (id);
+ALTER TABLE operations ADD CONSTRAINT operations_credit_account_id_fkey FOREIGN KEY (credit_account_id) REFERENCES accounts (id);
+ALTER TABLE operations ADD CONSTRAINT operations_debit_account_id_fkey FOREIGN KEY (debit_account_id) REFERENCES accounts (id);
+ALTER TABLE operations ADD CONSTRAINT operations_dest_card_id_fkey FOREIGN KEY (dest_card_id) REFERENCES cards (id);
+ALTER TABLE operations ADD CONSTRAINT operations_source_card_id_fkey FOREIGN KEY (source_card_id) REFERENCES cards (id);
+ALTER TABLE idempotency_keys ADD CONSTRAINT idempotency_keys_operation_id_fkey FOREIGN KEY (operation_id) REFERENCES operations (id);
+ALTER TABLE postings ADD CONSTRAINT postings_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts (id);
+ALTER TABLE postings ADD CONSTRAINT postings_operation_id_fkey FOREIGN KEY (operation_id) REFERENCES operations (id);
