@@ -71,9 +71,9 @@ fn every_route_declares_sensible_access() {
                 Access::Public if !listed(PUBLIC_API) => {
                     problems.push(format!("{} {} is Public but not in the explicit public list", r.method, r.path));
                 }
-                Access::AnyRole(roles) => {
+                Access::AnyRole(roles) | Access::ApiKeyOrRole(roles) => {
                     if roles.is_empty() {
-                        problems.push(format!("{} {} requires AnyRole(&[]) — nobody can call it", r.method, r.path));
+                        problems.push(format!("{} {} requires {:?} — no user can call it", r.method, r.path, r.access));
                     }
                     for role in roles {
                         if !KNOWN_ROLES.contains(role) {
@@ -125,24 +125,43 @@ async fn every_protected_route_refuses_anonymous_and_wrong_role_callers() {
         let path = concrete(&r.path);
         let method = r.method.as_str();
 
+        // Bearer-token routes name the missing/invalid token; API-key-only routes their own key error.
+        let bearer = r.access != Access::ApiKey;
+
         // Anonymous: 401 with the standard error body.
         let (s, b) = app.call(method, &path, None, None).await;
         if s == 401 {
-            assert_eq!(error_code(&b), "missing_token", "{method} {path}: {b}");
+            let code = error_code(&b);
+            assert!(!bearer || code == "missing_token", "{method} {path}: {b}");
         } else {
             failures.push(format!("anonymous {method} {path} → {s} {b}"));
         }
         // A garbage token is refused the same way.
         let (s, b) = app.call(method, &path, Some("not-a-jwt"), None).await;
         if s == 401 {
-            assert_eq!(error_code(&b), "invalid_token", "{method} {path}: {b}");
+            let code = error_code(&b);
+            assert!(!bearer || code == "invalid_token", "{method} {path}: {b}");
         } else {
             failures.push(format!("garbage-token {method} {path} → {s} {b}"));
+        }
+        // A user's valid access token is not an API key.
+        if !bearer {
+            let (s, b) = app.call(method, &path, Some(&user_token), None).await;
+            if s != 401 {
+                failures.push(format!("user-token on API-key route {method} {path} → {s} {b}"));
+            }
+        }
+        // A made-up API key is refused on every route that takes keys.
+        if matches!(r.access, Access::ApiKey | Access::ApiKeyOrRole(_)) {
+            let (s, _, b) = app.call_full(method, &path, None, None, &[("x-api-key", "pk_made_up_key_1234567890")]).await;
+            if s != 401 {
+                failures.push(format!("made-up API key {method} {path} → {s} {b}"));
+            }
         }
         checked_401 += 1;
 
         // A plain user lacking every role the route accepts: 403.
-        if let Access::AnyRole(roles) = r.access {
+        if let Access::AnyRole(roles) | Access::ApiKeyOrRole(roles) = r.access {
             if roles.contains(&"user") {
                 continue;
             }

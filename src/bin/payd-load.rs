@@ -152,7 +152,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 macro_rules! info {
-    ($($t:tt)*) => { eprintln!("payd-load: {}", format!($($t)*)) };
+    ($($t:tt)*) => { eprintln!("payd-load: {}", format_args!($($t)*)) };
 }
 
 // ------------------------------------------------------------------------------------ HTTP helpers
@@ -297,7 +297,7 @@ async fn create_cards(
     Ok(ids.into_iter().map(|(_, id)| id).collect())
 }
 
-fn read_cards_file(path: &PathBuf) -> Option<Vec<i64>> {
+fn read_cards_file(path: &std::path::Path) -> Option<Vec<i64>> {
     let text = std::fs::read_to_string(path).ok()?;
     Some(text.split_whitespace().filter_map(|w| w.parse().ok()).collect())
 }
@@ -367,6 +367,86 @@ struct RunCfg {
     requests: Option<u64>,
     run_id: String,
     seed: u64,
+    /// `merchant` scenario: payments into one merchant instead of transfers.
+    merchant: Option<Arc<MerchantDriver>>,
+}
+
+/// What the `merchant` scenario charges: one merchant's API key and the paying cards' credentials.
+struct MerchantDriver {
+    api_key: String,
+    cards: Vec<CardSecret>,
+}
+
+/// A card's credentials, known only from its issue response.
+struct CardSecret {
+    number: String,
+    cvv: String,
+    month: i64,
+    year: i64,
+}
+
+/// Issues `n` funded cards and keeps their credentials (the number and CVV are shown only at issue).
+async fn create_paying_cards(api: &Api, n: usize, args: &Args, run_id: &str) -> anyhow::Result<Vec<CardSecret>> {
+    let results: Vec<anyhow::Result<CardSecret>> = stream::iter(0..n)
+        .map(|_| {
+            let api = api.clone();
+            let (amount, max_topup, method) = (args.fund_amount, args.max_topup, args.method.clone());
+            async move {
+                let (s, b) = api.post("/api/v1/cards", &json!({"card_type": "debit", "brand": "visa", "label": "payd-load"}), None).await?;
+                if s != 201 {
+                    bail!("issue card: HTTP {s}: {b}");
+                }
+                let id = b["card"]["id"].as_i64().ok_or_else(|| anyhow!("card answer without id: {b}"))?;
+                fund(&api, id, amount, max_topup, &method, run_id).await?;
+                Ok(CardSecret {
+                    number: b["card_number"].as_str().unwrap_or_default().to_owned(),
+                    cvv: b["cvv"].as_str().unwrap_or_default().to_owned(),
+                    month: b["card"]["expiry_month"].as_i64().unwrap_or(1),
+                    year: b["card"]["expiry_year"].as_i64().unwrap_or(2030),
+                })
+            }
+        })
+        .buffer_unordered(args.setup_concurrency.max(1))
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Onboards a merchant owned by the admin (apply, documents, review, approval) and creates an API key.
+async fn create_merchant(api: &Api, run_id: &str) -> anyhow::Result<String> {
+    let (s, m) = api
+        .post("/api/v1/merchants", &json!({"business_name": format!("Load Shop {run_id}"), "contact_email": "load@payd.local", "category": "retail"}), None)
+        .await?;
+    if s != 201 {
+        bail!("apply as merchant: HTTP {s}: {m}");
+    }
+    let id = m["id"].as_i64().ok_or_else(|| anyhow!("merchant answer without id: {m}"))?;
+    for doc_type in ["business_licence", "owner_identity", "tax_id", "bank_statement"] {
+        let part = reqwest::multipart::Part::bytes(b"%PDF-1.4
+%%EOF
+".to_vec()).file_name("doc.pdf").mime_str("application/pdf")?;
+        let form = reqwest::multipart::Form::new().text("doc_type", doc_type).part("file", part);
+        let resp = api.client.post(api.url(&format!("/api/v1/merchants/{id}/documents"))).header("authorization", &api.auth).multipart(form).send().await?;
+        let status = resp.status().as_u16();
+        let doc: Value = resp.json().await.unwrap_or(Value::Null);
+        if status != 201 {
+            bail!("upload {doc_type}: HTTP {status}: {doc}");
+        }
+        let (s, b) = api.post(&format!("/api/v1/merchants/{id}/documents/{}/review", doc["id"]), &json!({"decision": "approve"}), None).await?;
+        if s != 200 {
+            bail!("review {doc_type}: HTTP {s}: {b}");
+        }
+    }
+    let (s, b) = api.post(&format!("/api/v1/merchants/{id}/approve"), &json!({}), None).await?;
+    if s != 200 {
+        bail!("approve merchant: HTTP {s}: {b}");
+    }
+    let (s, k) = api.post(&format!("/api/v1/merchants/{id}/api-keys"), &json!({"label": "payd-load"}), None).await?;
+    if s != 201 {
+        bail!("create API key: HTTP {s}: {k}");
+    }
+    info!("setup: merchant {id} approved");
+    k["api_key"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("key answer without api_key: {k}"))
 }
 
 fn new_hist() -> anyhow::Result<Histogram<u64>> {
@@ -389,7 +469,8 @@ async fn run_scenario(cfg: Arc<RunCfg>) -> anyhow::Result<Outcome> {
         tasks.push(tokio::spawn(async move {
             let mut hist = new_hist()?;
             let mut tally = Tally::default();
-            let mut rng = rand::rngs::SmallRng::seed_from_u64(cfg.seed ^ u64::try_from(w).unwrap_or(0).wrapping_mul(0x9E37_79B9));
+            let mut rng =
+                rand::rngs::StdRng::seed_from_u64(cfg.seed ^ u64::try_from(w).unwrap_or(0).wrapping_mul(0x9E37_79B9));
             loop {
                 if stop.load(Ordering::Relaxed) {
                     break;
@@ -416,18 +497,26 @@ async fn run_scenario(cfg: Arc<RunCfg>) -> anyhow::Result<Outcome> {
                         now
                     }
                 };
-                let (a, b) = cfg.picker.pick(&mut rng);
-                let (from, to) = (cfg.cards.get(a).copied().unwrap_or(0), cfg.cards.get(b).copied().unwrap_or(0));
-                let body = format!(r#"{{"from_card_id":{from},"to_card_id":{to},"amount":{}}}"#, cfg.amount);
                 let key = format!("load-{}-{seq}", cfg.run_id);
-                let res = cfg
-                    .api
-                    .client
-                    .post(cfg.api.url("/api/v1/transfers"))
-                    .header("authorization", &cfg.api.auth)
+                let request = match &cfg.merchant {
+                    Some(m) => {
+                        let c = &m.cards[rng.gen_range(0..m.cards.len())];
+                        let body = format!(
+                            r#"{{"card_number":"{}","expiry_month":{},"expiry_year":{},"cvv":"{}","amount":{},"method":"visa","order_ref":"{key}"}}"#,
+                            c.number, c.month, c.year, c.cvv, cfg.amount
+                        );
+                        cfg.api.client.post(cfg.api.url("/api/v1/payments")).header("x-api-key", &m.api_key).body(body)
+                    }
+                    None => {
+                        let (a, b) = cfg.picker.pick(&mut rng);
+                        let (from, to) = (cfg.cards.get(a).copied().unwrap_or(0), cfg.cards.get(b).copied().unwrap_or(0));
+                        let body = format!(r#"{{"from_card_id":{from},"to_card_id":{to},"amount":{}}}"#, cfg.amount);
+                        cfg.api.client.post(cfg.api.url("/api/v1/transfers")).header("authorization", &cfg.api.auth).body(body)
+                    }
+                };
+                let res = request
                     .header("content-type", "application/json")
                     .header("idempotency-key", key)
-                    .body(body)
                     .send()
                     .await;
                 match res {
@@ -575,10 +664,8 @@ fn run_pgbench(args: &Args, secs: u64) -> anyhow::Result<(f64, String)> {
             bail!("pgbench -i: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
     }
-    let cmdline = format!(
-        "pgbench -M prepared -c {} -j {} -T {secs} {url}",
-        args.pgbench_clients, args.pgbench_threads
-    );
+    let cmdline =
+        format!("pgbench -M prepared -c {} -j {} -T {secs} {url}", args.pgbench_clients, args.pgbench_threads);
     info!("pgbench: {cmdline}");
     let out = Command::new("pgbench")
         .args([
@@ -618,7 +705,8 @@ fn read_rss(pid: u32) -> Option<(u64, u64)> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.max(1)).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.max(1)).enable_all().build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("payd-load: {e}");
@@ -655,13 +743,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
              (no /api/v1/payments in {base}/api-docs/openapi.json)"
         );
     }
-    if args.scenario == Scenario::Merchant {
-        bail!("scenario `merchant`: /api/v1/payments exists, but payd-load has no merchant driver yet");
-    }
     if args.duration.is_none() && args.requests.is_none() {
         bail!("give --duration (e.g. 30s) and/or --requests N");
     }
-    if args.rate.is_some_and(|r| !(r > 0.0)) {
+    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         bail!("--rate must be > 0");
     }
 
@@ -679,11 +764,26 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let hot_fund = i64::try_from(expected).unwrap_or(i64::MAX / 4).saturating_mul(args.amount).max(args.fund_amount);
     let fund_for = |i: usize| if args.scenario == Scenario::Hot && i == 0 { hot_fund } else { args.fund_amount };
 
-    let reused = args.cards_file.as_ref().and_then(read_cards_file).filter(|c| c.len() >= n_cards);
+    let merchant = if args.scenario == Scenario::Merchant {
+        info!("setup: onboarding a merchant and issuing {n_cards} paying cards");
+        let api_key = create_merchant(&api, &run_id).await?;
+        let cards = create_paying_cards(&api, n_cards, &args, &run_id).await?;
+        Some(Arc::new(MerchantDriver { api_key, cards }))
+    } else {
+        None
+    };
+    let reused = args.cards_file.as_deref().and_then(read_cards_file).filter(|c| c.len() >= n_cards);
     let setup_started = Instant::now();
-    let cards: Vec<i64> = if let Some(mut c) = reused {
+    let cards: Vec<i64> = if merchant.is_some() {
+        // The merchant scenario pays with the credential cards issued above.
+        vec![0, 0]
+    } else if let Some(mut c) = reused {
         c.truncate(n_cards);
-        info!("setup: reusing {} cards from {}", c.len(), args.cards_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+        info!(
+            "setup: reusing {} cards from {}",
+            c.len(),
+            args.cards_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+        );
         if args.scenario == Scenario::Hot {
             if let Some(src) = c.first() {
                 info!("setup: topping up hot source card {src} by {hot_fund}");
@@ -716,7 +816,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Scenario::Uniform => Picker::Uniform(cards.len()),
         Scenario::Zipf => {
             let mut perm: Vec<usize> = (0..cards.len()).collect();
-            perm.shuffle(&mut rand::rngs::SmallRng::seed_from_u64(seed));
+            perm.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
             let n = u64::try_from(cards.len()).unwrap_or(u64::MAX);
             let dist = rand_distr::Zipf::new(n, args.zipf_s).map_err(|e| anyhow!("zipf: {e}"))?;
             Picker::Zipf { dist, perm: Arc::new(perm) }
@@ -736,6 +836,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             requests,
             run_id,
             seed,
+            merchant: merchant.clone(),
         })
     };
     if !args.warmup.is_zero() {
@@ -818,7 +919,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!("scenario      {:?} over {} cards, {} connections, {mode}", args.scenario, cards.len(), args.connections);
+        println!(
+            "scenario      {:?} over {} cards, {} connections, {mode}",
+            args.scenario,
+            cards.len(),
+            args.connections
+        );
         println!("elapsed       {secs:.2}s  (setup {setup_secs:.1}s)");
         println!("requests      {} sent, {} ok (201), {errors} not ok", out.sent, out.tally.ok);
         println!("throughput    {ok_per_s:.0} successful transfers/s  ({sent_per_s:.0} sent/s)");

@@ -144,7 +144,10 @@ impl From<validator::ValidationErrors> for ApiError {
                     .first()
                     .and_then(|e| e.message.as_ref().map(ToString::to_string))
                     .unwrap_or_else(|| format!("{field} is invalid"));
-                Self::validation(field.to_string(), message)
+                // A schema-level rule (`__all__`) may name the field it is about.
+                let named = errs.first().and_then(|e| e.params.get("field")).and_then(|v| v.as_str());
+                let field = named.map_or_else(|| field.to_string(), ToOwned::to_owned);
+                Self::validation(field, message)
             }
             None => Self::validation("body", errors.to_string()),
         }

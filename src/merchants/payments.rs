@@ -118,6 +118,10 @@ async fn pay(state: web::Data<AppState>, req: HttpRequest, key: MerchantPrincipa
     })
     .await?;
     if paid > 0 {
+        // A concurrent request with this same key may have just paid the order: answer as it did.
+        if let Some(stored) = idempotency::lookup(&state.db, scope.clone(), idem.clone()).await? {
+            return Ok(stored.replay(&hash)?);
+        }
         return Err(PaymentError::OrderRefTaken.into());
     }
     let Some((card_id, account, brand, month, year)) = card else {
@@ -218,6 +222,12 @@ async fn refund(
     }
     let remaining = payment.amount - refunded;
     let amount = body.amount.unwrap_or(remaining);
+    if amount <= 0 || amount > remaining {
+        // A concurrent request with this same key may have just refunded: answer as it did.
+        if let Some(stored) = idempotency::lookup(&state.db, scope.clone(), idem.clone()).await? {
+            return Ok(stored.replay(&hash)?);
+        }
+    }
     if amount <= 0 {
         if remaining == 0 {
             return Err(MerchantError::NotRefundable("the payment is already fully refunded".into()).into());

@@ -80,7 +80,7 @@ pub fn fresh_database() -> String {
     for _ in 0..50 {
         match conn.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {tpl}")) {
             Ok(()) => {
-                let url = format!("{}/{name}", server_url());
+                let url = format!("{}/{name}?sslmode=disable", server_url());
                 // A template built by a test binary of another build of this tree (same migration files,
                 // older embedded migrations) may lack the newest migrations: apply whatever is missing.
                 let mut c = PgConnection::establish(&url).unwrap();
@@ -314,14 +314,19 @@ impl TestApp {
         (status, headers, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    /// The password-reset token (`pr_…`) in the newest e-mail to `to`.
+    /// The password-reset token (`pr_…`) in the newest reset e-mail to `to` (other notifications, e.g.
+    /// "password changed", may be delivered after it, so the newest message is not necessarily it).
     pub async fn reset_token(&self, to: &str) -> String {
-        let mail = self.last_mail(to).await;
-        let text = mail["text"].as_str().unwrap_or_default();
-        text.split_whitespace()
-            .find(|w| w.starts_with("pr_"))
-            .unwrap_or_else(|| panic!("no reset token in {mail}"))
-            .to_owned()
+        self.settle_mail(to).await;
+        let admin = self.admin_token().await;
+        let (s, b) = self.get(&format!("/api/v1/admin/mailbox?to={to}&limit=50"), Some(&admin)).await;
+        assert_eq!(s, 200, "{b}");
+        b["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|m| m["text"].as_str().unwrap_or_default().split_whitespace().find(|w| w.starts_with("pr_")).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no reset token in the mailbox of {to}: {b}"))
     }
 
     /// Creates a verified user through the admin API with the given roles; returns its id.
@@ -345,3 +350,4 @@ pub fn expect_error(status: u16, body: &Value, want_status: u16, want_code: &str
     assert_eq!(error_code(body), want_code, "unexpected error code: {body}");
 }
 pub mod money;
+pub mod merchant;

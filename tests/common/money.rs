@@ -31,7 +31,9 @@ impl Api {
     pub fn new(base: impl Into<String>) -> Self {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
-            .pool_max_idle_per_host(128)
+            // No idle connection reuse: a pooled keep-alive connection that the server closes just
+            // as it is reused fails with a transport error, which would blur "no answer" in the tests.
+            .pool_max_idle_per_host(0)
             .build()
             .unwrap();
         Self { base: base.into(), client }

@@ -1,0 +1,398 @@
+//! Events with the in-process broker: the outbox relay (several relays, flaky broker: each event
+//! published once, in order per aggregate key), the notifier (e-mails for the identity and money flow,
+//! dedupe of a redelivered event), the secret-bearing e-mail path, SMTP failures (retried, then
+//! dead-lettered) and malformed messages (dead-lettered, never a crash loop).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod events_support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use events_support::*;
+use payd::events::consumer::Disposition;
+use payd::events::relay::{Relay, RelayConfig, Round};
+use payd::events::{Broker, BrokerError, Consumer, Envelope, Handled, Handler, PublishError};
+
+fn mails(conn: &mut PgConnection, to: &str) -> Vec<(String, String)> {
+    #[derive(QueryableByName)]
+    struct M {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        subject: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        text_body: String,
+    }
+    let rows: Vec<M> = diesel::sql_query("SELECT subject, text_body FROM mailbox WHERE to_address = $1 ORDER BY id")
+        .bind::<diesel::sql_types::Text, _>(to)
+        .load(conn)
+        .unwrap();
+    rows.into_iter().map(|m| (m.subject, m.text_body)).collect()
+}
+
+async fn settled(app: &EvApp) {
+    let mut conn = app.db();
+    eventually(Duration::from_secs(20), "outbox published and e-mails sent", || {
+        count(&mut conn, "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL") == 0
+            && count(&mut conn, "SELECT count(*) AS n FROM email_jobs WHERE status = 'pending'") == 0
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn the_identity_and_money_flow_sends_each_email_once_and_keeps_secrets_off_the_outbox() {
+    let app = EvApp::spawn(common::settings()).await;
+    let api = &app.api;
+    let alice = "alice.events@example.com";
+    let r = api
+        .call(
+            "POST",
+            "/api/v1/auth/register",
+            None,
+            Some(&json!({"first_name": "Alice", "last_name": "E", "email": alice,
+                          "password": common::PASSWORD, "confirm_password": common::PASSWORD})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    settled(&app).await;
+    let mut conn = app.db();
+    let welcome = mails(&mut conn, alice);
+    assert_eq!(welcome.len(), 1, "{welcome:?}");
+    let code = welcome[0].1.split_whitespace().find(|w| w.len() == 6 && w.chars().all(|c| c.is_ascii_digit())).unwrap();
+    let r = api.call("POST", "/api/v1/auth/verify-email", None, Some(&json!({"email": alice, "code": code}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = api.call("POST", "/api/v1/auth/password/forgot", None, Some(&json!({"email": alice}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let alice_token = api.login(alice, common::PASSWORD).await;
+    let admin = api.admin_token().await;
+    let (_, bob_token) = api.verified_user(&admin, "bob.events@example.com").await;
+    let a = api.issue_card(&alice_token, "debit", None, None).await;
+    let b = api.issue_card(&bob_token, "debit", None, None).await;
+    for (path, key, body) in [
+        ("/api/v1/topups", "t1", json!({"card_id": a, "amount": 1_000_000, "method": "ovo"})),
+        ("/api/v1/withdrawals", "w1", json!({"card_id": a, "amount": 100_000})),
+        ("/api/v1/transfers", "x1", json!({"from_card_id": a, "to_card_id": b, "amount": 250_000})),
+    ] {
+        let r = api.money(&alice_token, path, key, &body).await.unwrap();
+        assert_eq!(r.status, 201, "{path}: {}", r.body);
+        // A replay of the same request changes nothing and sends nothing.
+        let r = api.money(&alice_token, path, key, &body).await.unwrap();
+        assert_eq!(r.status, 201, "{path} replay: {}", r.body);
+    }
+    settled(&app).await;
+
+    let subjects = |to: &str, conn: &mut PgConnection| mails(conn, to).into_iter().map(|m| m.0).collect::<Vec<_>>();
+    let got = subjects(alice, &mut conn);
+    for want in [
+        "Welcome to payd — verify your e-mail",
+        "Your e-mail is verified",
+        "Reset your payd password",
+        "Top-up of IDR 10,000.00 completed",
+        "Withdrawal of IDR 1,000.00 completed",
+        "You sent IDR 2,500.00",
+    ] {
+        assert_eq!(got.iter().filter(|s| s.as_str() == want).count(), 1, "{want} once in {got:?}");
+    }
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert_eq!(subjects("bob.events@example.com", &mut conn), vec!["You received IDR 2,500.00".to_owned()]);
+
+    // Every event was handled exactly once by each consumer.
+    let events = count(&mut conn, "SELECT count(*) AS n FROM outbox");
+    assert!(events >= 8, "{events} events");
+    for consumer in ["notifier", "webhooks"] {
+        let n = count(&mut conn, &format!("SELECT count(*) AS n FROM processed_events WHERE consumer = '{consumer}'"));
+        assert_eq!(n, events, "{consumer} processed every event once");
+    }
+    for t in ["user.registered", "user.verified", "password.reset_requested", "card.issued", "topup.completed",
+              "withdrawal.completed", "transfer.completed"] {
+        assert!(count(&mut conn, &format!("SELECT count(*) AS n FROM outbox WHERE event_type = '{t}'")) >= 1, "{t}");
+    }
+    // Secrets never enter the outbox, and are scrubbed from delivered e-mail jobs.
+    let token = mails(&mut conn, alice)
+        .into_iter()
+        .find_map(|m| m.1.split_whitespace().find(|w| w.starts_with("pr_")).map(str::to_owned))
+        .unwrap();
+    let leaked = count(
+        &mut conn,
+        &format!("SELECT count(*) AS n FROM outbox WHERE payload::text LIKE '%{code}%' OR payload::text LIKE '%{token}%'"),
+    );
+    assert_eq!(leaked, 0, "a secret reached the outbox");
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) AS n FROM email_jobs WHERE sensitive AND context::text NOT LIKE '%scrubbed%'"),
+        0,
+        "sensitive e-mail contexts are scrubbed after delivery"
+    );
+    assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM email_jobs WHERE sensitive"), 2);
+
+    let r = api.call("GET", "/api/v1/admin/events", Some(&admin), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["broker"], "inprocess");
+    assert_eq!(r.body["outbox_depth"], 0);
+}
+
+/// A broker that records what it confirmed, and fails now and then after a random prefix.
+#[derive(Clone, Default)]
+struct Recording {
+    confirmed: Arc<Mutex<Vec<Envelope>>>,
+    rounds: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Broker for Recording {
+    fn kind(&self) -> &'static str {
+        "recording"
+    }
+    async fn publish(&self, events: &[Envelope]) -> Result<(), PublishError> {
+        let round = self.rounds.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        // Every third round fails after confirming only part of the batch.
+        let ok = if round % 3 == 2 { events.len() / 2 } else { events.len() };
+        self.confirmed.lock().unwrap().extend(events[..ok].iter().cloned());
+        if ok < events.len() {
+            return Err(PublishError { published: ok, error: BrokerError::Unavailable("flaky".into()) });
+        }
+        Ok(())
+    }
+    async fn subscribe(&self, _consumer: Consumer) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}
+
+#[actix_web::test]
+async fn several_relays_publish_each_event_once_in_order_per_key() {
+    let mut settings = common::settings();
+    settings.events.relay_enabled = false;
+    settings.events.consumers_enabled = false;
+    let app = EvApp::spawn(settings).await;
+    let mut conn = app.db();
+    // 600 events over 12 aggregate keys, interleaved.
+    conn.batch_execute(
+        "INSERT INTO outbox (event_id, event_type, schema_version, aggregate_type, aggregate_key, payload) \
+         SELECT gen_random_uuid(), 'card.frozen', 1, 'card', 'card:' || (i % 12), jsonb_build_object('i', i) \
+         FROM generate_series(1, 600) AS i",
+    )
+    .unwrap();
+    let broker = Recording::default();
+    let cfg = RelayConfig {
+        batch: 25,
+        poll: Duration::from_millis(10),
+        lease_secs: 30,
+        backoff_initial: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(5),
+    };
+    let relays: Vec<Arc<Relay>> = (0..3)
+        .map(|_| Arc::new(Relay::new(app.state.db.clone(), Arc::new(broker.clone()), cfg.clone())))
+        .collect();
+    let tasks: Vec<_> = relays
+        .iter()
+        .map(|r| {
+            let r = r.clone();
+            tokio::spawn(async move {
+                let mut idle = 0;
+                while idle < 5 {
+                    match r.round().await.unwrap() {
+                        Round::Idle => {
+                            idle += 1;
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        _ => idle = 0,
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rows = outbox(&mut conn);
+    assert!(rows.iter().all(|r| r.published), "everything published");
+    let confirmed = broker.confirmed.lock().unwrap().clone();
+    let mut times: HashMap<uuid::Uuid, usize> = HashMap::new();
+    for e in &confirmed {
+        *times.entry(e.id).or_default() += 1;
+    }
+    assert_eq!(times.len(), 600);
+    assert!(times.values().all(|n| *n == 1), "an event was published twice");
+    let probe = Probe { seen: Arc::new(Mutex::new(confirmed)) };
+    assert_exactly_once_in_order(&rows, &probe);
+    assert!(broker.rounds.load(Ordering::SeqCst) >= 24, "several rounds, some failed");
+}
+
+struct Rejecting;
+
+#[async_trait]
+impl Handler for Rejecting {
+    async fn handle(&self, _event: &Envelope) -> Result<Handled, payd::events::HandlerError> {
+        Err(payd::events::HandlerError::Reject("cannot be processed".into()))
+    }
+}
+
+#[actix_web::test]
+async fn redelivered_events_queue_no_second_email_and_bad_messages_are_dead_lettered() {
+    let mut settings = common::settings();
+    settings.events.consumers_enabled = false;
+    settings.events.relay_enabled = false;
+    let app = EvApp::spawn(settings).await;
+    let api = &app.api;
+    let admin = api.admin_token().await;
+    let (_, token) = api.verified_user(&admin, "carol.events@example.com").await;
+    let card = api.issue_card(&token, "debit", None, None).await;
+    let r = api
+        .money(&token, "/api/v1/topups", "k1", &json!({"card_id": card, "amount": 500_000, "method": "ovo"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Read the event as the relay would publish it.
+    let mut conn = app.db();
+    let claimed = payd::events::outbox::claim(&mut conn, uuid::Uuid::new_v4(), 100, 30).unwrap();
+    let topup = claimed.iter().find(|c| c.event.event_type == "topup.completed").unwrap().event.clone();
+
+    let notifier = payd::notify::notifier::Notifier::new(app.state.db.clone(), Arc::new(tokio::sync::Notify::new()));
+    assert_eq!(notifier.handle(&topup).await.unwrap(), Handled::Processed);
+    // The broker redelivers it (consumer crashed before its ack): nothing is queued again.
+    assert_eq!(notifier.handle(&topup).await.unwrap(), Handled::Duplicate);
+    let jobs = count(&mut conn, &format!("SELECT count(*) AS n FROM email_jobs WHERE event_id = '{}'", topup.id));
+    assert_eq!(jobs, 1);
+
+    // Through the consumer runtime: a duplicate is acknowledged, garbage and rejected events are
+    // dead-lettered (recorded, never retried forever).
+    let consumer = Consumer::new("notifier", Arc::new(notifier), app.state.db.clone(), &app.settings.events);
+    assert_eq!(consumer.process(&serde_json::to_vec(&topup).unwrap()).await, Disposition::Ack);
+    assert_eq!(consumer.process(b"{not json").await, Disposition::DeadLetter);
+    let mut broken = topup.clone();
+    broken.id = uuid::Uuid::new_v4();
+    broken.payload = json!({"no": "operation"});
+    assert_eq!(consumer.process(&serde_json::to_vec(&broken).unwrap()).await, Disposition::DeadLetter);
+    let rejecting = Consumer::new("rejecting", Arc::new(Rejecting), app.state.db.clone(), &app.settings.events);
+    assert_eq!(rejecting.process_event(&topup).await, Disposition::DeadLetter);
+    assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM dead_letters WHERE kind = 'message'"), 3);
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) AS n FROM dead_letters WHERE reference = 'unparsed' AND payload = '{not json'"),
+        1
+    );
+    assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM email_jobs"), 1);
+    let r = api.call("GET", "/api/v1/admin/dead-letters?kind=message", Some(&admin), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 3);
+}
+
+/// A tiny SMTP server: accepts everything, and answers the end of DATA with a temporary failure
+/// while `fail` is positive (decrementing it) or negative (always); counts messages it was offered.
+#[derive(Clone, Default)]
+struct FakeSmtp {
+    fail: Arc<AtomicI32>,
+    offered: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl FakeSmtp {
+    async fn start(&self) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let (r, mut w) = sock.into_split();
+                    let mut lines = BufReader::new(r).lines();
+                    w.write_all(b"220 fake ESMTP\r\n").await.ok();
+                    let mut in_data = false;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if in_data {
+                            if line == "." {
+                                in_data = false;
+                                me.offered.fetch_add(1, Ordering::SeqCst);
+                                let f = me.fail.load(Ordering::SeqCst);
+                                if f != 0 {
+                                    if f > 0 {
+                                        me.fail.fetch_sub(1, Ordering::SeqCst);
+                                    }
+                                    w.write_all(b"451 4.3.0 try again later\r\n").await.ok();
+                                } else {
+                                    me.accepted.fetch_add(1, Ordering::SeqCst);
+                                    w.write_all(b"250 2.0.0 queued\r\n").await.ok();
+                                }
+                            }
+                            continue;
+                        }
+                        let cmd = line.to_ascii_uppercase();
+                        let reply: &[u8] = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
+                            b"250 fake\r\n"
+                        } else if cmd.starts_with("DATA") {
+                            in_data = true;
+                            b"354 go ahead\r\n"
+                        } else if cmd.starts_with("QUIT") {
+                            w.write_all(b"221 bye\r\n").await.ok();
+                            break;
+                        } else {
+                            b"250 OK\r\n"
+                        };
+                        w.write_all(reply).await.ok();
+                    }
+                });
+            }
+        });
+        port
+    }
+}
+
+#[actix_web::test]
+async fn smtp_failures_are_retried_with_backoff_then_dead_lettered() {
+    let smtp = FakeSmtp::default();
+    smtp.fail.store(2, Ordering::SeqCst);
+    let port = smtp.start().await;
+    let mut settings = common::settings();
+    settings.mail.transport = payd::config::MailTransport::Smtp;
+    settings.mail.smtp_host = "127.0.0.1".into();
+    settings.mail.smtp_port = port;
+    settings.mail.smtp_tls = payd::config::SmtpTls::None;
+    settings.events.max_attempts = 3;
+    settings.events.mail_backoff_initial_ms = 100;
+    settings.events.mail_backoff_max_ms = 300;
+    let app = EvApp::spawn(settings).await;
+    let api = &app.api;
+    let admin = api.admin_token().await;
+    let (_, token) = api.verified_user(&admin, "dave.events@example.com").await;
+    let card = api.issue_card(&token, "debit", None, None).await;
+    let r = api
+        .money(&token, "/api/v1/topups", "k1", &json!({"card_id": card, "amount": 500_000, "method": "ovo"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let mut conn = app.db();
+    // Two temporary failures, then accepted on the third attempt.
+    eventually(Duration::from_secs(30), "top-up e-mail sent after retries", || {
+        count(&mut conn, "SELECT count(*) AS n FROM email_jobs WHERE status = 'sent' AND attempts = 3") == 1
+    })
+    .await;
+    assert_eq!(smtp.offered.load(Ordering::SeqCst), 3);
+    assert_eq!(smtp.accepted.load(Ordering::SeqCst), 1);
+
+    // Now the server refuses everything: three attempts, then a dead letter (and no fourth try).
+    smtp.fail.store(-1, Ordering::SeqCst);
+    let r = api.money(&token, "/api/v1/withdrawals", "k2", &json!({"card_id": card, "amount": 60_000})).await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    eventually(Duration::from_secs(30), "withdrawal e-mail dead-lettered", || {
+        count(&mut conn, "SELECT count(*) AS n FROM dead_letters WHERE kind = 'email'") == 1
+    })
+    .await;
+    assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM email_jobs WHERE status = 'dead' AND attempts = 3"), 1);
+    assert_eq!(smtp.offered.load(Ordering::SeqCst), 6);
+    let dead_reason = count(
+        &mut conn,
+        "SELECT count(*) AS n FROM dead_letters WHERE kind = 'email' AND reason LIKE '%451%' AND attempts = 3",
+    );
+    assert_eq!(dead_reason, 1);
+    let text = reqwest::get(format!("{}/metrics", api.base)).await.unwrap().text().await.unwrap();
+    assert!(text.contains(r#"payd_emails_total{outcome="dead"} 1"#), "{text}");
+    assert!(text.contains(r#"payd_dead_letters_total{kind="email"} 1"#), "{text}");
+}
