@@ -134,6 +134,9 @@ impl Api {
 
     /// Registers every route on the actix service config, each wrapped with its access check.
     pub fn configure(mut self, cfg: &mut web::ServiceConfig) {
+        // Static paths first: they match by string comparison, and a request for one of them then never
+        // runs the regex of a parameterised path (and `/cards/lookup` wins over `/cards/{id}`).
+        self.routes.sort_by_key(|r| r.path.contains('{'));
         for spec in &mut self.routes {
             let Some(route) = spec.route.take() else { continue };
             let access = spec.access;

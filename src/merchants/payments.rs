@@ -25,20 +25,72 @@ use crate::storage::{self, StorageError};
 
 pub fn register(api: &mut Api) {
     let t = "payments";
-    let (r, s) = api.route(Method::POST, "/api/v1/payments", Access::ApiKey, t, "Charge a card (X-Api-Key and Idempotency-Key)", web::post().to(pay));
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/payments",
+        Access::ApiKey,
+        t,
+        "Charge a card (X-Api-Key and Idempotency-Key)",
+        web::post().to(pay),
+    );
     r.body::<PaymentRequest>(s).responds::<OperationView>(201, s);
-    let (r, s) = api.route(Method::POST, "/api/v1/payments/{id}/refunds", Access::ApiKeyOrRole(&["admin"]), t, "Refund a payment, fully or partly (Idempotency-Key)", web::post().to(refund));
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/payments/{id}/refunds",
+        Access::ApiKeyOrRole(&["admin"]),
+        t,
+        "Refund a payment, fully or partly (Idempotency-Key)",
+        web::post().to(refund),
+    );
     r.body::<RefundRequest>(s).responds::<OperationView>(201, s);
-    let (r, s) = api.route(Method::GET, "/api/v1/payments", Access::Authenticated, t, "Payments on your cards (admins: all)", web::get().to(list_for_user));
-    r.query(&["merchant_id", "api_key_id", "card_id", "status", "from", "to", "limit", "cursor"]).responds_page::<OperationView>(s);
-    let (r, s) = api.route(Method::GET, "/api/v1/payments/{id}", Access::Authenticated, t, "A payment (customer, merchant owner or admin)", web::get().to(get));
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/payments",
+        Access::Authenticated,
+        t,
+        "Payments on your cards (admins: all)",
+        web::get().to(list_for_user),
+    );
+    r.query(&["merchant_id", "api_key_id", "card_id", "status", "from", "to", "limit", "cursor"])
+        .responds_page::<OperationView>(s);
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/payments/{id}",
+        Access::Authenticated,
+        t,
+        "A payment (customer, merchant owner or admin)",
+        web::get().to(get),
+    );
     r.responds::<OperationView>(200, s);
-    let (r, s) = api.route(Method::GET, "/api/v1/payments/{id}/refunds", Access::Authenticated, t, "Refunds of a payment", web::get().to(refunds_of));
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/payments/{id}/refunds",
+        Access::Authenticated,
+        t,
+        "Refunds of a payment",
+        web::get().to(refunds_of),
+    );
     r.responds::<Vec<OperationView>>(200, s);
-    let (r, s) = api.route(Method::GET, "/api/v1/merchants/{id}/payments", Access::Authenticated, t, "A merchant's payments and refunds (owner or admin)", web::get().to(list_for_merchant));
-    r.query(&["api_key_id", "card_id", "status", "kind", "from", "to", "limit", "cursor"]).responds_page::<OperationView>(s);
-    let (r, s) = api.route(Method::GET, "/api/v1/merchant/payments", Access::ApiKey, t, "The API key's merchant's payments and refunds", web::get().to(list_for_key));
-    r.query(&["api_key_id", "card_id", "status", "kind", "from", "to", "limit", "cursor"]).responds_page::<OperationView>(s);
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/merchants/{id}/payments",
+        Access::Authenticated,
+        t,
+        "A merchant's payments and refunds (owner or admin)",
+        web::get().to(list_for_merchant),
+    );
+    r.query(&["api_key_id", "card_id", "status", "kind", "from", "to", "limit", "cursor"])
+        .responds_page::<OperationView>(s);
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/merchant/payments",
+        Access::ApiKey,
+        t,
+        "The API key's merchant's payments and refunds",
+        web::get().to(list_for_key),
+    );
+    r.query(&["api_key_id", "card_id", "status", "kind", "from", "to", "limit", "cursor"])
+        .responds_page::<OperationView>(s);
     let _ = ADMIN;
 }
 
@@ -77,31 +129,42 @@ fn money_checks(state: &AppState, amount: i64, currency: Option<&str>) -> Result
         return Err(ApiError::validation("currency", format!("currency must be {}", m.currency)));
     }
     if amount < m.min_amount || amount > m.max_amount {
-        return Err(ApiError::validation("amount", format!("amount must be between {} and {} (minor units)", m.min_amount, m.max_amount)));
+        return Err(ApiError::validation(
+            "amount",
+            format!("amount must be between {} and {} (minor units)", m.min_amount, m.max_amount),
+        ));
     }
     Ok(())
 }
 
 type CardRow = (i64, i64, String, i32, i32);
 
-async fn pay(state: web::Data<AppState>, req: HttpRequest, key: MerchantPrincipal, body: Valid<PaymentRequest>) -> Result<HttpResponse, ApiError> {
+async fn pay(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    key: MerchantPrincipal,
+    body: Valid<PaymentRequest>,
+) -> Result<HttpResponse, ApiError> {
     let idem = idempotency::key(&req)?;
     let body = body.into_inner();
     let scope = format!("merchant:{}", key.merchant_id);
     // The hash never includes the CVV in clear (it is hashed with everything else).
     let hash = idempotency::request_hash("payment", "", &serde_json::to_value(&body).map_err(ApiError::internal)?);
-    if let Some(stored) = idempotency::lookup(&state.db, scope.clone(), idem.clone()).await? {
-        return Ok(stored.replay(&hash)?);
-    }
     money_checks(&state, body.amount, body.currency.as_deref())?;
     if !body.cvv.chars().all(|c| c.is_ascii_digit()) {
         return Err(ApiError::validation("cvv", "cvv must be digits"));
     }
     let method = methods::canonical(&body.method).ok_or_else(|| ApiError::validation("method", "unknown method"))?;
-    let number = Pan::parse(&body.card_number).ok_or_else(|| ApiError::validation("card_number", "card_number is not a valid card number"))?;
+    let number = Pan::parse(&body.card_number)
+        .ok_or_else(|| ApiError::validation("card_number", "card_number is not a valid card number"))?;
     let pan_hash = pan::pan_hash(state.settings.cards.pan_key.expose(), &number);
-    let (merchant_id, order_ref) = (key.merchant_id, body.order_ref.clone());
-    let (card, paid) = storage::run(&state.db, move |conn| {
+    let (merchant_id, order_ref, sc, ik) = (key.merchant_id, body.order_ref.clone(), scope.clone(), idem.clone());
+    // One trip to the database for the stored answer, the card and the order reference.
+    let (stored, card, paid) = storage::run(&state.db, move |conn| {
+        let stored = idempotency::find(conn, &sc, &ik)?;
+        if stored.is_some() {
+            return Ok((stored, None, 0));
+        }
         let card: Option<CardRow> = cards::table
             .filter(cards::pan_hash.eq(pan_hash))
             .select((cards::id, cards::account_id, cards::brand, cards::expiry_month, cards::expiry_year))
@@ -114,9 +177,12 @@ async fn pay(state: web::Data<AppState>, req: HttpRequest, key: MerchantPrincipa
             .filter(operations::status.eq("success"))
             .count()
             .get_result(conn)?;
-        Ok::<_, StorageError>((card, paid))
+        Ok::<_, StorageError>((None, card, paid))
     })
     .await?;
+    if let Some(stored) = stored {
+        return Ok(stored.replay(&hash)?);
+    }
     if paid > 0 {
         // A concurrent request with this same key may have just paid the order: answer as it did.
         if let Some(stored) = idempotency::lookup(&state.db, scope.clone(), idem.clone()).await? {
@@ -127,7 +193,11 @@ async fn pay(state: web::Data<AppState>, req: HttpRequest, key: MerchantPrincipa
     let Some((card_id, account, brand, month, year)) = card else {
         // No record: there is no card to record it against, and the answer must not tell numbers apart.
         crate::metrics::count("payment", "card_declined");
-        return Err(ApiError::new(actix_web::http::StatusCode::PAYMENT_REQUIRED, "card_declined", "the card was declined"));
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::PAYMENT_REQUIRED,
+            "card_declined",
+            "the card was declined",
+        ));
     };
     let op = MoneyOp {
         kind: "payment",
@@ -155,10 +225,23 @@ async fn pay(state: web::Data<AppState>, req: HttpRequest, key: MerchantPrincipa
     let cvv_key = format!("cvvfail:{card_id}");
     let (failures, retry) = state.cache.count(&cvv_key).await.map_err(|e| PaymentError::Unavailable(e.0))?;
     if failures >= u64::from(m.cvv_failure_limit) {
-        return execute::record_failed(&state, op, Failure::new("too_many_cvv_failures", format!("too many wrong security codes for this card; retry in {retry} seconds"))).await;
+        return execute::record_failed(
+            &state,
+            op,
+            Failure::new(
+                "too_many_cvv_failures",
+                format!("too many wrong security codes for this card; retry in {retry} seconds"),
+            ),
+        )
+        .await;
     }
     if body.expiry_month != month || body.expiry_year != year {
-        return execute::record_failed(&state, op, Failure::new("invalid_expiry", "the expiry date does not match the card")).await;
+        return execute::record_failed(
+            &state,
+            op,
+            Failure::new("invalid_expiry", "the expiry date does not match the card"),
+        )
+        .await;
     }
     let cvv_len = pan::brand(&brand).map_or(3, |b| b.3);
     if !pan::cvv_matches(state.settings.cards.cvv_key.expose(), &number, month, year, cvv_len, &body.cvv) {
@@ -202,7 +285,8 @@ async fn refund(
         (None, Some(a)) => format!("user:{}", a.user_id),
         (None, None) => return Err(MerchantError::MissingKey.into()),
     };
-    let hash = idempotency::request_hash("refund", &id.to_string(), &serde_json::to_value(&body).map_err(ApiError::internal)?);
+    let hash =
+        idempotency::request_hash("refund", &id.to_string(), &serde_json::to_value(&body).map_err(ApiError::internal)?);
     if let Some(stored) = idempotency::lookup(&state.db, scope.clone(), idem.clone()).await? {
         return Ok(stored.replay(&hash)?);
     }
@@ -218,7 +302,11 @@ async fn refund(
         return Err(MerchantError::PaymentNotFound.into());
     }
     if payment.status != "success" {
-        return Err(MerchantError::NotRefundable(format!("only successful payments can be refunded; this one is {}", payment.status)).into());
+        return Err(MerchantError::NotRefundable(format!(
+            "only successful payments can be refunded; this one is {}",
+            payment.status
+        ))
+        .into());
     }
     let remaining = payment.amount - refunded;
     let amount = body.amount.unwrap_or(remaining);
@@ -349,18 +437,31 @@ async fn list_payments(state: &AppState, viewer: Viewer, q: PaymentListQuery) ->
     Ok(HttpResponse::Ok().json(Page { items: items.into_iter().map(OperationView::from).collect(), next_cursor }))
 }
 
-async fn list_for_user(state: web::Data<AppState>, user: AuthUser, q: web::Query<PaymentListQuery>) -> Result<HttpResponse, ApiError> {
+async fn list_for_user(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    q: web::Query<PaymentListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let viewer = if user.is_admin() { Viewer::Admin } else { Viewer::Customer(user.user_id) };
     list_payments(&state, viewer, q.into_inner()).await
 }
 
-async fn list_for_merchant(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>, q: web::Query<PaymentListQuery>) -> Result<HttpResponse, ApiError> {
+async fn list_for_merchant(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<i64>,
+    q: web::Query<PaymentListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     storage::run(&state.db, move |conn| find_for(conn, id, &user)).await?;
     list_payments(&state, Viewer::Merchant(id), q.into_inner()).await
 }
 
-async fn list_for_key(state: web::Data<AppState>, key: MerchantPrincipal, q: web::Query<PaymentListQuery>) -> Result<HttpResponse, ApiError> {
+async fn list_for_key(
+    state: web::Data<AppState>,
+    key: MerchantPrincipal,
+    q: web::Query<PaymentListQuery>,
+) -> Result<HttpResponse, ApiError> {
     list_payments(&state, Viewer::Merchant(key.merchant_id), q.into_inner()).await
 }
 
@@ -370,7 +471,8 @@ fn may_see(conn: &mut PgConnection, user: &AuthUser, p: &Operation) -> Result<bo
         return Ok(true);
     }
     let ids: Vec<i64> = [p.source_card_id, p.dest_card_id].into_iter().flatten().collect();
-    let owns_card: i64 = cards::table.filter(cards::id.eq_any(ids)).filter(cards::user_id.eq(user.user_id)).count().get_result(conn)?;
+    let owns_card: i64 =
+        cards::table.filter(cards::id.eq_any(ids)).filter(cards::user_id.eq(user.user_id)).count().get_result(conn)?;
     let owns_merchant: i64 = merchants::table
         .filter(merchants::id.nullable().eq(p.merchant_id))
         .filter(merchants::owner_id.eq(user.user_id))
@@ -392,7 +494,11 @@ async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<String>) 
     Ok(HttpResponse::Ok().json(OperationView::from(p)))
 }
 
-async fn refunds_of(state: web::Data<AppState>, user: AuthUser, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn refunds_of(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let rows = storage::run(&state.db, move |conn| {
         let p = find_payment(conn, id)?;

@@ -58,6 +58,20 @@ impl Stored {
     }
 }
 
+/// Looks up a key in a scope, on a connection the caller already holds.
+///
+/// # Errors
+/// A storage error.
+pub fn find(conn: &mut PgConnection, scope: &str, key: &str) -> Result<Option<Stored>, StorageError> {
+    idempotency_keys::table
+        .find((scope, key))
+        .select((idempotency_keys::request_hash, idempotency_keys::response_status, idempotency_keys::response_body))
+        .first::<(String, i16, serde_json::Value)>(conn)
+        .optional()
+        .map(|o| o.map(|(request_hash, status, body)| Stored { request_hash, status, body }))
+        .map_err(StorageError::from)
+}
+
 /// Looks up a key in a scope.
 ///
 /// # Errors
