@@ -33,6 +33,13 @@ PAYD_BOOTSTRAP_ADMIN_PASSWORD ?= admin-pass-123
 PG_WAIT          ?= 60
 REDIS_WAIT       ?= 30
 RABBITMQ_WAIT    ?= 120
+KAFKA_WAIT       ?= 60
+# Kafka-protocol broker for the events tests and `events.broker = "kafka"`: tansu, built with cargo
+# (once; its own target dir so it never locks the workspace) and kept in memory on 127.0.0.1:9092.
+TANSU            ?= $(HOME)/.cargo/bin/tansu
+TANSU_FEATURES   ?= dynostore,postgres
+TANSU_LOG        ?= /tmp/payd-tansu.log
+KAFKA_PORT       ?= 9092
 
 # Debian packages a fresh machine needs to build and test payd.
 APT_PACKAGES     := libpq-dev pkg-config libssl-dev postgresql-client redis-tools cmake g++ libcurl4-openssl-dev libsasl2-dev zlib1g-dev
@@ -47,7 +54,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || ! command -v sudo >/dev/null 2>&1 || ec
 export DEBIAN_FRONTEND := noninteractive
 export CARGO_TERM_COLOR ?= $(if $(CI),never,auto)
 
-.PHONY: help setup services services-postgres services-redis services-rabbitmq run build test lint \
+.PHONY: help setup services services-postgres services-redis services-rabbitmq services-kafka run build test lint \
         fmt migrate seed bench load compose-check clean-testdbs
 
 help: ## List the targets
@@ -56,6 +63,7 @@ help: ## List the targets
 	echo
 	echo "Knobs: ARGS=… MIGRATE=up|down|status USERS=N NEXTEST_PROFILE=default|ci RELEASE= (debug build)"
 	echo "       PAYD_BOOTSTRAP_ADMIN_EMAIL / PAYD_BOOTSTRAP_ADMIN_PASSWORD (for run), PAYD_TEST_PG (for test)"
+	echo "       TANSU=path KAFKA_PORT=9092 (Kafka-protocol broker for services/test)"
 
 # ---- machine -------------------------------------------------------------------------------------
 
@@ -85,7 +93,7 @@ setup: ## Install missing build/test prerequisites (apt packages, cargo-nextest)
 	  $(CARGO) install cargo-nextest --locked
 	fi
 
-services: services-postgres services-redis services-rabbitmq ## Start PostgreSQL, Redis and RabbitMQ if down, wait until they answer
+services: services-postgres services-redis services-rabbitmq services-kafka ## Start PostgreSQL, Redis, RabbitMQ and Kafka (tansu) if down, wait until they answer
 
 services-postgres:
 	@if pg_isready -h 127.0.0.1 -p 5432 -q; then echo "services: postgres up"; exit 0; fi
@@ -118,6 +126,23 @@ services-rabbitmq:
 	  sleep 1
 	done
 	echo "services: rabbitmq did not open 127.0.0.1:5672 within $(RABBITMQ_WAIT)s" >&2; exit 1
+
+services-kafka:
+	@port_open() { timeout 2 bash -c '</dev/tcp/127.0.0.1/$(KAFKA_PORT)' 2>/dev/null; }
+	if port_open; then echo "services: kafka (tansu) up"; exit 0; fi
+	if [ ! -x "$(TANSU)" ]; then
+	  echo "services: building tansu (cargo install, ~10 min on 2 cores; once per machine)"
+	  CARGO_TARGET_DIR=$${TMPDIR:-/tmp}/tansu-target $(CARGO) install tansu --locked --features $(TANSU_FEATURES)
+	fi
+	echo "services: starting tansu on 127.0.0.1:$(KAFKA_PORT) (memory storage; log $(TANSU_LOG))"
+	setsid nohup "$(TANSU)" broker --listener-url tcp://127.0.0.1:$(KAFKA_PORT) \
+	  --advertised-listener-url tcp://127.0.0.1:$(KAFKA_PORT) --storage-engine memory://tansu/ \
+	  >"$(TANSU_LOG)" 2>&1 < /dev/null &
+	for i in $$(seq 1 $(KAFKA_WAIT)); do
+	  if port_open; then echo "services: kafka (tansu) up after $${i}s"; exit 0; fi
+	  sleep 1
+	done
+	echo "services: tansu did not open 127.0.0.1:$(KAFKA_PORT) within $(KAFKA_WAIT)s; see $(TANSU_LOG)" >&2; exit 1
 
 # ---- build and run -------------------------------------------------------------------------------
 
@@ -158,7 +183,8 @@ clean-testdbs: services-postgres ## Drop databases left by earlier test runs (pa
 # lint is a prerequisite rather than a `$(MAKE) lint` line: a recipe containing $(MAKE) runs even
 # under `make -n`, and with .ONESHELL that would be the whole recipe.
 test: setup services clean-testdbs lint ## Full check: setup, services, stale test DBs dropped, lint, nextest (whole workspace)
-	@PAYD_TEST_PG='$(PAYD_TEST_PG)' $(CARGO) nextest run --workspace --no-fail-fast --profile $(NEXTEST_PROFILE)
+	@PAYD_TEST_PG='$(PAYD_TEST_PG)' PAYD_TEST_TANSU='$(TANSU)' PAYD_TEST_KAFKA='127.0.0.1:$(KAFKA_PORT)' \
+	  $(CARGO) nextest run --workspace --no-fail-fast --profile $(NEXTEST_PROFILE)
 
 bench: ## Criterion benchmarks (cargo bench; ARGS passed through)
 	@$(CARGO) bench --workspace $(ARGS)

@@ -120,6 +120,9 @@ fn entry(user: i64, seq: u64, from: (i64, i64), to: (i64, i64)) -> JournalEntry<
         reverses_id: None,
         initiated_by: Some(user),
         created_at: now,
+        merchant_id: None,
+        api_key_id: None,
+        order_ref: None,
     };
     let view = serde_json::json!({
         "id": op.id, "kind": "transfer", "status": "success", "failure_reason": null, "amount": amount,
@@ -144,6 +147,7 @@ fn entry(user: i64, seq: u64, from: (i64, i64), to: (i64, i64)) -> JournalEntry<
             payload: serde_json::json!({ "operation": view, "initiated_by": user }),
         }],
         operation: op,
+        refund_of: None,
     };
     JournalEntry {
         postings: vec![Posting { account: from.0, amount: -amount }, Posting { account: to.0, amount }],

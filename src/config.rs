@@ -231,8 +231,6 @@ pub struct WebhookSettings {
     pub disable_after_failures: i32,
     /// How long a rotated-out secret keeps signing deliveries.
     pub rotation_overlap_secs: i64,
-    /// Accepted clock skew when verifying `t=` (documented for receivers, used by the tests).
-    pub tolerance_secs: i64,
     pub concurrency: usize,
 }
 

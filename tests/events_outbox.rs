@@ -111,8 +111,15 @@ async fn the_identity_and_money_flow_sends_each_email_once_and_keeps_secrets_off
         let n = count(&mut conn, &format!("SELECT count(*) AS n FROM processed_events WHERE consumer = '{consumer}'"));
         assert_eq!(n, events, "{consumer} processed every event once");
     }
-    for t in ["user.registered", "user.verified", "password.reset_requested", "card.issued", "topup.completed",
-              "withdrawal.completed", "transfer.completed"] {
+    for t in [
+        "user.registered",
+        "user.verified",
+        "password.reset_requested",
+        "card.issued",
+        "topup.completed",
+        "withdrawal.completed",
+        "transfer.completed",
+    ] {
         assert!(count(&mut conn, &format!("SELECT count(*) AS n FROM outbox WHERE event_type = '{t}'")) >= 1, "{t}");
     }
     // Secrets never enter the outbox, and are scrubbed from delivered e-mail jobs.
@@ -122,11 +129,16 @@ async fn the_identity_and_money_flow_sends_each_email_once_and_keeps_secrets_off
         .unwrap();
     let leaked = count(
         &mut conn,
-        &format!("SELECT count(*) AS n FROM outbox WHERE payload::text LIKE '%{code}%' OR payload::text LIKE '%{token}%'"),
+        &format!(
+            "SELECT count(*) AS n FROM outbox WHERE payload::text LIKE '%{code}%' OR payload::text LIKE '%{token}%'"
+        ),
     );
     assert_eq!(leaked, 0, "a secret reached the outbox");
     assert_eq!(
-        count(&mut conn, "SELECT count(*) AS n FROM email_jobs WHERE sensitive AND context::text NOT LIKE '%scrubbed%'"),
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM email_jobs WHERE sensitive AND context::text NOT LIKE '%scrubbed%'"
+        ),
         0,
         "sensitive e-mail contexts are scrubbed after delivery"
     );
@@ -188,9 +200,8 @@ async fn several_relays_publish_each_event_once_in_order_per_key() {
         backoff_initial: Duration::from_millis(1),
         backoff_max: Duration::from_millis(5),
     };
-    let relays: Vec<Arc<Relay>> = (0..3)
-        .map(|_| Arc::new(Relay::new(app.state.db.clone(), Arc::new(broker.clone()), cfg.clone())))
-        .collect();
+    let relays: Vec<Arc<Relay>> =
+        (0..3).map(|_| Arc::new(Relay::new(app.state.db.clone(), Arc::new(broker.clone()), cfg.clone()))).collect();
     let tasks: Vec<_> = relays
         .iter()
         .map(|r| {
@@ -275,7 +286,10 @@ async fn redelivered_events_queue_no_second_email_and_bad_messages_are_dead_lett
     assert_eq!(rejecting.process_event(&topup).await, Disposition::DeadLetter);
     assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM dead_letters WHERE kind = 'message'"), 3);
     assert_eq!(
-        count(&mut conn, "SELECT count(*) AS n FROM dead_letters WHERE reference = 'unparsed' AND payload = '{not json'"),
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM dead_letters WHERE reference = 'unparsed' AND payload = '{not json'"
+        ),
         1
     );
     assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM email_jobs"), 1);

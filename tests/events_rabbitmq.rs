@@ -213,8 +213,10 @@ async fn a_consumer_crash_between_processing_and_ack_sends_no_second_email() {
     payd::events::spawn_consumers(&app.state);
     eventually(Duration::from_secs(30), "redelivery recognised as a duplicate", || duplicates() > before).await;
     eventually(Duration::from_secs(30), "the e-mail sent", || {
-        count(&mut conn, &format!("SELECT count(*) AS n FROM email_jobs WHERE event_id = '{topup_id}' AND status = 'sent'"))
-            == 1
+        count(
+            &mut conn,
+            &format!("SELECT count(*) AS n FROM email_jobs WHERE event_id = '{topup_id}' AND status = 'sent'"),
+        ) == 1
     })
     .await;
     assert_eq!(count(&mut conn, &format!("SELECT count(*) AS n FROM email_jobs WHERE event_id = '{topup_id}'")), 1);
@@ -240,12 +242,14 @@ async fn a_consumer_crash_between_processing_and_ack_sends_no_second_email() {
     .await
     .unwrap();
     eventually(Duration::from_secs(30), "malformed message recorded", || {
-        count(&mut conn, "SELECT count(*) AS n FROM dead_letters WHERE kind = 'message' AND reference = 'unparsed'") == 2
+        count(&mut conn, "SELECT count(*) AS n FROM dead_letters WHERE kind = 'message' AND reference = 'unparsed'")
+            == 2
     })
     .await;
     let mut dead = 0;
     for _ in 0..50 {
-        if ch.basic_get(dead_letter_queue(&exchange).into(), BasicGetOptions { no_ack: true }).await.unwrap().is_some() {
+        if ch.basic_get(dead_letter_queue(&exchange).into(), BasicGetOptions { no_ack: true }).await.unwrap().is_some()
+        {
             dead += 1;
             if dead == 2 {
                 break;
@@ -255,14 +259,13 @@ async fn a_consumer_crash_between_processing_and_ack_sends_no_second_email() {
         }
     }
     assert_eq!(dead, 2, "one dead letter per consumer group in the dead-letter queue");
-    let r = api
-        .money(&token, "/api/v1/withdrawals", "c2", &json!({"card_id": card, "amount": 60_000}))
-        .await
-        .unwrap();
+    let r = api.money(&token, "/api/v1/withdrawals", "c2", &json!({"card_id": card, "amount": 60_000})).await.unwrap();
     assert_eq!(r.status, 201, "{}", r.body);
     eventually(Duration::from_secs(30), "later events still processed", || {
-        count(&mut conn, &format!("SELECT count(*) AS n FROM mailbox WHERE to_address = '{email}' AND subject LIKE 'Withdrawal%'"))
-            == 1
+        count(
+            &mut conn,
+            &format!("SELECT count(*) AS n FROM mailbox WHERE to_address = '{email}' AND subject LIKE 'Withdrawal%'"),
+        ) == 1
     })
     .await;
     conn_b.close(200, "bye".into()).await.ok();

@@ -163,7 +163,12 @@ async fn deliveries_are_signed_rotation_overlaps_and_redelivery_resends() {
     let r = api.call("POST", "/api/v1/merchants/999999/webhooks", Some(&s.owner), Some(&body)).await;
     assert_eq!(r.status, 404, "{}", r.body);
     let r = api
-        .call("POST", &path, Some(&s.owner), Some(&json!({"url": format!("{}/ok", s.base), "event_types": ["payment.exploded"]})))
+        .call(
+            "POST",
+            &path,
+            Some(&s.owner),
+            Some(&json!({"url": format!("{}/ok", s.base), "event_types": ["payment.exploded"]})),
+        )
         .await;
     assert_eq!((r.status, r.body["error"]["field"].as_str()), (422, Some("event_types")), "{}", r.body);
     let r = api.call("POST", &path, Some(&s.owner), Some(&body)).await;
@@ -201,10 +206,14 @@ async fn deliveries_are_signed_rotation_overlaps_and_redelivery_resends() {
     assert!(!valid_v1(&d.signature, &tampered, &secret));
     assert_eq!(signature::verify(&d.signature, tampered.as_bytes(), &[&secret], t, 300), Err(VerifyError::Mismatch));
     assert_eq!(signature::verify(&d.signature, d.body.as_bytes(), &[&secret], t + 301, 300), Err(VerifyError::Stale));
-    assert_eq!(signature::verify(&d.signature, d.body.as_bytes(), &["whsec_wrong"], t, 300), Err(VerifyError::Mismatch));
+    assert_eq!(
+        signature::verify(&d.signature, d.body.as_bytes(), &["whsec_wrong"], t, 300),
+        Err(VerifyError::Mismatch)
+    );
 
     // Rotation: during the overlap both secrets sign.
-    let r = api.call("POST", &format!("{one}/rotate-secret"), Some(&s.owner), Some(&json!({"overlap_secs": 3600}))).await;
+    let r =
+        api.call("POST", &format!("{one}/rotate-secret"), Some(&s.owner), Some(&json!({"overlap_secs": 3600}))).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let new_secret = r.body["secret"].as_str().unwrap().to_owned();
     assert_ne!(new_secret, secret);
@@ -301,15 +310,20 @@ async fn a_failing_endpoint_is_retried_on_schedule_then_dead_then_disabled_with_
         assert!(g.ms >= want - 50.0, "retry {} came after {} ms, schedule says {want} ms", k + 1, g.ms);
     }
     assert_eq!(
-        count(&mut conn, &format!("SELECT count(*) AS n FROM dead_letters WHERE kind = 'webhook' AND event_id = '{first}'")),
+        count(
+            &mut conn,
+            &format!("SELECT count(*) AS n FROM dead_letters WHERE kind = 'webhook' AND event_id = '{first}'")
+        ),
         1
     );
 
     // More failures: the endpoint is disabled and the owner is e-mailed.
     let second = emit(&mut conn, "refund.completed", s.merchant, 20_000);
     eventually(Duration::from_secs(30), "endpoint disabled", || {
-        count(&mut conn, &format!("SELECT count(*) AS n FROM webhook_endpoints WHERE id = {endpoint} AND status = 'disabled'"))
-            == 1
+        count(
+            &mut conn,
+            &format!("SELECT count(*) AS n FROM webhook_endpoints WHERE id = {endpoint} AND status = 'disabled'"),
+        ) == 1
     })
     .await;
     eventually(Duration::from_secs(30), "owner e-mailed", || {
@@ -343,7 +357,9 @@ async fn a_failing_endpoint_is_retried_on_schedule_then_dead_then_disabled_with_
     eventually(Duration::from_secs(30), "waiting delivery succeeded after re-enable", || {
         count(
             &mut conn,
-            &format!("SELECT count(*) AS n FROM webhook_deliveries WHERE event_id = '{second}' AND status = 'succeeded'"),
+            &format!(
+                "SELECT count(*) AS n FROM webhook_deliveries WHERE event_id = '{second}' AND status = 'succeeded'"
+            ),
         ) == 1
     })
     .await;
@@ -373,7 +389,12 @@ async fn insecure_and_private_urls_are_refused_unless_allowed() {
     }
     // A public HTTPS URL is accepted (nothing is ever sent to it in this test: no events flow).
     let r = api
-        .call("POST", &path, Some(&s.owner), Some(&json!({"url": "https://hooks.example.com/payd", "event_types": ["*"]})))
+        .call(
+            "POST",
+            &path,
+            Some(&s.owner),
+            Some(&json!({"url": "https://hooks.example.com/payd", "event_types": ["*"]})),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let id = r.body["endpoint"]["id"].as_i64().unwrap();
@@ -383,4 +404,90 @@ async fn insecure_and_private_urls_are_refused_unless_allowed() {
     assert_eq!(r.status, 422, "{}", r.body);
     let r = api.call("PATCH", &format!("{path}/{id}"), Some(&s.owner), Some(&json!({"event_types": []}))).await;
     assert_eq!(r.status, 422, "{}", r.body);
+}
+
+/// Writes a merchant lifecycle event shaped like the merchants module's (`merchant_event`).
+fn lifecycle(conn: &mut PgConnection, event_type: &str, merchant: i64, owner: i64, status: &str, details: Value) {
+    let event = payd::events::new_event(
+        event_type,
+        "merchant",
+        format!("merchant:{merchant}"),
+        json!({"merchant_id": merchant, "owner_id": owner, "business_name": "Toko <Hooks> & Co",
+               "contact_email": "shop.hooks@example.com", "status": status, "reason": "documents complete",
+               "details": details}),
+    );
+    payd::events::insert_event(conn, &event).unwrap();
+}
+
+#[actix_web::test]
+async fn merchant_lifecycle_events_email_the_merchant_and_reach_subscribed_endpoints() {
+    let s = setup(common::settings()).await;
+    let api = &s.app.api;
+    let path = format!("/api/v1/merchants/{}/webhooks", s.merchant);
+    let r = api
+        .call(
+            "POST",
+            &path,
+            Some(&s.owner),
+            Some(&json!({"url": format!("{}/ok", s.base), "event_types": ["merchant.status_changed", "document.reviewed"]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let mut conn = s.app.db();
+    let owner = 0; // not read by the consumers
+    lifecycle(&mut conn, "merchant.applied", s.merchant, owner, "pending", Value::Null);
+    lifecycle(
+        &mut conn,
+        "document.reviewed",
+        s.merchant,
+        owner,
+        "pending",
+        json!({"document_id": 3, "doc_type": "tax_id", "status": "approved", "note": "looks <fine>"}),
+    );
+    lifecycle(
+        &mut conn,
+        "merchant.status_changed",
+        s.merchant,
+        owner,
+        "active",
+        json!({"from": "pending", "to": "active", "action": "approve"}),
+    );
+    eventually(Duration::from_secs(20), "merchant e-mails and webhooks", || {
+        s.rx.on("/ok").len() == 2
+            && count(&mut conn, "SELECT count(*) AS n FROM mailbox WHERE to_address = 'shop.hooks@example.com'") == 3
+    })
+    .await;
+    #[derive(QueryableByName, Debug)]
+    struct M {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        subject: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        text_body: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        html_body: String,
+    }
+    let mails: Vec<M> = diesel::sql_query(
+        "SELECT subject, text_body, html_body FROM mailbox WHERE to_address = 'shop.hooks@example.com' ORDER BY id",
+    )
+    .load(&mut conn)
+    .unwrap();
+    let subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        vec![
+            "We received the application of Toko <Hooks> & Co",
+            "Document approved for Toko <Hooks> & Co",
+            "Toko <Hooks> & Co is now active",
+        ]
+    );
+    assert!(mails[1].text_body.contains("(tax_id)") && mails[1].text_body.contains("looks <fine>"), "{mails:?}");
+    assert!(mails[1].html_body.contains("looks &lt;fine&gt;"), "{mails:?}");
+    assert!(mails[2].text_body.contains("from pending to active"), "{mails:?}");
+    let mut types: Vec<String> =
+        s.rx.on("/ok")
+            .iter()
+            .map(|d| serde_json::from_str::<Value>(&d.body).unwrap()["type"].as_str().unwrap().to_owned())
+            .collect();
+    types.sort();
+    assert_eq!(types, vec!["document.reviewed", "merchant.status_changed"], "only the subscribed types");
 }

@@ -315,11 +315,8 @@ async fn ledger_survives_sigkill() {
     let keys = idempotency_keys(&mut conn);
     let mut mapped = HashSet::new();
     let mut expected: HashMap<i64, i64> = all.iter().map(|c| (*c, 0)).collect();
-    let every: Vec<(&Req, &Reply)> = funding
-        .iter()
-        .map(|(q, r)| (q, r))
-        .chain((0..OPS).map(|i| (&reqs[i], &final_answers[&i])))
-        .collect();
+    let every: Vec<(&Req, &Reply)> =
+        funding.iter().map(|(q, r)| (q, r)).chain((0..OPS).map(|i| (&reqs[i], &final_answers[&i]))).collect();
     for (req, reply) in &every {
         let rows = &keys[&req.key];
         assert_eq!(rows.len(), 1, "{}", req.key);

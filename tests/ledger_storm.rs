@@ -147,7 +147,8 @@ async fn fire(api: &Api, w: &World, r: &Req) -> Vec<Sent> {
     match r.kind {
         Kind::Freeze | Kind::Unfreeze => {
             let action = if r.kind == Kind::Freeze { "freeze" } else { "unfreeze" };
-            let reply = api.call("POST", &format!("/api/v1/cards/{}/{action}", r.card), Some(token), Some(&json!({}))).await;
+            let reply =
+                api.call("POST", &format!("/api/v1/cards/{}/{action}", r.card), Some(token), Some(&json!({}))).await;
             assert_eq!(reply.status, 200, "{action} card {}: {}", r.card, reply.body);
             vec![Sent { variant: 0, reply }]
         }
@@ -463,7 +464,8 @@ async fn ledger_storm() {
     drop(conn);
     app.handle.stop(true).await;
     // The mix really exercised every path.
-    for want in ["201 -", "402 insufficient_funds", "402 card_frozen", "409 idempotency_conflict", "422 validation_failed"]
+    for want in
+        ["201 -", "402 insufficient_funds", "402 card_frozen", "409 idempotency_conflict", "422 validation_failed"]
     {
         assert!(outcomes.keys().any(|k| k.contains(want)), "no `{want}` outcome in the storm: {outcomes:?}");
     }

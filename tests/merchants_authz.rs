@@ -60,24 +60,33 @@ async fn merchant_authorization_matrix() {
     assert_eq!(s, 201, "{pb}");
     let (s, pb2) = pay(&app, &kb, &c1, "b-2", 100_000).await;
     assert_eq!(s, 201, "{pb2}");
-    let (pa, pb, pb2) = (pa["id"].as_str().unwrap().to_owned(), pb["id"].as_str().unwrap().to_owned(), pb2["id"].as_str().unwrap().to_owned());
+    let (pa, pb, pb2) = (
+        pa["id"].as_str().unwrap().to_owned(),
+        pb["id"].as_str().unwrap().to_owned(),
+        pb2["id"].as_str().unwrap().to_owned(),
+    );
 
     // --- API keys only reach their own merchant's payments.
     let (s, e) = refund(&app, &ka, &pb, json!({"amount": 50_000})).await;
     expect_error(s, &e, 404, "not_found");
     let (s, unknown) = refund(&app, &ka, &uuid::Uuid::now_v7().to_string(), json!({"amount": 50_000})).await;
     expect_error(s, &unknown, 404, "not_found");
-    assert_eq!(e["error"]["message"], unknown["error"]["message"], "another merchant's payment looks like an unknown one");
+    assert_eq!(
+        e["error"]["message"], unknown["error"]["message"],
+        "another merchant's payment looks like an unknown one"
+    );
     let (s, r) = app.get(&format!("/api/v1/payments/{pb}/refunds"), Some(&owner_b)).await;
     assert_eq!((s, r.as_array().map(Vec::len)), (200, Some(0)), "nothing was refunded: {r}");
-    let (s, _, list) = app.call_full("GET", "/api/v1/merchant/payments", None, None, &[("X-Api-Key", ka.as_str())]).await;
+    let (s, _, list) =
+        app.call_full("GET", "/api/v1/merchant/payments", None, None, &[("X-Api-Key", ka.as_str())]).await;
     assert_eq!(s, 200, "{list}");
     assert_eq!(ids(&list), vec![pa.clone()], "A's key lists only A's payments");
     assert!(list["items"].as_array().unwrap().iter().all(|p| p["merchant_id"] == ma));
     let path = format!("/api/v1/merchant/payments?merchant_id={mb}");
     let (s, _, list) = app.call_full("GET", &path, None, None, &[("X-Api-Key", ka.as_str())]).await;
     assert_eq!((s, ids(&list).len()), (200, 0), "filtering by another merchant shows nothing: {list}");
-    let (s, _, list) = app.call_full("GET", "/api/v1/merchant/payments", None, None, &[("X-Api-Key", kb.as_str())]).await;
+    let (s, _, list) =
+        app.call_full("GET", "/api/v1/merchant/payments", None, None, &[("X-Api-Key", kb.as_str())]).await;
     let mut got = ids(&list);
     got.sort();
     let mut want = vec![pb.clone(), pb2.clone()];
@@ -85,7 +94,13 @@ async fn merchant_authorization_matrix() {
     assert_eq!((s, got), (200, want));
     // A bearer token of a non-admin cannot refund (refunds take an API key or the admin role).
     let (s, _, e) = app
-        .call_full("POST", &format!("/api/v1/payments/{pa}/refunds"), Some(&owner_a), Some(json!({})), &[("Idempotency-Key", "bearer-1")])
+        .call_full(
+            "POST",
+            &format!("/api/v1/payments/{pa}/refunds"),
+            Some(&owner_a),
+            Some(json!({})),
+            &[("Idempotency-Key", "bearer-1")],
+        )
         .await;
     assert_eq!(s, 403, "{e}");
 
@@ -199,7 +214,8 @@ async fn merchant_authorization_matrix() {
     expect_transition(s, &e, "closed");
     let (s, e) = decide(&app, &admin, ms, "reactivate", None).await;
     expect_transition(s, &e, "closed");
-    let (s, e) = app.call("PATCH", &format!("/api/v1/merchants/{ms}"), Some(&owner_s), Some(json!({"description": "x"}))).await;
+    let (s, e) =
+        app.call("PATCH", &format!("/api/v1/merchants/{ms}"), Some(&owner_s), Some(json!({"description": "x"}))).await;
     expect_transition(s, &e, "closed");
     let (s, m) = decide(&app, &admin, ms, "archive", None).await;
     assert_eq!(s, 200, "{m}");
@@ -220,26 +236,35 @@ async fn merchant_authorization_matrix() {
     expect_error(s, &e, 403, "merchant_inactive");
     let (key_id, secret, kr) = payd::merchants::keys::generate();
     let hash = payd::identity::tokens::TokenKeys::new(&app.settings.auth).hash(&secret);
-    diesel::sql_query("INSERT INTO merchant_api_keys (merchant_id, label, key_id, secret_hash) VALUES ($1, 'left over', $2, $3)")
-        .bind::<diesel::sql_types::BigInt, _>(mr)
-        .bind::<diesel::sql_types::Text, _>(&key_id)
-        .bind::<diesel::sql_types::Text, _>(&hash)
-        .execute(&mut app.db())
-        .unwrap();
+    diesel::sql_query(
+        "INSERT INTO merchant_api_keys (merchant_id, label, key_id, secret_hash) VALUES ($1, 'left over', $2, $3)",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(mr)
+    .bind::<diesel::sql_types::Text, _>(&key_id)
+    .bind::<diesel::sql_types::Text, _>(&hash)
+    .execute(&mut app.db())
+    .unwrap();
     let (s, e) = pay(&app, &kr, &c1, "r-1", 50_000).await;
     expect_error(s, &e, 403, "merchant_inactive");
     let (s, _, e) = app.call_full("GET", "/api/v1/merchant/payments", None, None, &[("X-Api-Key", kr.as_str())]).await;
     expect_error(s, &e, 403, "merchant_inactive");
 
     // --- The profile never carries status or owner.
-    for body in [json!({"status": "suspended"}), json!({"owner_id": b_id}), json!({"account_id": 1}), json!({"business_name": "A2", "status": "closed"})] {
+    for body in [
+        json!({"status": "suspended"}),
+        json!({"owner_id": b_id}),
+        json!({"account_id": 1}),
+        json!({"business_name": "A2", "status": "closed"}),
+    ] {
         for token in [&owner_a, &admin] {
             let (s, e) = app.call("PATCH", &a, Some(token), Some(body.clone())).await;
             assert_eq!(s, 400, "{body}: {e}");
             error_code(&e);
         }
     }
-    let (s, m) = app.call("PATCH", &a, Some(&owner_a), Some(json!({"business_name": "Shop A Renamed", "category": "books"}))).await;
+    let (s, m) = app
+        .call("PATCH", &a, Some(&owner_a), Some(json!({"business_name": "Shop A Renamed", "category": "books"})))
+        .await;
     assert_eq!(s, 200, "{m}");
     assert_eq!(
         (m["business_name"].as_str(), m["status"].as_str(), m["owner_id"].as_i64()),

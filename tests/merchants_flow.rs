@@ -25,7 +25,8 @@ async fn upload(app: &TestApp, token: &str, merchant: i64, doc_type: &str, bytes
 }
 
 async fn keyed(app: &TestApp, method: &str, path: &str, api_key: &str, idem: &str, body: Value) -> (u16, Value) {
-    let (s, _, b) = app.call_full(method, path, None, Some(body), &[("X-Api-Key", api_key), ("Idempotency-Key", idem)]).await;
+    let (s, _, b) =
+        app.call_full(method, path, None, Some(body), &[("X-Api-Key", api_key), ("Idempotency-Key", idem)]).await;
     (s, b)
 }
 
@@ -33,7 +34,8 @@ async fn keyed(app: &TestApp, method: &str, path: &str, api_key: &str, idem: &st
 async fn merchant_onboarding_payments_and_refunds() {
     let mut settings = settings();
     settings.merchants.max_document_bytes = 4096;
-    settings.merchants.document_dir = std::env::temp_dir().join(format!("payd-docs-{}", uuid::Uuid::new_v4())).display().to_string();
+    settings.merchants.document_dir =
+        std::env::temp_dir().join(format!("payd-docs-{}", uuid::Uuid::new_v4())).display().to_string();
     let app = TestApp::spawn_with(settings).await;
     let admin = app.admin_token().await;
     let (owner_id, owner, _) = app.user("shop@example.com").await;
@@ -41,13 +43,18 @@ async fn merchant_onboarding_payments_and_refunds() {
     let (_, customer, _) = app.user("customer@example.com").await;
 
     let (s, m) = app
-        .post("/api/v1/merchants", Some(&owner), json!({"business_name": "Kopi Kita", "contact_email": "shop@example.com", "category": "food"}))
+        .post(
+            "/api/v1/merchants",
+            Some(&owner),
+            json!({"business_name": "Kopi Kita", "contact_email": "shop@example.com", "category": "food"}),
+        )
         .await;
     assert_eq!(s, 201, "{m}");
     assert_eq!(m["status"], "pending");
     let mid = m["id"].as_i64().unwrap();
     // Status is not part of the profile.
-    let (s, e) = app.call("PATCH", &format!("/api/v1/merchants/{mid}"), Some(&owner), Some(json!({"status": "active"}))).await;
+    let (s, e) =
+        app.call("PATCH", &format!("/api/v1/merchants/{mid}"), Some(&owner), Some(json!({"status": "active"}))).await;
     assert_eq!(s, 400, "{e}");
     let (s, _) = app.get(&format!("/api/v1/merchants/{mid}"), Some(&stranger)).await;
     assert_eq!(s, 403);
@@ -73,7 +80,13 @@ async fn merchant_onboarding_payments_and_refunds() {
     let (s, d2) = upload(&app, &owner, mid, "owner_identity", PNG, "image/png").await;
     assert_eq!(s, 201, "{d2}");
     let d1id = d1["id"].as_i64().unwrap();
-    let resp = app.client.get(app.url(&format!("/api/v1/merchants/{mid}/documents/{d1id}/content"))).bearer_auth(&owner).send().await.unwrap();
+    let resp = app
+        .client
+        .get(app.url(&format!("/api/v1/merchants/{mid}/documents/{d1id}/content")))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(resp.headers()["content-type"], "application/pdf");
     assert_eq!(resp.bytes().await.unwrap().as_ref(), PDF);
@@ -81,7 +94,11 @@ async fn merchant_onboarding_payments_and_refunds() {
     assert_eq!(s, 403);
     for d in [&d1, &d2] {
         let (s, r) = app
-            .post(&format!("/api/v1/merchants/{mid}/documents/{}/review", d["id"]), Some(&admin), json!({"decision": "approve", "note": "ok"}))
+            .post(
+                &format!("/api/v1/merchants/{mid}/documents/{}/review", d["id"]),
+                Some(&admin),
+                json!({"decision": "approve", "note": "ok"}),
+            )
             .await;
         assert_eq!((s, r["status"].as_str()), (200, Some("approved")), "{r}");
     }
@@ -112,15 +129,20 @@ async fn merchant_onboarding_payments_and_refunds() {
     let (number, cvv) = (c["card_number"].as_str().unwrap().to_owned(), c["cvv"].as_str().unwrap().to_owned());
     let (month, year) = (c["card"]["expiry_month"].as_i64().unwrap(), c["card"]["expiry_year"].as_i64().unwrap());
     let (s, _, _) = app
-        .call_full("POST", "/api/v1/topups", Some(&customer), Some(json!({"card_id": card_id, "amount": 1_000_000, "method": "bca"})), &[("Idempotency-Key", "fund")])
+        .call_full(
+            "POST",
+            "/api/v1/topups",
+            Some(&customer),
+            Some(json!({"card_id": card_id, "amount": 1_000_000, "method": "bca"})),
+            &[("Idempotency-Key", "fund")],
+        )
         .await;
     assert_eq!(s, 201);
-    let pay = |order: &str, amount: i64, cvv: &str, month: i64| {
-        json!({"card_number": number, "expiry_month": month, "expiry_year": year, "cvv": cvv, "amount": amount, "method": "visa", "order_ref": order})
-    };
+    let pay = |order: &str, amount: i64, cvv: &str, month: i64| json!({"card_number": number, "expiry_month": month, "expiry_year": year, "cvv": cvv, "amount": amount, "method": "visa", "order_ref": order});
 
     // Payments: bad key, wrong CVV, wrong expiry, success, duplicate order, idempotent replay.
-    let (s, e) = keyed(&app, "POST", "/api/v1/payments", "pk_0000000000000000_00", "p0", pay("o1", 100_000, &cvv, month)).await;
+    let (s, e) =
+        keyed(&app, "POST", "/api/v1/payments", "pk_0000000000000000_00", "p0", pay("o1", 100_000, &cvv, month)).await;
     assert_eq!((s, error_code(&e).as_str()), (401, "invalid_api_key"), "{e}");
     let wrong = if cvv == "000" { "111" } else { "000" };
     let (s, e) = keyed(&app, "POST", "/api/v1/payments", &key, "p1", pay("o1", 100_000, wrong, month)).await;
@@ -166,7 +188,8 @@ async fn merchant_onboarding_payments_and_refunds() {
     let (s, k2) = app.post(&format!("/api/v1/merchants/{mid}/api-keys"), Some(&owner), json!({"label": "web"})).await;
     assert_eq!(s, 201);
     let key2 = k2["api_key"].as_str().unwrap().to_owned();
-    let (s, _) = app.call("DELETE", &format!("/api/v1/merchants/{mid}/api-keys/{}", k["key"]["id"]), Some(&owner), None).await;
+    let (s, _) =
+        app.call("DELETE", &format!("/api/v1/merchants/{mid}/api-keys/{}", k["key"]["id"]), Some(&owner), None).await;
     assert_eq!(s, 200);
     let (s, e) = keyed(&app, "POST", "/api/v1/payments", &key, "p5", pay("o2", 100_000, &cvv, month)).await;
     assert_eq!((s, error_code(&e).as_str()), (401, "api_key_revoked"), "{e}");

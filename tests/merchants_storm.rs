@@ -145,7 +145,16 @@ impl Gen {
         self.rng.gen_range(0..EXPIRED)
     }
     fn pay_req(&mut self, tag: Tag, key: usize, card: usize, body: Value) -> Req {
-        Req { tag, group: self.group, key, path: "/api/v1/payments".into(), idem: self.next_id("p"), body, card, payment: None }
+        Req {
+            tag,
+            group: self.group,
+            key,
+            path: "/api/v1/payments".into(),
+            idem: self.next_id("p"),
+            body,
+            card,
+            payment: None,
+        }
     }
 }
 
@@ -161,7 +170,8 @@ fn gen_wave(
 ) -> Vec<Job> {
     let mut jobs = Vec::new();
     let mut sent = 0usize;
-    let mut pending_events: Vec<(usize, u32)> = events.iter().map(|(f, e)| ((budget as f64 * f) as usize, *e)).collect();
+    let mut pending_events: Vec<(usize, u32)> =
+        events.iter().map(|(f, e)| ((budget as f64 * f) as usize, *e)).collect();
     while sent < budget {
         if let Some(pos) = pending_events.iter().position(|(at, _)| *at <= sent) {
             jobs.push(Job::Event(pending_events.remove(pos).1));
@@ -266,7 +276,9 @@ fn gen_wave(
                 // Four concurrent refunds of 40% each: at most two can succeed.
                 let (pid, amount, key, card, _) = refundable.pop().unwrap();
                 let part = amount * 2 / 5;
-                (0..4).map(|_| refund_req(g, Tag::OverRefund, key, card, &pid, amount, json!({"amount": part}))).collect()
+                (0..4)
+                    .map(|_| refund_req(g, Tag::OverRefund, key, card, &pid, amount, json!({"amount": part})))
+                    .collect()
             }
             62..=65 if refunds_allowed => {
                 // One refund idempotency key sent concurrently three times.
@@ -306,7 +318,13 @@ async fn send(w: &World, r: Req) -> Outcome {
     let start = w.flags.load(Ordering::SeqCst);
     let reply = w
         .api
-        .try_call("POST", &r.path, None, Some(&r.body), &[("X-Api-Key", w.keys[r.key].as_str()), ("Idempotency-Key", r.idem.as_str())])
+        .try_call(
+            "POST",
+            &r.path,
+            None,
+            Some(&r.body),
+            &[("X-Api-Key", w.keys[r.key].as_str()), ("Idempotency-Key", r.idem.as_str())],
+        )
         .await
         .ok();
     let end = w.flags.load(Ordering::SeqCst);
@@ -326,7 +344,10 @@ async fn event(w: &World, ev: u32) {
             w.api.call("POST", &path, Some(&w.admin), Some(&json!({"reason": "storm review"}))).await
         }
         _ => {
-            let path = format!("/api/v1/merchants/{}/api-keys/{}", w.merchants[KEY_MERCHANT[REVOKED_KEY]], w.key_ids[REVOKED_KEY]);
+            let path = format!(
+                "/api/v1/merchants/{}/api-keys/{}",
+                w.merchants[KEY_MERCHANT[REVOKED_KEY]], w.key_ids[REVOKED_KEY]
+            );
             w.api.call("DELETE", &path, Some(&w.owners[KEY_MERCHANT[REVOKED_KEY]]), None).await
         }
     };
@@ -372,7 +393,11 @@ fn check(o: &Outcome) -> Result<(), String> {
     let merchant = KEY_MERCHANT[o.req.key];
     if merchant == SUSPENDED {
         if has(o.start, EV_SUSPEND + DONE) {
-            return if got == (403, "merchant_inactive") { Ok(()) } else { Err("suspended merchant's key accepted".into()) };
+            return if got == (403, "merchant_inactive") {
+                Ok(())
+            } else {
+                Err("suspended merchant's key accepted".into())
+            };
         }
         if has(o.end, EV_SUSPEND) && got == (403, "merchant_inactive") {
             return Ok(());
@@ -505,7 +530,8 @@ async fn merchant_payment_and_refund_storm() {
     }
     assert!(refundable.len() > 150, "wave 1 made only {} payments", refundable.len());
     refundable.shuffle(&mut g.rng);
-    let jobs = gen_wave(&mut g, &w, WAVE2, 2, &mut refundable, &[(0.3, EV_FREEZE_W2), (0.4, EV_SUSPEND), (0.5, EV_REVOKE)]);
+    let jobs =
+        gen_wave(&mut g, &w, WAVE2, 2, &mut refundable, &[(0.3, EV_FREEZE_W2), (0.4, EV_SUSPEND), (0.5, EV_REVOKE)]);
     outcomes.extend(run_wave(&w, jobs).await);
     let storm = started.elapsed() - setup;
 
@@ -515,7 +541,16 @@ async fn merchant_payment_and_refund_storm() {
     for o in &outcomes {
         *tally.entry((o.req.tag, o.status(), o.code())).or_default() += 1;
         if let Err(e) = check(o) {
-            violations.push(format!("{e}: {:?} key {} card {} {} {} → {} {}", o.req.tag, o.req.key, o.req.card, o.req.path, o.req.body, o.status(), o.body()));
+            violations.push(format!(
+                "{e}: {:?} key {} card {} {} {} → {} {}",
+                o.req.tag,
+                o.req.key,
+                o.req.card,
+                o.req.path,
+                o.req.body,
+                o.status(),
+                o.body()
+            ));
         }
     }
     let summary: String = tally.iter().map(|((t, s, c), n)| format!("  {t:?} {s} {c}: {n}\n")).collect();
@@ -537,19 +572,24 @@ async fn merchant_payment_and_refund_storm() {
             201 => {
                 let id = o.body()["id"].as_str().unwrap_or_default();
                 match ops.get(id) {
-                    Some(op) if op.status == "success"
-                        && op.kind == kind
-                        && op.amount == o.body()["amount"].as_i64().unwrap_or(-1)
-                        && op.merchant_id == Some(merchant)
-                        && op.postings == 2
-                        && (kind == "payment" || op.reverses_id.as_deref() == o.req.payment.as_ref().map(|p| p.0.as_str())) => {}
+                    Some(op)
+                        if op.status == "success"
+                            && op.kind == kind
+                            && op.amount == o.body()["amount"].as_i64().unwrap_or(-1)
+                            && op.merchant_id == Some(merchant)
+                            && op.postings == 2
+                            && (kind == "payment"
+                                || op.reverses_id.as_deref() == o.req.payment.as_ref().map(|p| p.0.as_str())) => {}
                     other => violations.push(format!("201 {} not in the database as a success: {other:?}", o.body())),
                 }
             }
             402 => {
                 let id = o.body()["operation"]["id"].as_str().unwrap_or_default();
                 match ops.get(id) {
-                    Some(op) if op.status == "failed" && op.postings == 0 && op.failure_reason.as_deref() == Some(o.code().as_str()) => {}
+                    Some(op)
+                        if op.status == "failed"
+                            && op.postings == 0
+                            && op.failure_reason.as_deref() == Some(o.code().as_str()) => {}
                     other => violations.push(format!("402 {} not in the database as a failure: {other:?}", o.body())),
                 }
             }
@@ -572,7 +612,8 @@ async fn merchant_payment_and_refund_storm() {
     let mut over_refund_groups = 0;
     for members in groups.values() {
         let tag = members[0].req.tag;
-        let stored: Vec<&Outcome> = members.iter().copied().filter(|o| ![0, 401, 403, 503].contains(&o.status())).collect();
+        let stored: Vec<&Outcome> =
+            members.iter().copied().filter(|o| ![0, 401, 403, 503].contains(&o.status())).collect();
         match tag {
             Tag::DupOrder => {
                 let wins = members.iter().filter(|o| o.status() == 201).count();
@@ -586,13 +627,22 @@ async fn merchant_payment_and_refund_storm() {
                         if (o.status(), o.body()) != (first.status(), first.body()) {
                             violations.push(format!(
                                 "idempotency key {} answered differently: {} {} vs {} {}",
-                                first.req.idem, first.status(), first.body(), o.status(), o.body()
+                                first.req.idem,
+                                first.status(),
+                                first.body(),
+                                o.status(),
+                                o.body()
                             ));
                         }
                     }
                     let count = if tag == Tag::DupIdemPay {
-                        let (m, order) = (Some(merchants[KEY_MERCHANT[first.req.key]]), first.req.body["order_ref"].as_str());
-                        ops.values().filter(|op| op.merchant_id == m && op.order_ref.as_deref() == order && op.kind == "payment").count()
+                        let (m, order) =
+                            (Some(merchants[KEY_MERCHANT[first.req.key]]), first.req.body["order_ref"].as_str());
+                        ops.values()
+                            .filter(|op| {
+                                op.merchant_id == m && op.order_ref.as_deref() == order && op.kind == "payment"
+                            })
+                            .count()
                     } else {
                         let pid = first.req.payment.as_ref().map(|p| p.0.as_str());
                         ops.values().filter(|op| op.reverses_id.as_deref() == pid).count()
@@ -605,10 +655,16 @@ async fn merchant_payment_and_refund_storm() {
             Tag::OverRefund => {
                 over_refund_groups += 1;
                 let (pid, amount) = members[0].req.payment.clone().unwrap();
-                let refunded: i64 = members.iter().filter(|o| o.status() == 201).map(|o| o.body()["amount"].as_i64().unwrap()).sum();
-                let in_db: i64 = ops.values().filter(|op| op.reverses_id.as_deref() == Some(pid.as_str()) && op.status == "success").map(|op| op.amount).sum();
+                let refunded: i64 =
+                    members.iter().filter(|o| o.status() == 201).map(|o| o.body()["amount"].as_i64().unwrap()).sum();
+                let in_db: i64 = ops
+                    .values()
+                    .filter(|op| op.reverses_id.as_deref() == Some(pid.as_str()) && op.status == "success")
+                    .map(|op| op.amount)
+                    .sum();
                 if refunded > amount || in_db > amount || refunded != in_db {
-                    violations.push(format!("payment {pid} of {amount}: answered {refunded} refunded, database {in_db}"));
+                    violations
+                        .push(format!("payment {pid} of {amount}: answered {refunded} refunded, database {in_db}"));
                 }
             }
             _ => {}
@@ -622,7 +678,10 @@ async fn merchant_payment_and_refund_storm() {
     }
     for m in &merchants {
         let sum = |kind: &str| -> i64 {
-            ops.values().filter(|o| o.merchant_id == Some(*m) && o.kind == kind && o.status == "success").map(|o| o.amount).sum()
+            ops.values()
+                .filter(|o| o.merchant_id == Some(*m) && o.kind == kind && o.status == "success")
+                .map(|o| o.amount)
+                .sum()
         };
         let (balance, payments, refunds) = (merchant_balance(&mut conn, *m), sum("payment"), sum("refund"));
         if balance != payments - refunds {
@@ -644,21 +703,36 @@ async fn merchant_payment_and_refund_storm() {
     }
     for c in &w.cards {
         let balance = card_balance(&mut conn, c.id);
-        let paid: i64 = ops.values().filter(|o| o.kind == "payment" && o.status == "success" && o.source_card_id == Some(c.id)).map(|o| o.amount).sum();
-        let back: i64 = ops.values().filter(|o| o.kind == "refund" && o.status == "success" && o.dest_card_id == Some(c.id)).map(|o| o.amount).sum();
+        let paid: i64 = ops
+            .values()
+            .filter(|o| o.kind == "payment" && o.status == "success" && o.source_card_id == Some(c.id))
+            .map(|o| o.amount)
+            .sum();
+        let back: i64 = ops
+            .values()
+            .filter(|o| o.kind == "refund" && o.status == "success" && o.dest_card_id == Some(c.id))
+            .map(|o| o.amount)
+            .sum();
         if balance < 0 || balance != INITIAL - paid + back {
-            violations.push(format!("card {}: balance {balance}, top-up {INITIAL} − paid {paid} + refunded {back}", c.id));
+            violations
+                .push(format!("card {}: balance {balance}, top-up {INITIAL} − paid {paid} + refunded {back}", c.id));
         }
     }
 
     // 5. The storm really exercised what it claims to.
     let count = |tag: Option<Tag>, status: u16, code: &str| -> usize {
-        tally.iter().filter(|((t, s, c), _)| tag.is_none_or(|x| x == *t) && *s == status && c == code).map(|(_, n)| n).sum()
+        tally
+            .iter()
+            .filter(|((t, s, c), _)| tag.is_none_or(|x| x == *t) && *s == status && c == code)
+            .map(|(_, n)| n)
+            .sum()
     };
-    let after = |bit: u32, f: &dyn Fn(&Outcome) -> bool| outcomes.iter().filter(|o| has(o.start, bit + DONE) && f(o)).count();
+    let after =
+        |bit: u32, f: &dyn Fn(&Outcome) -> bool| outcomes.iter().filter(|o| has(o.start, bit + DONE) && f(o)).count();
     let post_suspend = after(EV_SUSPEND, &|o| KEY_MERCHANT[o.req.key] == SUSPENDED);
     let post_revoke = after(EV_REVOKE, &|o| o.req.key == REVOKED_KEY);
-    let post_freeze = after(EV_FREEZE_W1, &|o| o.req.card == FROZEN_W1 && o.status() == 402 && o.code() == "card_frozen");
+    let post_freeze =
+        after(EV_FREEZE_W1, &|o| o.req.card == FROZEN_W1 && o.status() == 402 && o.code() == "card_frozen");
     let expectations = [
         ("successful payments", count(Some(Tag::Pay), 201, "") > 200),
         ("successful refunds", count(Some(Tag::Refund), 201, "") > 20),
@@ -669,7 +743,11 @@ async fn merchant_payment_and_refund_storm() {
         ("duplicate orders refused", count(Some(Tag::DupOrder), 409, "order_ref_taken") > 10),
         ("reused orders refused", count(Some(Tag::ReuseOrder), 409, "order_ref_taken") > 5),
         ("cross-merchant refunds refused", count(Some(Tag::CrossRefund), 404, "not_found") > 5),
-        ("over-refunds refused", count(Some(Tag::OverRefund), 409, "not_refundable") + count(Some(Tag::OverRefund), 402, "rejected") >= over_refund_groups),
+        (
+            "over-refunds refused",
+            count(Some(Tag::OverRefund), 409, "not_refundable") + count(Some(Tag::OverRefund), 402, "rejected")
+                >= over_refund_groups,
+        ),
         ("requests after suspension", post_suspend > 20),
         ("requests after revocation", post_revoke > 10),
         ("payments refused on the frozen card", post_freeze > 0),
@@ -680,6 +758,11 @@ async fn merchant_payment_and_refund_storm() {
         }
     }
     let shown: Vec<&String> = violations.iter().take(25).collect();
-    assert!(violations.is_empty(), "{} violations:\n{}", violations.len(), shown.iter().map(|s| format!("  {s}\n")).collect::<String>());
+    assert!(
+        violations.is_empty(),
+        "{} violations:\n{}",
+        violations.len(),
+        shown.iter().map(|s| format!("  {s}\n")).collect::<String>()
+    );
     eprintln!("merchant storm: clean in {:?}", started.elapsed());
 }

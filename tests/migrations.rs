@@ -42,7 +42,20 @@ fn migrations_go_up_down_and_up_again() {
         assert_eq!(again.len(), applied.len());
         // The diesel schema matches the database: a select over every table's columns works.
         use payd::storage::schema::*;
-        users::table.select(users::all_columns).load::<(i64, String, String, String, String, Option<chrono::DateTime<chrono::Utc>>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>)>(&mut conn).unwrap();
+        users::table
+            .select(users::all_columns)
+            .load::<(
+                i64,
+                String,
+                String,
+                String,
+                String,
+                Option<chrono::DateTime<chrono::Utc>>,
+                chrono::DateTime<chrono::Utc>,
+                chrono::DateTime<chrono::Utc>,
+                Option<chrono::DateTime<chrono::Utc>>,
+            )>(&mut conn)
+            .unwrap();
         accounts::table.select(accounts::id).load::<i64>(&mut conn).unwrap();
         cards::table.select(cards::all_columns).limit(1).execute(&mut conn).unwrap();
         operations::table.select(operations::all_columns).limit(1).execute(&mut conn).unwrap();

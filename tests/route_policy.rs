@@ -153,7 +153,8 @@ async fn every_protected_route_refuses_anonymous_and_wrong_role_callers() {
         }
         // A made-up API key is refused on every route that takes keys.
         if matches!(r.access, Access::ApiKey | Access::ApiKeyOrRole(_)) {
-            let (s, _, b) = app.call_full(method, &path, None, None, &[("x-api-key", "pk_made_up_key_1234567890")]).await;
+            let (s, _, b) =
+                app.call_full(method, &path, None, None, &[("x-api-key", "pk_made_up_key_1234567890")]).await;
             if s != 401 {
                 failures.push(format!("made-up API key {method} {path} → {s} {b}"));
             }

@@ -91,6 +91,8 @@ CREATE TABLE webhook_deliveries (
     -- Retries stop once this is older than webhooks.max_age_secs (reset by a manual redelivery).
     window_start    TIMESTAMPTZ NOT NULL DEFAULT now(),
     lease_until     TIMESTAMPTZ,
+    -- Set by a manual redelivery; the next attempt is logged as manual.
+    manual          BOOLEAN NOT NULL DEFAULT FALSE,
     last_status     INTEGER,
     last_error      TEXT,
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),

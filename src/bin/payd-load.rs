@@ -392,7 +392,9 @@ async fn create_paying_cards(api: &Api, n: usize, args: &Args, run_id: &str) -> 
             let api = api.clone();
             let (amount, max_topup, method) = (args.fund_amount, args.max_topup, args.method.clone());
             async move {
-                let (s, b) = api.post("/api/v1/cards", &json!({"card_type": "debit", "brand": "visa", "label": "payd-load"}), None).await?;
+                let (s, b) = api
+                    .post("/api/v1/cards", &json!({"card_type": "debit", "brand": "visa", "label": "payd-load"}), None)
+                    .await?;
                 if s != 201 {
                     bail!("issue card: HTTP {s}: {b}");
                 }
@@ -422,17 +424,34 @@ async fn create_merchant(api: &Api, run_id: &str) -> anyhow::Result<String> {
     }
     let id = m["id"].as_i64().ok_or_else(|| anyhow!("merchant answer without id: {m}"))?;
     for doc_type in ["business_licence", "owner_identity", "tax_id", "bank_statement"] {
-        let part = reqwest::multipart::Part::bytes(b"%PDF-1.4
+        let part = reqwest::multipart::Part::bytes(
+            b"%PDF-1.4
 %%EOF
-".to_vec()).file_name("doc.pdf").mime_str("application/pdf")?;
+"
+            .to_vec(),
+        )
+        .file_name("doc.pdf")
+        .mime_str("application/pdf")?;
         let form = reqwest::multipart::Form::new().text("doc_type", doc_type).part("file", part);
-        let resp = api.client.post(api.url(&format!("/api/v1/merchants/{id}/documents"))).header("authorization", &api.auth).multipart(form).send().await?;
+        let resp = api
+            .client
+            .post(api.url(&format!("/api/v1/merchants/{id}/documents")))
+            .header("authorization", &api.auth)
+            .multipart(form)
+            .send()
+            .await?;
         let status = resp.status().as_u16();
         let doc: Value = resp.json().await.unwrap_or(Value::Null);
         if status != 201 {
             bail!("upload {doc_type}: HTTP {status}: {doc}");
         }
-        let (s, b) = api.post(&format!("/api/v1/merchants/{id}/documents/{}/review", doc["id"]), &json!({"decision": "approve"}), None).await?;
+        let (s, b) = api
+            .post(
+                &format!("/api/v1/merchants/{id}/documents/{}/review", doc["id"]),
+                &json!({"decision": "approve"}),
+                None,
+            )
+            .await?;
         if s != 200 {
             bail!("review {doc_type}: HTTP {s}: {b}");
         }

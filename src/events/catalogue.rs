@@ -53,6 +53,24 @@ pub const CATALOGUE: &[EventSpec] = &[
 /// Family used for events of a type missing from the catalogue (still published, never dropped).
 pub const OTHER_FAMILY: &str = "other";
 
+/// The aggregate types. Kafka has one topic per aggregate type: all events of one aggregate key share
+/// a topic and (by key) a partition, which is what keeps them in order — Kafka orders nothing across
+/// topics, so a topic per type family (`payment`, `card`, …) would let a card's `topup.completed`
+/// overtake its `card.issued`.
+pub const AGGREGATES: &[&str] = &["user", "card", "merchant"];
+
+/// The stream (Kafka topic suffix) of an aggregate type; unknown types go to `other`.
+pub fn stream(aggregate_type: &str) -> &'static str {
+    AGGREGATES.iter().find(|a| **a == aggregate_type).copied().unwrap_or(OTHER_FAMILY)
+}
+
+/// Every stream: the aggregate types plus `other`.
+pub fn streams() -> Vec<&'static str> {
+    let mut out = AGGREGATES.to_vec();
+    out.push(OTHER_FAMILY);
+    out
+}
+
 /// The spec of a known event type.
 pub fn find(event_type: &str) -> Option<&'static EventSpec> {
     CATALOGUE.iter().find(|s| s.event_type == event_type)
@@ -93,6 +111,9 @@ mod tests {
         assert_eq!(family("api_key.created"), "api_key");
         assert_eq!(family("nonsense.happened"), OTHER_FAMILY);
         assert!(families().contains(&"webhook_endpoint"));
+        assert_eq!(stream("card"), "card");
+        assert_eq!(stream("account"), OTHER_FAMILY);
+        assert!(CATALOGUE.iter().all(|s| AGGREGATES.contains(&s.aggregate)));
         assert!(webhook_types().contains(&"refund.failed"));
         assert!(!webhook_types().contains(&"user.registered"));
     }

@@ -137,32 +137,46 @@ impl EventsService {
 pub fn spawn(state: &crate::app::AppState) {
     let ev = &state.settings.events;
     if ev.relay_enabled {
-        relay::Relay::new(state.db.clone(), state.events.broker.clone(), relay::RelayConfig::from(ev))
-            .with_owner(state.events.instance)
-            .with_wake(state.events.wake.relay.clone())
-            .spawn();
-        spawn_gauges(state.db.clone(), ev.retention_hours);
+        spawn_relay(state);
     }
     if ev.consumers_enabled {
-        let notifier = crate::notify::notifier::Notifier::new(state.db.clone(), state.events.wake.mail.clone());
-        let webhooks = webhooks::Dispatcher::new(state.db.clone(), state.events.wake.webhooks.clone());
-        for consumer in [
-            Consumer::new(NOTIFIER, Arc::new(notifier), state.db.clone(), ev),
-            Consumer::new(WEBHOOKS, Arc::new(webhooks), state.db.clone(), ev),
-        ] {
-            let broker = state.events.broker.clone();
-            let name = consumer.name().to_owned();
-            actix_web::rt::spawn(async move {
-                if let Err(e) = broker.subscribe(consumer).await {
-                    tracing::error!(consumer = %name, error = %e, "consumer could not start");
-                }
-            });
-        }
-        crate::notify::jobs::spawn_sender(state);
-        webhooks::sender::spawn(state);
+        spawn_consumers(state);
     } else if ev.broker == BrokerKind::InProcess && ev.relay_enabled {
-        tracing::warn!("events.consumers_enabled = false with the in-process broker: published events reach no consumer");
+        tracing::warn!(
+            "events.consumers_enabled = false with the in-process broker: published events reach no consumer"
+        );
     }
+}
+
+/// Starts the outbox relay and the outbox gauges.
+pub fn spawn_relay(state: &crate::app::AppState) {
+    let ev = &state.settings.events;
+    relay::Relay::new(state.db.clone(), state.events.broker.clone(), relay::RelayConfig::from(ev))
+        .with_owner(state.events.instance)
+        .with_wake(state.events.wake.relay.clone())
+        .spawn();
+    spawn_gauges(state.db.clone(), ev.retention_hours);
+}
+
+/// Subscribes the notifier and the webhook dispatcher and starts the e-mail and webhook senders.
+pub fn spawn_consumers(state: &crate::app::AppState) {
+    let ev = &state.settings.events;
+    let notifier = crate::notify::notifier::Notifier::new(state.db.clone(), state.events.wake.mail.clone());
+    let webhooks = webhooks::Dispatcher::new(state.db.clone(), state.events.wake.webhooks.clone());
+    for consumer in [
+        Consumer::new(NOTIFIER, Arc::new(notifier), state.db.clone(), ev),
+        Consumer::new(WEBHOOKS, Arc::new(webhooks), state.db.clone(), ev),
+    ] {
+        let broker = state.events.broker.clone();
+        let name = consumer.name().to_owned();
+        actix_web::rt::spawn(async move {
+            if let Err(e) = broker.subscribe(consumer).await {
+                tracing::error!(consumer = %name, error = %e, "consumer could not start");
+            }
+        });
+    }
+    crate::notify::jobs::spawn_sender(state);
+    webhooks::sender::spawn(state);
 }
 
 /// Every few seconds: outbox depth and oldest age into the gauges; hourly, the retention purge.

@@ -16,7 +16,12 @@ use crate::storage::schema::outbox;
 const CLAIM_LOCK: i64 = 0x7061_7964_6f75_7462; // "paydoutb"
 
 /// An event for `event_type` with a fresh time-ordered id and the catalogue's schema version.
-pub fn new_event(event_type: &str, aggregate_type: &str, aggregate_key: String, payload: serde_json::Value) -> NewEvent {
+pub fn new_event(
+    event_type: &str,
+    aggregate_type: &str,
+    aggregate_key: String,
+    payload: serde_json::Value,
+) -> NewEvent {
     NewEvent {
         event_id: Uuid::now_v7(),
         event_type: event_type.to_owned(),

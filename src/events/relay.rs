@@ -99,11 +99,10 @@ impl Relay {
     /// A storage error (claiming or marking failed; leased rows come back when the lease ends).
     pub async fn round(&self) -> Result<Round, StorageError> {
         let (owner, batch, lease) = (self.owner, self.cfg.batch, self.cfg.lease_secs);
-        let claimed: Vec<Claimed> = storage::run(&self.db, move |conn| {
-            outbox::claim(conn, owner, batch, lease).map_err(StorageError::from)
-        })
-        .await
-        .inspect_err(|e| tracing::warn!(error = %e, "relay could not claim outbox rows"))?;
+        let claimed: Vec<Claimed> =
+            storage::run(&self.db, move |conn| outbox::claim(conn, owner, batch, lease).map_err(StorageError::from))
+                .await
+                .inspect_err(|e| tracing::warn!(error = %e, "relay could not claim outbox rows"))?;
         if claimed.is_empty() {
             return Ok(Round::Idle);
         }

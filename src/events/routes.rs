@@ -95,7 +95,10 @@ pub struct DeadLetterQuery {
     kind: Option<String>,
 }
 
-async fn list_dead_letters(state: web::Data<AppState>, q: web::Query<DeadLetterQuery>) -> Result<HttpResponse, ApiError> {
+async fn list_dead_letters(
+    state: web::Data<AppState>,
+    q: web::Query<DeadLetterQuery>,
+) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
     let (limit, cursor) = q.page.resolve()?;
     if let Some(k) = &q.kind {

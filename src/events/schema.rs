@@ -73,6 +73,7 @@ diesel::table! {
         next_attempt_at -> Timestamptz,
         window_start -> Timestamptz,
         lease_until -> Nullable<Timestamptz>,
+        manual -> Bool,
         last_status -> Nullable<Int4>,
         last_error -> Nullable<Text>,
         created_at -> Timestamptz,

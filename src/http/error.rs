@@ -242,7 +242,9 @@ impl From<MerchantError> for ApiError {
             E::InvalidTransition { .. } => Self::conflict("invalid_transition", msg),
             E::DocumentsMissing(_) => Self::conflict("documents_missing", msg),
             E::DocumentNotFound => Self::not_found("document"),
-            E::DocumentTooLarge(_) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", msg).with_field("file"),
+            E::DocumentTooLarge(_) => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", msg).with_field("file")
+            }
             E::UnsupportedDocument(_) => {
                 Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", msg).with_field("file")
             }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use validator::Validate;
 
 use crate::app::AppState;
+use crate::events;
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
 use crate::http::routes::{Access, Api};
@@ -16,7 +17,6 @@ use crate::identity::model::{self, normalise_email, UserView, ROLE_USER};
 use crate::identity::sessions::{self, Rotation};
 use crate::identity::tokens::{opaque_token, six_digit_code};
 use crate::identity::{password, IdentityError};
-use crate::events;
 use crate::notify::jobs::{self as mail_jobs, NewMailJob};
 use crate::storage::schema::{email_verifications, password_resets, users};
 use crate::storage::{self, StorageError};
@@ -271,7 +271,12 @@ fn queue_secret_mail(
 }
 
 /// Adds an identity event (`user:<id>` aggregate) to the outbox in the caller's transaction.
-fn user_event(conn: &mut PgConnection, event_type: &str, user_id: i64, extra: serde_json::Value) -> Result<(), IdentityError> {
+fn user_event(
+    conn: &mut PgConnection,
+    event_type: &str,
+    user_id: i64,
+    extra: serde_json::Value,
+) -> Result<(), IdentityError> {
     let mut payload = serde_json::json!({ "user_id": user_id });
     if let (Some(p), Some(e)) = (payload.as_object_mut(), extra.as_object()) {
         p.extend(e.clone());

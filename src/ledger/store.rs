@@ -150,7 +150,10 @@ const INSERT_EVENTS: &str = "\
 INSERT INTO outbox (event_id, event_type, schema_version, aggregate_type, aggregate_key, payload) \
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::jsonb[])";
 
-fn insert_operations<'a>(conn: &mut PgConnection, ops: impl Iterator<Item = &'a NewOperation>) -> Result<(), DieselError> {
+fn insert_operations<'a>(
+    conn: &mut PgConnection,
+    ops: impl Iterator<Item = &'a NewOperation>,
+) -> Result<(), DieselError> {
     use diesel::sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid};
     let ops: Vec<&NewOperation> = ops.collect();
     if ops.is_empty() {

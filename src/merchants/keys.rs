@@ -77,7 +77,8 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Merch
             .map_err(StorageError::from)
     })
     .await?;
-    let (id, merchant_id, stored, revoked, expires, last_used, status, account_id) = row.ok_or(MerchantError::InvalidKey)?;
+    let (id, merchant_id, stored, revoked, expires, last_used, status, account_id) =
+        row.ok_or(MerchantError::InvalidKey)?;
     if !same(&stored, &hash) {
         return Err(MerchantError::InvalidKey.into());
     }

@@ -21,7 +21,9 @@ use crate::identity::admin::StatusFilter;
 use crate::identity::model::{self, ROLE_MERCHANT};
 use crate::ledger::NewEvent;
 use crate::merchants::{find, find_for, keys, transition, Merchant, MerchantError};
-use crate::storage::schema::{accounts, merchant_api_keys, merchant_documents, merchants, outbox, postings, operations};
+use crate::storage::schema::{
+    accounts, merchant_api_keys, merchant_documents, merchants, operations, outbox, postings,
+};
 use crate::storage::{self, StorageError};
 
 pub const DOC_TYPES: &[&str] = &["business_licence", "owner_identity", "tax_id", "bank_statement"];
@@ -29,37 +31,123 @@ pub const DOC_TYPES: &[&str] = &["business_licence", "owner_identity", "tax_id",
 pub fn register(api: &mut Api) {
     use Access::Authenticated as A;
     let t = "merchants";
-    let (r, s) = api.route(Method::POST, "/api/v1/merchants", A, t, "Apply to become a merchant (pending)", web::post().to(apply));
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/merchants",
+        A,
+        t,
+        "Apply to become a merchant (pending)",
+        web::post().to(apply),
+    );
     r.body::<ApplyRequest>(s).responds::<Merchant>(201, s);
-    let (r, s) = api.route(Method::GET, "/api/v1/merchants", A, t, "List merchants (own; admins: all, filter by status, search)", web::get().to(list));
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/merchants",
+        A,
+        t,
+        "List merchants (own; admins: all, filter by status, search)",
+        web::get().to(list),
+    );
     r.query(&["status", "search", "archived", "limit", "cursor"]).responds_page::<Merchant>(s);
-    let (r, s) = api.route(Method::GET, "/api/v1/merchants/{id}", A, t, "Get a merchant (owner or admin)", web::get().to(get));
+    let (r, s) =
+        api.route(Method::GET, "/api/v1/merchants/{id}", A, t, "Get a merchant (owner or admin)", web::get().to(get));
     r.responds::<Merchant>(200, s);
-    let (r, s) = api.route(Method::PATCH, "/api/v1/merchants/{id}", A, t, "Edit the profile (never status or owner)", web::patch().to(update));
+    let (r, s) = api.route(
+        Method::PATCH,
+        "/api/v1/merchants/{id}",
+        A,
+        t,
+        "Edit the profile (never status or owner)",
+        web::patch().to(update),
+    );
     r.body::<ProfileRequest>(s).responds::<Merchant>(200, s);
     for action in ["approve", "reject", "suspend", "reactivate", "close", "archive", "restore"] {
         let path = format!("/api/v1/merchants/{{id}}/{action}");
         let (r, s) = api.route(Method::POST, &path, ADMIN, t, "Admin decision on a merchant", web::post().to(decide));
         r.body::<DecisionRequest>(s).responds::<Merchant>(200, s);
     }
-    let (r, s) = api.route(Method::POST, "/api/v1/merchants/{id}/documents", A, t, "Upload a document (multipart: doc_type, file)", web::post().to(upload));
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/merchants/{id}/documents",
+        A,
+        t,
+        "Upload a document (multipart: doc_type, file)",
+        web::post().to(upload),
+    );
     r.body_as("multipart/form-data").responds::<DocumentView>(201, s);
-    let (r, s) = api.route(Method::GET, "/api/v1/merchants/{id}/documents", A, t, "List documents", web::get().to(documents));
+    let (r, s) =
+        api.route(Method::GET, "/api/v1/merchants/{id}/documents", A, t, "List documents", web::get().to(documents));
     r.responds::<Vec<DocumentView>>(200, s);
-    api.route(Method::GET, "/api/v1/merchants/{id}/documents/{doc_id}/content", A, t, "Download a document (owner or admin)", web::get().to(download));
-    let (r, s) = api.route(Method::POST, "/api/v1/merchants/{id}/documents/{doc_id}/review", ADMIN, t, "Approve or reject a document", web::post().to(review));
+    api.route(
+        Method::GET,
+        "/api/v1/merchants/{id}/documents/{doc_id}/content",
+        A,
+        t,
+        "Download a document (owner or admin)",
+        web::get().to(download),
+    );
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/merchants/{id}/documents/{doc_id}/review",
+        ADMIN,
+        t,
+        "Approve or reject a document",
+        web::post().to(review),
+    );
     r.body::<ReviewRequest>(s).responds::<DocumentView>(200, s);
-    let (r, s) = api.route(Method::POST, "/api/v1/merchants/{id}/api-keys", A, t, "Create an API key (secret shown once)", web::post().to(create_key));
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/merchants/{id}/api-keys",
+        A,
+        t,
+        "Create an API key (secret shown once)",
+        web::post().to(create_key),
+    );
     r.body::<KeyRequest>(s).responds::<CreatedKey>(201, s);
-    let (r, s) = api.route(Method::GET, "/api/v1/merchants/{id}/api-keys", A, t, "List API keys (no secrets)", web::get().to(list_keys));
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/merchants/{id}/api-keys",
+        A,
+        t,
+        "List API keys (no secrets)",
+        web::get().to(list_keys),
+    );
     r.responds::<Vec<KeyView>>(200, s);
-    let (r, s) = api.route(Method::POST, "/api/v1/merchants/{id}/api-keys/{key_id}/rotate", A, t, "Rotate: a new key; the old one works for the overlap", web::post().to(rotate_key));
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/merchants/{id}/api-keys/{key_id}/rotate",
+        A,
+        t,
+        "Rotate: a new key; the old one works for the overlap",
+        web::post().to(rotate_key),
+    );
     r.responds::<CreatedKey>(201, s);
-    let (r, s) = api.route(Method::DELETE, "/api/v1/merchants/{id}/api-keys/{key_id}", A, t, "Revoke an API key", web::delete().to(revoke_key));
+    let (r, s) = api.route(
+        Method::DELETE,
+        "/api/v1/merchants/{id}/api-keys/{key_id}",
+        A,
+        t,
+        "Revoke an API key",
+        web::delete().to(revoke_key),
+    );
     r.responds::<KeyView>(200, s);
-    let (r, s) = api.route(Method::GET, "/api/v1/merchants/{id}/balance", A, t, "The merchant account's balance", web::get().to(balance));
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/merchants/{id}/balance",
+        A,
+        t,
+        "The merchant account's balance",
+        web::get().to(balance),
+    );
     r.responds::<MerchantBalance>(200, s);
-    let (r, s) = api.route(Method::GET, "/api/v1/merchants/{id}/statement", A, t, "The merchant account's postings with running balance", web::get().to(statement));
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/merchants/{id}/statement",
+        A,
+        t,
+        "The merchant account's postings with running balance",
+        web::get().to(statement),
+    );
     r.query(&["from", "to", "limit", "cursor"]).responds_page::<crate::cards::routes::StatementLine>(s);
 }
 
@@ -73,7 +161,10 @@ fn not_blank(s: &str) -> Result<(), validator::ValidationError> {
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyRequest {
-    #[validate(length(min = 2, max = 200, message = "business_name must be 2-200 characters"), custom(function = "not_blank"))]
+    #[validate(
+        length(min = 2, max = 200, message = "business_name must be 2-200 characters"),
+        custom(function = "not_blank")
+    )]
     pub business_name: String,
     #[validate(email(message = "contact_email must be a valid e-mail address"))]
     pub contact_email: String,
@@ -208,12 +299,20 @@ fn emit(conn: &mut PgConnection, e: NewEvent) -> Result<(), MerchantError> {
     Ok(())
 }
 
-async fn apply(state: web::Data<AppState>, user: AuthUser, body: Valid<ApplyRequest>) -> Result<HttpResponse, ApiError> {
+async fn apply(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: Valid<ApplyRequest>,
+) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     let currency = state.settings.money.currency.clone();
     let m = storage::transaction(&state.db, move |conn| {
         let account: i64 = diesel::insert_into(accounts::table)
-            .values((accounts::kind.eq("merchant"), accounts::currency.eq(&currency), accounts::min_balance.eq(Some(0i64))))
+            .values((
+                accounts::kind.eq("merchant"),
+                accounts::currency.eq(&currency),
+                accounts::min_balance.eq(Some(0i64)),
+            ))
             .returning(accounts::id)
             .get_result(conn)?;
         let m: Merchant = diesel::insert_into(merchants::table)
@@ -240,19 +339,27 @@ fn search_pattern(s: &str) -> String {
     format!("%{}%", s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
 }
 
-async fn list(state: web::Data<AppState>, user: AuthUser, q: web::Query<MerchantListQuery>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    q: web::Query<MerchantListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
     let (limit, cursor) = q.page.resolve()?;
     if let Some(s) = q.status.as_deref() {
         if !["pending", "active", "rejected", "suspended", "closed"].contains(&s) {
-            return Err(ApiError::validation("status", "status must be pending, active, rejected, suspended or closed"));
+            return Err(ApiError::validation(
+                "status",
+                "status must be pending, active, rejected, suspended or closed",
+            ));
         }
     }
     if q.search.as_ref().is_some_and(|s| s.chars().count() > 100) {
         return Err(ApiError::validation("search", "search must be at most 100 characters"));
     }
     let rows = storage::run(&state.db, move |conn| {
-        let mut query = merchants::table.select(Merchant::as_select()).order(merchants::id.desc()).limit(limit + 1).into_boxed();
+        let mut query =
+            merchants::table.select(Merchant::as_select()).order(merchants::id.desc()).limit(limit + 1).into_boxed();
         if !user.is_admin() {
             query = query.filter(merchants::owner_id.eq(user.user_id));
         }
@@ -282,7 +389,12 @@ async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> 
     Ok(HttpResponse::Ok().json(m))
 }
 
-async fn update(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>, body: Valid<ProfileRequest>) -> Result<HttpResponse, ApiError> {
+async fn update(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<i64>,
+    body: Valid<ProfileRequest>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let b = body.into_inner();
     let m = storage::transaction(&state.db, move |conn| {
@@ -293,7 +405,8 @@ async fn update(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>, 
         Ok(diesel::update(merchants::table.find(id))
             .set((
                 merchants::business_name.eq(b.business_name.map(|s| s.trim().to_owned()).unwrap_or(m.business_name)),
-                merchants::contact_email.eq(b.contact_email.map(|s| s.trim().to_lowercase()).unwrap_or(m.contact_email)),
+                merchants::contact_email
+                    .eq(b.contact_email.map(|s| s.trim().to_lowercase()).unwrap_or(m.contact_email)),
                 merchants::category.eq(b.category.unwrap_or(m.category)),
                 merchants::website.eq(b.website.unwrap_or(m.website)),
                 merchants::description.eq(b.description.unwrap_or(m.description)),
@@ -334,7 +447,10 @@ async fn decide(
         let now = Utc::now();
         if action == "archive" || action == "restore" {
             if (action == "archive") == m.archived_at.is_some() {
-                return Err(MerchantError::InvalidTransition { action, current: if m.archived_at.is_some() { "archived".into() } else { "not archived".into() } });
+                return Err(MerchantError::InvalidTransition {
+                    action,
+                    current: if m.archived_at.is_some() { "archived".into() } else { "not archived".into() },
+                });
             }
             return Ok(diesel::update(merchants::table.find(id))
                 .set((merchants::archived_at.eq((action == "archive").then_some(now)), merchants::updated_at.eq(now)))
@@ -354,22 +470,31 @@ async fn decide(
             }
         }
         // Guarded on the old status, so two concurrent decisions cannot both apply.
-        let updated: Option<Merchant> = diesel::update(merchants::table.find(id).filter(merchants::status.eq(&m.status)))
-            .set((
-                merchants::status.eq(to),
-                merchants::status_reason.eq(reason.clone()),
-                merchants::decided_by.eq(admin.user_id),
-                merchants::decided_at.eq(now),
-                merchants::updated_at.eq(now),
-            ))
-            .returning(Merchant::as_returning())
-            .get_result(conn)
-            .optional()?;
+        let updated: Option<Merchant> =
+            diesel::update(merchants::table.find(id).filter(merchants::status.eq(&m.status)))
+                .set((
+                    merchants::status.eq(to),
+                    merchants::status_reason.eq(reason.clone()),
+                    merchants::decided_by.eq(admin.user_id),
+                    merchants::decided_at.eq(now),
+                    merchants::updated_at.eq(now),
+                ))
+                .returning(Merchant::as_returning())
+                .get_result(conn)
+                .optional()?;
         let updated = updated.ok_or(MerchantError::InvalidTransition { action, current: "changing".into() })?;
         if to == "active" {
-            model::grant_role(conn, m.owner_id, ROLE_MERCHANT).map_err(|e| MerchantError::Storage(StorageError::Other(e.to_string())))?;
+            model::grant_role(conn, m.owner_id, ROLE_MERCHANT)
+                .map_err(|e| MerchantError::Storage(StorageError::Other(e.to_string())))?;
         }
-        emit(conn, merchant_event("merchant.status_changed", &updated, serde_json::json!({"from": m.status, "to": to, "action": action})))?;
+        emit(
+            conn,
+            merchant_event(
+                "merchant.status_changed",
+                &updated,
+                serde_json::json!({"from": m.status, "to": to, "action": action}),
+            ),
+        )?;
         Ok(updated)
     })
     .await?;
@@ -377,7 +502,12 @@ async fn decide(
     Ok(HttpResponse::Ok().json(m))
 }
 
-async fn upload(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>, mut form: Multipart) -> Result<HttpResponse, ApiError> {
+async fn upload(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<i64>,
+    mut form: Multipart,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let max = state.settings.merchants.max_document_bytes;
     let (owner_check_user, st) = (user.clone(), state.clone());
@@ -415,7 +545,12 @@ async fn upload(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>, 
                 }
                 file = Some((file_name, declared, buf));
             }
-            other => return Err(MerchantError::BadUpload(format!("unexpected form field `{other}`; send doc_type and file")).into()),
+            other => {
+                return Err(MerchantError::BadUpload(format!(
+                    "unexpected form field `{other}`; send doc_type and file"
+                ))
+                .into())
+            }
         }
     }
     let doc_type = doc_type.ok_or_else(|| ApiError::validation("doc_type", "doc_type is required"))?;
@@ -431,7 +566,8 @@ async fn upload(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>, 
     if !declared.is_empty() && declared != "application/octet-stream" && declared != sniffed {
         return Err(MerchantError::UnsupportedDocument(format!("file is {sniffed} but was labelled {declared}")).into());
     }
-    let safe_name: String = file_name.chars().filter(|c| !c.is_control() && *c != '/' && *c != '\\').take(200).collect();
+    let safe_name: String =
+        file_name.chars().filter(|c| !c.is_control() && *c != '/' && *c != '\\').take(200).collect();
     let sha = hex::encode(Sha256::digest(&bytes));
     let key = format!("m{id}-{}", uuid::Uuid::new_v4().simple());
     let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
@@ -456,7 +592,14 @@ async fn upload(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>, 
             ))
             .returning(DocumentView::as_returning())
             .get_result(conn)?;
-        emit(conn, merchant_event("document.submitted", &m, serde_json::json!({"document_id": doc.id, "doc_type": doc.doc_type})))?;
+        emit(
+            conn,
+            merchant_event(
+                "document.submitted",
+                &m,
+                serde_json::json!({"document_id": doc.id, "doc_type": doc.doc_type}),
+            ),
+        )?;
         Ok::<_, MerchantError>(doc)
     })
     .await?;
@@ -467,17 +610,23 @@ async fn documents(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64
     let id = id.into_inner();
     let docs = storage::run(&state.db, move |conn| {
         find_for(conn, id, &user)?;
-        Ok::<_, MerchantError>(merchant_documents::table
-            .filter(merchant_documents::merchant_id.eq(id))
-            .select(DocumentView::as_select())
-            .order(merchant_documents::id.asc())
-            .load(conn)?)
+        Ok::<_, MerchantError>(
+            merchant_documents::table
+                .filter(merchant_documents::merchant_id.eq(id))
+                .select(DocumentView::as_select())
+                .order(merchant_documents::id.asc())
+                .load(conn)?,
+        )
     })
     .await?;
     Ok(HttpResponse::Ok().json(docs))
 }
 
-async fn download(state: web::Data<AppState>, user: AuthUser, path: web::Path<(i64, i64)>) -> Result<HttpResponse, ApiError> {
+async fn download(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(i64, i64)>,
+) -> Result<HttpResponse, ApiError> {
     let (id, doc_id) = path.into_inner();
     let (ct, name, key) = storage::run(&state.db, move |conn| {
         find_for(conn, id, &user)?;
@@ -503,14 +652,21 @@ async fn download(state: web::Data<AppState>, user: AuthUser, path: web::Path<(i
         .body(bytes))
 }
 
-async fn review(state: web::Data<AppState>, admin: AuthUser, path: web::Path<(i64, i64)>, body: Valid<ReviewRequest>) -> Result<HttpResponse, ApiError> {
+async fn review(
+    state: web::Data<AppState>,
+    admin: AuthUser,
+    path: web::Path<(i64, i64)>,
+    body: Valid<ReviewRequest>,
+) -> Result<HttpResponse, ApiError> {
     let (id, doc_id) = path.into_inner();
     let b = body.into_inner();
     let doc = storage::transaction(&state.db, move |conn| {
         let m = find(conn, id)?;
         let status = if b.decision == "approve" { "approved" } else { "rejected" };
         let doc: DocumentView = diesel::update(
-            merchant_documents::table.filter(merchant_documents::id.eq(doc_id)).filter(merchant_documents::merchant_id.eq(id)),
+            merchant_documents::table
+                .filter(merchant_documents::id.eq(doc_id))
+                .filter(merchant_documents::merchant_id.eq(id)),
         )
         .set((
             merchant_documents::status.eq(status),
@@ -522,7 +678,14 @@ async fn review(state: web::Data<AppState>, admin: AuthUser, path: web::Path<(i6
         .get_result(conn)
         .optional()?
         .ok_or(MerchantError::DocumentNotFound)?;
-        emit(conn, merchant_event("document.reviewed", &m, serde_json::json!({"document_id": doc.id, "doc_type": doc.doc_type, "status": status, "note": b.note})))?;
+        emit(
+            conn,
+            merchant_event(
+                "document.reviewed",
+                &m,
+                serde_json::json!({"document_id": doc.id, "doc_type": doc.doc_type, "status": status, "note": b.note}),
+            ),
+        )?;
         Ok::<_, MerchantError>(doc)
     })
     .await?;
@@ -540,7 +703,13 @@ fn owned_active(conn: &mut PgConnection, id: i64, user: &AuthUser) -> Result<Mer
     Ok(m)
 }
 
-fn insert_key(conn: &mut PgConnection, state: &AppState, m: &Merchant, label: &str, by: i64) -> Result<CreatedKey, MerchantError> {
+fn insert_key(
+    conn: &mut PgConnection,
+    state: &AppState,
+    m: &Merchant,
+    label: &str,
+    by: i64,
+) -> Result<CreatedKey, MerchantError> {
     let (key_id, secret, full) = keys::generate();
     let key: KeyView = diesel::insert_into(merchant_api_keys::table)
         .values((
@@ -552,11 +721,23 @@ fn insert_key(conn: &mut PgConnection, state: &AppState, m: &Merchant, label: &s
         ))
         .returning(KeyView::as_returning())
         .get_result(conn)?;
-    emit(conn, merchant_event("api_key.created", m, serde_json::json!({"api_key_id": key.id, "key_id": key.key_id, "label": key.label})))?;
+    emit(
+        conn,
+        merchant_event(
+            "api_key.created",
+            m,
+            serde_json::json!({"api_key_id": key.id, "key_id": key.key_id, "label": key.label}),
+        ),
+    )?;
     Ok(CreatedKey { key, api_key: full })
 }
 
-async fn create_key(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>, body: Option<Valid<KeyRequest>>) -> Result<HttpResponse, ApiError> {
+async fn create_key(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<i64>,
+    body: Option<Valid<KeyRequest>>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let label = body.and_then(|b| b.into_inner().label).unwrap_or_default();
     let st = state.clone();
@@ -572,17 +753,23 @@ async fn list_keys(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64
     let id = id.into_inner();
     let keys = storage::run(&state.db, move |conn| {
         find_for(conn, id, &user)?;
-        Ok::<_, MerchantError>(merchant_api_keys::table
-            .filter(merchant_api_keys::merchant_id.eq(id))
-            .select(KeyView::as_select())
-            .order(merchant_api_keys::id.asc())
-            .load(conn)?)
+        Ok::<_, MerchantError>(
+            merchant_api_keys::table
+                .filter(merchant_api_keys::merchant_id.eq(id))
+                .select(KeyView::as_select())
+                .order(merchant_api_keys::id.asc())
+                .load(conn)?,
+        )
     })
     .await?;
     Ok(HttpResponse::Ok().json(keys))
 }
 
-async fn rotate_key(state: web::Data<AppState>, user: AuthUser, path: web::Path<(i64, i64)>) -> Result<HttpResponse, ApiError> {
+async fn rotate_key(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(i64, i64)>,
+) -> Result<HttpResponse, ApiError> {
     let (id, key) = path.into_inner();
     let overlap = state.settings.merchants.key_rotation_overlap_secs;
     let st = state.clone();
@@ -597,7 +784,10 @@ async fn rotate_key(state: web::Data<AppState>, user: AuthUser, path: web::Path<
             .optional()?
             .ok_or(MerchantError::KeyNotFound)?;
         if old.revoked_at.is_some() || old.expires_at.is_some() {
-            return Err(MerchantError::InvalidTransition { action: "rotate", current: "already revoked or rotated".into() });
+            return Err(MerchantError::InvalidTransition {
+                action: "rotate",
+                current: "already revoked or rotated".into(),
+            });
         }
         let created = insert_key(conn, &st, &m, &old.label, user.user_id)?;
         diesel::update(merchant_api_keys::table.find(key))
@@ -612,7 +802,11 @@ async fn rotate_key(state: web::Data<AppState>, user: AuthUser, path: web::Path<
     Ok(HttpResponse::Created().json(created))
 }
 
-async fn revoke_key(state: web::Data<AppState>, user: AuthUser, path: web::Path<(i64, i64)>) -> Result<HttpResponse, ApiError> {
+async fn revoke_key(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(i64, i64)>,
+) -> Result<HttpResponse, ApiError> {
     let (id, key) = path.into_inner();
     let view = storage::transaction(&state.db, move |conn| {
         let m = find_for(conn, id, &user)?;
@@ -627,7 +821,10 @@ async fn revoke_key(state: web::Data<AppState>, user: AuthUser, path: web::Path<
         .get_result(conn)
         .optional()?
         .ok_or(MerchantError::KeyNotFound)?;
-        emit(conn, merchant_event("api_key.revoked", &m, serde_json::json!({"api_key_id": view.id, "key_id": view.key_id})))?;
+        emit(
+            conn,
+            merchant_event("api_key.revoked", &m, serde_json::json!({"api_key_id": view.id, "key_id": view.key_id})),
+        )?;
         Ok::<_, MerchantError>(view)
     })
     .await?;
@@ -642,7 +839,12 @@ async fn balance(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>)
         Ok::<_, MerchantError>((m, b))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(MerchantBalance { merchant_id: m.id, account_id: m.account_id, currency: state.settings.money.currency.clone(), balance }))
+    Ok(HttpResponse::Ok().json(MerchantBalance {
+        merchant_id: m.id,
+        account_id: m.account_id,
+        currency: state.settings.money.currency.clone(),
+        balance,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -653,7 +855,12 @@ pub struct StatementQuery {
     to: Option<DateTime<Utc>>,
 }
 
-async fn statement(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>, q: web::Query<StatementQuery>) -> Result<HttpResponse, ApiError> {
+async fn statement(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<i64>,
+    q: web::Query<StatementQuery>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let q = q.into_inner();
     let (limit, cursor) = q.page.resolve()?;
@@ -662,7 +869,14 @@ async fn statement(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64
         let mut query = postings::table
             .inner_join(operations::table)
             .filter(postings::account_id.eq(m.account_id))
-            .select((postings::id, postings::operation_id, operations::kind, postings::amount, postings::balance_after, postings::created_at))
+            .select((
+                postings::id,
+                postings::operation_id,
+                operations::kind,
+                postings::amount,
+                postings::balance_after,
+                postings::created_at,
+            ))
             .order(postings::id.desc())
             .limit(limit + 1)
             .into_boxed();

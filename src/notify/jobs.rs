@@ -199,7 +199,8 @@ pub async fn round(db: &PgPool, mailer: &Mailer, cfg: &SenderConfig) -> Result<u
                 let max = cfg.max_attempts;
                 let (id, template, attempts) = (job.id, job.template.clone(), job.attempts);
                 let err_text = error.clone();
-                let dead = storage::run(db, move |conn| mark_failed(conn, &job, &err_text, permanent, max, next)).await?;
+                let dead =
+                    storage::run(db, move |conn| mark_failed(conn, &job, &err_text, permanent, max, next)).await?;
                 if dead {
                     tracing::error!(job = id, template = %template, attempts, error = %error, "e-mail dead-lettered");
                     count("dead");

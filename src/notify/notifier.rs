@@ -63,11 +63,8 @@ struct To {
 }
 
 fn user(conn: &mut PgConnection, id: i64) -> QueryResult<Option<To>> {
-    let row: Option<(String, String, Option<chrono::DateTime<chrono::Utc>>)> = users::table
-        .find(id)
-        .select((users::email, users::first_name, users::archived_at))
-        .first(conn)
-        .optional()?;
+    let row: Option<(String, String, Option<chrono::DateTime<chrono::Utc>>)> =
+        users::table.find(id).select((users::email, users::first_name, users::archived_at)).first(conn).optional()?;
     Ok(row.filter(|r| r.2.is_none()).map(|(email, name, _)| To { email, name }))
 }
 
@@ -97,6 +94,12 @@ fn int(v: &Value, key: &str) -> Option<i64> {
 
 fn text<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a str> {
     keys.iter().find_map(|k| v.get(*k).and_then(Value::as_str))
+}
+
+/// A field of a merchant event: its `details` object first (the change itself), then the top level
+/// (the merchant as it is after the change).
+fn detail<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a str> {
+    v.get("details").and_then(|d| text(d, keys)).or_else(|| text(v, keys))
 }
 
 /// The id in an aggregate key such as `merchant:42`.
@@ -134,13 +137,18 @@ fn plan(conn: &mut PgConnection, event: &Envelope) -> Result<Vec<NewMailJob>, Ha
                 out.push(job(event, kind, &to, json!({ "via": text(p, &["via"]).unwrap_or("change") })));
             }
         }
-        "topup.completed" | "withdrawal.completed" | "transfer.completed" | "payment.completed"
+        "topup.completed"
+        | "withdrawal.completed"
+        | "transfer.completed"
+        | "payment.completed"
         | "refund.completed" => {
             let op = p.get("operation").ok_or_else(|| reject(event, "operation"))?;
             money(conn, event, op, &mut out)?;
         }
         "merchant.applied" | "merchant.status_changed" | "document.reviewed" => {
-            let mid = int(p, "merchant_id").or_else(|| key_id(event, "merchant")).ok_or_else(|| reject(event, "merchant_id"))?;
+            let mid = int(p, "merchant_id")
+                .or_else(|| key_id(event, "merchant"))
+                .ok_or_else(|| reject(event, "merchant_id"))?;
             let Some(m) = merchant(conn, mid)? else { return Ok(out) };
             let name = text(p, &["business_name"]).map_or(m.name, str::to_owned);
             let to = To { email: text(p, &["contact_email"]).map_or(m.contact, str::to_owned), name: name.clone() };
@@ -150,25 +158,27 @@ fn plan(conn: &mut PgConnection, event: &Envelope) -> Result<Vec<NewMailJob>, Ha
                     "merchant_status",
                     json!({
                         "merchant": name,
-                        "old_status": text(p, &["old_status", "from", "previous_status"]),
-                        "new_status": text(p, &["new_status", "to", "status"]).ok_or_else(|| reject(event, "new_status"))?,
-                        "reason": text(p, &["reason", "status_reason"]),
+                        "old_status": detail(p, &["old_status", "from", "previous_status"]),
+                        "new_status": detail(p, &["new_status", "to", "status"]).ok_or_else(|| reject(event, "new_status"))?,
+                        "reason": detail(p, &["reason", "status_reason"]),
                     }),
                 ),
                 _ => (
                     "document_reviewed",
                     json!({
                         "merchant": name,
-                        "doc_type": text(p, &["doc_type"]),
-                        "status": text(p, &["status", "decision"]).ok_or_else(|| reject(event, "status"))?,
-                        "note": text(p, &["note", "review_note"]),
+                        "doc_type": detail(p, &["doc_type"]),
+                        "status": detail(p, &["status", "decision"]).ok_or_else(|| reject(event, "status"))?,
+                        "note": detail(p, &["note", "review_note"]),
                     }),
                 ),
             };
             out.push(job(event, kind, &to, ctx));
         }
         "webhook_endpoint.disabled" => {
-            let mid = int(p, "merchant_id").or_else(|| key_id(event, "merchant")).ok_or_else(|| reject(event, "merchant_id"))?;
+            let mid = int(p, "merchant_id")
+                .or_else(|| key_id(event, "merchant"))
+                .ok_or_else(|| reject(event, "merchant_id"))?;
             let Some(m) = merchant(conn, mid)? else { return Ok(out) };
             if let Some(owner) = user(conn, m.owner_id)? {
                 let ctx = json!({ "merchant": m.name, "url": text(p, &["url"]), "failures": int(p, "failures") });
@@ -212,7 +222,8 @@ fn money(conn: &mut PgConnection, event: &Envelope, op: &Value, out: &mut Vec<Ne
         None => None,
     };
     let masked = |c: &Option<(i64, String)>| c.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
-    let kind = op.get("kind").and_then(Value::as_str).unwrap_or_else(|| event.event_type.split('.').next().unwrap_or(""));
+    let kind =
+        op.get("kind").and_then(Value::as_str).unwrap_or_else(|| event.event_type.split('.').next().unwrap_or(""));
     match kind {
         "topup" | "withdrawal" => {
             let c = if kind == "topup" { &dst } else { &src };

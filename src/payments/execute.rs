@@ -176,7 +176,11 @@ impl Prepared {
     fn failure(&self, f: &Failure) -> OpRecord {
         let view = self.failed_view(f);
         OpRecord {
-            operation: NewOperation { status: "failed".into(), failure_reason: Some(f.code.clone()), ..self.row.clone() },
+            operation: NewOperation {
+                status: "failed".into(),
+                failure_reason: Some(f.code.clone()),
+                ..self.row.clone()
+            },
             idempotency: Some(self.idempotency(f.status, self.failure_body(f))),
             events: vec![self.event(&view)],
             refund_of: None,
@@ -254,7 +258,9 @@ async fn duplicate(state: &AppState, op: &MoneyOp) -> Result<HttpResponse, ApiEr
     // A concurrent request with the same key won, or a uniqueness rule of the operation itself refused it.
     match idempotency::lookup(&state.db, op.scope.clone(), op.key.clone()).await? {
         Some(stored) => Ok(stored.replay(&op.request_hash)?),
-        None if op.kind == "reversal" => Err(PaymentError::NotReversible("the operation was already reversed".into()).into()),
+        None if op.kind == "reversal" => {
+            Err(PaymentError::NotReversible("the operation was already reversed".into()).into())
+        }
         None if op.kind == "payment" => Err(PaymentError::OrderRefTaken.into()),
         None => Err(PaymentError::OutcomeUnknown.into()),
     }

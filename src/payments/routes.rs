@@ -212,10 +212,10 @@ async fn topup(
             credit_card: Some(body.card_id),
             reverses: None,
             initiated_by: Some(user.user_id),
-        merchant_id: None,
-        api_key_id: None,
-        order_ref: None,
-        refund_of: None,
+            merchant_id: None,
+            api_key_id: None,
+            order_ref: None,
+            refund_of: None,
         },
     )
     .await
@@ -249,10 +249,10 @@ async fn withdraw(
             credit_card: None,
             reverses: None,
             initiated_by: Some(user.user_id),
-        merchant_id: None,
-        api_key_id: None,
-        order_ref: None,
-        refund_of: None,
+            merchant_id: None,
+            api_key_id: None,
+            order_ref: None,
+            refund_of: None,
         },
     )
     .await
@@ -287,10 +287,10 @@ async fn transfer(
             credit_card: Some(body.to_card_id),
             reverses: None,
             initiated_by: Some(user.user_id),
-        merchant_id: None,
-        api_key_id: None,
-        order_ref: None,
-        refund_of: None,
+            merchant_id: None,
+            api_key_id: None,
+            order_ref: None,
+            refund_of: None,
         },
     )
     .await
@@ -396,8 +396,7 @@ async fn list(
             .into_boxed();
         if !user.is_admin() {
             let mine = cards::table.filter(cards::user_id.eq(user.user_id)).select(cards::id.nullable());
-            query =
-                query.filter(operations::source_card_id.eq_any(mine).or(operations::dest_card_id.eq_any(mine)));
+            query = query.filter(operations::source_card_id.eq_any(mine).or(operations::dest_card_id.eq_any(mine)));
         }
         if let Some(c) = card {
             query = query.filter(operations::source_card_id.eq(c).or(operations::dest_card_id.eq(c)));
@@ -492,10 +491,10 @@ async fn reverse(
             credit_card: op.source_card_id,
             reverses: Some(op.id),
             initiated_by: Some(user.user_id),
-        merchant_id: None,
-        api_key_id: None,
-        order_ref: None,
-        refund_of: None,
+            merchant_id: None,
+            api_key_id: None,
+            order_ref: None,
+            refund_of: None,
         },
     )
     .await

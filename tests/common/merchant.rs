@@ -39,7 +39,14 @@ pub async fn verified(app: &TestApp, admin: &str, email: &str) -> (i64, String) 
 }
 
 /// Uploads a document (multipart); returns (status, body).
-pub async fn upload(app: &TestApp, token: &str, merchant: i64, doc_type: &str, bytes: &[u8], mime: &str) -> (u16, Value) {
+pub async fn upload(
+    app: &TestApp,
+    token: &str,
+    merchant: i64,
+    doc_type: &str,
+    bytes: &[u8],
+    mime: &str,
+) -> (u16, Value) {
     let part = reqwest::multipart::Part::bytes(bytes.to_vec()).file_name("doc.pdf").mime_str(mime).unwrap();
     let form = reqwest::multipart::Form::new().text("doc_type", doc_type.to_owned()).part("file", part);
     let resp = app
@@ -76,7 +83,11 @@ pub async fn approved_documents(app: &TestApp, admin: &str, owner: &str, merchan
         assert_eq!(s, 201, "upload {doc_type}: {d}");
         let id = d["id"].as_i64().unwrap();
         let (s, r) = app
-            .post(&format!("/api/v1/merchants/{merchant}/documents/{id}/review"), Some(admin), json!({"decision": "approve"}))
+            .post(
+                &format!("/api/v1/merchants/{merchant}/documents/{id}/review"),
+                Some(admin),
+                json!({"decision": "approve"}),
+            )
             .await;
         assert_eq!((s, r["status"].as_str()), (200, Some("approved")), "{r}");
         ids.push(id);
@@ -101,13 +112,21 @@ pub async fn active_merchant(app: &TestApp, admin: &str, owner: &str, name: &str
 
 /// Creates an API key; returns (key row id, full key).
 pub async fn create_key(app: &TestApp, owner: &str, merchant: i64, label: &str) -> (i64, String) {
-    let (s, k) = app.post(&format!("/api/v1/merchants/{merchant}/api-keys"), Some(owner), json!({"label": label})).await;
+    let (s, k) =
+        app.post(&format!("/api/v1/merchants/{merchant}/api-keys"), Some(owner), json!({"label": label})).await;
     assert_eq!(s, 201, "create key: {k}");
     (k["key"]["id"].as_i64().unwrap(), k["api_key"].as_str().unwrap().to_owned())
 }
 
 /// A request with `X-Api-Key` and `Idempotency-Key`; returns (status, body).
-pub async fn keyed(app: &TestApp, method: &str, path: &str, api_key: &str, idem: &str, body: Option<Value>) -> (u16, Value) {
+pub async fn keyed(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    api_key: &str,
+    idem: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let (s, _, b) = app.call_full(method, path, None, body, &[("X-Api-Key", api_key), ("Idempotency-Key", idem)]).await;
     (s, b)
 }
@@ -236,10 +255,18 @@ pub fn scalar(conn: &mut PgConnection, sql: &str) -> i64 {
 
 /// A merchant account's stored balance.
 pub fn merchant_balance(conn: &mut PgConnection, merchant: i64) -> i64 {
-    scalar(conn, &format!("SELECT a.balance AS n FROM merchants m JOIN accounts a ON a.id = m.account_id WHERE m.id = {merchant}"))
+    scalar(
+        conn,
+        &format!(
+            "SELECT a.balance AS n FROM merchants m JOIN accounts a ON a.id = m.account_id WHERE m.id = {merchant}"
+        ),
+    )
 }
 
 /// A card account's stored balance.
 pub fn card_balance(conn: &mut PgConnection, card: i64) -> i64 {
-    scalar(conn, &format!("SELECT a.balance AS n FROM cards c JOIN accounts a ON a.id = c.account_id WHERE c.id = {card}"))
+    scalar(
+        conn,
+        &format!("SELECT a.balance AS n FROM cards c JOIN accounts a ON a.id = c.account_id WHERE c.id = {card}"),
+    )
 }

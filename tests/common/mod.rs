@@ -208,8 +208,9 @@ impl TestApp {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let mut conn = self.db();
         loop {
-            let unpublished: N =
-                diesel::sql_query("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL").get_result(&mut conn).unwrap();
+            let unpublished: N = diesel::sql_query("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
+                .get_result(&mut conn)
+                .unwrap();
             let pending: N = diesel::sql_query(
                 "SELECT count(*) AS n FROM email_jobs WHERE to_address = lower($1) AND status = 'pending'",
             )
@@ -325,7 +326,14 @@ impl TestApp {
             .as_array()
             .unwrap()
             .iter()
-            .find_map(|m| m["text"].as_str().unwrap_or_default().split_whitespace().find(|w| w.starts_with("pr_")).map(str::to_owned))
+            .find_map(|m| {
+                m["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .find(|w| w.starts_with("pr_"))
+                    .map(str::to_owned)
+            })
             .unwrap_or_else(|| panic!("no reset token in the mailbox of {to}: {b}"))
     }
 
@@ -349,5 +357,5 @@ pub fn expect_error(status: u16, body: &Value, want_status: u16, want_code: &str
     assert_eq!(status, want_status, "expected {want_status} {want_code}, got {status}: {body}");
     assert_eq!(error_code(body), want_code, "unexpected error code: {body}");
 }
-pub mod money;
 pub mod merchant;
+pub mod money;

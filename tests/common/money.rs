@@ -79,7 +79,8 @@ impl Api {
     }
 
     pub async fn login(&self, email: &str, password: &str) -> String {
-        let r = self.call("POST", "/api/v1/auth/login", None, Some(&json!({"email": email, "password": password}))).await;
+        let r =
+            self.call("POST", "/api/v1/auth/login", None, Some(&json!({"email": email, "password": password}))).await;
         assert_eq!(r.status, 200, "login {email}: {}", r.body);
         r.body["access_token"].as_str().unwrap().to_owned()
     }
@@ -252,12 +253,10 @@ struct Sum {
 
 /// Sum of all card account balances.
 pub fn card_balance_total(conn: &mut PgConnection) -> i64 {
-    diesel::sql_query(
-        "SELECT COALESCE(sum(a.balance), 0)::bigint AS n FROM accounts a WHERE a.kind = 'card'",
-    )
-    .get_result::<Sum>(conn)
-    .unwrap()
-    .n
+    diesel::sql_query("SELECT COALESCE(sum(a.balance), 0)::bigint AS n FROM accounts a WHERE a.kind = 'card'")
+        .get_result::<Sum>(conn)
+        .unwrap()
+        .n
 }
 
 /// Sum of the amounts of successful operations of `kind`.

@@ -47,8 +47,7 @@ impl EvApp {
     /// Subscribes a probe consumer group through the app's broker adapter.
     pub async fn probe(&self, name: &str) -> Probe {
         let probe = Probe::default();
-        let consumer =
-            Consumer::new(name, Arc::new(probe.clone()), self.state.db.clone(), &self.settings.events);
+        let consumer = Consumer::new(name, Arc::new(probe.clone()), self.state.db.clone(), &self.settings.events);
         self.state.events.broker.subscribe(consumer).await.unwrap();
         probe
     }
@@ -174,7 +173,12 @@ pub async fn crowd(api: &Api, n: usize) -> Crowd {
         let (_, token) = api.verified_user(&admin, &email).await;
         let card = api.issue_card(&token, "debit", None, None).await;
         let r = api
-            .money(&token, "/api/v1/topups", &format!("seed-{card}"), &json!({"card_id": card, "amount": 50_000_000, "method": "ovo"}))
+            .money(
+                &token,
+                "/api/v1/topups",
+                &format!("seed-{card}"),
+                &json!({"card_id": card, "amount": 50_000_000, "method": "ovo"}),
+            )
             .await
             .unwrap();
         assert_eq!(r.status, 201, "seed top-up: {}", r.body);

@@ -1,6 +1,8 @@
-//! Kafka via rdkafka (bundled librdkafka). One topic per event family (`<prefix>.payment`, …),
-//! created on demand; message key = aggregate key, so one key stays on one partition and in order;
-//! an idempotent producer (`enable.idempotence=true`, acks=all). Consumers are consumer groups
+//! Kafka via rdkafka (bundled librdkafka). One topic per event family — the aggregate type:
+//! `<prefix>.card` (card lifecycle and every money event), `<prefix>.merchant`, `<prefix>.user` —
+//! created on demand; message key = aggregate key, so all events of one key share one partition and
+//! stay in order (Kafka orders nothing across topics; see `catalogue::AGGREGATES`); an idempotent
+//! producer (`enable.idempotence=true`, acks=all). Consumers are consumer groups
 //! (`<group_prefix>.<consumer>`) that store each message's offset only after processing it and
 //! commit stored offsets (auto-commit of *stored* offsets only), so a crash replays, never skips.
 
@@ -26,14 +28,14 @@ fn unavailable(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Unavailable(e.to_string())
 }
 
-/// The topic of an event type: `<prefix>.<family>`.
-pub fn topic_for(prefix: &str, event_type: &str) -> String {
-    format!("{prefix}.{}", catalogue::family(event_type))
+/// The topic of an event: `<prefix>.<aggregate type>`.
+pub fn topic_for(prefix: &str, event: &Envelope) -> String {
+    format!("{prefix}.{}", catalogue::stream(&event.aggregate_type))
 }
 
 /// Every topic payd publishes to.
 pub fn topics(prefix: &str) -> Vec<String> {
-    catalogue::families().into_iter().map(|f| format!("{prefix}.{f}")).collect()
+    catalogue::streams().into_iter().map(|f| format!("{prefix}.{f}")).collect()
 }
 
 #[derive(Clone)]
@@ -47,10 +49,19 @@ struct Cfg {
     retry_max: Duration,
 }
 
+type Admin = AdminClient<DefaultClientContext>;
+
 pub struct KafkaBroker {
     cfg: Cfg,
     producer: Mutex<Option<FutureProducer>>,
+    admin: Arc<Admin>,
     topics_ready: AtomicBool,
+}
+
+/// Destroying a librdkafka client blocks until its threads finish (long when the broker hangs):
+/// never on the async executor.
+fn dispose<T: Send + 'static>(client: T) {
+    tokio::task::spawn_blocking(move || drop(client));
 }
 
 impl KafkaBroker {
@@ -68,7 +79,8 @@ impl KafkaBroker {
             retry_initial: Duration::from_millis(settings.backoff_initial_ms),
             retry_max: Duration::from_millis(settings.backoff_max_ms),
         };
-        let me = Self { cfg, producer: Mutex::new(None), topics_ready: AtomicBool::new(false) };
+        let admin: Admin = base_config(&cfg).create().map_err(|e| BrokerError::Config(e.to_string()))?;
+        let me = Self { cfg, producer: Mutex::new(None), admin: Arc::new(admin), topics_ready: AtomicBool::new(false) };
         // Fail fast on a configuration librdkafka refuses.
         let _producer = me.producer()?;
         Ok(me)
@@ -85,6 +97,9 @@ impl KafkaBroker {
                 None => return Ok(p.clone()),
                 Some((code, reason)) => {
                     tracing::warn!(?code, reason, "kafka producer hit a fatal error; recreating it");
+                    if let Some(old) = guard.take() {
+                        dispose(old);
+                    }
                 }
             }
         }
@@ -106,7 +121,7 @@ impl KafkaBroker {
         if self.topics_ready.load(Ordering::Acquire) {
             return Ok(());
         }
-        ensure_topics(&self.cfg).await?;
+        ensure_topics(&self.cfg, &self.admin).await?;
         self.topics_ready.store(true, Ordering::Release);
         Ok(())
     }
@@ -125,8 +140,7 @@ fn base_config(cfg: &Cfg) -> ClientConfig {
 }
 
 /// Creates the family topics that do not exist yet.
-async fn ensure_topics(cfg: &Cfg) -> Result<(), BrokerError> {
-    let admin: AdminClient<DefaultClientContext> = base_config(cfg).create().map_err(unavailable)?;
+async fn ensure_topics(cfg: &Cfg, admin: &Admin) -> Result<(), BrokerError> {
     let names = topics(&cfg.topic_prefix);
     let new: Vec<NewTopic<'_>> =
         names.iter().map(|n| NewTopic::new(n, cfg.partitions, TopicReplication::Fixed(1))).collect();
@@ -143,10 +157,29 @@ async fn ensure_topics(cfg: &Cfg) -> Result<(), BrokerError> {
     Ok(())
 }
 
+/// Errors after which the idempotent producer's id/epoch is unusable: start a new producer.
+fn needs_new_producer(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                | RDKafkaErrorCode::UnknownProducerId
+                | RDKafkaErrorCode::InvalidProducerIdMapping
+                | RDKafkaErrorCode::Fatal
+        )
+    )
+}
+
 fn is_topic_error(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownPartition)
+        Some(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownPartition
+        )
     )
 }
 
@@ -164,7 +197,7 @@ impl Broker for KafkaBroker {
         for e in events {
             bodies.push(serde_json::to_vec(e).map_err(|x| fail0(BrokerError::Config(x.to_string())))?);
         }
-        let topics: Vec<String> = events.iter().map(|e| topic_for(&self.cfg.topic_prefix, &e.event_type)).collect();
+        let topics: Vec<String> = events.iter().map(|e| topic_for(&self.cfg.topic_prefix, e)).collect();
         let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
         let mut pending = Vec::with_capacity(events.len());
         let mut enqueue_error = None;
@@ -201,6 +234,14 @@ impl Broker for KafkaBroker {
                 if is_topic_error(&e) {
                     self.topics_ready.store(false, Ordering::Release);
                 }
+                if needs_new_producer(&e) || producer.client().fatal_error().is_some() {
+                    tracing::warn!(error = %e, "kafka producer fenced or fatally failed; a new one will be created");
+                    let old = self.producer.lock().ok().and_then(|mut guard| guard.take());
+                    if let Some(old) = old {
+                        drop(producer);
+                        dispose(old);
+                    }
+                }
                 Err(PublishError { published: ok, error: unavailable(e) })
             }
         }
@@ -222,9 +263,10 @@ impl Broker for KafkaBroker {
             .create()
             .map_err(|e| BrokerError::Config(e.to_string()))?;
         let client = Arc::new(client);
+        let admin = self.admin.clone();
         actix_web::rt::spawn(async move {
             let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_max);
-            while let Err(e) = ensure_topics(&cfg).await {
+            while let Err(e) = ensure_topics(&cfg, &admin).await {
                 let wait = backoff.next_delay();
                 tracing::warn!(group = %group, error = %e, "kafka unavailable; consumer waiting for topics");
                 tokio::time::sleep(wait).await;

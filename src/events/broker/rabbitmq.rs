@@ -23,6 +23,9 @@ use crate::config::EventSettings;
 use crate::events::consumer::Disposition;
 use crate::events::{Backoff, Consumer, Envelope, GROUPS};
 
+/// Longest wait for a batch's publisher confirms before the connection is considered dead.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The queue a consumer group reads.
 pub fn queue_name(exchange: &str, group: &str) -> String {
     format!("{exchange}.{group}")
@@ -93,8 +96,9 @@ impl RabbitBroker {
     }
 
     async fn drop_publisher(&self) {
-        if let Some((conn, _)) = self.publisher.lock().await.take() {
-            let _ = conn.close(200, "reconnecting".into()).await;
+        let old = self.publisher.lock().await.take();
+        if let Some((conn, _)) = old {
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "reconnecting".into())).await;
         }
     }
 
@@ -144,6 +148,12 @@ impl RabbitBroker {
 
     async fn consume(&self, consumer: &Consumer) -> Result<(), BrokerError> {
         let conn = self.connect().await?;
+        let result = self.consume_on(&conn, consumer).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "reconnecting".into())).await;
+        result
+    }
+
+    async fn consume_on(&self, conn: &Connection, consumer: &Consumer) -> Result<(), BrokerError> {
         let ch = conn.create_channel().await.map_err(unavailable)?;
         let mut groups = self.groups();
         if !groups.iter().any(|g| g == consumer.name()) {
@@ -158,18 +168,36 @@ impl RabbitBroker {
             .await
             .map_err(unavailable)?;
         tracing::info!(queue = %queue, "rabbitmq consumer started");
-        while let Some(delivery) = stream.next().await {
-            let delivery = delivery.map_err(unavailable)?;
-            match consumer.process(&delivery.data).await {
-                Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await.map_err(unavailable)?,
-                Disposition::DeadLetter => delivery
-                    .acker
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await
-                    .map_err(unavailable)?,
+        loop {
+            // A dead connection does not always end the stream: check the connection while idle.
+            let next = match tokio::time::timeout(Duration::from_secs(2), stream.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    if conn.status().connected() && ch.status().connected() {
+                        continue;
+                    }
+                    return Err(BrokerError::Unavailable("connection lost".into()));
+                }
             };
+            let delivery = match next {
+                Some(d) => d.map_err(unavailable)?,
+                None => return Err(BrokerError::Unavailable("consumer stream ended".into())),
+            };
+            let disposition = consumer.process(&delivery.data).await;
+            let settle = async {
+                match disposition {
+                    Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+                    Disposition::DeadLetter => delivery.acker.reject(BasicRejectOptions { requeue: false }).await,
+                }
+            };
+            // Unacknowledged on a lost connection = redelivered later (and deduplicated).
+            match tokio::time::timeout(Duration::from_secs(5), settle).await {
+                Ok(r) => {
+                    r.map_err(unavailable)?;
+                }
+                Err(_) => return Err(BrokerError::Unavailable("ack timed out".into())),
+            }
         }
-        Err(BrokerError::Unavailable("consumer stream ended".into()))
     }
 }
 
@@ -222,8 +250,15 @@ impl Broker for RabbitBroker {
     }
 
     async fn publish(&self, events: &[Envelope]) -> Result<(), PublishError> {
-        let ch = self.publisher().await.map_err(|error| PublishError { published: 0, error })?;
-        let result = self.publish_on(&ch, events).await;
+        let attempt = async {
+            let ch = self.publisher().await.map_err(|error| PublishError { published: 0, error })?;
+            self.publish_on(&ch, events).await
+        };
+        // A connection that died without a clean close may leave confirms pending: bound the wait.
+        let result = match tokio::time::timeout(PUBLISH_TIMEOUT, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(PublishError { published: 0, error: unavailable("publish timed out") }),
+        };
         if result.is_err() {
             self.drop_publisher().await;
         }

@@ -59,7 +59,14 @@ pub fn register(api: &mut Api) {
         web::patch().to(update),
     );
     r.body::<UpdateEndpoint>(s).responds::<EndpointView>(200, s);
-    api.route(Method::DELETE, one, Authenticated, TAG, "Delete a webhook endpoint and its log", web::delete().to(delete));
+    api.route(
+        Method::DELETE,
+        one,
+        Authenticated,
+        TAG,
+        "Delete a webhook endpoint and its log",
+        web::delete().to(delete),
+    );
     let (r, s) = api.route(
         Method::POST,
         "/api/v1/merchants/{id}/webhooks/{webhook_id}/rotate-secret",
@@ -310,7 +317,11 @@ async fn list(state: web::Data<AppState>, user: AuthUser, path: web::Path<i64>) 
     Ok(HttpResponse::Ok().json(EndpointList { items }))
 }
 
-async fn show(state: web::Data<AppState>, user: AuthUser, path: web::Path<(i64, i64)>) -> Result<HttpResponse, ApiError> {
+async fn show(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(i64, i64)>,
+) -> Result<HttpResponse, ApiError> {
     let (merchant, id) = path.into_inner();
     authorize(&state, &user, merchant).await?;
     let view = storage::run(&state.db, move |conn| endpoint(conn, merchant, id)).await?;
@@ -327,7 +338,9 @@ async fn update(
     authorize(&state, &user, merchant).await?;
     let body = body.into_inner();
     let new_url = match &body.url {
-        Some(u) => Some(url::check(u.trim(), state.settings.webhooks.allow_insecure).map_err(WebhookError::from)?.to_string()),
+        Some(u) => {
+            Some(url::check(u.trim(), state.settings.webhooks.allow_insecure).map_err(WebhookError::from)?.to_string())
+        }
         None => None,
     };
     let types = body.event_types.as_deref().map(validate_types).transpose()?;
@@ -371,7 +384,11 @@ async fn update(
     Ok(HttpResponse::Ok().json(view))
 }
 
-async fn delete(state: web::Data<AppState>, user: AuthUser, path: web::Path<(i64, i64)>) -> Result<HttpResponse, ApiError> {
+async fn delete(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(i64, i64)>,
+) -> Result<HttpResponse, ApiError> {
     let (merchant, id) = path.into_inner();
     authorize(&state, &user, merchant).await?;
     storage::transaction(&state.db, move |conn| {
@@ -396,7 +413,8 @@ async fn rotate(
     let s = secret.clone();
     let expires = storage::transaction(&state.db, move |conn| {
         endpoint(conn, merchant, id)?;
-        let old: String = webhook_endpoints::table.find(id).select(webhook_endpoints::secret).for_update().first(conn)?;
+        let old: String =
+            webhook_endpoints::table.find(id).select(webhook_endpoints::secret).for_update().first(conn)?;
         let until = (overlap > 0).then(|| Utc::now() + chrono::Duration::seconds(overlap));
         diesel::update(webhook_endpoints::table.find(id))
             .set((
@@ -495,6 +513,7 @@ async fn redeliver(
             .set((
                 webhook_deliveries::status.eq("pending"),
                 webhook_deliveries::attempts.eq(0),
+                webhook_deliveries::manual.eq(true),
                 webhook_deliveries::next_attempt_at.eq(now),
                 webhook_deliveries::window_start.eq(now),
                 webhook_deliveries::completed_at.eq(None::<DateTime<Utc>>),

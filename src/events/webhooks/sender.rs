@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Bool, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use futures::StreamExt;
 use serde_json::json;
 use uuid::Uuid;
@@ -38,8 +38,8 @@ pub struct Due {
     pub attempts: i32,
     #[diesel(sql_type = Timestamptz)]
     pub window_start: DateTime<Utc>,
-    #[diesel(sql_type = Timestamptz)]
-    pub created_at: DateTime<Utc>,
+    #[diesel(sql_type = Bool)]
+    pub manual: bool,
     #[diesel(sql_type = Text)]
     pub url: String,
     #[diesel(sql_type = Text)]
@@ -52,13 +52,14 @@ pub struct Due {
 
 const CLAIM: &str = "\
 WITH c AS ( \
-  SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+  SELECT d.id, d.manual AS was_manual FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
   WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND e.status = 'active' \
     AND (d.lease_until IS NULL OR d.lease_until < now()) \
   ORDER BY d.next_attempt_at, d.id LIMIT $1 FOR UPDATE OF d SKIP LOCKED) \
-UPDATE webhook_deliveries d SET lease_until = now() + make_interval(secs => $2), attempts = d.attempts + 1 \
+UPDATE webhook_deliveries d SET lease_until = now() + make_interval(secs => $2), attempts = d.attempts + 1, \
+       manual = FALSE \
 FROM c, webhook_endpoints e WHERE d.id = c.id AND e.id = d.endpoint_id \
-RETURNING d.id, d.endpoint_id, d.event_id, d.event_type, d.body, d.attempts, d.window_start, d.created_at, \
+RETURNING d.id, d.endpoint_id, d.event_id, d.event_type, d.body, d.attempts, d.window_start, c.was_manual AS manual, \
           e.url, e.secret, e.previous_secret, e.previous_expires_at";
 
 fn claim(conn: &mut PgConnection, limit: i64, lease_secs: i64) -> Result<Vec<Due>, StorageError> {
@@ -144,10 +145,14 @@ pub enum Recorded {
 ///
 /// # Errors
 /// A storage error.
-pub fn record(conn: &mut PgConnection, cfg: &WebhookSettings, d: &Due, o: &Outcome) -> Result<(Recorded, bool), StorageError> {
+pub fn record(
+    conn: &mut PgConnection,
+    cfg: &WebhookSettings,
+    d: &Due,
+    o: &Outcome,
+) -> Result<(Recorded, bool), StorageError> {
     conn.transaction(|conn| {
         let now = Utc::now();
-        let manual = d.attempts == 1 && d.window_start > d.created_at + chrono::Duration::seconds(1);
         diesel::insert_into(webhook_attempts::table)
             .values((
                 webhook_attempts::delivery_id.eq(d.id),
@@ -155,7 +160,7 @@ pub fn record(conn: &mut PgConnection, cfg: &WebhookSettings, d: &Due, o: &Outco
                 webhook_attempts::status_code.eq(o.status.map(i32::from)),
                 webhook_attempts::error.eq(o.error.as_deref().map(|e| truncate(e, 500))),
                 webhook_attempts::duration_ms.eq(i64::try_from(o.duration.as_millis()).unwrap_or(i64::MAX)),
-                webhook_attempts::manual.eq(manual),
+                webhook_attempts::manual.eq(d.manual),
             ))
             .execute(conn)?;
         if o.succeeded() {
