@@ -149,16 +149,16 @@ services-kafka:
 build: ## Build the workspace (release; RELEASE= for debug)
 	@$(CARGO) build --workspace $(RELEASE)
 
-run: setup services ## Serve the API on :8080 with a bootstrap admin (admin@payd.local / admin-pass-123 unless overridden)
+run: setup services-postgres services-redis ## Serve the API on :8080 with a bootstrap admin (admin@payd.local / admin-pass-123 unless overridden)
 	@echo "run: bootstrap admin $(PAYD_BOOTSTRAP_ADMIN_EMAIL); docs at http://127.0.0.1:8080/docs/"
 	PAYD_BOOTSTRAP_ADMIN_EMAIL='$(PAYD_BOOTSTRAP_ADMIN_EMAIL)' \
 	PAYD_BOOTSTRAP_ADMIN_PASSWORD='$(PAYD_BOOTSTRAP_ADMIN_PASSWORD)' \
 	  $(CARGO) run $(RELEASE) --bin payd -- serve
 
-migrate: services ## Run database migrations (MIGRATE=up|down|status, default up)
+migrate: services-postgres ## Run database migrations (MIGRATE=up|down|status, default up)
 	@$(CARGO) run $(RELEASE) --bin payd -- migrate $(MIGRATE)
 
-seed: services ## Load demo data (USERS=N demo users, default 20)
+seed: services-postgres services-redis ## Load demo data (USERS=N demo users, default 20)
 	@$(CARGO) run $(RELEASE) --bin payd -- seed --users $(USERS)
 
 # ---- quality -------------------------------------------------------------------------------------
