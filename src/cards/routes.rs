@@ -560,12 +560,68 @@ async fn balance(
     }))
 }
 
+/// A statement's time window: (from, to), both inclusive and optional.
+pub type Window = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 #[derive(Deserialize)]
 pub struct StatementQuery {
     #[serde(flatten)]
     page: PageQuery,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
+}
+
+impl StatementQuery {
+    /// Page size, cursor and time window.
+    ///
+    /// # Errors
+    /// 422 naming `limit`, `cursor` or `from`.
+    pub fn resolve(&self) -> Result<(i64, Option<i64>, Window), ApiError> {
+        let (limit, cursor) = self.page.resolve()?;
+        if let (Some(f), Some(t)) = (self.from, self.to) {
+            if f > t {
+                return Err(ApiError::validation("from", "from must not be after to"));
+            }
+        }
+        Ok((limit, cursor, (self.from, self.to)))
+    }
+}
+
+/// An account's postings, newest first, with the running balance after each (cards and merchants).
+///
+/// # Errors
+/// A diesel error.
+pub fn statement_lines(
+    conn: &mut PgConnection,
+    account_id: i64,
+    window: Window,
+    limit: i64,
+    cursor: Option<i64>,
+) -> Result<Vec<StatementLine>, diesel::result::Error> {
+    let mut query = postings::table
+        .inner_join(operations::table)
+        .filter(postings::account_id.eq(account_id))
+        .select((
+            postings::id,
+            postings::operation_id,
+            operations::kind,
+            postings::amount,
+            postings::balance_after,
+            postings::created_at,
+        ))
+        .order(postings::id.desc())
+        .limit(limit + 1)
+        .into_boxed();
+    if let Some(f) = window.0 {
+        query = query.filter(postings::created_at.ge(f));
+    }
+    if let Some(t) = window.1 {
+        query = query.filter(postings::created_at.le(t));
+    }
+    if let Some(c) = cursor {
+        query = query.filter(postings::id.lt(c));
+    }
+    query.load::<StatementLine>(conn)
 }
 
 async fn statement(
@@ -575,39 +631,10 @@ async fn statement(
     q: web::Query<StatementQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let q = q.into_inner();
-    let (limit, cursor) = q.page.resolve()?;
-    if let (Some(f), Some(t)) = (q.from, q.to) {
-        if f > t {
-            return Err(ApiError::validation("from", "from must not be after to"));
-        }
-    }
+    let (limit, cursor, window) = q.resolve()?;
     let lines = storage::run(&state.db, move |conn| {
         let card = find_for(conn, id, &user)?;
-        let mut query = postings::table
-            .inner_join(operations::table)
-            .filter(postings::account_id.eq(card.account_id))
-            .select((
-                postings::id,
-                postings::operation_id,
-                operations::kind,
-                postings::amount,
-                postings::balance_after,
-                postings::created_at,
-            ))
-            .order(postings::id.desc())
-            .limit(limit + 1)
-            .into_boxed();
-        if let Some(f) = q.from {
-            query = query.filter(postings::created_at.ge(f));
-        }
-        if let Some(t) = q.to {
-            query = query.filter(postings::created_at.le(t));
-        }
-        if let Some(c) = cursor {
-            query = query.filter(postings::id.lt(c));
-        }
-        Ok::<_, CardsError>(query.load::<StatementLine>(conn)?)
+        Ok::<_, CardsError>(statement_lines(conn, card.account_id, window, limit, cursor)?)
     })
     .await?;
     Ok(HttpResponse::Ok().json(Page::from_rows(lines, limit, |l| l.posting_id)))

@@ -123,20 +123,6 @@ pub struct RefundRequest {
     pub reason: Option<String>,
 }
 
-fn money_checks(state: &AppState, amount: i64, currency: Option<&str>) -> Result<(), ApiError> {
-    let m = &state.settings.money;
-    if currency.is_some_and(|c| c != m.currency) {
-        return Err(ApiError::validation("currency", format!("currency must be {}", m.currency)));
-    }
-    if amount < m.min_amount || amount > m.max_amount {
-        return Err(ApiError::validation(
-            "amount",
-            format!("amount must be between {} and {} (minor units)", m.min_amount, m.max_amount),
-        ));
-    }
-    Ok(())
-}
-
 type CardRow = (i64, i64, String, i32, i32);
 
 async fn pay(
@@ -150,7 +136,7 @@ async fn pay(
     let scope = format!("merchant:{}", key.merchant_id);
     // The hash never includes the CVV in clear (it is hashed with everything else).
     let hash = idempotency::request_hash("payment", "", &serde_json::to_value(&body).map_err(ApiError::internal)?);
-    money_checks(&state, body.amount, body.currency.as_deref())?;
+    crate::payments::routes::check_money(&state, body.amount, body.currency.as_deref())?;
     if !body.cvv.chars().all(|c| c.is_ascii_digit()) {
         return Err(ApiError::validation("cvv", "cvv must be digits"));
     }

@@ -21,9 +21,7 @@ use crate::identity::admin::StatusFilter;
 use crate::identity::model::{self, ROLE_MERCHANT};
 use crate::ledger::NewEvent;
 use crate::merchants::{find, find_for, keys, transition, Merchant, MerchantError};
-use crate::storage::schema::{
-    accounts, merchant_api_keys, merchant_documents, merchants, operations, outbox, postings,
-};
+use crate::storage::schema::{accounts, merchant_api_keys, merchant_documents, merchants, outbox};
 use crate::storage::{self, StorageError};
 
 pub const DOC_TYPES: &[&str] = &["business_licence", "owner_identity", "tax_id", "bank_statement"];
@@ -847,49 +845,17 @@ async fn balance(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>)
     }))
 }
 
-#[derive(Deserialize)]
-pub struct StatementQuery {
-    #[serde(flatten)]
-    page: PageQuery,
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
-}
-
 async fn statement(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<i64>,
-    q: web::Query<StatementQuery>,
+    q: web::Query<crate::cards::routes::StatementQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let q = q.into_inner();
-    let (limit, cursor) = q.page.resolve()?;
+    let (limit, cursor, window) = q.resolve()?;
     let lines = storage::run(&state.db, move |conn| {
         let m = find_for(conn, id, &user)?;
-        let mut query = postings::table
-            .inner_join(operations::table)
-            .filter(postings::account_id.eq(m.account_id))
-            .select((
-                postings::id,
-                postings::operation_id,
-                operations::kind,
-                postings::amount,
-                postings::balance_after,
-                postings::created_at,
-            ))
-            .order(postings::id.desc())
-            .limit(limit + 1)
-            .into_boxed();
-        if let Some(f) = q.from {
-            query = query.filter(postings::created_at.ge(f));
-        }
-        if let Some(t) = q.to {
-            query = query.filter(postings::created_at.le(t));
-        }
-        if let Some(c) = cursor {
-            query = query.filter(postings::id.lt(c));
-        }
-        Ok::<_, MerchantError>(query.load::<crate::cards::routes::StatementLine>(conn)?)
+        Ok::<_, MerchantError>(crate::cards::routes::statement_lines(conn, m.account_id, window, limit, cursor)?)
     })
     .await?;
     Ok(HttpResponse::Ok().json(Page::from_rows(lines, limit, |l| l.posting_id)))

@@ -138,8 +138,11 @@ fn distinct_cards(t: &TransferRequest) -> Result<(), validator::ValidationError>
     Ok(())
 }
 
-/// Checks amount and currency against the configured limits.
-fn check_money(state: &AppState, amount: i64, currency: Option<&str>) -> Result<(), ApiError> {
+/// Checks amount and currency against the configured limits (every money-moving route uses it).
+///
+/// # Errors
+/// 422 naming `currency` or `amount`.
+pub(crate) fn check_money(state: &AppState, amount: i64, currency: Option<&str>) -> Result<(), ApiError> {
     let m = &state.settings.money;
     if let Some(c) = currency {
         if c != m.currency {
