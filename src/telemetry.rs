@@ -54,8 +54,12 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, anyhow::Erro
     } else {
         Some(tracer_provider(&settings.otlp_endpoint, &settings.service_name)?)
     };
-    let otel_layer =
-        provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(settings.service_name.clone())));
+    // Traces keep the request spans (info) whatever the log level; the log filter applies to logs only.
+    let otel_layer = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer(settings.service_name.clone()))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
     let fmt_layer = match settings.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -65,7 +69,7 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, anyhow::Erro
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().boxed(),
     };
-    let installed = tracing_subscriber::registry().with(filter).with(otel_layer).with(fmt_layer).try_init();
+    let installed = tracing_subscriber::registry().with(otel_layer).with(fmt_layer.with_filter(filter)).try_init();
     if installed.is_ok() {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         if let Some(p) = &provider {
