@@ -130,6 +130,7 @@ async fn the_broker_stopped_mid_storm_and_restarted_loses_nothing() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             signal(pid, "-STOP");
+            eprintln!("broker stopped");
             stopped.store(true, Ordering::SeqCst);
         })
     };
@@ -145,7 +146,12 @@ async fn the_broker_stopped_mid_storm_and_restarted_loses_nothing() {
     assert!(count(&mut conn, "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL") > 0);
 
     signal(pid, "-CONT");
+    eprintln!(
+        "broker continued; {} events waiting",
+        count(&mut conn, "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
+    );
     all_delivered(&app, &probe, Duration::from_secs(150)).await;
+    eprintln!("everything delivered after the restart");
     let rows = outbox(&mut conn);
     assert_exactly_once_in_order(&rows, &probe);
     eventually(Duration::from_secs(90), "notifier caught up after the restart", || {

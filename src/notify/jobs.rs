@@ -75,6 +75,9 @@ fn claim(conn: &mut PgConnection, limit: i64, lease_secs: i64) -> Result<Vec<Job
     Ok(jobs)
 }
 
+/// Jobs claimed per round.
+const CLAIM_BATCH: i64 = 10;
+
 const SCRUBBED: &str = r#"{"scrubbed": true}"#;
 
 fn mark_sent(conn: &mut PgConnection, id: i64) -> Result<(), StorageError> {
@@ -151,7 +154,8 @@ pub fn spawn_sender(state: &AppState) {
         backoff_initial: Duration::from_millis(ev.mail_backoff_initial_ms),
         backoff_max: Duration::from_millis(ev.mail_backoff_max_ms),
         poll: Duration::from_millis(ev.poll_interval_ms),
-        lease_secs: ev.lease_secs.max(30),
+        // Long enough for a claimed batch to be sent one by one even with slow SMTP answers (15 s each).
+        lease_secs: ev.lease_secs.max(CLAIM_BATCH * 20),
     };
     let (db, mailer, wake) = (state.db.clone(), state.mailer.clone(), state.events.wake.mail.clone());
     actix_web::rt::spawn(async move {
@@ -172,7 +176,7 @@ pub fn spawn_sender(state: &AppState) {
 /// A storage error while claiming or recording an outcome.
 pub async fn round(db: &PgPool, mailer: &Mailer, cfg: &SenderConfig) -> Result<usize, StorageError> {
     let lease = cfg.lease_secs;
-    let jobs = storage::run(db, move |conn| claim(conn, 20, lease)).await?;
+    let jobs = storage::run(db, move |conn| claim(conn, CLAIM_BATCH, lease)).await?;
     let n = jobs.len();
     for job in jobs {
         let outcome = match templates::render(&job.template, &job.to_address, &job.context) {

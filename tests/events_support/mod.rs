@@ -124,12 +124,24 @@ pub async fn eventually<F: FnMut() -> bool>(bound: Duration, what: &str, mut don
 /// Waits until the probe has seen every outbox event and the outbox is fully published.
 pub async fn all_delivered(app: &EvApp, probe: &Probe, bound: Duration) {
     let mut conn = app.db();
-    eventually(bound, "every outbox event delivered to the probe", || {
+    let start = Instant::now();
+    loop {
         let rows = outbox(&mut conn);
         let seen = probe.distinct();
-        rows.iter().all(|r| r.published && seen.contains(&r.event_id))
-    })
-    .await;
+        let published = rows.iter().filter(|r| r.published).count();
+        let delivered = rows.iter().filter(|r| seen.contains(&r.event_id)).count();
+        if published == rows.len() && delivered == rows.len() {
+            return;
+        }
+        assert!(
+            start.elapsed() < bound,
+            "not every outbox event reached the probe within {bound:?}: {} events, {published} published, \
+             {delivered} delivered ({} deliveries in all)",
+            rows.len(),
+            probe.total()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Every outbox event arrived (at least once; exactly once after dedupe by id), nothing else

@@ -53,15 +53,41 @@ type Admin = AdminClient<DefaultClientContext>;
 
 pub struct KafkaBroker {
     cfg: Cfg,
-    producer: Mutex<Option<FutureProducer>>,
-    admin: Arc<Admin>,
+    producer: Mutex<Option<Detached<FutureProducer>>>,
+    admin: Arc<Detached<Admin>>,
     topics_ready: AtomicBool,
 }
 
-/// Destroying a librdkafka client blocks until its threads finish (long when the broker hangs):
-/// never on the async executor.
+/// Destroying a librdkafka client blocks until its threads finish and, for a consumer, until it has
+/// left its group — long, or for ever, while the broker is unreachable. Never on the async executor,
+/// and never holding up the process's exit: a detached thread does it.
 fn dispose<T: Send + 'static>(client: T) {
-    tokio::task::spawn_blocking(move || drop(client));
+    std::thread::spawn(move || drop(client));
+}
+
+/// A librdkafka client that is destroyed on a detached thread (see [`dispose`]).
+pub struct Detached<T: Send + 'static>(Option<T>);
+
+impl<T: Send + 'static> Detached<T> {
+    fn new(inner: T) -> Self {
+        Self(Some(inner))
+    }
+}
+
+impl<T: Send + 'static> std::ops::Deref for Detached<T> {
+    type Target = T;
+    #[expect(clippy::expect_used, reason = "the value is only taken out in `drop`")]
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl<T: Send + 'static> Drop for Detached<T> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            dispose(inner);
+        }
+    }
 }
 
 impl KafkaBroker {
@@ -80,7 +106,12 @@ impl KafkaBroker {
             retry_max: Duration::from_millis(settings.backoff_max_ms),
         };
         let admin: Admin = base_config(&cfg).create().map_err(|e| BrokerError::Config(e.to_string()))?;
-        let me = Self { cfg, producer: Mutex::new(None), admin: Arc::new(admin), topics_ready: AtomicBool::new(false) };
+        let me = Self {
+            cfg,
+            producer: Mutex::new(None),
+            admin: Arc::new(Detached::new(admin)),
+            topics_ready: AtomicBool::new(false),
+        };
         // Fail fast on a configuration librdkafka refuses.
         let _producer = me.producer()?;
         Ok(me)
@@ -94,12 +125,10 @@ impl KafkaBroker {
         let mut guard = self.producer.lock().map_err(|_| BrokerError::Config("producer lock poisoned".into()))?;
         if let Some(p) = guard.as_ref() {
             match p.client().fatal_error() {
-                None => return Ok(p.clone()),
+                None => return Ok(FutureProducer::clone(p)),
                 Some((code, reason)) => {
                     tracing::warn!(?code, reason, "kafka producer hit a fatal error; recreating it");
-                    if let Some(old) = guard.take() {
-                        dispose(old);
-                    }
+                    drop(guard.take());
                 }
             }
         }
@@ -113,7 +142,7 @@ impl KafkaBroker {
             .set("request.timeout.ms", &timeout)
             .create()
             .map_err(|e| BrokerError::Config(e.to_string()))?;
-        *guard = Some(p.clone());
+        *guard = Some(Detached::new(p.clone()));
         Ok(p)
     }
 
@@ -237,10 +266,8 @@ impl Broker for KafkaBroker {
                 if needs_new_producer(&e) || producer.client().fatal_error().is_some() {
                     tracing::warn!(error = %e, "kafka producer fenced or fatally failed; a new one will be created");
                     let old = self.producer.lock().ok().and_then(|mut guard| guard.take());
-                    if let Some(old) = old {
-                        drop(producer);
-                        dispose(old);
-                    }
+                    drop(producer);
+                    drop(old);
                 }
                 Err(PublishError { published: ok, error: unavailable(e) })
             }
@@ -262,7 +289,7 @@ impl Broker for KafkaBroker {
             .set("enable.partition.eof", "false")
             .create()
             .map_err(|e| BrokerError::Config(e.to_string()))?;
-        let client = Arc::new(client);
+        let client = Arc::new(Detached::new(client));
         let admin = self.admin.clone();
         actix_web::rt::spawn(async move {
             let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_max);

@@ -252,7 +252,10 @@ pub fn record(
 /// A storage error while claiming.
 pub async fn round(db: &PgPool, client: &reqwest::Client, cfg: &WebhookSettings) -> Result<usize, StorageError> {
     let limit = i64::try_from(cfg.concurrency.saturating_mul(4)).unwrap_or(32);
-    let lease = i64::try_from(cfg.timeout_ms / 1000).unwrap_or(10).saturating_mul(3).max(30);
+    // Long enough for every claimed delivery to time out, `concurrency` at a time, twice over.
+    let rounds = limit / i64::try_from(cfg.concurrency).unwrap_or(1).max(1) + 1;
+    let timeout = i64::try_from(cfg.timeout_ms / 1000).unwrap_or(10).max(1);
+    let lease = timeout.saturating_mul(rounds).saturating_mul(2).max(30);
     let due = storage::run(db, move |conn| claim(conn, limit, lease)).await?;
     let n = due.len();
     futures::stream::iter(due)
