@@ -24,7 +24,7 @@ MIGRATE          ?= up
 USERS            ?= 20
 # nextest profile from .config/nextest.toml: `ci` when CI is set, `default` otherwise.
 NEXTEST_PROFILE  ?= $(if $(CI),ci,default)
-# Server the integration tests use (tests/common reads the same variable).
+# Server the integration tests use (tests/it/common reads the same variable).
 PAYD_TEST_PG     ?= postgres://postgres@127.0.0.1:5432
 # Bootstrap admin for `make run` (the flat variables payd itself reads).
 PAYD_BOOTSTRAP_ADMIN_EMAIL    ?= admin@payd.local

@@ -2,12 +2,11 @@
 //! gets the spans of a request (Jaeger ingests the same protocol).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::common::*;
 use actix_web::{web, App, HttpResponse, HttpServer};
-use common::*;
 
 #[actix_web::test]
 async fn request_spans_are_exported_over_otlp() {

@@ -2,8 +2,7 @@
 //! reuse of the rotated refresh token kills the family → logout.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[actix_web::test]

@@ -4,9 +4,7 @@
 //! dead-lettered) and malformed messages (dead-lettered, never a crash loop).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-mod events_support;
-
+use crate::common;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +16,7 @@ use diesel::prelude::*;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use events_support::*;
+use crate::events_support::*;
 use payd::events::consumer::Disposition;
 use payd::events::relay::{Relay, RelayConfig, Round};
 use payd::events::{Broker, BrokerError, Consumer, Envelope, Handled, Handler, PublishError};

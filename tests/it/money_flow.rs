@@ -2,8 +2,7 @@
 //! reversal, lifecycle, statement, and `verify` afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 async fn issue(app: &TestApp, token: &str, card_type: &str) -> Value {

@@ -4,8 +4,7 @@
 //! Keep this the only test in the file: it installs the process-wide subscriber.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

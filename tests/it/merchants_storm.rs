@@ -6,8 +6,6 @@
 //! Every answer is then checked against the database and the ledger invariants.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::as_conversions, clippy::too_many_lines)]
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,9 +17,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use common::merchant::*;
-use common::money::{Api, Reply};
-use common::TestApp;
+use crate::common::merchant::*;
+use crate::common::money::{Api, Reply};
+use crate::common::TestApp;
 
 const CUSTOMERS: usize = 6;
 const CARDS_PER_CUSTOMER: usize = 2;

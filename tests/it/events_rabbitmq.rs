@@ -5,9 +5,7 @@
 //! malformed message goes to the dead-letter queue.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-mod events_support;
-
+use crate::common;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +15,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use events_support::*;
+use crate::events_support::*;
 use payd::config::BrokerKind;
 use payd::events::broker::rabbitmq::{dead_letter_queue, queue_name};
 use payd::events::Handler;

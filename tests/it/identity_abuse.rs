@@ -2,8 +2,7 @@
 //! the auth routes, and the attempt limit and expiry of e-mail verification codes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use diesel::connection::SimpleConnection;
 use serde_json::json;

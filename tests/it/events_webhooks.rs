@@ -5,9 +5,7 @@
 //! log and manual redelivery.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-mod events_support;
-
+use crate::common;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +16,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use events_support::*;
+use crate::events_support::*;
 use payd::events::webhooks::signature::{self, VerifyError};
 
 /// Creates a merchant owned by `owner` directly in the database (the merchants API is another module).

@@ -4,13 +4,11 @@
 //! status or owner; customers see only their own payments; forged, revoked, rotated-and-expired keys.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::too_many_lines)]
 
-mod common;
-
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
-use common::merchant::*;
-use common::{error_code, expect_error, TestApp};
+use crate::common::merchant::*;
+use crate::common::{error_code, expect_error, TestApp};
 
 /// A payment with a fresh idempotency key.
 async fn pay(app: &TestApp, key: &str, card: &TestCard, order: &str, amount: i64) -> (u16, Value) {

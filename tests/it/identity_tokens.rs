@@ -2,8 +2,7 @@
 //! refused access tokens (expired, forged, tampered, garbage), password change and reset.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use base64::Engine;
 use diesel::connection::SimpleConnection;

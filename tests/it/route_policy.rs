@@ -3,8 +3,7 @@
 //! lists every route, and the operational endpoints answer.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use payd::http::routes::Access;
 

@@ -2,8 +2,7 @@
 //! invalid bodies get a precise 4xx naming the field — never a 500.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use serde_json::{json, Value};
 

@@ -4,8 +4,7 @@
 //! ledger invariants hold throughout.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
+use crate::common;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -18,8 +17,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use common::money::*;
-use common::{ADMIN_EMAIL, ADMIN_PASSWORD};
+use crate::common::money::*;
+use crate::common::{ADMIN_EMAIL, ADMIN_PASSWORD};
 
 const USERS: usize = 3;
 const CARDS_PER_USER: usize = 3;

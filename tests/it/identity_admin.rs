@@ -3,8 +3,7 @@
 //! protect built-in roles and the last admin.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use serde_json::{json, Value};
 

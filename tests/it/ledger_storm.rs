@@ -4,8 +4,6 @@
 //! against the database and the ledger invariants.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::as_conversions)]
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures::stream::{self, StreamExt};
@@ -13,8 +11,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use common::money::*;
-use common::TestApp;
+use crate::common::money::*;
+use crate::common::TestApp;
 
 const USERS: usize = 4;
 const DEBIT_PER_USER: usize = 5;

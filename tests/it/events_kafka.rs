@@ -10,15 +10,13 @@
 //! names such a broker returns for the old topic ids.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-mod events_support;
-
+use crate::common;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use events_support::*;
+use crate::events_support::*;
 use payd::config::BrokerKind;
 
 fn settings(brokers: &str) -> payd::config::Settings {

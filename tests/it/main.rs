@@ -1,0 +1,27 @@
+//! Integration tests: one test binary (faster to link, far less disk than one binary per file).
+//! Each test starts the real app on a random port against a fresh database; nextest runs every
+//! test in its own process, so process-global state (tracing subscribers, env) never leaks between tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod events_support;
+
+mod events_kafka;
+mod events_outbox;
+mod events_rabbitmq;
+mod events_webhooks;
+mod identity_abuse;
+mod identity_admin;
+mod identity_flow;
+mod identity_tokens;
+mod identity_validation;
+mod ledger_crash;
+mod ledger_storm;
+mod log_secrets;
+mod merchants_authz;
+mod merchants_flow;
+mod merchants_storm;
+mod migrations;
+mod money_flow;
+mod route_policy;
+mod telemetry_otlp;
