@@ -20,6 +20,7 @@ const fn spec(event_type: &'static str, aggregate: &'static str, webhook: bool) 
 /// Every event type, grouped by family (the part before the first dot).
 pub const CATALOGUE: &[EventSpec] = &[
     spec("user.registered", "user", false),
+    spec("user.created", "user", false),
     spec("user.verified", "user", false),
     spec("password.reset_requested", "user", false),
     spec("password.changed", "user", false),

@@ -179,7 +179,8 @@ pub fn stats(conn: &mut PgConnection) -> Result<Stats, crate::storage::StorageEr
     Ok(Stats { depth: r.depth, oldest_age_secs: r.oldest })
 }
 
-/// Deletes published rows and dedupe records older than `hours`; returns how many rows went.
+/// Deletes published outbox rows, dedupe records, sent e-mail jobs and succeeded webhook deliveries
+/// older than `hours`; returns how many rows went.
 ///
 /// # Errors
 /// A diesel error (as `StorageError`).
@@ -192,7 +193,19 @@ pub fn purge(conn: &mut PgConnection, hours: i64) -> Result<usize, crate::storag
     let b = diesel::sql_query("DELETE FROM processed_events WHERE processed_at < now() - make_interval(hours => $1)")
         .bind::<Integer, _>(i32::try_from(hours).unwrap_or(i32::MAX))
         .execute(conn)?;
-    Ok(a + b)
+    // Delivered e-mails and webhook deliveries (with their attempt log, by cascade). Pending and dead
+    // ones stay: the first still have work to do, the second are for an operator (see dead_letters).
+    let c = diesel::sql_query(
+        "DELETE FROM email_jobs WHERE status = 'sent' AND sent_at < now() - make_interval(hours => $1)",
+    )
+    .bind::<Integer, _>(i32::try_from(hours).unwrap_or(i32::MAX))
+    .execute(conn)?;
+    let d = diesel::sql_query(
+        "DELETE FROM webhook_deliveries WHERE status = 'succeeded' AND completed_at < now() - make_interval(hours => $1)",
+    )
+    .bind::<Integer, _>(i32::try_from(hours).unwrap_or(i32::MAX))
+    .execute(conn)?;
+    Ok(a + b + c + d)
 }
 
 /// At most `max` bytes of `s`, cut at a character boundary.

@@ -267,7 +267,14 @@ async fn create_user(state: web::Data<AppState>, body: Valid<CreateUserRequest>)
             }
             model::grant_role(conn, id, role)?;
         }
-        model::user_view(conn, id)
+        let view = model::user_view(conn, id)?;
+        super::routes::user_event(
+            conn,
+            "user.created",
+            id,
+            serde_json::json!({ "roles": view.roles, "email_verified": verified.is_some() }),
+        )?;
+        Ok(view)
     })
     .await?;
     Ok(HttpResponse::Created().json(view))

@@ -271,7 +271,7 @@ fn queue_secret_mail(
 }
 
 /// Adds an identity event (`user:<id>` aggregate) to the outbox in the caller's transaction.
-fn user_event(
+pub(super) fn user_event(
     conn: &mut PgConnection,
     event_type: &str,
     user_id: i64,

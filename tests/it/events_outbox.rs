@@ -408,3 +408,43 @@ async fn smtp_failures_are_retried_with_backoff_then_dead_lettered() {
     assert!(text.contains(r#"payd_emails_total{outcome="dead"} 1"#), "{text}");
     assert!(text.contains(r#"payd_dead_letters_total{kind="email"} 1"#), "{text}");
 }
+
+#[actix_web::test]
+async fn retention_purges_only_finished_rows_older_than_the_window() {
+    let mut settings = common::settings();
+    settings.events.relay_enabled = false;
+    settings.events.consumers_enabled = false;
+    let app = EvApp::spawn(settings).await;
+    let mut conn = app.db();
+    conn.batch_execute(
+        "INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_key, payload, created_at, published_at) VALUES
+           (gen_random_uuid(), 'x.old_published', 'user', 'user:1', '{}', now() - interval '3 hours', now() - interval '3 hours'),
+           (gen_random_uuid(), 'x.new_published', 'user', 'user:1', '{}', now(), now()),
+           (gen_random_uuid(), 'x.old_unpublished', 'user', 'user:1', '{}', now() - interval '3 hours', NULL);
+         INSERT INTO processed_events (consumer, event_id, processed_at) VALUES
+           ('notifier', gen_random_uuid(), now() - interval '3 hours'),
+           ('notifier', gen_random_uuid(), now());
+         INSERT INTO email_jobs (dedupe_key, template, to_address, context, status, next_attempt_at, created_at, sent_at) VALUES
+           ('old-sent', 'welcome', 'a@example.com', '{}', 'sent', now(), now() - interval '3 hours', now() - interval '3 hours'),
+           ('new-sent', 'welcome', 'a@example.com', '{}', 'sent', now(), now(), now()),
+           ('old-dead', 'welcome', 'a@example.com', '{}', 'dead', now(), now() - interval '3 hours', NULL),
+           ('old-pending', 'welcome', 'a@example.com', '{}', 'pending', now() + interval '1 day', now() - interval '3 hours', NULL);",
+    )
+    .unwrap();
+    let gone = payd::events::outbox::purge(&mut conn, 1).unwrap();
+    assert_eq!(gone, 3, "one published outbox row, one dedupe record, one sent e-mail");
+    let left = |conn: &mut PgConnection, sql: &str| count(conn, sql);
+    assert_eq!(left(&mut conn, "SELECT count(*) AS n FROM outbox WHERE event_type LIKE 'x.%'"), 2);
+    assert_eq!(left(&mut conn, "SELECT count(*) AS n FROM outbox WHERE event_type = 'x.old_published'"), 0);
+    assert_eq!(left(&mut conn, "SELECT count(*) AS n FROM processed_events"), 1);
+    assert_eq!(
+        left(
+            &mut conn,
+            "SELECT count(*) AS n FROM email_jobs WHERE dedupe_key IN ('new-sent', 'old-dead', 'old-pending')"
+        ),
+        3
+    );
+    assert_eq!(left(&mut conn, "SELECT count(*) AS n FROM email_jobs WHERE dedupe_key = 'old-sent'"), 0);
+    // A second pass finds nothing more.
+    assert_eq!(payd::events::outbox::purge(&mut conn, 1).unwrap(), 0);
+}

@@ -163,6 +163,30 @@ async fn create_get_and_update_users() {
     expect_error(s, &b, 422, "validation_failed");
     assert_eq!(b["error"]["field"], "password");
 
+    // Each created user is announced once (`user.created`, roles but no secret); the failed creates wrote nothing.
+    {
+        use diesel::prelude::*;
+        #[derive(QueryableByName)]
+        struct Ev {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            aggregate_key: String,
+            #[diesel(sql_type = diesel::sql_types::Jsonb)]
+            payload: Value,
+        }
+        let evs: Vec<Ev> = diesel::sql_query(
+            "SELECT aggregate_key, payload FROM outbox WHERE event_type = 'user.created' ORDER BY id",
+        )
+        .load(&mut app.db())
+        .unwrap();
+        let u2_id = u2["id"].as_i64().unwrap();
+        let keys: Vec<&str> = evs.iter().map(|e| e.aggregate_key.as_str()).collect();
+        assert_eq!(keys, vec![format!("user:{id}"), format!("user:{u2_id}")]);
+        assert_eq!(evs[0].payload["roles"], json!(["merchant", "user"]));
+        assert_eq!(evs[0].payload["email_verified"], true);
+        assert_eq!(evs[1].payload["email_verified"], false);
+        assert!(!evs[0].payload.to_string().contains("password"), "{}", evs[0].payload);
+    }
+
     // Get.
     let (s, g) = app.get(&format!("/api/v1/users/{id}"), Some(&admin)).await;
     assert_eq!(s, 200, "{g}");
