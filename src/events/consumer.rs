@@ -83,16 +83,34 @@ impl Consumer {
         }
     }
 
-    /// One attempt, for the in-process broker: `Err` asks the relay to publish the event again later.
+    /// One attempt at a batch, for the in-process broker: the handler may commit the whole batch in
+    /// one transaction. `Err((n, reason))`: the first `n` events are done (processed, duplicates or
+    /// dead-lettered), the rest must be published again later.
     ///
     /// # Errors
-    /// The transient failure's description.
-    pub async fn process_once(&self, event: &Envelope) -> Result<(), String> {
-        self.attempt(event).await.map(|_| ())
+    /// How many leading events are done and the transient failure's description.
+    pub async fn process_batch_once(&self, events: &[Envelope]) -> Result<(), (usize, String)> {
+        let outcomes = self.handler.handle_batch(events).await;
+        let answered = outcomes.len();
+        for (i, (event, outcome)) in events.iter().zip(outcomes).enumerate() {
+            if let Err(reason) = self.settle(event, outcome).await {
+                return Err((i, reason));
+            }
+        }
+        if answered < events.len() {
+            return Err((answered, "handler stopped before the end of the batch".into()));
+        }
+        Ok(())
     }
 
     async fn attempt(&self, event: &Envelope) -> Result<Disposition, String> {
-        match self.handler.handle(event).await {
+        let outcome = self.handler.handle(event).await;
+        self.settle(event, outcome).await
+    }
+
+    /// Counts an outcome and dead-letters a rejected event; `Err` for a transient failure.
+    async fn settle(&self, event: &Envelope, outcome: Result<Handled, HandlerError>) -> Result<Disposition, String> {
+        match outcome {
             Ok(Handled::Processed) => {
                 count(&self.name, "processed");
                 Ok(Disposition::Ack)
@@ -151,6 +169,31 @@ pub fn claim_event(conn: &mut PgConnection, consumer: &str, event_id: Uuid) -> Q
         .on_conflict_do_nothing()
         .execute(conn)?;
     Ok(n == 1)
+}
+
+/// [`claim_event`] for several events in one statement; returns the ids newly claimed (the others
+/// had been handled before).
+///
+/// # Errors
+/// A diesel error.
+pub fn claim_events(
+    conn: &mut PgConnection,
+    consumer: &str,
+    event_ids: &[Uuid],
+) -> QueryResult<std::collections::HashSet<Uuid>> {
+    if event_ids.is_empty() {
+        return Ok(std::collections::HashSet::new());
+    }
+    let rows: Vec<_> = event_ids
+        .iter()
+        .map(|id| (processed_events::consumer.eq(consumer), processed_events::event_id.eq(*id)))
+        .collect();
+    let claimed: Vec<Uuid> = diesel::insert_into(processed_events::table)
+        .values(&rows)
+        .on_conflict_do_nothing()
+        .returning(processed_events::event_id)
+        .get_results(conn)?;
+    Ok(claimed.into_iter().collect())
 }
 
 /// A dead letter to record.

@@ -120,7 +120,7 @@ impl Relay {
         let done: Vec<i64> = claimed[..published].iter().map(|c| c.id).collect();
         let rest: Vec<i64> = claimed[published..].iter().map(|c| c.id).collect();
         let err_text = error.clone().unwrap_or_default();
-        storage::run(&self.db, move |conn| {
+        storage::transaction(&self.db, move |conn| {
             outbox::mark_published(conn, &done)?;
             outbox::release(conn, owner, &rest, &err_text)?;
             Ok::<_, StorageError>(())

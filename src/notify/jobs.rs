@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Integer, Jsonb, Nullable, Text, Uuid as SqlUuid};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -42,6 +42,18 @@ pub struct NewMailJob {
 pub fn enqueue(conn: &mut PgConnection, job: &NewMailJob) -> QueryResult<bool> {
     let n = diesel::insert_into(email_jobs::table).values(job.clone()).on_conflict_do_nothing().execute(conn)?;
     Ok(n == 1)
+}
+
+/// Queues several jobs in one statement (those whose dedupe key exists already are skipped);
+/// returns how many were queued.
+///
+/// # Errors
+/// A diesel error.
+pub fn enqueue_all(conn: &mut PgConnection, jobs: &[NewMailJob]) -> QueryResult<usize> {
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    diesel::insert_into(email_jobs::table).values(jobs).on_conflict_do_nothing().execute(conn)
 }
 
 #[derive(QueryableByName, Debug)]
@@ -76,16 +88,22 @@ fn claim(conn: &mut PgConnection, limit: i64, lease_secs: i64) -> Result<Vec<Job
 }
 
 /// Jobs claimed per round.
-const CLAIM_BATCH: i64 = 10;
+const CLAIM_BATCH: i64 = 64;
+/// E-mails handed to the transport at once (SMTP connections in flight; the mailbox writes a
+/// round's messages in one statement).
+const SEND_CONCURRENCY: usize = 8;
 
 const SCRUBBED: &str = r#"{"scrubbed": true}"#;
 
-fn mark_sent(conn: &mut PgConnection, id: i64) -> Result<(), StorageError> {
+fn mark_sent(conn: &mut PgConnection, ids: &[i64]) -> Result<(), StorageError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     diesel::sql_query(
         "UPDATE email_jobs SET status = 'sent', sent_at = now(), lease_until = NULL, last_error = NULL, \
-         context = CASE WHEN sensitive THEN $2::jsonb ELSE context END WHERE id = $1",
+         context = CASE WHEN sensitive THEN $2::jsonb ELSE context END WHERE id = ANY($1)",
     )
-    .bind::<BigInt, _>(id)
+    .bind::<Array<BigInt>, _>(ids)
     .bind::<Text, _>(SCRUBBED)
     .execute(conn)?;
     Ok(())
@@ -154,8 +172,9 @@ pub fn spawn_sender(state: &AppState) {
         backoff_initial: Duration::from_millis(ev.mail_backoff_initial_ms),
         backoff_max: Duration::from_millis(ev.mail_backoff_max_ms),
         poll: Duration::from_millis(ev.poll_interval_ms),
-        // Long enough for a claimed batch to be sent one by one even with slow SMTP answers (15 s each).
-        lease_secs: ev.lease_secs.max(CLAIM_BATCH * 20),
+        // Long enough for a claimed batch to be sent even with slow SMTP answers (up to 20 s each,
+        // SEND_CONCURRENCY at a time).
+        lease_secs: ev.lease_secs.max((CLAIM_BATCH / i64::try_from(SEND_CONCURRENCY).unwrap_or(1) + 1) * 20),
     };
     let (db, mailer, wake) = (state.db.clone(), state.mailer.clone(), state.events.wake.mail.clone());
     actix_web::rt::spawn(async move {
@@ -170,7 +189,7 @@ pub fn spawn_sender(state: &AppState) {
     });
 }
 
-/// One round: claims due jobs and tries each once; returns how many were claimed.
+/// One round: claims due jobs and tries each once (several at a time); returns how many were claimed.
 ///
 /// # Errors
 /// A storage error while claiming or recording an outcome.
@@ -178,45 +197,65 @@ pub async fn round(db: &PgPool, mailer: &Mailer, cfg: &SenderConfig) -> Result<u
     let lease = cfg.lease_secs;
     let jobs = storage::run(db, move |conn| claim(conn, CLAIM_BATCH, lease)).await?;
     let n = jobs.len();
-    for job in jobs {
-        let outcome = match templates::render(&job.template, &job.to_address, &job.context) {
-            Err(e) => Err((e.to_string(), true)),
+    if n == 0 {
+        return Ok(0);
+    }
+    // Render every job; the ones that rendered go to the transport together, in claim order.
+    let mut outcomes: Vec<Option<Result<(), (String, bool)>>> = Vec::with_capacity(n);
+    let mut emails = Vec::with_capacity(n);
+    for job in &jobs {
+        match templates::render(&job.template, &job.to_address, &job.context) {
+            Err(e) => outcomes.push(Some(Err((e.to_string(), true)))),
             Ok(mut email) => {
                 email.message_id = Some(format!("<email-job-{}@payd>", job.id));
-                mailer.send(email).await.map_err(|e| {
-                    let permanent = matches!(e, MailError::Address(_));
-                    (e.to_string(), permanent)
-                })
-            }
-        };
-        match outcome {
-            Ok(()) => {
-                let id = job.id;
-                storage::run(db, move |conn| mark_sent(conn, id)).await?;
-                tracing::info!(job = job.id, template = %job.template, "e-mail sent");
-                count("sent");
-            }
-            Err((error, permanent)) => {
-                let retry = u32::try_from(job.attempts.saturating_sub(1)).unwrap_or(0);
-                let wait = crate::events::delay(retry, cfg.backoff_initial, cfg.backoff_max);
-                let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(60));
-                let max = cfg.max_attempts;
-                let (id, template, attempts) = (job.id, job.template.clone(), job.attempts);
-                let err_text = error.clone();
-                let dead =
-                    storage::run(db, move |conn| mark_failed(conn, &job, &err_text, permanent, max, next)).await?;
-                if dead {
-                    tracing::error!(job = id, template = %template, attempts, error = %error, "e-mail dead-lettered");
-                    count("dead");
-                } else {
-                    tracing::warn!(job = id, template = %template, attempts, error = %error,
-                        retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "e-mail failed; will retry");
-                    count("failed");
-                }
+                emails.push(email);
+                outcomes.push(None);
             }
         }
     }
+    let mut sent = mailer.send_all(emails, SEND_CONCURRENCY).await.into_iter();
+    for slot in outcomes.iter_mut().filter(|o| o.is_none()) {
+        *slot = Some(match sent.next() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err((e.to_string(), matches!(e, MailError::Address(_)))),
+            None => Err(("the transport gave no answer".to_owned(), false)),
+        });
+    }
+    let ok: Vec<i64> =
+        jobs.iter().zip(&outcomes).filter(|(_, o)| matches!(o, Some(Ok(())))).map(|(j, _)| j.id).collect();
+    if !ok.is_empty() {
+        let ids = ok.clone();
+        storage::run(db, move |conn| mark_sent(conn, &ids)).await?;
+        for job in jobs.iter().filter(|j| ok.contains(&j.id)) {
+            tracing::debug!(job = job.id, template = %job.template, "e-mail sent");
+        }
+        count_n("sent", ok.len());
+    }
+    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+        let Some(Err((error, permanent))) = outcome else { continue };
+        let retry = u32::try_from(job.attempts.saturating_sub(1)).unwrap_or(0);
+        let wait = crate::events::delay(retry, cfg.backoff_initial, cfg.backoff_max);
+        let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(60));
+        let max = cfg.max_attempts;
+        let (id, template, attempts) = (job.id, job.template.clone(), job.attempts);
+        let err_text = error.clone();
+        let dead = storage::run(db, move |conn| mark_failed(conn, &job, &err_text, permanent, max, next)).await?;
+        if dead {
+            tracing::error!(job = id, template = %template, attempts, error = %error, "e-mail dead-lettered");
+            count("dead");
+        } else {
+            tracing::warn!(job = id, template = %template, attempts, error = %error,
+                retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "e-mail failed; will retry");
+            count("failed");
+        }
+    }
     Ok(n)
+}
+
+fn count_n(outcome: &str, n: usize) {
+    if let Some(m) = crate::metrics::METRICS.as_ref() {
+        m.emails.with_label_values(&[outcome]).inc_by(u64::try_from(n).unwrap_or(0));
+    }
 }
 
 fn count(outcome: &str) {

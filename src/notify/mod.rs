@@ -89,6 +89,44 @@ impl Mailer {
     ///
     /// # Errors
     /// `MailError` when the transport refuses it.
+    /// Sends `emails`, at most `concurrency` at a time over SMTP; the mailbox stores them all in one
+    /// statement. One result per e-mail, in order.
+    pub async fn send_all(&self, emails: Vec<Email>, concurrency: usize) -> Vec<Result<(), MailError>> {
+        use futures::StreamExt;
+        match self {
+            Self::Mailbox(pool) => {
+                let n = emails.len();
+                if n == 0 {
+                    return Vec::new();
+                }
+                let stored = storage::run(pool, move |conn| {
+                    let rows: Vec<_> = emails
+                        .iter()
+                        .map(|e| {
+                            (
+                                mailbox::to_address.eq(&e.to),
+                                mailbox::subject.eq(&e.subject),
+                                mailbox::text_body.eq(&e.text),
+                                mailbox::html_body.eq(&e.html),
+                            )
+                        })
+                        .collect();
+                    diesel::insert_into(mailbox::table).values(&rows).execute(conn).map_err(StorageError::from)
+                })
+                .await;
+                match stored {
+                    Ok(_) => (0..n).map(|_| Ok(())).collect(),
+                    Err(e) => {
+                        (0..n).map(|_| Err(MailError::Storage(StorageError::Unavailable(e.to_string())))).collect()
+                    }
+                }
+            }
+            Self::Smtp { .. } => {
+                futures::stream::iter(emails).map(|e| self.send(e)).buffered(concurrency.max(1)).collect().await
+            }
+        }
+    }
+
     pub async fn send(&self, email: Email) -> Result<(), MailError> {
         match self {
             Self::Mailbox(pool) => {

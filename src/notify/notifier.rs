@@ -7,16 +7,19 @@
 //! them itself (see `notify::jobs`), and their events (`user.registered`, `password.reset_requested`)
 //! carry no secret.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use diesel::prelude::*;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
+use uuid::Uuid;
 
-use crate::events::consumer::claim_event;
+use crate::events::broker::one_by_one;
+use crate::events::consumer::{claim_event, claim_events};
 use crate::events::{Envelope, Handled, Handler, HandlerError, NOTIFIER};
-use crate::notify::jobs::{enqueue, NewMailJob};
+use crate::notify::jobs::{enqueue_all, NewMailJob};
 use crate::storage::schema::{cards, merchants, users};
 use crate::storage::{self, PgPool};
 
@@ -39,14 +42,8 @@ impl Handler for Notifier {
             if !claim_event(conn, NOTIFIER, ev.id)? {
                 return Ok((Handled::Duplicate, 0));
             }
-            let jobs = plan(conn, &ev)?;
-            let mut queued = 0;
-            for job in &jobs {
-                if enqueue(conn, job)? {
-                    queued += 1;
-                }
-            }
-            Ok::<_, HandlerError>((Handled::Processed, queued))
+            let jobs = plan(&mut Directory::new(conn), &ev)?;
+            Ok::<_, HandlerError>((Handled::Processed, enqueue_all(conn, &jobs)?))
         })
         .await?;
         if queued > 0 {
@@ -54,38 +51,170 @@ impl Handler for Notifier {
         }
         Ok(handled)
     }
+
+    /// The whole batch in one transaction and a handful of statements: recipients preloaded, every
+    /// event planned first (reads only, so a rejected event leaves no dedupe row and its neighbours
+    /// still commit), then one insert of the dedupe rows and one of the jobs. Any database error rolls
+    /// the batch back and it is handled event by event instead, which isolates the failing one.
+    async fn handle_batch(&self, events: &[Envelope]) -> Vec<Result<Handled, HandlerError>> {
+        if events.len() < 2 {
+            return one_by_one(self, events).await;
+        }
+        let evs = events.to_vec();
+        let batch = storage::transaction(&self.db, move |conn| {
+            let planned: Vec<Result<Vec<NewMailJob>, HandlerError>> = {
+                let mut dir = Directory::new(conn);
+                dir.preload(&evs)?;
+                evs.iter().map(|ev| plan(&mut dir, ev)).collect()
+            };
+            if let Some(Err(retry)) = planned.iter().find(|p| matches!(p, Err(HandlerError::Retry(_)))) {
+                return Err(retry.clone());
+            }
+            let ids: Vec<Uuid> = evs.iter().zip(&planned).filter(|(_, p)| p.is_ok()).map(|(e, _)| e.id).collect();
+            let claimed = claim_events(conn, NOTIFIER, &ids)?;
+            let mut jobs = Vec::new();
+            let mut out = Vec::with_capacity(evs.len());
+            for (ev, p) in evs.iter().zip(planned) {
+                match p {
+                    Err(reject) => out.push(Err(reject)),
+                    Ok(js) if claimed.contains(&ev.id) => {
+                        jobs.extend(js);
+                        out.push(Ok(Handled::Processed));
+                    }
+                    Ok(_) => out.push(Ok(Handled::Duplicate)),
+                }
+            }
+            Ok::<_, HandlerError>((out, enqueue_all(conn, &jobs)?))
+        })
+        .await;
+        match batch {
+            Ok((out, queued)) => {
+                if queued > 0 {
+                    self.wake.notify_one();
+                }
+                out
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, events = events.len(), "notifier batch failed; handling its events one by one");
+                one_by_one(self, events).await
+            }
+        }
+    }
 }
 
 /// A recipient: address and the name to greet.
+#[derive(Clone)]
 struct To {
     email: String,
     name: String,
 }
 
-fn user(conn: &mut PgConnection, id: i64) -> QueryResult<Option<To>> {
-    let row: Option<(String, String, Option<chrono::DateTime<chrono::Utc>>)> =
-        users::table.find(id).select((users::email, users::first_name, users::archived_at)).first(conn).optional()?;
-    Ok(row.filter(|r| r.2.is_none()).map(|(email, name, _)| To { email, name }))
-}
-
-/// A card's owner and its masked number.
-fn card(conn: &mut PgConnection, id: i64) -> QueryResult<Option<(i64, String)>> {
-    cards::table.find(id).select((cards::user_id, cards::pan_masked)).first(conn).optional()
-}
-
+#[derive(Clone)]
 struct Merchant {
     name: String,
     contact: String,
     owner_id: i64,
 }
 
-fn merchant(conn: &mut PgConnection, id: i64) -> QueryResult<Option<Merchant>> {
-    let row: Option<(String, String, i64)> = merchants::table
-        .find(id)
-        .select((merchants::business_name, merchants::contact_email, merchants::owner_id))
-        .first(conn)
-        .optional()?;
-    Ok(row.map(|(name, contact, owner_id)| Merchant { name, contact, owner_id }))
+/// The recipients' side of the database, as the notifier reads it: users, cards and merchants by
+/// id, each read at most once per batch ([`Directory::preload`] reads a whole batch's in three
+/// queries instead of several per event).
+struct Directory<'c> {
+    conn: &'c mut PgConnection,
+    users: HashMap<i64, Option<To>>,
+    cards: HashMap<i64, Option<(i64, String)>>,
+    merchants: HashMap<i64, Option<Merchant>>,
+}
+
+impl<'c> Directory<'c> {
+    fn new(conn: &'c mut PgConnection) -> Self {
+        Self { conn, users: HashMap::new(), cards: HashMap::new(), merchants: HashMap::new() }
+    }
+
+    /// Reads every card, merchant and user the events name, in one query per table.
+    fn preload(&mut self, events: &[Envelope]) -> QueryResult<()> {
+        let (mut card_ids, mut merchant_ids, mut user_ids) = (Vec::new(), Vec::new(), Vec::new());
+        for ev in events {
+            let p = &ev.payload;
+            let op = p.get("operation").unwrap_or(p);
+            card_ids.extend([int(op, "source_card_id"), int(op, "dest_card_id")].into_iter().flatten());
+            merchant_ids
+                .extend([int(op, "merchant_id"), int(p, "merchant_id"), key_id(ev, "merchant")].into_iter().flatten());
+            user_ids.extend([int(p, "user_id"), key_id(ev, "user")].into_iter().flatten());
+        }
+        for ids in [&mut card_ids, &mut merchant_ids] {
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        let cards: Vec<(i64, i64, String)> = cards::table
+            .filter(cards::id.eq_any(&card_ids))
+            .select((cards::id, cards::user_id, cards::pan_masked))
+            .load(self.conn)?;
+        let merchants: Vec<(i64, String, String, i64)> = merchants::table
+            .filter(merchants::id.eq_any(&merchant_ids))
+            .select((merchants::id, merchants::business_name, merchants::contact_email, merchants::owner_id))
+            .load(self.conn)?;
+        user_ids.extend(cards.iter().map(|c| c.1));
+        user_ids.extend(merchants.iter().map(|m| m.3));
+        user_ids.sort_unstable();
+        user_ids.dedup();
+        let users: Vec<(i64, String, String, Option<chrono::DateTime<chrono::Utc>>)> = users::table
+            .filter(users::id.eq_any(&user_ids))
+            .select((users::id, users::email, users::first_name, users::archived_at))
+            .load(self.conn)?;
+        // Ids asked for and not found are remembered as absent too.
+        self.cards.extend(card_ids.iter().map(|id| (*id, None)));
+        self.cards.extend(cards.into_iter().map(|(id, owner, masked)| (id, Some((owner, masked)))));
+        self.merchants.extend(merchant_ids.iter().map(|id| (*id, None)));
+        self.merchants.extend(
+            merchants.into_iter().map(|(id, name, contact, owner_id)| (id, Some(Merchant { name, contact, owner_id }))),
+        );
+        self.users.extend(user_ids.iter().map(|id| (*id, None)));
+        self.users.extend(
+            users.into_iter().filter(|u| u.3.is_none()).map(|(id, email, name, _)| (id, Some(To { email, name }))),
+        );
+        Ok(())
+    }
+
+    /// An active (not archived) user.
+    fn user(&mut self, id: i64) -> QueryResult<Option<To>> {
+        if let Some(u) = self.users.get(&id) {
+            return Ok(u.clone());
+        }
+        let row: Option<(String, String, Option<chrono::DateTime<chrono::Utc>>)> = users::table
+            .find(id)
+            .select((users::email, users::first_name, users::archived_at))
+            .first(self.conn)
+            .optional()?;
+        let to = row.filter(|r| r.2.is_none()).map(|(email, name, _)| To { email, name });
+        self.users.insert(id, to.clone());
+        Ok(to)
+    }
+
+    /// A card's owner and its masked number.
+    fn card(&mut self, id: i64) -> QueryResult<Option<(i64, String)>> {
+        if let Some(c) = self.cards.get(&id) {
+            return Ok(c.clone());
+        }
+        let c: Option<(i64, String)> =
+            cards::table.find(id).select((cards::user_id, cards::pan_masked)).first(self.conn).optional()?;
+        self.cards.insert(id, c.clone());
+        Ok(c)
+    }
+
+    fn merchant(&mut self, id: i64) -> QueryResult<Option<Merchant>> {
+        if let Some(m) = self.merchants.get(&id) {
+            return Ok(m.clone());
+        }
+        let row: Option<(String, String, i64)> = merchants::table
+            .find(id)
+            .select((merchants::business_name, merchants::contact_email, merchants::owner_id))
+            .first(self.conn)
+            .optional()?;
+        let m = row.map(|(name, contact, owner_id)| Merchant { name, contact, owner_id });
+        self.merchants.insert(id, m.clone());
+        Ok(m)
+    }
 }
 
 fn int(v: &Value, key: &str) -> Option<i64> {
@@ -126,13 +255,13 @@ fn reject(event: &Envelope, what: &str) -> HandlerError {
 }
 
 /// The e-mails an event causes (possibly none).
-fn plan(conn: &mut PgConnection, event: &Envelope) -> Result<Vec<NewMailJob>, HandlerError> {
+fn plan(dir: &mut Directory<'_>, event: &Envelope) -> Result<Vec<NewMailJob>, HandlerError> {
     let p = &event.payload;
     let mut out = Vec::new();
     match event.event_type.as_str() {
         "user.verified" | "password.changed" => {
             let uid = int(p, "user_id").or_else(|| key_id(event, "user")).ok_or_else(|| reject(event, "user_id"))?;
-            if let Some(to) = user(conn, uid)? {
+            if let Some(to) = dir.user(uid)? {
                 let kind = if event.event_type == "user.verified" { "email_verified" } else { "password_changed" };
                 out.push(job(event, kind, &to, json!({ "via": text(p, &["via"]).unwrap_or("change") })));
             }
@@ -143,13 +272,13 @@ fn plan(conn: &mut PgConnection, event: &Envelope) -> Result<Vec<NewMailJob>, Ha
         | "payment.completed"
         | "refund.completed" => {
             let op = p.get("operation").ok_or_else(|| reject(event, "operation"))?;
-            money(conn, event, op, &mut out)?;
+            money(dir, event, op, &mut out)?;
         }
         "merchant.applied" | "merchant.status_changed" | "document.reviewed" => {
             let mid = int(p, "merchant_id")
                 .or_else(|| key_id(event, "merchant"))
                 .ok_or_else(|| reject(event, "merchant_id"))?;
-            let Some(m) = merchant(conn, mid)? else { return Ok(out) };
+            let Some(m) = dir.merchant(mid)? else { return Ok(out) };
             let name = text(p, &["business_name"]).map_or(m.name, str::to_owned);
             let to = To { email: text(p, &["contact_email"]).map_or(m.contact, str::to_owned), name: name.clone() };
             let (kind, ctx) = match event.event_type.as_str() {
@@ -179,8 +308,8 @@ fn plan(conn: &mut PgConnection, event: &Envelope) -> Result<Vec<NewMailJob>, Ha
             let mid = int(p, "merchant_id")
                 .or_else(|| key_id(event, "merchant"))
                 .ok_or_else(|| reject(event, "merchant_id"))?;
-            let Some(m) = merchant(conn, mid)? else { return Ok(out) };
-            if let Some(owner) = user(conn, m.owner_id)? {
+            let Some(m) = dir.merchant(mid)? else { return Ok(out) };
+            if let Some(owner) = dir.user(m.owner_id)? {
                 let ctx = json!({ "merchant": m.name, "url": text(p, &["url"]), "failures": int(p, "failures") });
                 out.push(job(event, "webhook_disabled", &owner, ctx));
             }
@@ -193,7 +322,7 @@ fn plan(conn: &mut PgConnection, event: &Envelope) -> Result<Vec<NewMailJob>, Ha
 }
 
 /// Receipts for a completed money operation.
-fn money(conn: &mut PgConnection, event: &Envelope, op: &Value, out: &mut Vec<NewMailJob>) -> Result<(), HandlerError> {
+fn money(dir: &mut Directory<'_>, event: &Envelope, op: &Value, out: &mut Vec<NewMailJob>) -> Result<(), HandlerError> {
     let amount = int(op, "amount").ok_or_else(|| reject(event, "operation.amount"))?;
     let base = json!({
         "amount": amount,
@@ -210,15 +339,15 @@ fn money(conn: &mut PgConnection, event: &Envelope, op: &Value, out: &mut Vec<Ne
         ctx
     };
     let src = match int(op, "source_card_id") {
-        Some(id) => card(conn, id)?,
+        Some(id) => dir.card(id)?,
         None => None,
     };
     let dst = match int(op, "dest_card_id") {
-        Some(id) => card(conn, id)?,
+        Some(id) => dir.card(id)?,
         None => None,
     };
     let merchant = match int(op, "merchant_id") {
-        Some(id) => merchant(conn, id)?,
+        Some(id) => dir.merchant(id)?,
         None => None,
     };
     let masked = |c: &Option<(i64, String)>| c.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
@@ -228,19 +357,19 @@ fn money(conn: &mut PgConnection, event: &Envelope, op: &Value, out: &mut Vec<Ne
         "topup" | "withdrawal" => {
             let c = if kind == "topup" { &dst } else { &src };
             if let Some((owner, m)) = c {
-                if let Some(to) = user(conn, *owner)? {
+                if let Some(to) = dir.user(*owner)? {
                     out.push(job(event, kind, &to, with(json!({ "card": m }))));
                 }
             }
         }
         "transfer" => {
             if let Some((owner, m)) = &src {
-                if let Some(to) = user(conn, *owner)? {
+                if let Some(to) = dir.user(*owner)? {
                     out.push(job(event, "transfer_sent", &to, with(json!({ "card": m, "counterpart": masked(&dst) }))));
                 }
             }
             if let Some((owner, m)) = &dst {
-                if let Some(to) = user(conn, *owner)? {
+                if let Some(to) = dir.user(*owner)? {
                     let ctx = with(json!({ "card": m, "counterpart": masked(&src) }));
                     out.push(job(event, "transfer_received", &to, ctx));
                 }
@@ -251,7 +380,7 @@ fn money(conn: &mut PgConnection, event: &Envelope, op: &Value, out: &mut Vec<Ne
             let customer = if kind == "payment" { &src } else { &dst };
             let mname = merchant.as_ref().map(|m| m.name.clone()).unwrap_or_else(|| "the merchant".into());
             if let Some((owner, m)) = customer {
-                if let Some(to) = user(conn, *owner)? {
+                if let Some(to) = dir.user(*owner)? {
                     let ctx = with(json!({ "card": m, "merchant": mname }));
                     out.push(job(event, &format!("{kind}_customer"), &to, ctx));
                 }

@@ -448,3 +448,90 @@ async fn retention_purges_only_finished_rows_older_than_the_window() {
     // A second pass finds nothing more.
     assert_eq!(payd::events::outbox::purge(&mut conn, 1).unwrap(), 0);
 }
+
+#[actix_web::test]
+async fn a_batch_commits_its_good_events_together_skips_duplicates_and_dead_letters_only_the_bad_one() {
+    let mut settings = common::settings();
+    settings.events.consumers_enabled = false;
+    settings.events.relay_enabled = false;
+    let app = EvApp::spawn(settings).await;
+    let api = &app.api;
+    let admin = api.admin_token().await;
+    let (_, token) = api.verified_user(&admin, "dan.events@example.com").await;
+    let card = api.issue_card(&token, "debit", None, None).await;
+    let other = api.issue_card(&token, "debit", None, None).await;
+    for (key, body) in [
+        ("b1", json!({"card_id": card, "amount": 500_000, "method": "ovo"})),
+        ("b2", json!({"card_id": card, "amount": 700_000, "method": "dana"})),
+    ] {
+        let r = api.money(&token, "/api/v1/topups", key, &body).await.unwrap();
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let r = api
+        .money(
+            &token,
+            "/api/v1/transfers",
+            "b3",
+            &json!({"from_card_id": card, "to_card_id": other, "amount": 100_000}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let mut conn = app.db();
+    let claimed = payd::events::outbox::claim(&mut conn, uuid::Uuid::new_v4(), 100, 30).unwrap();
+    let money: Vec<Envelope> = claimed
+        .iter()
+        .map(|c| c.event.clone())
+        .filter(|e| e.event_type == "topup.completed" || e.event_type == "transfer.completed")
+        .collect();
+    assert_eq!(money.len(), 3);
+
+    let notifier =
+        Arc::new(payd::notify::notifier::Notifier::new(app.state.db.clone(), Arc::new(tokio::sync::Notify::new())));
+    // The first top-up was handled before (a redelivery); one event in the batch is unprocessable.
+    assert_eq!(notifier.handle(&money[0]).await.unwrap(), Handled::Processed);
+    let mut broken = money[1].clone();
+    broken.id = uuid::Uuid::new_v4();
+    broken.payload = json!({"no": "operation"});
+    let batch = vec![money[0].clone(), broken.clone(), money[1].clone(), money[2].clone()];
+
+    let outcomes = notifier.handle_batch(&batch).await;
+    assert_eq!(outcomes.len(), 4);
+    assert!(matches!(outcomes[0], Ok(Handled::Duplicate)), "{:?}", outcomes[0]);
+    assert!(matches!(outcomes[1], Err(payd::events::HandlerError::Reject(_))), "{:?}", outcomes[1]);
+    assert!(matches!(outcomes[2], Ok(Handled::Processed)), "{:?}", outcomes[2]);
+    assert!(matches!(outcomes[3], Ok(Handled::Processed)), "{:?}", outcomes[3]);
+    // One job per top-up, two for the transfer (sender and receiver are both dan); none for the broken one.
+    let jobs = |conn: &mut PgConnection, id: uuid::Uuid| {
+        count(conn, &format!("SELECT count(*) AS n FROM email_jobs WHERE event_id = '{id}'"))
+    };
+    assert_eq!(jobs(&mut conn, money[0].id), 1);
+    assert_eq!(jobs(&mut conn, money[1].id), 1);
+    assert_eq!(jobs(&mut conn, money[2].id), 2);
+    assert_eq!(jobs(&mut conn, broken.id), 0);
+    // The rejected event left no dedupe row: it is not "processed".
+    let dedupe = |conn: &mut PgConnection, id: uuid::Uuid| {
+        count(
+            conn,
+            &format!("SELECT count(*) AS n FROM processed_events WHERE consumer = 'notifier' AND event_id = '{id}'"),
+        )
+    };
+    assert_eq!(dedupe(&mut conn, broken.id), 0);
+    assert_eq!(dedupe(&mut conn, money[2].id), 1);
+
+    // The whole batch again (the relay republished it): all duplicates, nothing new queued.
+    let again = notifier.handle_batch(&[money[0].clone(), money[1].clone(), money[2].clone()]).await;
+    assert!(again.iter().all(|o| matches!(o, Ok(Handled::Duplicate))), "{again:?}");
+    let queued: Vec<i64> = money.iter().map(|e| jobs(&mut conn, e.id)).collect();
+    assert_eq!(queued, vec![1, 1, 2]);
+
+    // Through the consumer runtime: the rejected event is dead-lettered, the batch counts as done.
+    let consumer = Consumer::new("notifier", notifier, app.state.db.clone(), &app.settings.events);
+    let mut broken2 = broken.clone();
+    broken2.id = uuid::Uuid::new_v4();
+    assert_eq!(consumer.process_batch_once(&[money[2].clone(), broken2.clone()]).await, Ok(()));
+    assert_eq!(
+        count(&mut conn, &format!("SELECT count(*) AS n FROM dead_letters WHERE event_id = '{}'", broken2.id)),
+        1
+    );
+}

@@ -26,15 +26,21 @@ impl Broker for InProcessBroker {
     }
 
     async fn publish(&self, events: &[Envelope]) -> Result<(), PublishError> {
-        let consumers = self.consumers();
-        for (i, event) in events.iter().enumerate() {
-            for c in &consumers {
-                if let Err(reason) = c.process_once(event).await {
-                    return Err(PublishError { published: i, error: BrokerError::Consumer(reason) });
-                }
+        // Each consumer takes the batch at once (one transaction where its handler can). An event
+        // counts as published only when every consumer is done with it: the published prefix is the
+        // shortest done prefix, and a later consumer is only offered what the earlier ones finished.
+        let mut done = events.len();
+        let mut failure = None;
+        for c in self.consumers() {
+            if let Err((n, reason)) = c.process_batch_once(&events[..done]).await {
+                done = n;
+                failure = Some(reason);
             }
         }
-        Ok(())
+        match failure {
+            None => Ok(()),
+            Some(reason) => Err(PublishError { published: done, error: BrokerError::Consumer(reason) }),
+        }
     }
 
     async fn subscribe(&self, consumer: Consumer) -> Result<(), BrokerError> {

@@ -74,6 +74,28 @@ pub trait Handler: Send + Sync + 'static {
     /// # Errors
     /// `Retry` for transient failures, `Reject` for events that can never be processed.
     async fn handle(&self, event: &Envelope) -> Result<Handled, HandlerError>;
+
+    /// Processes `events` in order, where it can in one transaction (the in-process broker hands
+    /// over a whole relay batch: one commit instead of one per event). Returns one outcome per
+    /// event, stopping after the first `Retry`: a shorter vector means the events after it were
+    /// not processed. The default handles them one by one.
+    async fn handle_batch(&self, events: &[Envelope]) -> Vec<Result<Handled, HandlerError>> {
+        one_by_one(self, events).await
+    }
+}
+
+/// Handles `events` one by one with [`Handler::handle`], stopping after the first `Retry`.
+pub async fn one_by_one<H: Handler + ?Sized>(handler: &H, events: &[Envelope]) -> Vec<Result<Handled, HandlerError>> {
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        let outcome = handler.handle(event).await;
+        let stop = matches!(outcome, Err(HandlerError::Retry(_)));
+        out.push(outcome);
+        if stop {
+            break;
+        }
+    }
+    out
 }
 
 /// A message broker as payd uses it.

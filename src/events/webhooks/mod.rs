@@ -16,7 +16,8 @@ use diesel::prelude::*;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use crate::events::consumer::claim_event;
+use crate::events::broker::one_by_one;
+use crate::events::consumer::{claim_event, claim_events};
 use crate::events::schema::{webhook_deliveries, webhook_endpoints};
 use crate::events::{catalogue, Envelope, Handled, Handler, HandlerError, WEBHOOKS};
 use crate::storage::{self, PgPool, StorageError};
@@ -82,47 +83,85 @@ impl Dispatcher {
     }
 }
 
+/// Records `event` as handled by the dispatcher and creates its deliveries; returns `None` for a
+/// duplicate, else how many deliveries were created. Call inside a transaction.
+fn dispatch(conn: &mut PgConnection, ev: &Envelope) -> Result<Option<usize>, HandlerError> {
+    if !claim_event(conn, WEBHOOKS, ev.id)? {
+        return Ok(None);
+    }
+    deliveries(conn, ev).map(Some)
+}
+
+/// Creates one delivery per active endpoint of the event's merchant subscribed to its type.
+fn deliveries(conn: &mut PgConnection, ev: &Envelope) -> Result<usize, HandlerError> {
+    let subscribable = catalogue::find(&ev.event_type).is_some_and(|s| s.webhook);
+    let Some(merchant) = merchant_of(ev).filter(|_| subscribable) else {
+        return Ok(0);
+    };
+    let endpoints: Vec<i64> = webhook_endpoints::table
+        .filter(webhook_endpoints::merchant_id.eq(merchant))
+        .filter(webhook_endpoints::status.eq("active"))
+        .filter(
+            webhook_endpoints::event_types
+                .contains(vec![ev.event_type.clone()])
+                .or(webhook_endpoints::event_types.contains(vec!["*".to_owned()])),
+        )
+        .select(webhook_endpoints::id)
+        .load(conn)?;
+    let body = body(ev);
+    let mut created = 0;
+    for endpoint in endpoints {
+        created += diesel::insert_into(webhook_deliveries::table)
+            .values((
+                webhook_deliveries::endpoint_id.eq(endpoint),
+                webhook_deliveries::event_id.eq(ev.id),
+                webhook_deliveries::event_type.eq(&ev.event_type),
+                webhook_deliveries::body.eq(&body),
+            ))
+            .on_conflict_do_nothing()
+            .execute(conn)?;
+    }
+    Ok(created)
+}
+
 #[async_trait]
 impl Handler for Dispatcher {
     async fn handle(&self, event: &Envelope) -> Result<Handled, HandlerError> {
         let ev = event.clone();
-        let (handled, created) = storage::transaction(&self.db, move |conn| {
-            if !claim_event(conn, WEBHOOKS, ev.id)? {
-                return Ok((Handled::Duplicate, 0));
-            }
-            let subscribable = catalogue::find(&ev.event_type).is_some_and(|s| s.webhook);
-            let Some(merchant) = merchant_of(&ev).filter(|_| subscribable) else {
-                return Ok((Handled::Processed, 0));
-            };
-            let endpoints: Vec<i64> = webhook_endpoints::table
-                .filter(webhook_endpoints::merchant_id.eq(merchant))
-                .filter(webhook_endpoints::status.eq("active"))
-                .filter(
-                    webhook_endpoints::event_types
-                        .contains(vec![ev.event_type.clone()])
-                        .or(webhook_endpoints::event_types.contains(vec!["*".to_owned()])),
-                )
-                .select(webhook_endpoints::id)
-                .load(conn)?;
-            let body = body(&ev);
-            let mut created = 0;
-            for endpoint in endpoints {
-                created += diesel::insert_into(webhook_deliveries::table)
-                    .values((
-                        webhook_deliveries::endpoint_id.eq(endpoint),
-                        webhook_deliveries::event_id.eq(ev.id),
-                        webhook_deliveries::event_type.eq(&ev.event_type),
-                        webhook_deliveries::body.eq(&body),
-                    ))
-                    .on_conflict_do_nothing()
-                    .execute(conn)?;
-            }
-            Ok::<_, HandlerError>((Handled::Processed, created))
-        })
-        .await?;
-        if created > 0 {
+        let done = storage::transaction(&self.db, move |conn| dispatch(conn, &ev)).await?;
+        if done.is_some_and(|n| n > 0) {
             self.wake.notify_one();
         }
-        Ok(handled)
+        Ok(if done.is_some() { Handled::Processed } else { Handled::Duplicate })
+    }
+
+    /// The whole batch in one transaction; on a database error it is handled event by event.
+    async fn handle_batch(&self, events: &[Envelope]) -> Vec<Result<Handled, HandlerError>> {
+        if events.len() < 2 {
+            return one_by_one(self, events).await;
+        }
+        let evs = events.to_vec();
+        let batch = storage::transaction(&self.db, move |conn| {
+            let ids: Vec<uuid::Uuid> = evs.iter().map(|e| e.id).collect();
+            let claimed = claim_events(conn, WEBHOOKS, &ids)?;
+            evs.iter()
+                .map(|ev| if claimed.contains(&ev.id) { deliveries(conn, ev).map(Some) } else { Ok(None) })
+                .collect::<Result<Vec<_>, HandlerError>>()
+        })
+        .await;
+        match batch {
+            Ok(done) => {
+                if done.iter().any(|d| d.is_some_and(|n| n > 0)) {
+                    self.wake.notify_one();
+                }
+                done.into_iter()
+                    .map(|d| Ok(if d.is_some() { Handled::Processed } else { Handled::Duplicate }))
+                    .collect()
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, events = events.len(), "webhook batch failed; handling its events one by one");
+                one_by_one(self, events).await
+            }
+        }
     }
 }
