@@ -64,6 +64,9 @@ pub struct ServerSettings {
     pub port: u16,
     pub workers: usize,
     pub json_limit_bytes: usize,
+    /// Reverse proxies (CIDR blocks or addresses) whose `X-Forwarded-For` names the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -269,7 +272,12 @@ impl Settings {
             .add_source(config::File::from(dir.join(format!("{env}.toml"))).required(false));
         if with_env_vars {
             builder = builder.add_source(
-                config::Environment::with_prefix("PAYD").prefix_separator("_").separator("__").try_parsing(true),
+                config::Environment::with_prefix("PAYD")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("server.trusted_proxies"),
             );
             // The bootstrap admin keys have flat names of their own.
             if let Ok(v) = std::env::var("PAYD_BOOTSTRAP_ADMIN_EMAIL") {
@@ -389,6 +397,12 @@ impl Settings {
         }
         if wh.disable_after_failures < 1 || wh.concurrency == 0 || wh.timeout_ms == 0 {
             return Err(invalid("webhooks.disable_after_failures", "must be at least 1 (and concurrency, timeout)"));
+        }
+        if let Err(bad) = crate::http::client_ip::parse_proxies(&self.server.trusted_proxies) {
+            return Err(invalid(
+                "server.trusted_proxies",
+                format!("{bad:?} is neither an IP address nor a CIDR block (e.g. 10.0.0.0/8)"),
+            ));
         }
         if self.server.json_limit_bytes < 1024 {
             return Err(invalid("server.json_limit_bytes", "must be at least 1024"));

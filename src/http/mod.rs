@@ -2,6 +2,7 @@
 //! JSON extractor, health, readiness, metrics and API docs.
 
 pub mod auth;
+pub mod client_ip;
 pub mod error;
 pub mod pagination;
 pub mod request_id;

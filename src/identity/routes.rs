@@ -10,6 +10,7 @@ use validator::Validate;
 use crate::app::AppState;
 use crate::events;
 use crate::http::auth::AuthUser;
+use crate::http::client_ip;
 use crate::http::error::ApiError;
 use crate::http::routes::{Access, Api};
 use crate::http::Valid;
@@ -213,13 +214,15 @@ fn message(m: &str) -> HttpResponse {
     HttpResponse::Ok().json(MessageResponse { message: m.to_owned() })
 }
 
-/// The client address used for rate limits: the TCP peer (proxies are not trusted).
-fn client(req: &HttpRequest) -> String {
-    req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into())
+/// The client address used for rate limits: the TCP peer, or behind a trusted reverse proxy the
+/// address it forwarded (`server.trusted_proxies`, see `http::client_ip`).
+fn client(state: &AppState, req: &HttpRequest) -> String {
+    let trusted = client_ip::parse_proxies(&state.settings.server.trusted_proxies).unwrap_or_default();
+    client_ip::client_ip(req, &trusted).map_or_else(|| "unknown".into(), |ip| ip.to_string())
 }
 
 async fn limit(state: &AppState, req: &HttpRequest) -> Result<(), IdentityError> {
-    sessions::rate_limit(state, "auth", &client(req), state.settings.auth.auth_rate_limit_per_minute).await
+    sessions::rate_limit(state, "auth", &client(state, req), state.settings.auth.auth_rate_limit_per_minute).await
 }
 
 /// Creates a fresh verification code for a user (older unused codes stop working); returns the plaintext.

@@ -233,3 +233,49 @@ async fn resend_replaces_the_previous_code_and_answers_alike_for_unknown_address
     let (s, b) = app.post("/api/v1/auth/verify-email", None, json!({"email": email, "code": second})).await;
     assert_eq!(s, 200, "{b}");
 }
+
+async fn forgot_from(app: &TestApp, forwarded_for: &str) -> (u16, serde_json::Value) {
+    let (s, _, b) = app
+        .call_full(
+            "POST",
+            "/api/v1/auth/password/forgot",
+            None,
+            Some(json!({"email": "a@example.com"})),
+            &[("x-forwarded-for", forwarded_for)],
+        )
+        .await;
+    (s, b)
+}
+
+#[actix_web::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
+    let mut settings = settings();
+    settings.auth.auth_rate_limit_per_minute = 2;
+    settings.server.trusted_proxies = vec!["127.0.0.1".into()];
+    let app = TestApp::spawn_with(settings).await;
+    for _ in 0..2 {
+        let (s, b) = forgot_from(&app, "203.0.113.1").await;
+        assert!(s < 300, "{s} {b}");
+    }
+    let (s, b) = forgot_from(&app, "203.0.113.1").await;
+    expect_error(s, &b, 429, "rate_limited");
+    // Another client behind the same proxy is not affected.
+    let (s, b) = forgot_from(&app, "203.0.113.2").await;
+    assert!(s < 300, "{s} {b}");
+    // A client cannot escape by writing its own entry: the proxy-appended address is the rightmost.
+    let (s, b) = forgot_from(&app, "198.51.100.77, 203.0.113.1").await;
+    expect_error(s, &b, 429, "rate_limited");
+}
+
+#[actix_web::test]
+async fn an_untrusted_peer_cannot_pick_its_address_with_x_forwarded_for() {
+    let mut settings = settings();
+    settings.auth.auth_rate_limit_per_minute = 2;
+    let app = TestApp::spawn_with(settings).await;
+    for ip in ["203.0.113.1", "203.0.113.2"] {
+        let (s, b) = forgot_from(&app, ip).await;
+        assert!(s < 300, "{s} {b}");
+    }
+    let (s, b) = forgot_from(&app, "203.0.113.3").await;
+    expect_error(s, &b, 429, "rate_limited");
+}
