@@ -83,6 +83,70 @@ impl Consumer {
         }
     }
 
+    /// Processes several raw broker messages (what a RabbitMQ channel or a Kafka partition had ready)
+    /// and returns one disposition per message, in order, once every one may be acknowledged or
+    /// dead-lettered. The parsable ones go to the handler as one batch (one transaction where the
+    /// handler can); after a transient failure the events not yet done are retried with back-off,
+    /// in order, so per-key order holds.
+    pub async fn process_many(&self, raws: &[&[u8]]) -> Vec<Disposition> {
+        let mut dispositions = vec![Disposition::Ack; raws.len()];
+        let mut events = Vec::with_capacity(raws.len());
+        let mut slots = Vec::with_capacity(raws.len());
+        for (i, raw) in raws.iter().enumerate() {
+            match serde_json::from_slice::<Envelope>(raw) {
+                Ok(event) => {
+                    events.push(event);
+                    slots.push(i);
+                }
+                // Malformed: dead-lettered on its own, whatever its neighbours do.
+                Err(_) => dispositions[i] = self.process(raw).await,
+            }
+        }
+        let mut backoff = Backoff::new(self.retry_initial, self.retry_max);
+        let mut done = 0;
+        while done < events.len() {
+            match self.settle_batch(&events[done..]).await {
+                Ok(ds) => {
+                    for (k, d) in ds.into_iter().enumerate() {
+                        dispositions[slots[done + k]] = d;
+                    }
+                    done = events.len();
+                }
+                Err((ds, reason)) => {
+                    for (k, d) in ds.iter().enumerate() {
+                        dispositions[slots[done + k]] = *d;
+                    }
+                    done += ds.len();
+                    let wait = backoff.next_delay();
+                    tracing::warn!(
+                        consumer = %self.name, pending = events.len() - done, error = %reason,
+                        retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "event processing failed; retrying"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        dispositions
+    }
+
+    /// Runs the handler over `events` once and settles the outcomes in order. `Err` carries the
+    /// dispositions of the leading events that are done and the transient failure that stopped it.
+    async fn settle_batch(&self, events: &[Envelope]) -> Result<Vec<Disposition>, (Vec<Disposition>, String)> {
+        let outcomes = self.handler.handle_batch(events).await;
+        let mut done = Vec::with_capacity(events.len());
+        for (event, outcome) in events.iter().zip(outcomes) {
+            match self.settle(event, outcome).await {
+                Ok(d) => done.push(d),
+                Err(reason) => return Err((done, reason)),
+            }
+        }
+        if done.len() < events.len() {
+            return Err((done, "handler stopped before the end of the batch".into()));
+        }
+        Ok(done)
+    }
+
     /// One attempt at a batch, for the in-process broker: the handler may commit the whole batch in
     /// one transaction. `Err((n, reason))`: the first `n` events are done (processed, duplicates or
     /// dead-lettered), the rest must be published again later.
@@ -90,17 +154,7 @@ impl Consumer {
     /// # Errors
     /// How many leading events are done and the transient failure's description.
     pub async fn process_batch_once(&self, events: &[Envelope]) -> Result<(), (usize, String)> {
-        let outcomes = self.handler.handle_batch(events).await;
-        let answered = outcomes.len();
-        for (i, (event, outcome)) in events.iter().zip(outcomes).enumerate() {
-            if let Err(reason) = self.settle(event, outcome).await {
-                return Err((i, reason));
-            }
-        }
-        if answered < events.len() {
-            return Err((answered, "handler stopped before the end of the batch".into()));
-        }
-        Ok(())
+        self.settle_batch(events).await.map(|_| ()).map_err(|(done, reason)| (done.len(), reason))
     }
 
     async fn attempt(&self, event: &Envelope) -> Result<Disposition, String> {

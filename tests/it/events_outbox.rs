@@ -531,3 +531,64 @@ async fn a_batch_commits_its_good_events_together_skips_duplicates_and_dead_lett
         1
     );
 }
+
+/// Records what it handled; the event whose id is `flaky` fails transiently `failures` times first.
+struct Flaky {
+    flaky: uuid::Uuid,
+    failures: AtomicUsize,
+    seen: Mutex<Vec<uuid::Uuid>>,
+}
+
+#[async_trait]
+impl Handler for Flaky {
+    async fn handle(&self, event: &Envelope) -> Result<Handled, payd::events::HandlerError> {
+        if event.id == self.flaky
+            && self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+        {
+            return Err(payd::events::HandlerError::Retry("database briefly unavailable".into()));
+        }
+        self.seen.lock().unwrap().push(event.id);
+        Ok(Handled::Processed)
+    }
+}
+
+#[actix_web::test]
+async fn broker_messages_taken_together_keep_their_order_through_a_transient_failure() {
+    let mut settings = common::settings();
+    settings.events.consumers_enabled = false;
+    settings.events.relay_enabled = false;
+    settings.events.backoff_initial_ms = 20;
+    settings.events.backoff_max_ms = 50;
+    let app = EvApp::spawn(settings).await;
+    let event = |n: i64| Envelope {
+        id: uuid::Uuid::new_v4(),
+        event_type: "card.frozen".into(),
+        schema_version: 1,
+        occurred_at: chrono::Utc::now(),
+        aggregate_type: "card".into(),
+        aggregate_key: "card:7".into(),
+        payload: json!({"card_id": 7, "n": n}),
+    };
+    let evs: Vec<Envelope> = (0..4).map(event).collect();
+    let handler = Arc::new(Flaky { flaky: evs[2].id, failures: AtomicUsize::new(2), seen: Mutex::new(Vec::new()) });
+    let consumer = Consumer::new("flaky", handler.clone(), app.state.db.clone(), &app.settings.events);
+    let raw: Vec<Vec<u8>> = vec![
+        serde_json::to_vec(&evs[0]).unwrap(),
+        serde_json::to_vec(&evs[1]).unwrap(),
+        b"{\"truncated".to_vec(),
+        serde_json::to_vec(&evs[2]).unwrap(),
+        serde_json::to_vec(&evs[3]).unwrap(),
+    ];
+    let raws: Vec<&[u8]> = raw.iter().map(Vec::as_slice).collect();
+    let dispositions = consumer.process_many(&raws).await;
+    assert_eq!(
+        dispositions,
+        vec![Disposition::Ack, Disposition::Ack, Disposition::DeadLetter, Disposition::Ack, Disposition::Ack]
+    );
+    // Each event handled once, in order, although the third failed twice before it went through.
+    let seen = handler.seen.lock().unwrap().clone();
+    assert_eq!(seen, evs.iter().map(|e| e.id).collect::<Vec<_>>());
+    assert_eq!(handler.failures.load(Ordering::SeqCst), 0);
+    let mut conn = app.db();
+    assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM dead_letters WHERE consumer = 'flaky'"), 1);
+}

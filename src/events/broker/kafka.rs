@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -23,6 +24,9 @@ use super::{Broker, BrokerError, PublishError};
 use crate::config::EventSettings;
 use crate::events::consumer::Disposition;
 use crate::events::{catalogue, Backoff, Consumer, Envelope};
+
+/// Messages a consumer takes from the broker at once (as many as are already delivered, up to this).
+const BATCH_MAX: usize = 64;
 
 fn unavailable(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Unavailable(e.to_string())
@@ -308,15 +312,27 @@ impl Broker for KafkaBroker {
             backoff.reset();
             loop {
                 match client.recv().await {
-                    Ok(msg) => {
+                    Ok(first) => {
                         backoff.reset();
-                        let disposition = consumer.process(msg.payload().unwrap_or_default()).await;
-                        if disposition == Disposition::DeadLetter {
-                            tracing::warn!(group = %group, topic = msg.topic(), partition = msg.partition(),
-                                offset = msg.offset(), "kafka message dead-lettered and skipped");
+                        // Messages the client already holds are processed with it, as one batch,
+                        // in the order received (per partition: offset order).
+                        let mut batch = vec![first];
+                        while batch.len() < BATCH_MAX {
+                            match client.recv().now_or_never() {
+                                Some(Ok(m)) => batch.push(m),
+                                _ => break,
+                            }
                         }
-                        if let Err(e) = client.store_offset_from_message(&msg) {
-                            tracing::warn!(group = %group, error = %e, "offset not stored; message may be redelivered");
+                        let raws: Vec<&[u8]> = batch.iter().map(|m| m.payload().unwrap_or_default()).collect();
+                        let dispositions = consumer.process_many(&raws).await;
+                        for (msg, disposition) in batch.iter().zip(dispositions) {
+                            if disposition == Disposition::DeadLetter {
+                                tracing::warn!(group = %group, topic = msg.topic(), partition = msg.partition(),
+                                    offset = msg.offset(), "kafka message dead-lettered and skipped");
+                            }
+                            if let Err(e) = client.store_offset_from_message(msg) {
+                                tracing::warn!(group = %group, error = %e, "offset not stored; message may be redelivered");
+                            }
                         }
                     }
                     Err(e) => {

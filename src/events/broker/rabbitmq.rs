@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -22,6 +22,9 @@ use super::{Broker, BrokerError, PublishError};
 use crate::config::EventSettings;
 use crate::events::consumer::Disposition;
 use crate::events::{Backoff, Consumer, Envelope, GROUPS};
+
+/// Messages a consumer takes from the broker at once (as many as are already delivered, up to this).
+const BATCH_MAX: usize = 64;
 
 /// Longest wait for a batch's publisher confirms before the connection is considered dead.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -179,16 +182,38 @@ impl RabbitBroker {
                     return Err(BrokerError::Unavailable("connection lost".into()));
                 }
             };
-            let delivery = match next {
+            let first = match next {
                 Some(d) => d.map_err(unavailable)?,
                 None => return Err(BrokerError::Unavailable("consumer stream ended".into())),
             };
-            let disposition = consumer.process(&delivery.data).await;
-            let settle = async {
-                match disposition {
-                    Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
-                    Disposition::DeadLetter => delivery.acker.reject(BasicRejectOptions { requeue: false }).await,
+            // Whatever else the channel already delivered (up to the prefetch) is processed with it,
+            // as one batch; an error seen while collecting ends the loop after this batch is settled.
+            let mut batch = vec![first];
+            let mut ended = None;
+            while batch.len() < BATCH_MAX {
+                match stream.next().now_or_never() {
+                    Some(Some(Ok(d))) => batch.push(d),
+                    Some(Some(Err(e))) => {
+                        ended = Some(unavailable(e));
+                        break;
+                    }
+                    Some(None) => {
+                        ended = Some(BrokerError::Unavailable("consumer stream ended".into()));
+                        break;
+                    }
+                    None => break,
                 }
+            }
+            let raws: Vec<&[u8]> = batch.iter().map(|d| d.data.as_slice()).collect();
+            let dispositions = consumer.process_many(&raws).await;
+            let settle = async {
+                for (delivery, disposition) in batch.iter().zip(dispositions) {
+                    match disposition {
+                        Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await?,
+                        Disposition::DeadLetter => delivery.acker.reject(BasicRejectOptions { requeue: false }).await?,
+                    };
+                }
+                Ok::<_, lapin::Error>(())
             };
             // Unacknowledged on a lost connection = redelivered later (and deduplicated).
             match tokio::time::timeout(Duration::from_secs(5), settle).await {
@@ -196,6 +221,9 @@ impl RabbitBroker {
                     r.map_err(unavailable)?;
                 }
                 Err(_) => return Err(BrokerError::Unavailable("ack timed out".into())),
+            }
+            if let Some(e) = ended {
+                return Err(e);
             }
         }
     }
