@@ -186,24 +186,13 @@ async fn pay(
         ));
     };
     let op = MoneyOp {
-        kind: "payment",
-        scope,
-        key: idem,
-        request_hash: hash,
-        amount: body.amount,
         method: Some(method.to_owned()),
         source_card: Some(card_id),
-        dest_card: None,
-        debit_account: account,
-        credit_account: key.account_id,
         debit_card: Some(card_id),
-        credit_card: None,
-        reverses: None,
-        initiated_by: None,
         merchant_id: Some(key.merchant_id),
         api_key_id: Some(key.key_id),
         order_ref: Some(body.order_ref.clone()),
-        refund_of: None,
+        ..MoneyOp::new("payment", (scope, idem, hash), body.amount, account, key.account_id)
     };
     // Wrong CVVs are counted per card; past the limit the card is refused for payments until the
     // window ends (the card itself is not frozen, its owner can still use it).
@@ -311,30 +300,19 @@ async fn refund(
     if amount > remaining {
         return Err(MerchantError::NotRefundable(format!("amount exceeds the refundable amount ({remaining})")).into());
     }
-    execute::run(
-        &state,
-        MoneyOp {
-            kind: "refund",
-            scope,
-            key: idem,
-            request_hash: hash,
-            amount,
-            method: payment.method.clone(),
-            source_card: None,
-            dest_card: payment.source_card_id,
-            debit_account: payment.credit_account_id,
-            credit_account: payment.debit_account_id,
-            debit_card: None,
-            credit_card: payment.source_card_id,
-            reverses: Some(payment.id),
-            initiated_by: admin.map(|a| a.user_id),
-            merchant_id: payment.merchant_id,
-            api_key_id: key.map(|k| k.key_id),
-            order_ref: payment.order_ref.clone(),
-            refund_of: Some((payment.id, payment.amount)),
-        },
-    )
-    .await
+    let refund = MoneyOp {
+        method: payment.method.clone(),
+        dest_card: payment.source_card_id,
+        credit_card: payment.source_card_id,
+        reverses: Some(payment.id),
+        initiated_by: admin.map(|a| a.user_id),
+        merchant_id: payment.merchant_id,
+        api_key_id: key.map(|k| k.key_id),
+        order_ref: payment.order_ref.clone(),
+        refund_of: Some((payment.id, payment.amount)),
+        ..MoneyOp::new("refund", (scope, idem, hash), amount, payment.credit_account_id, payment.debit_account_id)
+    };
+    execute::run(&state, refund).await
 }
 
 #[derive(Deserialize)]

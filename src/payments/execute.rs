@@ -41,6 +41,40 @@ pub struct MoneyOp {
     pub refund_of: Option<(Uuid, i64)>,
 }
 
+impl MoneyOp {
+    /// An operation moving `amount` from `debit_account` to `credit_account` under the idempotency
+    /// key `key` of `scope`, with every optional part empty; callers set the cards, method, merchant
+    /// or original they involve with struct update syntax (`MoneyOp { dest_card: …, ..MoneyOp::new(…) }`).
+    pub fn new(
+        kind: &'static str,
+        (scope, key, request_hash): (String, String, String),
+        amount: i64,
+        debit_account: i64,
+        credit_account: i64,
+    ) -> Self {
+        Self {
+            kind,
+            scope,
+            key,
+            request_hash,
+            amount,
+            method: None,
+            source_card: None,
+            dest_card: None,
+            debit_account,
+            credit_account,
+            debit_card: None,
+            credit_card: None,
+            reverses: None,
+            initiated_by: None,
+            merchant_id: None,
+            api_key_id: None,
+            order_ref: None,
+            refund_of: None,
+        }
+    }
+}
+
 /// A business failure: stable code, message, HTTP status.
 #[derive(Debug, Clone)]
 pub struct Failure {

@@ -159,25 +159,26 @@ pub(crate) fn check_money(state: &AppState, amount: i64, currency: Option<&str>)
 }
 
 /// The card's account, if the caller may debit or fund it.
-async fn owned_card(state: &AppState, user: &AuthUser, card: i64) -> Result<i64, ApiError> {
-    let snapshot = state.ledger.ledger.cards().get(card).await.map_err(|e| match e {
+async fn card_snapshot(state: &AppState, card: i64) -> Result<payd_actors::CardSnapshot, PaymentError> {
+    state.ledger.ledger.cards().get(card).await.map_err(|e| match e {
         payd_actors::CardError::NotFound => PaymentError::CardNotFound(card),
         payd_actors::CardError::Busy => PaymentError::Busy,
         other => PaymentError::Unavailable(other.to_string()),
-    })?;
+    })
+}
+
+/// The account of a card the caller owns (any card for an admin).
+async fn owned_card(state: &AppState, user: &AuthUser, card: i64) -> Result<i64, ApiError> {
+    let snapshot = card_snapshot(state, card).await?;
     if snapshot.owner_id != user.user_id && !user.is_admin() {
         return Err(PaymentError::NotCardOwner(card).into());
     }
     Ok(snapshot.account_id)
 }
 
+/// The account of any card (the receiving side of a transfer).
 async fn any_card(state: &AppState, card: i64) -> Result<i64, ApiError> {
-    let snapshot = state.ledger.ledger.cards().get(card).await.map_err(|e| match e {
-        payd_actors::CardError::NotFound => PaymentError::CardNotFound(card),
-        payd_actors::CardError::Busy => PaymentError::Busy,
-        other => PaymentError::Unavailable(other.to_string()),
-    })?;
-    Ok(snapshot.account_id)
+    Ok(card_snapshot(state, card).await?.account_id)
 }
 
 fn scope(user: &AuthUser) -> String {
@@ -198,30 +199,14 @@ async fn topup(
     let account = owned_card(&state, &user, body.card_id).await?;
     let funding =
         *state.ledger.system.funding.get(method).ok_or_else(|| ApiError::internal("funding account missing"))?;
-    execute::run(
-        &state,
-        MoneyOp {
-            kind: "topup",
-            scope: scope(&user),
-            key,
-            request_hash: hash,
-            amount: body.amount,
-            method: Some(method.to_owned()),
-            source_card: None,
-            dest_card: Some(body.card_id),
-            debit_account: funding,
-            credit_account: account,
-            debit_card: None,
-            credit_card: Some(body.card_id),
-            reverses: None,
-            initiated_by: Some(user.user_id),
-            merchant_id: None,
-            api_key_id: None,
-            order_ref: None,
-            refund_of: None,
-        },
-    )
-    .await
+    let op = MoneyOp {
+        method: Some(method.to_owned()),
+        dest_card: Some(body.card_id),
+        credit_card: Some(body.card_id),
+        initiated_by: Some(user.user_id),
+        ..MoneyOp::new("topup", (scope(&user), key, hash), body.amount, funding, account)
+    };
+    execute::run(&state, op).await
 }
 
 async fn withdraw(
@@ -235,30 +220,13 @@ async fn withdraw(
     check_money(&state, body.amount, body.currency.as_deref())?;
     let hash = idempotency::request_hash("withdrawal", "", &serde_json::to_value(&body).map_err(ApiError::internal)?);
     let account = owned_card(&state, &user, body.card_id).await?;
-    execute::run(
-        &state,
-        MoneyOp {
-            kind: "withdrawal",
-            scope: scope(&user),
-            key,
-            request_hash: hash,
-            amount: body.amount,
-            method: None,
-            source_card: Some(body.card_id),
-            dest_card: None,
-            debit_account: account,
-            credit_account: state.ledger.system.withdrawals,
-            debit_card: Some(body.card_id),
-            credit_card: None,
-            reverses: None,
-            initiated_by: Some(user.user_id),
-            merchant_id: None,
-            api_key_id: None,
-            order_ref: None,
-            refund_of: None,
-        },
-    )
-    .await
+    let op = MoneyOp {
+        source_card: Some(body.card_id),
+        debit_card: Some(body.card_id),
+        initiated_by: Some(user.user_id),
+        ..MoneyOp::new("withdrawal", (scope(&user), key, hash), body.amount, account, state.ledger.system.withdrawals)
+    };
+    execute::run(&state, op).await
 }
 
 async fn transfer(
@@ -273,30 +241,15 @@ async fn transfer(
     let hash = idempotency::request_hash("transfer", "", &serde_json::to_value(&body).map_err(ApiError::internal)?);
     let (from, to) = tokio::join!(owned_card(&state, &user, body.from_card_id), any_card(&state, body.to_card_id));
     let (from, to) = (from?, to?);
-    execute::run(
-        &state,
-        MoneyOp {
-            kind: "transfer",
-            scope: scope(&user),
-            key,
-            request_hash: hash,
-            amount: body.amount,
-            method: None,
-            source_card: Some(body.from_card_id),
-            dest_card: Some(body.to_card_id),
-            debit_account: from,
-            credit_account: to,
-            debit_card: Some(body.from_card_id),
-            credit_card: Some(body.to_card_id),
-            reverses: None,
-            initiated_by: Some(user.user_id),
-            merchant_id: None,
-            api_key_id: None,
-            order_ref: None,
-            refund_of: None,
-        },
-    )
-    .await
+    let op = MoneyOp {
+        source_card: Some(body.from_card_id),
+        dest_card: Some(body.to_card_id),
+        debit_card: Some(body.from_card_id),
+        credit_card: Some(body.to_card_id),
+        initiated_by: Some(user.user_id),
+        ..MoneyOp::new("transfer", (scope(&user), key, hash), body.amount, from, to)
+    };
+    execute::run(&state, op).await
 }
 
 /// The kind named by the path (`/api/v1/<segment>/…`).
@@ -476,31 +429,18 @@ async fn reverse(
     if reversed {
         return Err(PaymentError::NotReversible("the operation was already reversed".into()).into());
     }
-    execute::run(
-        &state,
-        MoneyOp {
-            kind: "reversal",
-            scope: scope(&user),
-            key,
-            request_hash: hash,
-            amount: op.amount,
-            method: op.method.clone(),
-            // Money flows back: from the card that received it to the card that paid.
-            source_card: op.dest_card_id,
-            dest_card: op.source_card_id,
-            debit_account: op.credit_account_id,
-            credit_account: op.debit_account_id,
-            debit_card: op.dest_card_id,
-            credit_card: op.source_card_id,
-            reverses: Some(op.id),
-            initiated_by: Some(user.user_id),
-            merchant_id: None,
-            api_key_id: None,
-            order_ref: None,
-            refund_of: None,
-        },
-    )
-    .await
+    // Money flows back: from the card that received it to the card that paid.
+    let reversal = MoneyOp {
+        method: op.method.clone(),
+        source_card: op.dest_card_id,
+        dest_card: op.source_card_id,
+        debit_card: op.dest_card_id,
+        credit_card: op.source_card_id,
+        reverses: Some(op.id),
+        initiated_by: Some(user.user_id),
+        ..MoneyOp::new("reversal", (scope(&user), key, hash), op.amount, op.credit_account_id, op.debit_account_id)
+    };
+    execute::run(&state, reversal).await
 }
 
 async fn archive(
