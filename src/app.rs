@@ -137,19 +137,36 @@ fn spawn_background(state: &AppState) {
     }
     let st = state.clone();
     actix_web::rt::spawn(async move {
+        // Incremental: each round checks the postings committed since the previous one (see
+        // `ledger::verify::run_recent`); the full history is `payd verify`'s job.
+        let mut after = None;
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
-        tick.tick().await;
         loop {
             tick.tick().await;
-            let report =
-                storage::run(&st.db, |conn| crate::ledger::verify::run(conn).map_err(storage::StorageError::from))
-                    .await;
-            match report {
-                Ok(r) => {
+            let Some(from) = after else {
+                match storage::run(&st.db, |conn| {
+                    crate::ledger::verify::last_posting(conn).map_err(storage::StorageError::from)
+                })
+                .await
+                {
+                    Ok(n) => after = Some(n),
+                    Err(e) => tracing::warn!(error = %e, "periodic verify could not start"),
+                }
+                continue;
+            };
+            let round = storage::run(&st.db, move |conn| {
+                crate::ledger::verify::run_recent(conn, from).map_err(storage::StorageError::from)
+            })
+            .await;
+            match round {
+                Ok((r, next)) => {
+                    after = Some(next);
                     if let Some(m) = crate::metrics::METRICS.as_ref() {
                         m.invariant_violations.set(r.violations());
                     }
-                    if !r.is_clean() {
+                    if r.is_clean() {
+                        tracing::debug!(postings = r.postings, "periodic verify clean");
+                    } else {
                         tracing::error!(violations = r.violations(), report = %r, "ledger invariant violations");
                     }
                 }

@@ -17,6 +17,7 @@ mod identity_tokens;
 mod identity_validation;
 mod ledger_crash;
 mod ledger_storm;
+mod ledger_verify;
 mod log_secrets;
 mod merchants_authz;
 mod merchants_flow;
