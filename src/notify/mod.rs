@@ -116,9 +116,7 @@ impl Mailer {
                 .await;
                 match stored {
                     Ok(_) => (0..n).map(|_| Ok(())).collect(),
-                    Err(e) => {
-                        (0..n).map(|_| Err(MailError::Storage(StorageError::Unavailable(e.to_string())))).collect()
-                    }
+                    Err(e) => (0..n).map(|_| Err(MailError::Storage(e.clone()))).collect(),
                 }
             }
             Self::Smtp { .. } => {
