@@ -15,16 +15,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, Arbiter, ArbiterHandle, AsyncContext, Context, Handler, MailboxError,
-    Message, MessageResult, Supervised, Supervisor, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, MailboxError, Message, Supervised,
+    WrapFuture,
 };
-use parking_lot::RwLock;
 
-use crate::shard::{is_current, live_count, live_entry, shard_index, Entry, LiveMap};
+use crate::registry::{AskError, Home, Loader, Registered, Sharded};
+use crate::shard::Entry;
 use crate::store::{AccountId, AccountSnapshot, AccountState, StoreError};
 
 /// Blocking loader of account snapshots (run through `spawn_blocking`).
-pub type AccountLoader = Arc<dyn Fn(AccountId) -> Result<AccountSnapshot, StoreError> + Send + Sync>;
+pub type AccountLoader = Loader<AccountSnapshot>;
 
 /// Identifier of one outstanding reservation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -144,10 +144,7 @@ pub struct AccountActor {
     reserved: i64,
     reservations: HashMap<ReservationId, Reservation>,
     last_activity: Instant,
-    cfg: ActorConfig,
-    registry: Addr<AccountRegistry>,
-    generation: u64,
-    loader: AccountLoader,
+    home: Home<AccountActor>,
     stale: bool,
     retired: bool,
 }
@@ -216,7 +213,7 @@ impl AccountActor {
             ctx.stop();
             return;
         }
-        let ttl = self.cfg.reservation_ttl;
+        let ttl = self.home.cfg.reservation_ttl;
         let before = self.reservations.len();
         self.reservations.retain(|_, r| r.created.elapsed() < ttl);
         crate::gauges::forget_reservations(before - self.reservations.len());
@@ -228,17 +225,18 @@ impl AccountActor {
             );
             self.reserved = self.reservations.values().fold(0i64, |acc, r| acc.saturating_add(r.amount));
         }
-        if self.reservations.is_empty() && self.last_activity.elapsed() >= self.cfg.idle_timeout {
-            let forget = Forget { id: self.state.id, generation: self.generation };
-            ctx.wait(self.registry.send(forget).into_actor(self).map(|_, act: &mut Self, ctx: &mut Context<Self>| {
-                act.retired = true;
-                ctx.stop();
-            }));
+        if self.reservations.is_empty() && self.last_activity.elapsed() >= self.home.cfg.idle_timeout {
+            ctx.wait(self.home.forget(self.state.id).into_actor(self).map(
+                |_, act: &mut Self, ctx: &mut Context<Self>| {
+                    act.retired = true;
+                    ctx.stop();
+                },
+            ));
         }
     }
 
     fn resync(&mut self, ctx: &mut Context<Self>) {
-        let loader = Arc::clone(&self.loader);
+        let loader = Arc::clone(&self.home.loader);
         let id = self.state.id;
         let fut = tokio::task::spawn_blocking(move || loader(id));
         ctx.wait(fut.into_actor(self).map(|res, act: &mut Self, _| {
@@ -263,7 +261,7 @@ impl Actor for AccountActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.cfg.sweep_interval, |act, ctx| act.sweep(ctx));
+        ctx.run_interval(self.home.cfg.sweep_interval, |act, ctx| act.sweep(ctx));
         if self.stale && !self.retired {
             self.resync(ctx);
         }
@@ -328,195 +326,77 @@ impl Handler<Available> for AccountActor {
     }
 }
 
-/// One shard's registry: starts account actors in its arbiter and forgets idle ones.
-pub struct AccountRegistry {
-    live: LiveMap<AccountActor>,
-    cfg: ActorConfig,
-    loader: AccountLoader,
-    next_generation: u64,
-}
+impl Registered for AccountActor {
+    type Snapshot = AccountSnapshot;
+    type Error = AccountError;
 
-impl Actor for AccountRegistry {
-    type Context = Context<Self>;
-}
-
-struct Register {
-    id: AccountId,
-    snapshot: AccountSnapshot,
-}
-impl Message for Register {
-    type Result = (Addr<AccountActor>, u64);
-}
-
-struct Forget {
-    id: AccountId,
-    generation: u64,
-}
-impl Message for Forget {
-    type Result = ();
-}
-
-impl Handler<Register> for AccountRegistry {
-    type Result = MessageResult<Register>;
-    fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(e) = live_entry(&self.live, msg.id) {
-            return MessageResult((e.addr, e.generation));
-        }
-        self.next_generation += 1;
-        let generation = self.next_generation;
-        let registry = ctx.address();
-        let cfg = self.cfg.clone();
-        let loader = Arc::clone(&self.loader);
-        let snap = msg.snapshot;
-        let state = AccountState { id: msg.id, ..snap.state };
-        let addr = Supervisor::start(move |c: &mut Context<AccountActor>| {
-            c.set_mailbox_capacity(cfg.mailbox_capacity.max(1));
-            AccountActor {
-                state,
-                floor: snap.floor,
-                reserved: 0,
-                reservations: HashMap::new(),
-                last_activity: Instant::now(),
-                cfg,
-                registry,
-                generation,
-                loader,
-                stale: false,
-                retired: false,
-            }
-        });
-        self.live.write().insert(msg.id, Entry { addr: addr.clone(), generation });
-        MessageResult((addr, generation))
-    }
-}
-
-impl Handler<Forget> for AccountRegistry {
-    type Result = ();
-    fn handle(&mut self, msg: Forget, _ctx: &mut Context<Self>) {
-        let mut map = self.live.write();
-        if map.get(&msg.id).is_some_and(|e| e.generation == msg.generation) {
-            map.remove(&msg.id);
+    fn build(id: AccountId, snapshot: AccountSnapshot, home: Home<Self>) -> Self {
+        AccountActor {
+            state: AccountState { id, ..snapshot.state },
+            floor: snapshot.floor,
+            reserved: 0,
+            reservations: HashMap::new(),
+            last_activity: Instant::now(),
+            home,
+            stale: false,
+            retired: false,
         }
     }
 }
 
-struct Shard {
-    arbiter: ArbiterHandle,
-    registry: Addr<AccountRegistry>,
-    live: LiveMap<AccountActor>,
-}
-
-struct Inner {
-    shards: Vec<Shard>,
-    loader: AccountLoader,
-    cfg: ActorConfig,
+impl AskError for AccountError {
+    fn unavailable(reason: String) -> Self {
+        Self::Unavailable(reason)
+    }
+    fn from_mailbox(e: MailboxError) -> Self {
+        match e {
+            MailboxError::Timeout => Self::Busy,
+            MailboxError::Closed => Self::Unavailable("account actor stopped".into()),
+        }
+    }
+    fn unavailable_reason(&self) -> Option<&str> {
+        match self {
+            Self::Unavailable(m) => Some(m),
+            _ => None,
+        }
+    }
 }
 
 /// Cloneable entry point to the sharded account actors.
 #[derive(Clone)]
 pub struct AccountsHandle {
-    inner: Arc<Inner>,
+    inner: Arc<Sharded<AccountActor>>,
 }
 
 impl fmt::Debug for AccountsHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccountsHandle")
-            .field("shards", &self.inner.shards.len())
-            .field("cfg", &self.inner.cfg)
-            .finish()
-    }
-}
-
-fn map_mailbox(e: MailboxError) -> AccountError {
-    match e {
-        MailboxError::Timeout => AccountError::Busy,
-        MailboxError::Closed => AccountError::Unavailable("account actor stopped".into()),
+        f.debug_struct("AccountsHandle").field("cfg", &self.inner.cfg).finish_non_exhaustive()
     }
 }
 
 impl AccountsHandle {
-    /// Starts `shards` (>= 1) arbiters, each running one [`AccountRegistry`].
+    /// Starts `shards` (>= 1) arbiters, each running one account registry.
     /// Must be called inside a running actix `System`.
     pub fn new(shards: usize, store_loader: AccountLoader, cfg: ActorConfig) -> Self {
-        let shards = (0..shards.max(1))
-            .map(|_| {
-                let arbiter = Arbiter::new().handle();
-                let live: LiveMap<AccountActor> = Arc::new(RwLock::new(HashMap::new()));
-                let reg_live = Arc::clone(&live);
-                let reg_cfg = cfg.clone();
-                let reg_loader = Arc::clone(&store_loader);
-                let registry = AccountRegistry::start_in_arbiter(&arbiter, move |ctx| {
-                    ctx.set_mailbox_capacity(4096);
-                    AccountRegistry { live: reg_live, cfg: reg_cfg, loader: reg_loader, next_generation: 0 }
-                });
-                Shard { arbiter, registry, live }
-            })
-            .collect();
-        Self { inner: Arc::new(Inner { shards, loader: store_loader, cfg }) }
-    }
-
-    fn shard(&self, id: AccountId) -> Option<&Shard> {
-        self.inner.shards.get(shard_index(id, self.inner.shards.len()))
+        Self { inner: Arc::new(Sharded::new(shards, store_loader, cfg)) }
     }
 
     fn live(&self, id: AccountId) -> Option<Entry<AccountActor>> {
-        self.shard(id).and_then(|s| live_entry(&s.live, id))
+        self.inner.live(id)
     }
 
-    /// The live actor for `account`, if one is running.
-    pub fn live_addr(&self, account: AccountId) -> Option<Addr<AccountActor>> {
-        self.live(account).map(|e| e.addr)
-    }
-
-    async fn actor(&self, id: AccountId) -> Result<Entry<AccountActor>, AccountError> {
-        if let Some(e) = self.live(id) {
-            return Ok(e);
-        }
-        let loader = Arc::clone(&self.inner.loader);
-        let snapshot = tokio::task::spawn_blocking(move || loader(id))
-            .await
-            .map_err(|e| AccountError::Unavailable(e.to_string()))??;
-        let shard = self.shard(id).ok_or_else(|| AccountError::Unavailable("no shard".into()))?;
-        let (addr, generation) = shard
-            .registry
-            .send(Register { id, snapshot })
-            .timeout(self.inner.cfg.ask_timeout)
-            .await
-            .map_err(map_mailbox)?;
-        Ok(Entry { addr, generation })
-    }
-
-    /// Asks the account actor, retrying (up to 3 attempts) when it stopped or retired
-    /// underneath us.
     async fn ask<M, T>(&self, id: AccountId, msg: M) -> Result<T, AccountError>
     where
         M: Message<Result = Result<T, AccountError>> + Clone + Send + 'static,
         T: Send + 'static,
         AccountActor: Handler<M>,
     {
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let last = attempt >= 3;
-            let (request, generation) = {
-                let entry = self.actor(id).await?;
-                (entry.addr.send(msg.clone()), entry.generation)
-            };
-            crate::gauges::ASKS_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
-            let answer = request.timeout(self.inner.cfg.ask_timeout).await;
-            crate::gauges::ASKS_IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
-            match answer {
-                Ok(Err(AccountError::Unavailable(m))) => {
-                    let moved = self.shard(id).is_some_and(|s| !is_current(&s.live, id, generation));
-                    if last || !moved {
-                        return Err(AccountError::Unavailable(m));
-                    }
-                }
-                Ok(other) => return other,
-                Err(MailboxError::Closed) if !last => {}
-                Err(e) => return Err(map_mailbox(e)),
-            }
-        }
+        self.inner.ask(id, msg).await
+    }
+
+    /// The live actor for `account`, if one is running.
+    pub fn live_addr(&self, account: AccountId) -> Option<Addr<AccountActor>> {
+        self.live(account).map(|e| e.addr)
     }
 
     /// Reserves `amount` on `account` under reservation `id` (loads the actor if needed).
@@ -554,7 +434,7 @@ impl AccountsHandle {
 
     /// Number of live account actors across shards.
     pub fn live_actors(&self) -> usize {
-        self.inner.shards.iter().map(|s| live_count(&s.live)).sum()
+        self.inner.live_actors()
     }
 
     /// The ask timeout used for every command.
@@ -569,8 +449,6 @@ impl AccountsHandle {
 
     /// Stops every shard arbiter (and with them all account actors).
     pub fn shutdown(&self) {
-        for s in &self.inner.shards {
-            s.arbiter.stop();
-        }
+        self.inner.shutdown();
     }
 }

@@ -5,23 +5,21 @@
 //! Supervision mirrors the account actors: on restart the snapshot is reloaded through
 //! the loader before any further message is handled.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, Arbiter, ArbiterHandle, AsyncContext, Context, Handler, MailboxError,
-    Message, MessageResult, Supervised, Supervisor, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, MailboxError, Message, Supervised, WrapFuture,
 };
-use parking_lot::RwLock;
 
 use crate::account::ActorConfig;
-use crate::shard::{is_current, live_count, live_entry, shard_index, Entry, LiveMap};
+use crate::registry::{AskError, Evict, Home, Loader, Registered, Sharded, Shutdown};
+use crate::shard::Entry;
 use crate::store::{AccountId, CardId, CardSnapshot, CardStatus, StoreError};
 
 /// Blocking loader of card snapshots (run through `spawn_blocking`).
-pub type CardLoader = Arc<dyn Fn(CardId) -> Result<CardSnapshot, StoreError> + Send + Sync>;
+pub type CardLoader = Loader<CardSnapshot>;
 
 /// Errors of card checks.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -81,19 +79,11 @@ impl Message for Get {
     type Result = Result<CardSnapshot, CardError>;
 }
 
-struct Shutdown;
-impl Message for Shutdown {
-    type Result = ();
-}
-
 /// Card actor: the cached snapshot of one card.
 pub struct CardActor {
     card: CardSnapshot,
     last_activity: Instant,
-    cfg: ActorConfig,
-    registry: Addr<CardRegistry>,
-    generation: u64,
-    loader: CardLoader,
+    home: Home<CardActor>,
     stale: bool,
     retired: bool,
 }
@@ -128,8 +118,7 @@ impl CardActor {
     }
 
     fn retire(&mut self, ctx: &mut Context<Self>) {
-        let forget = Forget { id: self.card.id, generation: self.generation };
-        ctx.wait(self.registry.send(forget).into_actor(self).map(|_, act: &mut Self, ctx: &mut Context<Self>| {
+        ctx.wait(self.home.forget(self.card.id).into_actor(self).map(|_, act: &mut Self, ctx: &mut Context<Self>| {
             act.retired = true;
             ctx.stop();
         }));
@@ -138,13 +127,13 @@ impl CardActor {
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         if self.retired {
             ctx.stop();
-        } else if self.last_activity.elapsed() >= self.cfg.idle_timeout {
+        } else if self.last_activity.elapsed() >= self.home.cfg.idle_timeout {
             self.retire(ctx);
         }
     }
 
     fn resync(&mut self, ctx: &mut Context<Self>) {
-        let loader = Arc::clone(&self.loader);
+        let loader = Arc::clone(&self.home.loader);
         let id = self.card.id;
         let fut = tokio::task::spawn_blocking(move || loader(id));
         ctx.wait(fut.into_actor(self).map(move |res, act: &mut Self, _| {
@@ -162,7 +151,7 @@ impl Actor for CardActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.cfg.sweep_interval, |act, ctx| act.sweep(ctx));
+        ctx.run_interval(self.home.cfg.sweep_interval, |act, ctx| act.sweep(ctx));
         if self.stale && !self.retired {
             self.resync(ctx);
         }
@@ -228,165 +217,60 @@ impl Handler<Shutdown> for CardActor {
     }
 }
 
-/// One shard's registry: starts card actors in its arbiter, forgets idle/evicted ones.
-pub struct CardRegistry {
-    live: LiveMap<CardActor>,
-    cfg: ActorConfig,
-    loader: CardLoader,
-    next_generation: u64,
-}
+impl Registered for CardActor {
+    type Snapshot = CardSnapshot;
+    type Error = CardError;
 
-impl Actor for CardRegistry {
-    type Context = Context<Self>;
-}
-
-struct Register {
-    id: CardId,
-    snapshot: CardSnapshot,
-}
-impl Message for Register {
-    type Result = (Addr<CardActor>, u64);
-}
-
-struct Forget {
-    id: CardId,
-    generation: u64,
-}
-impl Message for Forget {
-    type Result = ();
-}
-
-struct Evict(CardId);
-impl Message for Evict {
-    type Result = ();
-}
-
-impl Handler<Register> for CardRegistry {
-    type Result = MessageResult<Register>;
-    fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(e) = live_entry(&self.live, msg.id) {
-            return MessageResult((e.addr, e.generation));
-        }
-        self.next_generation += 1;
-        let generation = self.next_generation;
-        let registry = ctx.address();
-        let cfg = self.cfg.clone();
-        let loader = Arc::clone(&self.loader);
-        let card = CardSnapshot { id: msg.id, ..msg.snapshot };
-        let addr = Supervisor::start(move |c: &mut Context<CardActor>| {
-            c.set_mailbox_capacity(cfg.mailbox_capacity.max(1));
-            CardActor {
-                card,
-                last_activity: Instant::now(),
-                cfg,
-                registry,
-                generation,
-                loader,
-                stale: false,
-                retired: false,
-            }
-        });
-        self.live.write().insert(msg.id, Entry { addr: addr.clone(), generation });
-        MessageResult((addr, generation))
-    }
-}
-
-impl Handler<Forget> for CardRegistry {
-    type Result = ();
-    fn handle(&mut self, msg: Forget, _ctx: &mut Context<Self>) {
-        let mut map = self.live.write();
-        if map.get(&msg.id).is_some_and(|e| e.generation == msg.generation) {
-            map.remove(&msg.id);
+    fn build(id: CardId, snapshot: CardSnapshot, home: Home<Self>) -> Self {
+        CardActor {
+            card: CardSnapshot { id, ..snapshot },
+            last_activity: Instant::now(),
+            home,
+            stale: false,
+            retired: false,
         }
     }
 }
 
-impl Handler<Evict> for CardRegistry {
-    type Result = ();
-    fn handle(&mut self, msg: Evict, _ctx: &mut Context<Self>) {
-        let removed = self.live.write().remove(&msg.0);
-        if let Some(e) = removed {
-            e.addr.do_send(Shutdown);
+impl AskError for CardError {
+    fn unavailable(reason: String) -> Self {
+        Self::Unavailable(reason)
+    }
+    fn from_mailbox(e: MailboxError) -> Self {
+        match e {
+            MailboxError::Timeout => Self::Busy,
+            MailboxError::Closed => Self::Unavailable("card actor stopped".into()),
         }
     }
-}
-
-struct Shard {
-    arbiter: ArbiterHandle,
-    registry: Addr<CardRegistry>,
-    live: LiveMap<CardActor>,
-}
-
-struct Inner {
-    shards: Vec<Shard>,
-    loader: CardLoader,
-    cfg: ActorConfig,
+    fn unavailable_reason(&self) -> Option<&str> {
+        match self {
+            Self::Unavailable(m) => Some(m),
+            _ => None,
+        }
+    }
 }
 
 /// Cloneable entry point to the sharded card actors.
 #[derive(Clone)]
 pub struct CardsHandle {
-    inner: Arc<Inner>,
+    inner: Arc<Sharded<CardActor>>,
 }
 
 impl fmt::Debug for CardsHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CardsHandle").field("shards", &self.inner.shards.len()).field("cfg", &self.inner.cfg).finish()
-    }
-}
-
-fn map_mailbox(e: MailboxError) -> CardError {
-    match e {
-        MailboxError::Timeout => CardError::Busy,
-        MailboxError::Closed => CardError::Unavailable("card actor stopped".into()),
+        f.debug_struct("CardsHandle").field("cfg", &self.inner.cfg).finish_non_exhaustive()
     }
 }
 
 impl CardsHandle {
-    /// Starts `shards` (>= 1) arbiters, each running one [`CardRegistry`].
+    /// Starts `shards` (>= 1) arbiters, each running one card registry.
     /// Must be called inside a running actix `System`.
     pub fn new(shards: usize, store_loader: CardLoader, cfg: ActorConfig) -> Self {
-        let shards = (0..shards.max(1))
-            .map(|_| {
-                let arbiter = Arbiter::new().handle();
-                let live: LiveMap<CardActor> = Arc::new(RwLock::new(HashMap::new()));
-                let reg_live = Arc::clone(&live);
-                let reg_cfg = cfg.clone();
-                let reg_loader = Arc::clone(&store_loader);
-                let registry = CardRegistry::start_in_arbiter(&arbiter, move |ctx| {
-                    ctx.set_mailbox_capacity(4096);
-                    CardRegistry { live: reg_live, cfg: reg_cfg, loader: reg_loader, next_generation: 0 }
-                });
-                Shard { arbiter, registry, live }
-            })
-            .collect();
-        Self { inner: Arc::new(Inner { shards, loader: store_loader, cfg }) }
-    }
-
-    fn shard(&self, id: CardId) -> Option<&Shard> {
-        self.inner.shards.get(shard_index(id, self.inner.shards.len()))
+        Self { inner: Arc::new(Sharded::new(shards, store_loader, cfg)) }
     }
 
     fn live(&self, id: CardId) -> Option<Entry<CardActor>> {
-        self.shard(id).and_then(|s| live_entry(&s.live, id))
-    }
-
-    async fn actor(&self, id: CardId) -> Result<Entry<CardActor>, CardError> {
-        if let Some(e) = self.live(id) {
-            return Ok(e);
-        }
-        let loader = Arc::clone(&self.inner.loader);
-        let snapshot = tokio::task::spawn_blocking(move || loader(id))
-            .await
-            .map_err(|e| CardError::Unavailable(e.to_string()))??;
-        let shard = self.shard(id).ok_or_else(|| CardError::Unavailable("no shard".into()))?;
-        let (addr, generation) = shard
-            .registry
-            .send(Register { id, snapshot })
-            .timeout(self.inner.cfg.ask_timeout)
-            .await
-            .map_err(map_mailbox)?;
-        Ok(Entry { addr, generation })
+        self.inner.live(id)
     }
 
     async fn ask<M, T>(&self, id: CardId, msg: M) -> Result<T, CardError>
@@ -395,26 +279,7 @@ impl CardsHandle {
         T: Send + 'static,
         CardActor: Handler<M>,
     {
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let last = attempt >= 3;
-            let (request, generation) = {
-                let entry = self.actor(id).await?;
-                (entry.addr.send(msg.clone()), entry.generation)
-            };
-            match request.timeout(self.inner.cfg.ask_timeout).await {
-                Ok(Err(CardError::Unavailable(m))) => {
-                    let moved = self.shard(id).is_some_and(|s| !is_current(&s.live, id, generation));
-                    if last || !moved {
-                        return Err(CardError::Unavailable(m));
-                    }
-                }
-                Ok(other) => return other,
-                Err(MailboxError::Closed) if !last => {}
-                Err(e) => return Err(map_mailbox(e)),
-            }
-        }
+        self.inner.ask(id, msg).await
     }
 
     /// Checks that `card` may be debited in month `today`; returns its account.
@@ -453,14 +318,14 @@ impl CardsHandle {
 
     /// Forgets and stops the actor of `card` (if live); the next use reloads it.
     pub fn evict(&self, card: CardId) {
-        if let Some(s) = self.shard(card) {
-            s.registry.do_send(Evict(card));
+        if let Some(registry) = self.inner.registry(card) {
+            registry.do_send(Evict(card));
         }
     }
 
     /// Number of live card actors across shards.
     pub fn live_actors(&self) -> usize {
-        self.inner.shards.iter().map(|s| live_count(&s.live)).sum()
+        self.inner.live_actors()
     }
 
     /// The ask timeout used for every command.
@@ -470,8 +335,6 @@ impl CardsHandle {
 
     /// Stops every shard arbiter (and with them all card actors).
     pub fn shutdown(&self) {
-        for s in &self.inner.shards {
-            s.arbiter.stop();
-        }
+        self.inner.shutdown();
     }
 }

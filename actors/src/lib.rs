@@ -10,15 +10,16 @@ pub mod card;
 pub mod coordinator;
 pub mod gauges;
 pub mod memory;
+pub mod registry;
 mod shard;
 pub mod store;
 pub mod writer;
 
 pub use account::{
-    AccountActor, AccountError, AccountLoader, AccountRegistry, AccountsHandle, ActorConfig, Available, Observe,
-    Release, Reservation, ReservationId, Reserve,
+    AccountActor, AccountError, AccountLoader, AccountsHandle, ActorConfig, Available, Observe, Release, Reservation,
+    ReservationId, Reserve,
 };
-pub use card::{CardActor, CardError, CardLoader, CardRegistry, CardsHandle, CheckCredit, CheckDebit, Get, Refresh};
+pub use card::{CardActor, CardError, CardLoader, CardsHandle, CheckCredit, CheckDebit, Get, Refresh};
 
 pub use coordinator::{
     Committed, ExecError, Execute, FailureReason, Ledger, OpFailure, Operation, PaymentsCoordinator,
