@@ -20,7 +20,6 @@ use actix::{
 };
 
 use crate::registry::{AskError, Home, Loader, Registered, Sharded};
-use crate::shard::Entry;
 use crate::store::{AccountId, AccountSnapshot, AccountState, StoreError};
 
 /// Blocking loader of account snapshots (run through `spawn_blocking`).
@@ -381,22 +380,9 @@ impl AccountsHandle {
         Self { inner: Arc::new(Sharded::new(shards, store_loader, cfg)) }
     }
 
-    fn live(&self, id: AccountId) -> Option<Entry<AccountActor>> {
-        self.inner.live(id)
-    }
-
-    async fn ask<M, T>(&self, id: AccountId, msg: M) -> Result<T, AccountError>
-    where
-        M: Message<Result = Result<T, AccountError>> + Clone + Send + 'static,
-        T: Send + 'static,
-        AccountActor: Handler<M>,
-    {
-        self.inner.ask(id, msg).await
-    }
-
     /// The live actor for `account`, if one is running.
     pub fn live_addr(&self, account: AccountId) -> Option<Addr<AccountActor>> {
-        self.live(account).map(|e| e.addr)
+        self.inner.live(account).map(|e| e.addr)
     }
 
     /// Reserves `amount` on `account` under reservation `id` (loads the actor if needed).
@@ -406,20 +392,20 @@ impl AccountsHandle {
     /// [`AccountError::NotFound`], [`AccountError::Busy`] (ask timeout),
     /// [`AccountError::Unavailable`] (actor stopped / store trouble).
     pub async fn reserve(&self, account: AccountId, id: ReservationId, amount: i64) -> Result<(), AccountError> {
-        self.ask(account, Reserve { id, amount }).await
+        self.inner.ask(account, Reserve { id, amount }).await
     }
 
     /// Releases reservation `id` and applies `observed` states. Delivered with `do_send`
     /// (ignores mailbox capacity) to the live actor only; no-op if none is live.
     pub async fn release(&self, account: AccountId, id: ReservationId, observed: Vec<AccountState>) {
-        if let Some(e) = self.live(account) {
+        if let Some(e) = self.inner.live(account) {
             e.addr.do_send(Release { id, observed });
         }
     }
 
     /// Fire-and-forget: applies `state` to the live actor of `state.id`, if any.
     pub fn observe(&self, state: AccountState) {
-        if let Some(e) = self.live(state.id) {
+        if let Some(e) = self.inner.live(state.id) {
             e.addr.do_send(Observe(state));
         }
     }
@@ -429,7 +415,7 @@ impl AccountsHandle {
     /// # Errors
     /// [`AccountError::NotFound`], [`AccountError::Busy`], [`AccountError::Unavailable`].
     pub async fn available(&self, account: AccountId) -> Result<(i64, i64, i64), AccountError> {
-        self.ask(account, Available).await
+        self.inner.ask(account, Available).await
     }
 
     /// Number of live account actors across shards.

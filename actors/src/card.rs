@@ -15,7 +15,6 @@ use actix::{
 
 use crate::account::ActorConfig;
 use crate::registry::{AskError, Evict, Home, Loader, Registered, Sharded, Shutdown};
-use crate::shard::Entry;
 use crate::store::{AccountId, CardId, CardSnapshot, CardStatus, StoreError};
 
 /// Blocking loader of card snapshots (run through `spawn_blocking`).
@@ -269,26 +268,13 @@ impl CardsHandle {
         Self { inner: Arc::new(Sharded::new(shards, store_loader, cfg)) }
     }
 
-    fn live(&self, id: CardId) -> Option<Entry<CardActor>> {
-        self.inner.live(id)
-    }
-
-    async fn ask<M, T>(&self, id: CardId, msg: M) -> Result<T, CardError>
-    where
-        M: Message<Result = Result<T, CardError>> + Clone + Send + 'static,
-        T: Send + 'static,
-        CardActor: Handler<M>,
-    {
-        self.inner.ask(id, msg).await
-    }
-
     /// Checks that `card` may be debited in month `today`; returns its account.
     ///
     /// # Errors
     /// [`CardError::Frozen`], [`CardError::Closed`], [`CardError::Expired`],
     /// [`CardError::NotFound`], [`CardError::Busy`], [`CardError::Unavailable`].
     pub async fn check_debit(&self, card: CardId, today: (i32, u32)) -> Result<AccountId, CardError> {
-        self.ask(card, CheckDebit { today }).await
+        self.inner.ask(card, CheckDebit { today }).await
     }
 
     /// Checks that `card` may be credited; returns its account.
@@ -297,7 +283,7 @@ impl CardsHandle {
     /// [`CardError::Closed`], [`CardError::NotFound`], [`CardError::Busy`],
     /// [`CardError::Unavailable`].
     pub async fn check_credit(&self, card: CardId) -> Result<AccountId, CardError> {
-        self.ask(card, CheckCredit).await
+        self.inner.ask(card, CheckCredit).await
     }
 
     /// The cached snapshot of `card` (loads the actor if needed).
@@ -305,13 +291,13 @@ impl CardsHandle {
     /// # Errors
     /// [`CardError::NotFound`], [`CardError::Busy`], [`CardError::Unavailable`].
     pub async fn get(&self, card: CardId) -> Result<CardSnapshot, CardError> {
-        self.ask(card, Get).await
+        self.inner.ask(card, Get).await
     }
 
     /// Replaces the cached snapshot of a LIVE actor; no-op when none is live (the next
     /// load reads the store).
     pub fn refresh(&self, snapshot: CardSnapshot) {
-        if let Some(e) = self.live(snapshot.id) {
+        if let Some(e) = self.inner.live(snapshot.id) {
             e.addr.do_send(Refresh(snapshot));
         }
     }
