@@ -1,4 +1,4 @@
-//! Owns account actors and their sharded registry: per-account serialisation of
+//! Owns account actors (kept by the shared sharded registry, `crate::registry`): per-account serialisation of
 //! reservation decisions over the last committed balance (the store remains the
 //! authority and re-checks every debit).
 //!

@@ -1,4 +1,4 @@
-//! Owns card actors and their sharded registry: cached card status/expiry checks that
+//! Owns card actors (kept by the shared sharded registry, `crate::registry`): cached card status/expiry checks that
 //! gate debits and credits. Status changes are made in the store by the service, which
 //! then pushes the new snapshot with [`CardsHandle::refresh`] (or evicts the actor).
 //!

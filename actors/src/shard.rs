@@ -1,5 +1,4 @@
-//! Owns the sharding plumbing shared by the account and card registries: shard selection,
-//! the per-shard live-actor map and mailbox-error mapping helpers.
+//! The sharding plumbing under `crate::registry`: shard selection and the per-shard live-actor map.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -123,7 +123,7 @@ impl LedgerService {
         );
         let (reservations, asks) = payd_actors::gauges::snapshot();
         crate::metrics::set_gauge("reservations_outstanding", reservations);
-        crate::metrics::set_gauge("account_asks_in_flight", asks);
+        crate::metrics::set_gauge("actor_asks_in_flight", asks);
         let stats = self.ledger.writer().stats();
         crate::metrics::set_gauge("ledger_batches_total", i64::try_from(stats.batches()).unwrap_or(i64::MAX));
         crate::metrics::set_gauge("ledger_entries_total", i64::try_from(stats.entries()).unwrap_or(i64::MAX));
