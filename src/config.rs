@@ -207,6 +207,8 @@ pub struct EventSettings {
     pub backoff_max_ms: u64,
     /// E-mail delivery attempts before the job is dead-lettered.
     pub max_attempts: i32,
+    /// E-mail sender loops per instance (rounds overlap; claims never collide).
+    pub mail_senders: usize,
     pub mail_backoff_initial_ms: u64,
     pub mail_backoff_max_ms: u64,
     /// Published outbox rows and dedupe records older than this are deleted (0 = keep).
@@ -372,6 +374,9 @@ impl Settings {
         }
         if ev.lease_secs < 1 {
             return Err(invalid("events.lease_secs", "must be at least 1"));
+        }
+        if ev.mail_senders < 1 || ev.mail_senders > 64 {
+            return Err(invalid("events.mail_senders", "must be between 1 and 64"));
         }
         if ev.max_attempts < 1 {
             return Err(invalid("events.max_attempts", "must be at least 1"));

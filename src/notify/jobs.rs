@@ -176,17 +176,22 @@ pub fn spawn_sender(state: &AppState) {
         // SEND_CONCURRENCY at a time).
         lease_secs: ev.lease_secs.max((CLAIM_BATCH / i64::try_from(SEND_CONCURRENCY).unwrap_or(1) + 1) * 20),
     };
-    let (db, mailer, wake) = (state.db.clone(), state.mailer.clone(), state.events.wake.mail.clone());
-    actix_web::rt::spawn(async move {
-        loop {
-            match round(&db, &mailer, &cfg).await {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "e-mail sender could not reach the database"),
+    // Several loops: each round waits on a few commits, so rounds overlap; claims skip each other's
+    // leased rows (`FOR UPDATE SKIP LOCKED`), as they do across instances.
+    for _ in 0..ev.mail_senders.max(1) {
+        let (db, mailer, wake, cfg) =
+            (state.db.clone(), state.mailer.clone(), state.events.wake.mail.clone(), cfg.clone());
+        actix_web::rt::spawn(async move {
+            loop {
+                match round(&db, &mailer, &cfg).await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "e-mail sender could not reach the database"),
+                }
+                let _ = tokio::time::timeout(cfg.poll, wake.notified()).await;
             }
-            let _ = tokio::time::timeout(cfg.poll, wake.notified()).await;
-        }
-    });
+        });
+    }
 }
 
 /// One round: claims due jobs and tries each once (several at a time); returns how many were claimed.
