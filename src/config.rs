@@ -64,9 +64,19 @@ pub struct ServerSettings {
     pub port: u16,
     pub workers: usize,
     pub json_limit_bytes: usize,
-    /// Reverse proxies (CIDR blocks or addresses) whose `X-Forwarded-For` names the client.
-    #[serde(default)]
-    pub trusted_proxies: Vec<String>,
+    /// Reverse proxies (CIDR blocks or addresses) whose `X-Forwarded-For` names the client; parsed
+    /// once, when the configuration is read.
+    #[serde(default, deserialize_with = "proxies")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+fn proxies<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let entries = Vec::<String>::deserialize(d)?;
+    crate::http::client_ip::parse_proxies(&entries).map_err(|bad| {
+        serde::de::Error::custom(format!(
+            "server.trusted_proxies: {bad:?} is neither an IP address nor a CIDR block (e.g. 10.0.0.0/8)"
+        ))
+    })
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -403,12 +413,6 @@ impl Settings {
         if wh.disable_after_failures < 1 || wh.concurrency == 0 || wh.timeout_ms == 0 {
             return Err(invalid("webhooks.disable_after_failures", "must be at least 1 (and concurrency, timeout)"));
         }
-        if let Err(bad) = crate::http::client_ip::parse_proxies(&self.server.trusted_proxies) {
-            return Err(invalid(
-                "server.trusted_proxies",
-                format!("{bad:?} is neither an IP address nor a CIDR block (e.g. 10.0.0.0/8)"),
-            ));
-        }
         if self.server.json_limit_bytes < 1024 {
             return Err(invalid("server.json_limit_bytes", "must be at least 1024"));
         }
@@ -450,6 +454,27 @@ mod tests {
         let mut s = base();
         s.auth.jwt_secret = Secret::new("short");
         assert!(s.validate().unwrap_err().to_string().contains("at least 32"));
+    }
+
+    #[test]
+    fn trusted_proxies_are_parsed_when_loaded_and_bad_ones_named() {
+        let dir = std::env::temp_dir().join(format!("payd-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("test.toml"), "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.1\", \"\"]\n")
+            .unwrap();
+        let s = Settings::load_from("test", &dir, false).unwrap();
+        let want: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "192.168.1.1/32".parse().unwrap()];
+        assert_eq!(s.server.trusted_proxies, want);
+        // The environment form is comma-separated (Compose and the Kubernetes ConfigMap use it).
+        std::env::set_var("PAYD_SERVER__TRUSTED_PROXIES", "172.28.0.10,fd00::/8");
+        let s = Settings::load_from("test", &dir, true);
+        std::env::remove_var("PAYD_SERVER__TRUSTED_PROXIES");
+        assert_eq!(s.unwrap().server.trusted_proxies.len(), 2);
+        std::fs::write(dir.join("test.toml"), "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"proxy.local\"]\n")
+            .unwrap();
+        let err = Settings::load_from("test", &dir, false).err().map(|e| e.to_string()).unwrap_or_default();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(err.contains("server.trusted_proxies") && err.contains("proxy.local"), "{err}");
     }
 
     #[test]

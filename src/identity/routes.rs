@@ -217,8 +217,8 @@ fn message(m: &str) -> HttpResponse {
 /// The client address used for rate limits: the TCP peer, or behind a trusted reverse proxy the
 /// address it forwarded (`server.trusted_proxies`, see `http::client_ip`).
 fn client(state: &AppState, req: &HttpRequest) -> String {
-    let trusted = client_ip::parse_proxies(&state.settings.server.trusted_proxies).unwrap_or_default();
-    client_ip::client_ip(req, &trusted).map_or_else(|| "unknown".into(), |ip| ip.to_string())
+    client_ip::client_ip(req, &state.settings.server.trusted_proxies)
+        .map_or_else(|| "unknown".into(), |ip| ip.to_string())
 }
 
 async fn limit(state: &AppState, req: &HttpRequest) -> Result<(), IdentityError> {

@@ -21,6 +21,9 @@ pub struct Check {
 
 #[derive(Debug, Serialize, Clone)]
 pub struct Report {
+    /// An incremental round (`run_recent`): `postings` counts the new postings it covered and the
+    /// account and operation totals are not counted.
+    pub incremental: bool,
     pub checks: Vec<Check>,
     pub accounts: i64,
     pub operations: i64,
@@ -38,7 +41,7 @@ impl Report {
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.accounts == 0 && self.operations == 0 {
+        if self.incremental {
             writeln!(f, "ledger verify (incremental): {} new postings", self.postings)?;
         } else {
             writeln!(
@@ -252,7 +255,7 @@ pub fn run_recent(conn: &mut PgConnection, after: i64) -> Result<(Report, i64), 
             .bind::<BigInt, _>(after)
             .bind::<BigInt, _>(upto)
             .get_result(conn)?;
-        Ok((Report { checks, accounts: 0, operations: 0, postings: covered.n }, upto))
+        Ok((Report { incremental: true, checks, accounts: 0, operations: 0, postings: covered.n }, upto))
     })
 }
 
@@ -275,6 +278,7 @@ pub fn run(conn: &mut PgConnection) -> Result<Report, diesel::result::Error> {
         }
         let n = |sql: &str, conn: &mut PgConnection| diesel::sql_query(sql).get_result::<Count>(conn).map(|c| c.n);
         Ok(Report {
+            incremental: false,
             accounts: n("SELECT count(*) AS n FROM accounts", conn)?,
             operations: n("SELECT count(*) AS n FROM operations", conn)?,
             postings: n("SELECT count(*) AS n FROM postings", conn)?,

@@ -135,7 +135,7 @@ async fn pay(
     let body = body.into_inner();
     let scope = format!("merchant:{}", key.merchant_id);
     // The hash never includes the CVV in clear (it is hashed with everything else).
-    let hash = idempotency::request_hash("payment", "", &serde_json::to_value(&body).map_err(ApiError::internal)?);
+    let hash = idempotency::request_hash("payment", "", &body)?;
     crate::payments::routes::check_money(&state, body.amount, body.currency.as_deref())?;
     if !body.cvv.chars().all(|c| c.is_ascii_digit()) {
         return Err(ApiError::validation("cvv", "cvv must be digits"));
@@ -260,8 +260,7 @@ async fn refund(
         (None, Some(a)) => format!("user:{}", a.user_id),
         (None, None) => return Err(MerchantError::MissingKey.into()),
     };
-    let hash =
-        idempotency::request_hash("refund", &id.to_string(), &serde_json::to_value(&body).map_err(ApiError::internal)?);
+    let hash = idempotency::request_hash("refund", &id.to_string(), &body)?;
     if let Some(stored) = idempotency::lookup(&state.db, scope.clone(), idem.clone()).await? {
         return Ok(stored.replay(&hash)?);
     }

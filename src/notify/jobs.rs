@@ -226,15 +226,15 @@ pub async fn round(db: &PgPool, mailer: &Mailer, cfg: &SenderConfig) -> Result<u
             None => Err(("the transport gave no answer".to_owned(), false)),
         });
     }
-    let ok: Vec<i64> =
-        jobs.iter().zip(&outcomes).filter(|(_, o)| matches!(o, Some(Ok(())))).map(|(j, _)| j.id).collect();
-    if !ok.is_empty() {
-        let ids = ok.clone();
+    let sent: Vec<&Job> =
+        jobs.iter().zip(&outcomes).filter(|(_, o)| matches!(o, Some(Ok(())))).map(|(j, _)| j).collect();
+    if !sent.is_empty() {
+        let ids: Vec<i64> = sent.iter().map(|j| j.id).collect();
         storage::run(db, move |conn| mark_sent(conn, &ids)).await?;
-        for job in jobs.iter().filter(|j| ok.contains(&j.id)) {
+        for job in &sent {
             tracing::debug!(job = job.id, template = %job.template, "e-mail sent");
         }
-        count_n("sent", ok.len());
+        count_n("sent", sent.len());
     }
     for (job, outcome) in jobs.into_iter().zip(outcomes) {
         let Some(Err((error, permanent))) = outcome else { continue };

@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use diesel::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::http::error::ApiError;
 use crate::payments::PaymentError;
 use crate::storage::schema::idempotency_keys;
 use crate::storage::{self, PgPool, StorageError};
@@ -26,15 +27,20 @@ pub fn key(req: &HttpRequest) -> Result<String, PaymentError> {
     Ok(s.to_owned())
 }
 
-/// Hash of what the request asks for (operation kind, target and canonical body).
-pub fn request_hash(kind: &str, target: &str, body: &serde_json::Value) -> String {
+/// Hash of what the request asks for: operation kind, target and the body in canonical form (a JSON
+/// value, so object keys are sorted whatever the field order of `body`).
+///
+/// # Errors
+/// `ApiError::internal` when the body cannot be serialised.
+pub fn request_hash<T: serde::Serialize>(kind: &str, target: &str, body: &T) -> Result<String, ApiError> {
+    let canonical = serde_json::to_value(body).map_err(ApiError::internal)?;
     let mut h = Sha256::new();
     h.update(kind.as_bytes());
     h.update([0]);
     h.update(target.as_bytes());
     h.update([0]);
-    h.update(body.to_string().as_bytes());
-    hex::encode(h.finalize())
+    h.update(canonical.to_string().as_bytes());
+    Ok(hex::encode(h.finalize()))
 }
 
 /// A stored response.

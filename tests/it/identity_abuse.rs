@@ -251,7 +251,7 @@ async fn forgot_from(app: &TestApp, forwarded_for: &str) -> (u16, serde_json::Va
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
     let mut settings = settings();
     settings.auth.auth_rate_limit_per_minute = 2;
-    settings.server.trusted_proxies = vec!["127.0.0.1".into()];
+    settings.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     let app = TestApp::spawn_with(settings).await;
     for _ in 0..2 {
         let (s, b) = forgot_from(&app, "203.0.113.1").await;

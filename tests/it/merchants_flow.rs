@@ -2,32 +2,9 @@
 //! payments with card checks, refunds, revocation and suspension — then `verify`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use crate::common::merchant::{keyed, upload, PDF, PNG};
 use crate::common::*;
-use serde_json::{json, Value};
-
-const PDF: &[u8] = b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n";
-const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00";
-
-async fn upload(app: &TestApp, token: &str, merchant: i64, doc_type: &str, bytes: &[u8], mime: &str) -> (u16, Value) {
-    let part = reqwest::multipart::Part::bytes(bytes.to_vec()).file_name("doc.bin").mime_str(mime).unwrap();
-    let form = reqwest::multipart::Form::new().text("doc_type", doc_type.to_owned()).part("file", part);
-    let resp = app
-        .client
-        .post(app.url(&format!("/api/v1/merchants/{merchant}/documents")))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn keyed(app: &TestApp, method: &str, path: &str, api_key: &str, idem: &str, body: Value) -> (u16, Value) {
-    let (s, _, b) =
-        app.call_full(method, path, None, Some(body), &[("X-Api-Key", api_key), ("Idempotency-Key", idem)]).await;
-    (s, b)
-}
+use serde_json::json;
 
 #[actix_web::test]
 async fn merchant_onboarding_payments_and_refunds() {
@@ -141,21 +118,22 @@ async fn merchant_onboarding_payments_and_refunds() {
 
     // Payments: bad key, wrong CVV, wrong expiry, success, duplicate order, idempotent replay.
     let (s, e) =
-        keyed(&app, "POST", "/api/v1/payments", "pk_0000000000000000_00", "p0", pay("o1", 100_000, &cvv, month)).await;
+        keyed(&app, "POST", "/api/v1/payments", "pk_0000000000000000_00", "p0", Some(pay("o1", 100_000, &cvv, month)))
+            .await;
     assert_eq!((s, error_code(&e).as_str()), (401, "invalid_api_key"), "{e}");
     let wrong = if cvv == "000" { "111" } else { "000" };
-    let (s, e) = keyed(&app, "POST", "/api/v1/payments", &key, "p1", pay("o1", 100_000, wrong, month)).await;
+    let (s, e) = keyed(&app, "POST", "/api/v1/payments", &key, "p1", Some(pay("o1", 100_000, wrong, month))).await;
     assert_eq!((s, e["error"]["code"].as_str()), (402, Some("invalid_cvv")), "{e}");
     assert_eq!(e["operation"]["status"], "failed");
     let other_month = if month == 12 { 1 } else { month + 1 };
-    let (s, e) = keyed(&app, "POST", "/api/v1/payments", &key, "p2", pay("o1", 100_000, &cvv, other_month)).await;
+    let (s, e) = keyed(&app, "POST", "/api/v1/payments", &key, "p2", Some(pay("o1", 100_000, &cvv, other_month))).await;
     assert_eq!((s, e["error"]["code"].as_str()), (402, Some("invalid_expiry")), "{e}");
-    let (s, p) = keyed(&app, "POST", "/api/v1/payments", &key, "p3", pay("o1", 300_000, &cvv, month)).await;
+    let (s, p) = keyed(&app, "POST", "/api/v1/payments", &key, "p3", Some(pay("o1", 300_000, &cvv, month))).await;
     assert_eq!(s, 201, "{p}");
     assert_eq!(p["merchant_id"], mid);
-    let (s, p_again) = keyed(&app, "POST", "/api/v1/payments", &key, "p3", pay("o1", 300_000, &cvv, month)).await;
+    let (s, p_again) = keyed(&app, "POST", "/api/v1/payments", &key, "p3", Some(pay("o1", 300_000, &cvv, month))).await;
     assert_eq!((s, &p_again["id"]), (201, &p["id"]));
-    let (s, e) = keyed(&app, "POST", "/api/v1/payments", &key, "p4", pay("o1", 300_000, &cvv, month)).await;
+    let (s, e) = keyed(&app, "POST", "/api/v1/payments", &key, "p4", Some(pay("o1", 300_000, &cvv, month))).await;
     assert_eq!((s, error_code(&e).as_str()), (409, "order_ref_taken"), "{e}");
     let (_, bal) = app.get(&format!("/api/v1/merchants/{mid}/balance"), Some(&owner)).await;
     assert_eq!(bal["balance"], 300_000);
@@ -169,14 +147,14 @@ async fn merchant_onboarding_payments_and_refunds() {
 
     // Refunds: partial, too much, the rest, nothing left.
     let refund = format!("/api/v1/payments/{pid}/refunds");
-    let (s, r) = keyed(&app, "POST", &refund, &key, "r1", json!({"amount": 100_000})).await;
+    let (s, r) = keyed(&app, "POST", &refund, &key, "r1", Some(json!({"amount": 100_000}))).await;
     assert_eq!(s, 201, "{r}");
     assert_eq!(r["kind"], "refund");
-    let (s, e) = keyed(&app, "POST", &refund, &key, "r2", json!({"amount": 250_000})).await;
+    let (s, e) = keyed(&app, "POST", &refund, &key, "r2", Some(json!({"amount": 250_000}))).await;
     assert_eq!((s, error_code(&e).as_str()), (409, "not_refundable"), "{e}");
-    let (s, r) = keyed(&app, "POST", &refund, &key, "r3", json!({})).await;
+    let (s, r) = keyed(&app, "POST", &refund, &key, "r3", Some(json!({}))).await;
     assert_eq!((s, r["amount"].as_i64()), (201, Some(200_000)), "{r}");
-    let (s, e) = keyed(&app, "POST", &refund, &key, "r4", json!({})).await;
+    let (s, e) = keyed(&app, "POST", &refund, &key, "r4", Some(json!({}))).await;
     assert_eq!(s, 409, "{e}");
     let (_, bal) = app.get(&format!("/api/v1/merchants/{mid}/balance"), Some(&owner)).await;
     assert_eq!(bal["balance"], 0);
@@ -190,11 +168,11 @@ async fn merchant_onboarding_payments_and_refunds() {
     let (s, _) =
         app.call("DELETE", &format!("/api/v1/merchants/{mid}/api-keys/{}", k["key"]["id"]), Some(&owner), None).await;
     assert_eq!(s, 200);
-    let (s, e) = keyed(&app, "POST", "/api/v1/payments", &key, "p5", pay("o2", 100_000, &cvv, month)).await;
+    let (s, e) = keyed(&app, "POST", "/api/v1/payments", &key, "p5", Some(pay("o2", 100_000, &cvv, month))).await;
     assert_eq!((s, error_code(&e).as_str()), (401, "api_key_revoked"), "{e}");
     let (s, _) = app.post(&format!("/api/v1/merchants/{mid}/suspend"), Some(&admin), json!({"reason": "review"})).await;
     assert_eq!(s, 200);
-    let (s, e) = keyed(&app, "POST", "/api/v1/payments", &key2, "p6", pay("o2", 100_000, &cvv, month)).await;
+    let (s, e) = keyed(&app, "POST", "/api/v1/payments", &key2, "p6", Some(pay("o2", 100_000, &cvv, month))).await;
     assert_eq!((s, error_code(&e).as_str()), (403, "merchant_inactive"), "{e}");
 
     let mut conn = app.db();
