@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::http::request_id;
 use crate::ledger::{NewEvent, NewIdempotency, NewOperation, OpRecord};
-use crate::payments::idempotency;
+use crate::payments::idempotency::{self, Fingerprint};
 use crate::payments::{OperationView, PaymentError};
 
 /// A money movement, fully resolved to accounts.
@@ -21,7 +21,7 @@ pub struct MoneyOp {
     pub kind: &'static str,
     pub scope: String,
     pub key: String,
-    pub request_hash: String,
+    pub request_hash: Fingerprint,
     pub amount: i64,
     pub method: Option<String>,
     pub source_card: Option<i64>,
@@ -39,6 +39,9 @@ pub struct MoneyOp {
     pub order_ref: Option<String>,
     /// For refunds: (payment, its amount).
     pub refund_of: Option<(Uuid, i64)>,
+    /// Merchant payments: every card-data failure answers the uniform `card_declined` (the precise
+    /// reason is recorded on the operation only, for the cardholder and admins).
+    pub uniform_declines: bool,
 }
 
 impl MoneyOp {
@@ -47,7 +50,7 @@ impl MoneyOp {
     /// or original they involve with struct update syntax (`MoneyOp { dest_card: …, ..MoneyOp::new(…) }`).
     pub fn new(
         kind: &'static str,
-        (scope, key, request_hash): (String, String, String),
+        (scope, key, request_hash): (String, String, Fingerprint),
         amount: i64,
         debit_account: i64,
         credit_account: i64,
@@ -71,8 +74,22 @@ impl MoneyOp {
             api_key_id: None,
             order_ref: None,
             refund_of: None,
+            uniform_declines: false,
         }
     }
+}
+
+/// Failure codes that are about the card's data or state: a merchant sees them all as `card_declined`.
+pub const CARD_DECLINES: &[&str] =
+    &["card_unknown", "invalid_expiry", "invalid_cvv", "card_locked", "card_frozen", "card_closed", "card_expired"];
+
+/// The one answer a merchant gets for any card-data failure.
+pub const DECLINED: &str = "card_declined";
+const DECLINED_MESSAGE: &str = "the card was declined";
+
+/// The body of a uniform decline: no operation, no detail.
+pub fn declined_body(request_id: &str) -> serde_json::Value {
+    serde_json::json!({ "error": { "code": DECLINED, "message": DECLINED_MESSAGE, "request_id": request_id } })
 }
 
 /// A business failure: stable code, message, HTTP status.
@@ -176,7 +193,7 @@ impl Prepared {
         NewIdempotency {
             scope: self.op.scope.clone(),
             key: self.op.key.clone(),
-            request_hash: self.op.request_hash.clone(),
+            request_hash: self.op.request_hash.current.clone(),
             operation_id: Some(self.row.id),
             response_status: i16::try_from(status.as_u16()).unwrap_or(500),
             response_body: body,
@@ -201,6 +218,9 @@ impl Prepared {
     }
 
     fn failure_body(&self, f: &Failure) -> serde_json::Value {
+        if self.op.uniform_declines && CARD_DECLINES.contains(&f.code.as_str()) {
+            return declined_body(&self.request_id);
+        }
         serde_json::json!({
             "error": { "code": f.code, "message": f.message, "request_id": self.request_id },
             "operation": self.failed_view(f),

@@ -195,7 +195,7 @@ async fn topup(
     let body = body.into_inner();
     check_money(&state, body.amount, body.currency.as_deref())?;
     let method = methods::canonical(&body.method).ok_or_else(|| ApiError::validation("method", "unknown method"))?;
-    let hash = idempotency::request_hash("topup", "", &body)?;
+    let hash = idempotency::request_hash(&state.settings.idempotency, "topup", "", &body)?;
     let account = owned_card(&state, &user, body.card_id).await?;
     let funding =
         *state.ledger.system.funding.get(method).ok_or_else(|| ApiError::internal("funding account missing"))?;
@@ -218,7 +218,7 @@ async fn withdraw(
     let key = idempotency::key(&req)?;
     let body = body.into_inner();
     check_money(&state, body.amount, body.currency.as_deref())?;
-    let hash = idempotency::request_hash("withdrawal", "", &body)?;
+    let hash = idempotency::request_hash(&state.settings.idempotency, "withdrawal", "", &body)?;
     let account = owned_card(&state, &user, body.card_id).await?;
     let op = MoneyOp {
         source_card: Some(body.card_id),
@@ -238,7 +238,7 @@ async fn transfer(
     let key = idempotency::key(&req)?;
     let body = body.into_inner();
     check_money(&state, body.amount, body.currency.as_deref())?;
-    let hash = idempotency::request_hash("transfer", "", &body)?;
+    let hash = idempotency::request_hash(&state.settings.idempotency, "transfer", "", &body)?;
     let (from, to) = tokio::join!(owned_card(&state, &user, body.from_card_id), any_card(&state, body.to_card_id));
     let (from, to) = (from?, to?);
     let op = MoneyOp {
@@ -401,7 +401,7 @@ async fn reverse(
     let kind = kind_of(&req)?;
     let key = idempotency::key(&req)?;
     let id = parse_id(&id)?;
-    let hash = idempotency::request_hash("reversal", &id.to_string(), &())?;
+    let hash = idempotency::request_hash(&state.settings.idempotency, "reversal", &id.to_string(), &())?;
     if let Some(stored) = idempotency::lookup(&state.db, scope(&user), key.clone()).await? {
         return Ok(stored.replay(&hash)?);
     }
