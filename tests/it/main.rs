@@ -6,6 +6,8 @@
 mod common;
 mod events_support;
 
+mod access_matrix;
+mod card_abuse;
 mod events_kafka;
 mod events_outbox;
 mod events_rabbitmq;
@@ -25,4 +27,5 @@ mod merchants_storm;
 mod migrations;
 mod money_flow;
 mod route_policy;
+mod secrets_scan;
 mod telemetry_otlp;
