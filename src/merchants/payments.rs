@@ -20,7 +20,7 @@ use crate::http::Valid;
 use crate::merchants::keys::MerchantPrincipal;
 use crate::merchants::{find_for, MerchantError};
 use crate::payments::execute::{self, Failure, MoneyOp};
-use crate::payments::{idempotency, methods, Operation, OperationView, PaymentError};
+use crate::payments::{idempotency, limits, methods, Operation, OperationView, PaymentError};
 use crate::storage::schema::{cards, merchants, operations, refund_totals};
 use crate::storage::{self, StorageError};
 
@@ -143,6 +143,7 @@ async fn pay(
     key: MerchantPrincipal,
     body: Valid<PaymentRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    limits::check(&state, limits::Caller::ApiKey(key.key_id)).await?;
     let idem = idempotency::key(&req)?;
     let body = body.into_inner();
     let scope = format!("merchant:{}", key.merchant_id);
@@ -342,6 +343,11 @@ async fn refund(
     let idem = idempotency::key(&req)?;
     let id = parse_id(&id)?;
     let body = body.map(Valid::into_inner).unwrap_or_default();
+    match (&key, &admin) {
+        (Some(k), _) => limits::check(&state, limits::Caller::ApiKey(k.key_id)).await?,
+        (None, Some(a)) => limits::check(&state, limits::Caller::User(a.user_id)).await?,
+        (None, None) => {}
+    }
     let scope = match (&key, &admin) {
         (Some(k), _) => format!("merchant:{}", k.merchant_id),
         (None, Some(a)) => format!("user:{}", a.user_id),

@@ -557,9 +557,7 @@ async fn upload(
             return Err(MerchantError::BadUpload(format!("too many parts (at most {max_parts})")).into());
         }
         if field.headers().len() > MAX_PART_HEADERS {
-            return Err(
-                MerchantError::BadUpload(format!("too many part headers (at most {MAX_PART_HEADERS})")).into()
-            );
+            return Err(MerchantError::BadUpload(format!("too many part headers (at most {MAX_PART_HEADERS})")).into());
         }
         let name = field.name().unwrap_or_default().to_owned();
         if (name == "doc_type" && doc_type.is_some()) || (name == "file" && file.is_some()) {

@@ -16,7 +16,7 @@ use crate::http::routes::{Access, Api, ADMIN};
 use crate::http::Valid;
 use crate::identity::admin::StatusFilter;
 use crate::payments::execute::{self, MoneyOp};
-use crate::payments::{idempotency, methods, Operation, OperationView, PaymentError};
+use crate::payments::{idempotency, limits, methods, Operation, OperationView, PaymentError};
 use crate::storage::schema::{cards, operations};
 use crate::storage::{self, StorageError};
 
@@ -191,6 +191,7 @@ async fn topup(
     user: AuthUser,
     body: Valid<TopupRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    limits::check(&state, limits::Caller::User(user.user_id)).await?;
     let key = idempotency::key(&req)?;
     let body = body.into_inner();
     check_money(&state, body.amount, body.currency.as_deref())?;
@@ -215,6 +216,7 @@ async fn withdraw(
     user: AuthUser,
     body: Valid<WithdrawalRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    limits::check(&state, limits::Caller::User(user.user_id)).await?;
     let key = idempotency::key(&req)?;
     let body = body.into_inner();
     check_money(&state, body.amount, body.currency.as_deref())?;
@@ -235,6 +237,7 @@ async fn transfer(
     user: AuthUser,
     body: Valid<TransferRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    limits::check(&state, limits::Caller::User(user.user_id)).await?;
     let key = idempotency::key(&req)?;
     let body = body.into_inner();
     check_money(&state, body.amount, body.currency.as_deref())?;
@@ -398,6 +401,7 @@ async fn reverse(
     user: AuthUser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    limits::check(&state, limits::Caller::User(user.user_id)).await?;
     let kind = kind_of(&req)?;
     let key = idempotency::key(&req)?;
     let id = parse_id(&id)?;

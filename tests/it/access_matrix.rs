@@ -27,7 +27,9 @@ fn params(path: &str) -> Vec<String> {
 fn fill(path: &str, values: &HashMap<String, String>) -> String {
     path.split('/')
         .map(|seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            Some(p) => values.get(p.split(':').next().unwrap_or(p)).cloned().unwrap_or_else(|| panic!("no value for {p}")),
+            Some(p) => {
+                values.get(p.split(':').next().unwrap_or(p)).cloned().unwrap_or_else(|| panic!("no value for {p}"))
+            }
             None => seg.to_owned(),
         })
         .collect::<Vec<_>>()
@@ -78,7 +80,8 @@ async fn someone_elses_object_answers_exactly_like_a_missing_one_on_every_route_
             b["id"].as_str().unwrap().to_owned()
         }
     };
-    let topup = money("/api/v1/topups", "m-top", json!({"card_id": card.id, "amount": 2_000_000, "method": "bca"})).await;
+    let topup =
+        money("/api/v1/topups", "m-top", json!({"card_id": card.id, "amount": 2_000_000, "method": "bca"})).await;
     let withdrawal = money("/api/v1/withdrawals", "m-wd", json!({"card_id": card.id, "amount": 100_000})).await;
     let transfer = money(
         "/api/v1/transfers",

@@ -154,9 +154,8 @@ async fn every_card_data_failure_answers_the_merchant_alike_and_the_reason_is_ke
     assert_eq!(got, want);
 
     // The merchant's views do not list them, by key or as the owner; the cardholder's do, with reasons.
-    let (st, _, list) = app
-        .call_full("GET", "/api/v1/merchant/payments", None, None, &[("X-Api-Key", s.key.as_str())])
-        .await;
+    let (st, _, list) =
+        app.call_full("GET", "/api/v1/merchant/payments", None, None, &[("X-Api-Key", s.key.as_str())]).await;
     assert_eq!(st, 200, "{list}");
     assert_eq!(list["items"], json!([]), "{list}");
     let (st, list) = app.get(&format!("/api/v1/merchants/{}/payments", s.merchant), Some(&s.owner)).await;
@@ -203,12 +202,10 @@ async fn concurrent_probing_is_counted_exactly_and_locks_the_card_until_its_hold
         }
         bodies.push(b);
     }
-    let answers = futures::future::join_all(
-        bodies.into_iter().enumerate().map(|(i, b)| {
-            let s = &s;
-            async move { pay(s, &s.key, &format!("probe-{i}"), b).await }
-        }),
-    )
+    let answers = futures::future::join_all(bodies.into_iter().enumerate().map(|(i, b)| {
+        let s = &s;
+        async move { pay(s, &s.key, &format!("probe-{i}"), b).await }
+    }))
     .await;
     for (st, _, b) in &answers {
         assert_eq!((*st, normalised(b)), (402, uniform()), "{b}");
@@ -291,7 +288,8 @@ async fn stored_fingerprints_are_keyed_macs_without_card_data_and_expire() {
     assert_eq!((st, error_code(&e).as_str()), (409, "idempotency_conflict"), "{e}");
 
     let mut conn = s.app.db();
-    let rows: Vec<KeyRow> = diesel::sql_query("SELECT key, request_hash FROM idempotency_keys").load(&mut conn).unwrap();
+    let rows: Vec<KeyRow> =
+        diesel::sql_query("SELECT key, request_hash FROM idempotency_keys").load(&mut conn).unwrap();
     let fp = rows.iter().find(|r| r.key == "fp-1").unwrap();
     let (id, mac) = fp.request_hash.split_once(':').unwrap();
     assert_eq!((id, mac.len()), (s.app.settings.idempotency.mac_key_id.as_str(), 64), "{}", fp.request_hash);
@@ -301,18 +299,21 @@ async fn stored_fingerprints_are_keyed_macs_without_card_data_and_expire() {
     for candidate in [body.to_string(), format!("payment\0\0{body}")] {
         assert_ne!(mac, hex::encode(Sha256::digest(candidate.as_bytes())));
     }
-    let stored: Vec<String> = diesel::sql_query("SELECT key, request_hash || response_body::text AS request_hash FROM idempotency_keys")
-        .load::<KeyRow>(&mut conn)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.request_hash)
-        .collect();
+    let stored: Vec<String> =
+        diesel::sql_query("SELECT key, request_hash || response_body::text AS request_hash FROM idempotency_keys")
+            .load::<KeyRow>(&mut conn)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.request_hash)
+            .collect();
     for text in &stored {
         assert!(!text.contains(&c.number) && !text.contains(&c.number[6..12]), "card digits stored: {text}");
     }
 
     // A row from before the keyed MAC (the migration replaced its hash by `legacy`) still replays.
-    diesel::sql_query("UPDATE idempotency_keys SET request_hash = 'legacy' WHERE key = 'fp-1'").execute(&mut conn).unwrap();
+    diesel::sql_query("UPDATE idempotency_keys SET request_hash = 'legacy' WHERE key = 'fp-1'")
+        .execute(&mut conn)
+        .unwrap();
     let (st, _, again) = pay(&s, &s.key, "fp-1", body.clone()).await;
     assert_eq!((st, &again["id"]), (201, &p["id"]), "{again}");
 
@@ -323,7 +324,8 @@ async fn stored_fingerprints_are_keyed_macs_without_card_data_and_expire() {
     let before = rows.len();
     let purged = payd::payments::idempotency::purge(&mut conn, s.app.settings.idempotency.ttl_hours).unwrap();
     assert_eq!(purged, 1);
-    let left: Vec<KeyRow> = diesel::sql_query("SELECT key, request_hash FROM idempotency_keys").load(&mut conn).unwrap();
+    let left: Vec<KeyRow> =
+        diesel::sql_query("SELECT key, request_hash FROM idempotency_keys").load(&mut conn).unwrap();
     assert_eq!(left.len(), before - 1);
     assert!(left.iter().all(|r| r.key != "fp-1"));
 }
@@ -362,10 +364,11 @@ async fn close_stays_final_whatever_races_it() {
             #[diesel(sql_type = Text)]
             status: String,
         }
-        let account: S = diesel::sql_query("SELECT a.status FROM cards c JOIN accounts a ON a.id = c.account_id WHERE c.id = $1")
-            .bind::<BigInt, _>(id)
-            .get_result(&mut conn)
-            .unwrap();
+        let account: S =
+            diesel::sql_query("SELECT a.status FROM cards c JOIN accounts a ON a.id = c.account_id WHERE c.id = $1")
+                .bind::<BigInt, _>(id)
+                .get_result(&mut conn)
+                .unwrap();
         assert_eq!(c.status, account.status, "card and account status agree");
         if close_ok {
             closed_rounds += 1;

@@ -733,7 +733,8 @@ async fn merchant_payment_and_refund_storm() {
     let post_freeze =
         after(EV_FREEZE_W1, &|o| o.req.card == FROZEN_W1 && o.status() == 402 && o.code() == "card_declined");
     // The precise reasons behind the uniform answers are recorded for the cardholder and admins.
-    let reason = |r: &str| ops.values().filter(|o| o.kind == "payment" && o.failure_reason.as_deref() == Some(r)).count();
+    let reason =
+        |r: &str| ops.values().filter(|o| o.kind == "payment" && o.failure_reason.as_deref() == Some(r)).count();
     let expectations = [
         ("successful payments", count(Some(Tag::Pay), 201, "") > 200),
         ("successful refunds", count(Some(Tag::Refund), 201, "") > 20),
