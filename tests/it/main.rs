@@ -6,6 +6,7 @@
 mod common;
 mod events_support;
 
+mod abuse_limits;
 mod access_matrix;
 mod card_abuse;
 mod events_kafka;
