@@ -51,8 +51,15 @@ async fn money_routes_are_rate_limited_per_user_and_per_api_key() {
     let (_, key) = create_key(&app, &owner, merchant, "a").await;
     let (_, other) = create_key(&app, &owner, merchant, "b").await;
     for i in 0..3 {
-        let (s, b) = keyed(&app, "POST", "/api/v1/payments", &key, &format!("p-{i}"), Some(card.pay(&format!("o-{i}"), 100_000)))
-            .await;
+        let (s, b) = keyed(
+            &app,
+            "POST",
+            "/api/v1/payments",
+            &key,
+            &format!("p-{i}"),
+            Some(card.pay(&format!("o-{i}"), 100_000)),
+        )
+        .await;
         assert_eq!(s, 201, "{b}");
     }
     let (s, headers, b) = app
@@ -72,9 +79,8 @@ async fn money_routes_are_rate_limited_per_user_and_per_api_key() {
 
 #[actix_web::test]
 async fn production_serves_no_mailbox() {
-    let routes = |env| {
-        payd::http::api_for(env).routes.iter().map(|r| format!("{} {}", r.method, r.path)).collect::<Vec<_>>()
-    };
+    let routes =
+        |env| payd::http::api_for(env).routes.iter().map(|r| format!("{} {}", r.method, r.path)).collect::<Vec<_>>();
     let dev = routes(payd::config::Environment::Development);
     let prod = routes(payd::config::Environment::Production);
     assert!(dev.contains(&"GET /api/v1/admin/mailbox".to_owned()));
@@ -154,7 +160,8 @@ async fn document_uploads_cap_parts_headers_and_size() {
     let (ct, body) = multipart(&many);
     let (s, _, b) = send(ct, body).await;
     assert_eq!((s, error_code(&b).as_str()), (400, "invalid_upload"), "{b}");
-    let (ct, body) = multipart(&[("doc_type", vec![], doc_type), ("doc_type", vec![], doc_type), ("file", vec![], PDF)]);
+    let (ct, body) =
+        multipart(&[("doc_type", vec![], doc_type), ("doc_type", vec![], doc_type), ("file", vec![], PDF)]);
     let (s, _, b) = send(ct, body).await;
     assert_eq!((s, error_code(&b).as_str()), (400, "invalid_upload"), "{b}");
     // Too many headers on a part.

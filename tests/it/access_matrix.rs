@@ -16,6 +16,9 @@ use payd::http::routes::Access;
 
 const MISSING_INT: &str = "987654321";
 
+/// A caller: (who, bearer token, extra headers).
+type Caller<'a> = (&'a str, Option<&'a str>, Vec<(&'a str, &'a str)>);
+
 /// Every `{param}` of a route path, in order.
 fn params(path: &str) -> Vec<String> {
     path.split('/')
@@ -177,7 +180,7 @@ async fn someone_elses_object_answers_exactly_like_a_missing_one_on_every_route_
         let body = if method == "GET" || method == "DELETE" { None } else { Some(json!({})) };
 
         // Callers who are not the owner: the real object and a missing one must be indistinguishable.
-        let callers: [(&str, Option<&str>, Vec<(&str, &str)>); 3] = [
+        let callers: [Caller<'_>; 3] = [
             ("another user", Some(other.as_str()), vec![]),
             ("another merchant's key", None, vec![("X-Api-Key", other_key.as_str())]),
             ("anonymous", None, vec![]),

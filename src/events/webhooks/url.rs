@@ -43,7 +43,9 @@ pub fn is_public(ip: IpAddr) -> bool {
 /// 64:ff9b:1::/48 (RFC 8215). Refused as whole ranges.
 fn is_nat64(v6: Ipv6Addr) -> bool {
     let s = v6.segments();
-    (s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|x| *x == 0)) || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+    let well_known = s[2..6].iter().all(|x| *x == 0);
+    let local_use = s[2] == 1;
+    s[0] == 0x64 && s[1] == 0xff9b && (well_known || local_use)
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
