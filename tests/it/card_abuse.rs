@@ -109,6 +109,15 @@ fn locked(conn: &mut PgConnection, card: i64) -> bool {
 async fn every_card_data_failure_answers_the_merchant_alike_and_the_reason_is_kept_for_the_holder() {
     let s = shop(merchant_settings()).await;
     let app = &s.app;
+    // The merchant listens to every event.
+    let (st, w) = app
+        .post(
+            &format!("/api/v1/merchants/{}/webhooks", s.merchant),
+            Some(&s.owner),
+            json!({"url": "http://127.0.0.1:9/hook", "event_types": ["*"]}),
+        )
+        .await;
+    assert_eq!(st, 201, "{w}");
     // A frozen card, a closed card and an expired card of the same customer.
     let frozen = issue_card(app, &s.customer).await;
     let (st, b) = app.post(&format!("/api/v1/cards/{}/freeze", frozen.id), Some(&s.customer), json!({})).await;
@@ -179,6 +188,25 @@ async fn every_card_data_failure_answers_the_merchant_alike_and_the_reason_is_ke
     let (_, _, list) =
         app.call_full("GET", "/api/v1/merchant/payments", None, None, &[("X-Api-Key", s.key.as_str())]).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+
+    // Nor do its webhooks carry the declines: once the completed payment's delivery exists, every
+    // earlier event of the merchant (same aggregate, delivered in order) has been dispatched.
+    #[derive(QueryableByName)]
+    struct Delivery {
+        #[diesel(sql_type = Text)]
+        event_type: String,
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let types = loop {
+        let rows: Vec<Delivery> = diesel::sql_query("SELECT event_type FROM webhook_deliveries").load(&mut conn).unwrap();
+        let types: Vec<String> = rows.into_iter().map(|d| d.event_type).collect();
+        if types.iter().any(|t| t == "payment.completed") {
+            break types;
+        }
+        assert!(std::time::Instant::now() < deadline, "no delivery of the completed payment: {types:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(!types.iter().any(|t| t == "payment.failed"), "a decline reached the merchant's webhook: {types:?}");
 }
 
 #[actix_web::test]

@@ -564,6 +564,11 @@ async fn merchant_payment_and_refund_storm() {
         .filter(|o| o.kind == "payment" && o.status == "success")
         .map(|o| (o.merchant_id.unwrap(), o.order_ref.clone().unwrap()))
         .collect();
+    let idem_ops: HashMap<(String, String), Option<String>> = crate::common::money::idempotency_keys(&mut conn)
+        .into_values()
+        .flatten()
+        .map(|k| ((k.scope, k.key), k.operation_id))
+        .collect();
     for o in &outcomes {
         let merchant = merchants[KEY_MERCHANT[o.req.key]];
         let kind = if o.req.tag.is_refund() { "refund" } else { "payment" };
@@ -580,6 +585,21 @@ async fn merchant_payment_and_refund_storm() {
                             && (kind == "payment"
                                 || op.reverses_id.as_deref() == o.req.payment.as_ref().map(|p| p.0.as_str())) => {}
                     other => violations.push(format!("201 {} not in the database as a success: {other:?}", o.body())),
+                }
+            }
+            402 if o.code() == "card_declined" => {
+                // The uniform decline carries no operation; its stored answer points at the failed
+                // operation with the precise reason (every storm card exists, so one was recorded).
+                let op = idem_ops
+                    .get(&(format!("merchant:{merchant}"), o.req.idem.clone()))
+                    .and_then(|id| id.as_ref())
+                    .and_then(|id| ops.get(id));
+                match op {
+                    Some(op)
+                        if op.status == "failed"
+                            && op.postings == 0
+                            && payd::payments::execute::CARD_DECLINES.contains(&op.failure_reason.as_deref().unwrap_or("")) => {}
+                    other => violations.push(format!("402 {} not in the database as a decline: {other:?}", o.body())),
                 }
             }
             402 => {
