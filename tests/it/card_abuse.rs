@@ -198,7 +198,8 @@ async fn every_card_data_failure_answers_the_merchant_alike_and_the_reason_is_ke
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let types = loop {
-        let rows: Vec<Delivery> = diesel::sql_query("SELECT event_type FROM webhook_deliveries").load(&mut conn).unwrap();
+        let rows: Vec<Delivery> =
+            diesel::sql_query("SELECT event_type FROM webhook_deliveries").load(&mut conn).unwrap();
         let types: Vec<String> = rows.into_iter().map(|d| d.event_type).collect();
         if types.iter().any(|t| t == "payment.completed") {
             break types;

@@ -598,7 +598,8 @@ async fn merchant_payment_and_refund_storm() {
                     Some(op)
                         if op.status == "failed"
                             && op.postings == 0
-                            && payd::payments::execute::CARD_DECLINES.contains(&op.failure_reason.as_deref().unwrap_or("")) => {}
+                            && payd::payments::execute::CARD_DECLINES
+                                .contains(&op.failure_reason.as_deref().unwrap_or("")) => {}
                     other => violations.push(format!("402 {} not in the database as a decline: {other:?}", o.body())),
                 }
             }
