@@ -211,9 +211,7 @@ pub struct MerchantSettings {
     pub key_rotation_overlap_secs: i64,
     /// Wrong expiry dates or CVVs per card within the window before the card is locked for payments
     /// (until its holder unlocks it).
-    #[serde(alias = "cvv_failure_limit")]
     pub card_failure_limit: u32,
-    #[serde(alias = "cvv_failure_window_secs")]
     pub card_failure_window_secs: u64,
     /// Declined card-data attempts (unknown numbers, wrong expiry or CVV, locked cards) per API key
     /// within the window before the key's payments are refused (429) until the window ends.
@@ -601,6 +599,40 @@ mod tests {
         s.environment = Environment::Production;
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("auth.jwt_secret"), "{err}");
+    }
+
+    #[test]
+    fn production_refuses_default_idempotency_key_and_weak_password_hashing() {
+        let mut s = base();
+        s.environment = Environment::Production;
+        s.auth.jwt_secret = Secret::new("a-production-secret-0123456789-abcdefghij");
+        s.cards.cvv_key = Secret::new("a-production-cvv-key-0123456789-abcdefghij");
+        s.cards.pan_key = Secret::new("a-production-pan-key-0123456789-abcdefghij");
+        s.webhooks.allow_insecure = false;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("idempotency.mac_key"), "{err}");
+        s.idempotency.mac_key = Secret::new("a-production-idem-key-0123456789-abcdefghij");
+        // The test overlay's cheap argon2 parameters are refused in production.
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("argon2"), "{err}");
+        s.auth.argon2_memory_kib = 19_456;
+        s.auth.argon2_iterations = 2;
+        s.validate().unwrap();
+        // Rotation: the previous key needs its own id.
+        s.idempotency.previous_mac_key = Secret::new("the-previous-idem-key-0123456789-abcdefgh");
+        s.idempotency.previous_mac_key_id = s.idempotency.mac_key_id.clone();
+        assert!(s.validate().unwrap_err().to_string().contains("previous_mac_key_id"));
+        s.idempotency.previous_mac_key_id = "0".into();
+        s.validate().unwrap();
+        assert!(!s.masked().contains("idem-key"), "a key was printed");
+    }
+
+    #[test]
+    fn defaults_are_owasp_argon2_and_limits_on() {
+        let s = Settings::load_from("development", std::path::Path::new("config"), false).unwrap();
+        assert_eq!((s.auth.argon2_memory_kib, s.auth.argon2_iterations, s.auth.argon2_parallelism), (19_456, 2, 1));
+        assert!(s.rate_limits.enabled);
+        assert_eq!(s.idempotency.ttl_hours, 24);
     }
 
     #[test]
