@@ -96,6 +96,13 @@ struct Locked {
     payments_locked_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// A counter in Redis (under the test's key prefix), if set.
+async fn counter(app: &TestApp, key: &str) -> Option<i64> {
+    let client = redis::Client::open(app.settings.redis.url.expose()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("GET").arg(format!("{}{key}", app.settings.redis.prefix)).query_async(&mut conn).await.unwrap()
+}
+
 fn locked(conn: &mut PgConnection, card: i64) -> bool {
     diesel::sql_query("SELECT payments_locked_at FROM cards WHERE id = $1")
         .bind::<BigInt, _>(card)
@@ -247,6 +254,9 @@ async fn concurrent_probing_is_counted_exactly_and_locks_the_card_until_its_hold
     assert_eq!(evaluated, 5, "{got:?}");
     assert_eq!(got.get("card_locked").copied().unwrap_or(0), 35, "{got:?}");
     assert!(locked(&mut conn, c.id), "the card is locked for payments");
+    // The counters are exact: the card's holds the evaluated failures, the key's every declined attempt.
+    assert_eq!(counter(&s.app, &format!("cardfail:{}", c.id)).await, Some(5));
+    assert_eq!(counter(&s.app, &format!("keyfail:{}", s.key_id)).await, Some(60));
 
     // Locked: even the right details are declined (and look the same to the merchant).
     let (st, _, b) = pay(&s, &s.key, "right-while-locked", c.pay("right-1", 100_000)).await;
@@ -260,6 +270,7 @@ async fn concurrent_probing_is_counted_exactly_and_locks_the_card_until_its_hold
     let (st, card) = s.app.post(&format!("/api/v1/cards/{}/unlock", c.id), Some(&s.customer), json!({})).await;
     assert_eq!((st, &card["payments_locked_at"]), (200, &Value::Null), "{card}");
     assert!(!locked(&mut conn, c.id));
+    assert_eq!(counter(&s.app, &format!("cardfail:{}", c.id)).await, None);
 
     // Unlocked: the counter starts again from zero (four more wrong CVVs do not lock it), and it pays.
     for i in 0..4 {
