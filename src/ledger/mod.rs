@@ -116,6 +116,17 @@ impl LedgerService {
         Ok(Self { ledger, system: Arc::new(system), inflight: crate::payments::inflight::InFlight::default() })
     }
 
+    /// Whether every ledger-writer thread runs and every account and card registry answers (the
+    /// ledger part of `/readyz`).
+    pub async fn healthy(&self) -> bool {
+        let stats = self.ledger.writer().stats();
+        let timeout = Duration::from_secs(1);
+        stats.threads() > 0
+            && stats.alive() == stats.threads()
+            && self.ledger.accounts().responsive(timeout).await
+            && self.ledger.cards().responsive(timeout).await
+    }
+
     /// Publishes actor and writer gauges.
     pub fn export_gauges(&self) {
         crate::metrics::set_gauge(

@@ -271,7 +271,7 @@ where
             Claim::Leader(leader) => return body(leader).await,
             Claim::Conflict => return Err(PaymentError::IdempotencyConflict.into()),
             Claim::Follower(rx) => match inflight::wait(rx).await {
-                Some(Answer::Json(status, body)) => {
+                Some(Answer::Json(status, body, _)) => {
                     crate::metrics::count(op.kind, "inflight_replay");
                     return Ok(HttpResponse::build(status).insert_header(("idempotent-replayed", "true")).json(body));
                 }
@@ -288,7 +288,10 @@ fn finish(leader: inflight::Leader, answer: Result<Answer, ApiError>) -> Result<
     let answer = answer.unwrap_or_else(Answer::Error);
     leader.finish(&answer);
     match answer {
-        Answer::Json(status, body) => Ok(HttpResponse::build(status).json(body)),
+        Answer::Json(status, body, false) => Ok(HttpResponse::build(status).json(body)),
+        Answer::Json(status, body, true) => {
+            Ok(HttpResponse::build(status).insert_header(("idempotent-replayed", "true")).json(body))
+        }
         Answer::Error(e) => Err(e),
     }
 }
@@ -315,12 +318,12 @@ async fn execute(state: &AppState, op: &MoneyOp) -> Result<Answer, ApiError> {
     match state.ledger.ledger.execute(operation).await {
         Ok(_) => {
             crate::metrics::count(op.kind, "success");
-            Ok(Answer::Json(StatusCode::CREATED, prepared.success_body()))
+            Ok(Answer::Json(StatusCode::CREATED, prepared.success_body(), false))
         }
         Err(OpFailure::Recorded { reason }) => {
             let f = Failure::from(&reason);
             crate::metrics::count(op.kind, reason.code());
-            Ok(Answer::Json(f.status, prepared.failure_body(&f)))
+            Ok(Answer::Json(f.status, prepared.failure_body(&f), false))
         }
         Err(OpFailure::Duplicate | OpFailure::Conflict(_)) => duplicate(state, op).await,
         Err(OpFailure::NotRecorded(e)) => Err(exec_error(e, op).into()),
@@ -338,7 +341,7 @@ async fn record(state: &AppState, op: &MoneyOp, failure: &Failure) -> Result<Ans
     match state.ledger.ledger.writer().commit(entry).await {
         Ok(_) => {
             crate::metrics::count(op.kind, "failed");
-            Ok(Answer::Json(failure.status, prepared.failure_body(failure)))
+            Ok(Answer::Json(failure.status, prepared.failure_body(failure), false))
         }
         Err(payd_actors::CommitError::Duplicate | payd_actors::CommitError::Conflict { .. }) => {
             duplicate(state, op).await
@@ -353,7 +356,7 @@ async fn duplicate(state: &AppState, op: &MoneyOp) -> Result<Answer, ApiError> {
         Some(stored) if stored.request_hash == op.request_hash => {
             crate::metrics::count(op.kind, "replay");
             let status = StatusCode::from_u16(u16::try_from(stored.status).unwrap_or(200)).unwrap_or(StatusCode::OK);
-            Ok(Answer::Json(status, stored.body))
+            Ok(Answer::Json(status, stored.body, true))
         }
         Some(_) => Err(PaymentError::IdempotencyConflict.into()),
         None if op.kind == "reversal" => {

@@ -16,7 +16,8 @@ use crate::http::error::ApiError;
 /// The answer a request produced, shared with the requests that waited for it.
 #[derive(Debug, Clone)]
 pub enum Answer {
-    Json(StatusCode, serde_json::Value),
+    /// Status, body, and whether the body is a stored answer replayed rather than produced now.
+    Json(StatusCode, serde_json::Value, bool),
     Error(ApiError),
 }
 
@@ -121,9 +122,9 @@ mod tests {
         assert!(matches!(f.claim("u:1", "k", "h2"), Claim::Conflict));
         assert!(matches!(f.claim("u:2", "k", "h1"), Claim::Leader(_)), "keys are per scope");
         let waiter = tokio::spawn(wait(rx));
-        leader.finish(&Answer::Json(StatusCode::CREATED, serde_json::json!({"id": 1})));
+        leader.finish(&Answer::Json(StatusCode::CREATED, serde_json::json!({"id": 1}), false));
         match waiter.await.ok().flatten() {
-            Some(Answer::Json(s, b)) => assert_eq!((s, b), (StatusCode::CREATED, serde_json::json!({"id": 1}))),
+            Some(Answer::Json(s, b, _)) => assert_eq!((s, b), (StatusCode::CREATED, serde_json::json!({"id": 1}))),
             _ => unreachable!("the follower sees the answer"),
         }
         assert!(f.is_empty());
