@@ -107,7 +107,7 @@ fn transfer(n: u64, from: i64, to: i64) -> Operation<MemoryRecord> {
         credit_account: account(to),
         amount: 50_000,
         today: (2026, 1),
-        on_success: Box::new(move || MemoryRecord { key: Some(key), outcome: "ok".into() }),
+        on_success: Box::new(move || MemoryRecord { key: Some(key.clone()), outcome: "ok".into() }),
         on_failure: Box::new(move |r: FailureReason| MemoryRecord { key: Some(k2), outcome: r.code().into() }),
         span: tracing::Span::none(),
     }

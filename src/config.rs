@@ -192,6 +192,32 @@ pub struct LedgerSettings {
     pub idle_timeout_secs: u64,
     pub exec_timeout_ms: u64,
     pub verify_interval_secs: u64,
+    /// `lock_timeout` of the writer's connection; a batch waiting longer is retried.
+    #[serde(default = "default_writer_lock_timeout_ms")]
+    pub writer_lock_timeout_ms: u64,
+    /// `statement_timeout` of the writer's connection; a batch running longer is retried.
+    #[serde(default = "default_writer_statement_timeout_ms")]
+    pub writer_statement_timeout_ms: u64,
+    /// Extra attempts of a batch after a transient database failure (deadlock, timeout, lost
+    /// connection) before its requests are answered 503 with nothing recorded.
+    #[serde(default = "default_commit_retries")]
+    pub commit_retries: u32,
+    /// Back-off before the first retry; doubled on each further retry.
+    #[serde(default = "default_commit_retry_backoff_ms")]
+    pub commit_retry_backoff_ms: u64,
+}
+
+fn default_writer_lock_timeout_ms() -> u64 {
+    2_000
+}
+fn default_writer_statement_timeout_ms() -> u64 {
+    10_000
+}
+fn default_commit_retries() -> u32 {
+    4
+}
+fn default_commit_retry_backoff_ms() -> u64 {
+    20
 }
 
 #[derive(Clone, Debug, Deserialize)]

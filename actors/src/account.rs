@@ -2,11 +2,16 @@
 //! reservation decisions over the last committed balance (the store remains the
 //! authority and re-checks every debit).
 //!
-//! Supervision choice: account actors run under [`actix::Supervisor`]. On a restart the
-//! reservation map is cleared (callers' later `Release`s become no-ops) and the cached
-//! state is marked stale; the restarted actor reloads its snapshot through the loader
-//! before handling any further message (`ctx.wait`). Dropped reservations cannot lose
-//! money: the store's floor guard still refuses any overdraft.
+//! An actor loads its own snapshot when it starts, before it handles any message (`ctx.wait`), so
+//! no commit can slip between the load and the registration. Its cache is never trusted for a
+//! refusal: the coordinator reloads the committed state ([`AccountsHandle::resync`]) before a
+//! decline is recorded, so money that arrived through another instance is spendable at once.
+//!
+//! Supervision: account actors run under [`actix::Supervisor`]. A panic inside a handler is caught,
+//! the caller gets `Unavailable` and the actor stops; the supervisor restarts it, the reservation
+//! map is cleared (callers' later `Release`s become no-ops) and the snapshot is reloaded before any
+//! further message. Dropped reservations cannot lose money: the store's floor guard still refuses
+//! any overdraft.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,7 +24,7 @@ use actix::{
     WrapFuture,
 };
 
-use crate::registry::{AskError, Home, Loader, Registered, Sharded};
+use crate::registry::{guarded, AskError, Home, Loader, Registered, Sharded};
 use crate::store::{AccountId, AccountSnapshot, AccountState, StoreError};
 
 /// Blocking loader of account snapshots (run through `spawn_blocking`).
@@ -97,7 +102,8 @@ impl From<StoreError> for AccountError {
         match e {
             StoreError::NotFound => Self::NotFound,
             StoreError::Rejected { reason } => Self::Unavailable(reason),
-            StoreError::Unavailable(m) => Self::Unavailable(m),
+            StoreError::Conflict { constraint } => Self::Unavailable(constraint),
+            StoreError::Unavailable(m) | StoreError::Transient(m) => Self::Unavailable(m),
         }
     }
 }
@@ -129,6 +135,14 @@ impl Message for Observe {
     type Result = ();
 }
 
+/// Reload the committed state (balance, version, floor) from the store before handling anything
+/// else; answers the state now cached.
+#[derive(Debug, Clone, Copy)]
+pub struct Resync;
+impl Message for Resync {
+    type Result = Result<AccountState, AccountError>;
+}
+
 /// Inspect `(balance, reserved, available)`; `available` is `i64::MAX` when unbounded.
 #[derive(Debug, Clone, Copy)]
 pub struct Available;
@@ -146,6 +160,10 @@ pub struct AccountActor {
     home: Home<AccountActor>,
     stale: bool,
     retired: bool,
+    /// Why the snapshot could not be loaded; every message is answered with it until the actor stops.
+    failed: Option<AccountError>,
+    /// Held while `failed`, so messages already queued are answered rather than dropped.
+    keep_alive: Option<Addr<AccountActor>>,
 }
 
 impl fmt::Debug for AccountActor {
@@ -209,6 +227,7 @@ impl AccountActor {
 
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         if self.retired {
+            self.keep_alive = None;
             ctx.stop();
             return;
         }
@@ -234,25 +253,51 @@ impl AccountActor {
         }
     }
 
+    /// Applies a snapshot read from the store: the committed state unless a newer version is
+    /// already cached, and the floor as stored.
+    fn load(&mut self, snap: AccountSnapshot) {
+        if snap.state.version >= self.state.version {
+            self.state = AccountState { id: self.state.id, ..snap.state };
+        }
+        self.floor = snap.floor;
+    }
+
+    /// Answer for messages when the actor cannot serve (retired, or its snapshot failed to load).
+    fn unusable(&self) -> Option<AccountError> {
+        if let Some(e) = &self.failed {
+            return Some(e.clone());
+        }
+        self.retired.then(|| AccountError::Unavailable(RETIRED.into()))
+    }
+
+    /// Loads the snapshot before any further message is handled. A failed load leaves the actor
+    /// answering the failure and retiring, so the next use starts a fresh actor.
     fn resync(&mut self, ctx: &mut Context<Self>) {
         let loader = Arc::clone(&self.home.loader);
         let id = self.state.id;
         let fut = tokio::task::spawn_blocking(move || loader(id));
-        ctx.wait(fut.into_actor(self).map(|res, act: &mut Self, _| {
+        ctx.wait(fut.into_actor(self).map(|res, act: &mut Self, ctx: &mut Context<Self>| {
+            act.stale = false;
             match res {
-                Ok(Ok(snap)) => {
-                    act.state = snap.state;
-                    act.floor = snap.floor;
-                }
+                Ok(Ok(snap)) => act.load(snap),
                 Ok(Err(e)) => {
-                    tracing::warn!(account = act.state.id, error = %e, "resync after restart failed");
+                    tracing::warn!(account = act.state.id, error = %e, "account snapshot load failed");
+                    act.fail(AccountError::from(e), ctx);
                 }
                 Err(e) => {
-                    tracing::warn!(account = act.state.id, error = %e, "resync after restart failed");
+                    tracing::warn!(account = act.state.id, error = %e, "account snapshot load failed");
+                    act.fail(AccountError::Unavailable("snapshot load aborted".into()), ctx);
                 }
             }
-            act.stale = false;
         }));
+    }
+
+    /// Answers every message with `e` from now on; the registry forgets the actor at once (the next
+    /// use starts a fresh one) and the next sweep stops it.
+    fn fail(&mut self, e: AccountError, ctx: &mut Context<Self>) {
+        self.failed = Some(e);
+        self.keep_alive = Some(ctx.address());
+        ctx.wait(self.home.forget(self.state.id).into_actor(self).map(|_, act: &mut Self, _| act.retired = true));
     }
 }
 
@@ -287,12 +332,44 @@ const RETIRED: &str = "account actor retired";
 
 impl Handler<Reserve> for AccountActor {
     type Result = Result<(), AccountError>;
-    fn handle(&mut self, msg: Reserve, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.retired {
-            return Err(AccountError::Unavailable(RETIRED.into()));
+    fn handle(&mut self, msg: Reserve, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(e) = self.unusable() {
+            return Err(e);
         }
         self.touch();
-        self.reserve(msg.id, msg.amount)
+        let id = self.state.id;
+        guarded(ctx, "account", id, || {
+            crate::faults::reserve(id);
+            self.reserve(msg.id, msg.amount)
+        })
+        .unwrap_or_else(|| Err(AccountError::Unavailable("account actor restarted after a fault".into())))
+    }
+}
+
+impl Handler<Resync> for AccountActor {
+    type Result = actix::ResponseActFuture<Self, Result<AccountState, AccountError>>;
+    fn handle(&mut self, _msg: Resync, _ctx: &mut Context<Self>) -> Self::Result {
+        let loader = Arc::clone(&self.home.loader);
+        let id = self.state.id;
+        let unusable = self.unusable();
+        self.touch();
+        Box::pin(
+            async move {
+                match unusable {
+                    Some(e) => Err(e),
+                    None => match tokio::task::spawn_blocking(move || loader(id)).await {
+                        Ok(r) => r.map_err(AccountError::from),
+                        Err(_) => Err(AccountError::Unavailable("snapshot load aborted".into())),
+                    },
+                }
+            }
+            .into_actor(self)
+            .map(|res, act: &mut Self, _| {
+                let snap = res?;
+                act.load(snap);
+                Ok(act.state)
+            }),
+        )
     }
 }
 
@@ -317,8 +394,8 @@ impl Handler<Observe> for AccountActor {
 impl Handler<Available> for AccountActor {
     type Result = Result<(i64, i64, i64), AccountError>;
     fn handle(&mut self, _msg: Available, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.retired {
-            return Err(AccountError::Unavailable(RETIRED.into()));
+        if let Some(e) = self.unusable() {
+            return Err(e);
         }
         self.touch();
         Ok((self.state.balance, self.reserved, self.available().unwrap_or(0)))
@@ -329,16 +406,20 @@ impl Registered for AccountActor {
     type Snapshot = AccountSnapshot;
     type Error = AccountError;
 
-    fn build(id: AccountId, snapshot: AccountSnapshot, home: Home<Self>) -> Self {
+    fn build(id: AccountId, home: Home<Self>) -> Self {
+        // Loaded in `started`, before the first message; version -1 accepts any stored state and
+        // the zero floor refuses every debit should a message ever see the placeholder.
         AccountActor {
-            state: AccountState { id, ..snapshot.state },
-            floor: snapshot.floor,
+            state: AccountState { id, balance: 0, version: -1 },
+            floor: Some(0),
             reserved: 0,
             reservations: HashMap::new(),
             last_activity: Instant::now(),
             home,
-            stale: false,
+            stale: true,
             retired: false,
+            failed: None,
+            keep_alive: None,
         }
     }
 }
@@ -395,6 +476,16 @@ impl AccountsHandle {
         self.inner.ask(account, Reserve { id, amount }).await
     }
 
+    /// Reloads the committed state of `account` from the store (serialised with its other
+    /// messages) and returns it. Called before a refusal is recorded, so a decline is never
+    /// decided from a cache that another instance or an admin route made stale.
+    ///
+    /// # Errors
+    /// [`AccountError::NotFound`], [`AccountError::Busy`], [`AccountError::Unavailable`].
+    pub async fn resync(&self, account: AccountId) -> Result<AccountState, AccountError> {
+        self.inner.ask(account, Resync).await
+    }
+
     /// Releases reservation `id` and applies `observed` states. Delivered with `do_send`
     /// (ignores mailbox capacity) to the live actor only; no-op if none is live.
     pub async fn release(&self, account: AccountId, id: ReservationId, observed: Vec<AccountState>) {
@@ -416,6 +507,11 @@ impl AccountsHandle {
     /// [`AccountError::NotFound`], [`AccountError::Busy`], [`AccountError::Unavailable`].
     pub async fn available(&self, account: AccountId) -> Result<(i64, i64, i64), AccountError> {
         self.inner.ask(account, Available).await
+    }
+
+    /// Whether every shard's registry answers within `timeout` (readiness).
+    pub async fn responsive(&self, timeout: Duration) -> bool {
+        self.inner.responsive(timeout).await
     }
 
     /// Number of live account actors across shards.

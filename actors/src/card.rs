@@ -2,8 +2,12 @@
 //! gate debits and credits. Status changes are made in the store by the service, which
 //! then pushes the new snapshot with [`CardsHandle::refresh`] (or evicts the actor).
 //!
-//! Supervision mirrors the account actors: on restart the snapshot is reloaded through
-//! the loader before any further message is handled.
+//! An actor loads its snapshot when it starts, before any message. Its cache is never trusted for a
+//! refusal: the coordinator reloads the card ([`CardsHandle::reload`]) before recording a decline,
+//! so a status changed through another instance cannot cause a false decline.
+//!
+//! Supervision mirrors the account actors: a panic in a handler is caught, the actor stops and is
+//! restarted by its supervisor, and the snapshot is reloaded before any further message.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use actix::{
 };
 
 use crate::account::ActorConfig;
-use crate::registry::{AskError, Evict, Home, Loader, Registered, Sharded, Shutdown};
+use crate::registry::{guarded, AskError, Evict, Home, Loader, Registered, Sharded, Shutdown};
 use crate::store::{AccountId, CardId, CardSnapshot, CardStatus, StoreError};
 
 /// Blocking loader of card snapshots (run through `spawn_blocking`).
@@ -43,7 +47,8 @@ impl From<StoreError> for CardError {
         match e {
             StoreError::NotFound => Self::NotFound,
             StoreError::Rejected { reason } => Self::Unavailable(reason),
-            StoreError::Unavailable(m) => Self::Unavailable(m),
+            StoreError::Conflict { constraint } => Self::Unavailable(constraint),
+            StoreError::Unavailable(m) | StoreError::Transient(m) => Self::Unavailable(m),
         }
     }
 }
@@ -71,6 +76,13 @@ impl Message for Refresh {
     type Result = ();
 }
 
+/// Reload the snapshot from the store and answer it.
+#[derive(Debug, Clone, Copy)]
+pub struct Reload;
+impl Message for Reload {
+    type Result = Result<CardSnapshot, CardError>;
+}
+
 /// Read the cached snapshot.
 #[derive(Debug, Clone, Copy)]
 pub struct Get;
@@ -85,6 +97,10 @@ pub struct CardActor {
     home: Home<CardActor>,
     stale: bool,
     retired: bool,
+    /// Why the snapshot could not be loaded; every message is answered with it until the actor stops.
+    failed: Option<CardError>,
+    /// Held while `failed`, so messages already queued are answered rather than dropped.
+    keep_alive: Option<actix::Addr<CardActor>>,
 }
 
 impl fmt::Debug for CardActor {
@@ -125,23 +141,40 @@ impl CardActor {
 
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         if self.retired {
+            self.keep_alive = None;
             ctx.stop();
         } else if self.last_activity.elapsed() >= self.home.cfg.idle_timeout {
             self.retire(ctx);
         }
     }
 
+    fn unusable(&self) -> Option<CardError> {
+        if let Some(e) = &self.failed {
+            return Some(e.clone());
+        }
+        self.retired.then(|| CardError::Unavailable(RETIRED.into()))
+    }
+
+    /// Loads the snapshot before any further message is handled; a failed load leaves the actor
+    /// answering the failure and retiring.
     fn resync(&mut self, ctx: &mut Context<Self>) {
         let loader = Arc::clone(&self.home.loader);
         let id = self.card.id;
         let fut = tokio::task::spawn_blocking(move || loader(id));
-        ctx.wait(fut.into_actor(self).map(move |res, act: &mut Self, _| {
-            match res {
-                Ok(Ok(snap)) => act.card = snap,
-                Ok(Err(e)) => tracing::warn!(card = id, error = %e, "card resync failed"),
-                Err(e) => tracing::warn!(card = id, error = %e, "card resync failed"),
-            }
+        ctx.wait(fut.into_actor(self).map(move |res, act: &mut Self, ctx: &mut Context<Self>| {
             act.stale = false;
+            let failure = match res {
+                Ok(Ok(snap)) => {
+                    act.card = CardSnapshot { id, ..snap };
+                    return;
+                }
+                Ok(Err(e)) => CardError::from(e),
+                Err(_) => CardError::Unavailable("snapshot load aborted".into()),
+            };
+            tracing::warn!(card = id, error = %failure, "card snapshot load failed");
+            act.failed = Some(failure);
+            act.keep_alive = Some(ctx.address());
+            act.retire(ctx);
         }));
     }
 }
@@ -168,23 +201,54 @@ impl Supervised for CardActor {
 
 impl Handler<CheckDebit> for CardActor {
     type Result = Result<AccountId, CardError>;
-    fn handle(&mut self, msg: CheckDebit, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.retired {
-            return Err(CardError::Unavailable(RETIRED.into()));
+    fn handle(&mut self, msg: CheckDebit, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(e) = self.unusable() {
+            return Err(e);
         }
         self.last_activity = Instant::now();
-        self.check_debit(msg.today)
+        let id = self.card.id;
+        guarded(ctx, "card", id, || self.check_debit(msg.today))
+            .unwrap_or_else(|| Err(CardError::Unavailable("card actor restarted after a fault".into())))
     }
 }
 
 impl Handler<CheckCredit> for CardActor {
     type Result = Result<AccountId, CardError>;
-    fn handle(&mut self, _msg: CheckCredit, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.retired {
-            return Err(CardError::Unavailable(RETIRED.into()));
+    fn handle(&mut self, _msg: CheckCredit, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(e) = self.unusable() {
+            return Err(e);
         }
         self.last_activity = Instant::now();
-        self.check_credit()
+        let id = self.card.id;
+        guarded(ctx, "card", id, || self.check_credit())
+            .unwrap_or_else(|| Err(CardError::Unavailable("card actor restarted after a fault".into())))
+    }
+}
+
+impl Handler<Reload> for CardActor {
+    type Result = actix::ResponseActFuture<Self, Result<CardSnapshot, CardError>>;
+    fn handle(&mut self, _msg: Reload, _ctx: &mut Context<Self>) -> Self::Result {
+        let loader = Arc::clone(&self.home.loader);
+        let id = self.card.id;
+        let unusable = self.unusable();
+        self.last_activity = Instant::now();
+        Box::pin(
+            async move {
+                match unusable {
+                    Some(e) => Err(e),
+                    None => match tokio::task::spawn_blocking(move || loader(id)).await {
+                        Ok(r) => r.map_err(CardError::from),
+                        Err(_) => Err(CardError::Unavailable("snapshot load aborted".into())),
+                    },
+                }
+            }
+            .into_actor(self)
+            .map(move |res, act: &mut Self, _| {
+                let snap = res?;
+                act.card = CardSnapshot { id, ..snap };
+                Ok(act.card.clone())
+            }),
+        )
     }
 }
 
@@ -200,8 +264,8 @@ impl Handler<Refresh> for CardActor {
 impl Handler<Get> for CardActor {
     type Result = Result<CardSnapshot, CardError>;
     fn handle(&mut self, _msg: Get, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.retired {
-            return Err(CardError::Unavailable(RETIRED.into()));
+        if let Some(e) = self.unusable() {
+            return Err(e);
         }
         self.last_activity = Instant::now();
         Ok(self.card.clone())
@@ -220,13 +284,16 @@ impl Registered for CardActor {
     type Snapshot = CardSnapshot;
     type Error = CardError;
 
-    fn build(id: CardId, snapshot: CardSnapshot, home: Home<Self>) -> Self {
+    fn build(id: CardId, home: Home<Self>) -> Self {
+        // Loaded in `started`, before the first message; the placeholder refuses everything.
         CardActor {
-            card: CardSnapshot { id, ..snapshot },
+            card: CardSnapshot { id, account_id: 0, owner_id: 0, status: CardStatus::Closed, expiry: (0, 1) },
             last_activity: Instant::now(),
             home,
-            stale: false,
+            stale: true,
             retired: false,
+            failed: None,
+            keep_alive: None,
         }
     }
 }
@@ -294,6 +361,15 @@ impl CardsHandle {
         self.inner.ask(card, Get).await
     }
 
+    /// Reloads `card` from the store and returns the fresh snapshot (used before a refusal is
+    /// recorded, and after the store refused a commit).
+    ///
+    /// # Errors
+    /// [`CardError::NotFound`], [`CardError::Busy`], [`CardError::Unavailable`].
+    pub async fn reload(&self, card: CardId) -> Result<CardSnapshot, CardError> {
+        self.inner.ask(card, Reload).await
+    }
+
     /// Replaces the cached snapshot of a LIVE actor; no-op when none is live (the next
     /// load reads the store).
     pub fn refresh(&self, snapshot: CardSnapshot) {
@@ -307,6 +383,11 @@ impl CardsHandle {
         if let Some(registry) = self.inner.registry(card) {
             registry.do_send(Evict(card));
         }
+    }
+
+    /// Whether every shard's registry answers within `timeout` (readiness).
+    pub async fn responsive(&self, timeout: Duration) -> bool {
+        self.inner.responsive(timeout).await
     }
 
     /// Number of live card actors across shards.

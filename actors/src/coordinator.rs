@@ -11,8 +11,8 @@ use tracing::Instrument;
 
 use crate::account::{AccountError, AccountsHandle, ReservationId};
 use crate::card::{CardError, CardsHandle};
-use crate::store::{AccountId, AccountState, CardId, JournalEntry, Posting};
-use crate::writer::{is_duplicate_reason, CommitError, WriterHandle};
+use crate::store::{AccountId, AccountState, CardId, JournalEntry, Posting, Refusal};
+use crate::writer::{CommitError, WriterHandle};
 
 /// Business reason of a recorded failed attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,13 +22,16 @@ pub enum FailureReason {
     CardClosed,
     CardExpired,
     InsufficientFunds,
-    /// The store's guard refused the commit (reason as reported by the store).
+    /// A refund would exceed what is left of its payment.
+    RefundExceeded,
+    /// An integrity rule of the store refused the entry (reason as reported by the store, for
+    /// logs only: never shown to clients).
     Rejected(String),
 }
 
 impl FailureReason {
     /// Stable machine code: `same_account`, `card_frozen`, `card_closed`, `card_expired`,
-    /// `insufficient_funds`, `rejected`.
+    /// `insufficient_funds`, `refund_exceeded`, `rejected`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::SameAccount => "same_account",
@@ -36,6 +39,7 @@ impl FailureReason {
             Self::CardClosed => "card_closed",
             Self::CardExpired => "card_expired",
             Self::InsufficientFunds => "insufficient_funds",
+            Self::RefundExceeded => "refund_exceeded",
             Self::Rejected(_) => "rejected",
         }
     }
@@ -75,8 +79,11 @@ pub struct Committed {
 pub enum OpFailure<R> {
     /// A failed attempt was durably recorded (no postings) with this reason.
     Recorded { reason: FailureReason },
-    /// The store reported a duplicate idempotency key / unique violation; nothing recorded.
+    /// Another request with the same idempotency key won; nothing recorded for this one.
     Duplicate,
+    /// A uniqueness rule of the operation itself (e.g. one successful payment per order
+    /// reference, one reversal per operation) refused it; nothing recorded.
+    Conflict(String),
     /// Nothing was recorded (card/account lookup, busy, unavailable, ...); safe to retry.
     NotRecorded(ExecError),
     /// A business failure was decided but recording it failed. `record` is the failure
@@ -92,6 +99,7 @@ impl<R> fmt::Display for OpFailure<R> {
         match self {
             Self::Recorded { reason } => write!(f, "failed: {reason}"),
             Self::Duplicate => f.write_str("duplicate operation"),
+            Self::Conflict(c) => write!(f, "conflicts with an existing operation ({c})"),
             Self::NotRecorded(e) => write!(f, "not recorded: {e}"),
             Self::Unrecorded { reason, error, .. } => {
                 write!(f, "failed ({reason}) but not recorded: {error}")
@@ -114,8 +122,9 @@ pub struct Operation<R> {
     pub amount: i64,
     /// `(year, month)` used for card expiry.
     pub today: (i32, u32),
-    /// Builds the success record (postings are `[debit -amount, credit +amount]`).
-    pub on_success: Box<dyn FnOnce() -> R + Send>,
+    /// Builds the success record (postings are `[debit -amount, credit +amount]`); called again
+    /// with the same result when the operation is decided a second time on confirmed state.
+    pub on_success: Box<dyn Fn() -> R + Send>,
     /// Builds the record of a failed attempt (recorded with NO postings).
     pub on_failure: Box<dyn FnOnce(FailureReason) -> R + Send>,
     /// Entered while the operation runs so traces connect.
@@ -210,11 +219,35 @@ async fn record_failure<R: Send + 'static>(
     let entry = JournalEntry { postings: Vec::new(), record: on_failure(reason.clone()) };
     match writer.commit_or_return(entry).await {
         Ok(_) => Err(OpFailure::Recorded { reason }),
-        Err((CommitError::Rejected { reason: r, .. }, _)) if is_duplicate_reason(&r) => Err(OpFailure::Duplicate),
+        Err((CommitError::Duplicate, _)) => Err(OpFailure::Duplicate),
+        Err((CommitError::Conflict { constraint }, _)) => Err(OpFailure::Conflict(constraint)),
         Err((error, entry)) => {
             Err(OpFailure::Unrecorded { reason, error: ExecError::Commit(error), record: entry.map(|e| e.record) })
         }
     }
+}
+
+/// The business reason of a refusal decided by the store on its committed, locked state.
+fn refusal_reason(refusal: Refusal) -> FailureReason {
+    match refusal {
+        Refusal::InsufficientFunds { .. } => FailureReason::InsufficientFunds,
+        Refusal::Frozen { .. } => FailureReason::CardFrozen,
+        Refusal::Closed { .. } => FailureReason::CardClosed,
+        Refusal::RefundExceeded => FailureReason::RefundExceeded,
+        Refusal::UnknownAccount { account } => FailureReason::Rejected(format!("unknown account {account}")),
+    }
+}
+
+/// Reloads the operation's cards from the store (before a refusal is trusted).
+async fn reload_cards<R>(
+    cards: &CardsHandle,
+    debit: Option<CardId>,
+    credit: Option<CardId>,
+) -> Result<(), OpFailure<R>> {
+    for card in [debit, credit].into_iter().flatten() {
+        cards.reload(card).await.map_err(|e| OpFailure::NotRecorded(ExecError::Card(e)))?;
+    }
+    Ok(())
 }
 
 async fn run<R: Send + 'static>(
@@ -243,63 +276,102 @@ async fn run<R: Send + 'static>(
         _ => return Err(OpFailure::NotRecorded(ExecError::Account(AccountError::InvalidAmount))),
     };
 
-    let (debit_check, credit_check) = tokio::join!(
-        opt(debit_card.map(|c| cards.check_debit(c, today))),
-        opt(credit_card.map(|c| cards.check_credit(c))),
-    );
-    for (card, expected, res) in [(debit_card, debit_account, debit_check), (credit_card, credit_account, credit_check)]
-    {
-        if let Err(fail) = card_failure::<R>(card.unwrap_or_default(), expected, res) {
-            return match fail {
-                Ok(reason) => record_failure(&writer, on_failure, reason).await,
-                Err(not_recorded) => Err(not_recorded),
-            };
+    // A refusal is recorded only once it was decided on state confirmed by the store: a refusal
+    // from the actors' caches first reloads them from PostgreSQL and decides again, and a commit the
+    // store refused (its guard saw newer state, e.g. a debit through another instance) is decided
+    // again once the actors observed what the store reported.
+    let mut confirmed = false;
+    loop {
+        let (debit_check, credit_check) = tokio::join!(
+            opt(debit_card.map(|c| cards.check_debit(c, today))),
+            opt(credit_card.map(|c| cards.check_credit(c))),
+        );
+        let mut refused = None;
+        for (card, expected, res) in
+            [(debit_card, debit_account, debit_check), (credit_card, credit_account, credit_check)]
+        {
+            match card_failure::<R>(card.unwrap_or_default(), expected, res) {
+                Ok(()) => {}
+                Err(Ok(reason)) => {
+                    refused.get_or_insert(reason);
+                }
+                Err(Err(not_recorded)) => return Err(not_recorded),
+            }
         }
-    }
+        if let Some(reason) = refused {
+            if confirmed {
+                return record_failure(&writer, on_failure, reason).await;
+            }
+            reload_cards(&cards, debit_card, credit_card).await?;
+            confirmed = true;
+            continue;
+        }
 
-    let rid = ReservationId::next();
-    match accounts.reserve(debit_account, rid, amount).await {
-        Ok(()) => {}
-        Err(AccountError::InsufficientFunds { available }) => {
-            tracing::debug!(available, amount, "insufficient funds");
-            return record_failure(&writer, on_failure, FailureReason::InsufficientFunds).await;
+        let rid = ReservationId::next();
+        match accounts.reserve(debit_account, rid, amount).await {
+            Ok(()) => {}
+            Err(AccountError::InsufficientFunds { available }) => {
+                if confirmed {
+                    tracing::debug!(available, amount, "insufficient funds");
+                    return record_failure(&writer, on_failure, FailureReason::InsufficientFunds).await;
+                }
+                accounts.resync(debit_account).await.map_err(|e| OpFailure::NotRecorded(ExecError::Account(e)))?;
+                confirmed = true;
+                continue;
+            }
+            Err(e) => {
+                // A timed-out reserve may still land later; the release queues behind it.
+                accounts.release(debit_account, rid, Vec::new()).await;
+                return Err(OpFailure::NotRecorded(ExecError::Account(e)));
+            }
         }
-        Err(e) => {
-            // A timed-out reserve may still land later; the release queues behind it.
-            accounts.release(debit_account, rid, Vec::new()).await;
-            return Err(OpFailure::NotRecorded(ExecError::Account(e)));
-        }
-    }
 
-    let entry = JournalEntry {
-        postings: vec![
-            Posting { account: debit_account, amount: negated },
-            Posting { account: credit_account, amount },
-        ],
-        record: on_success(),
-    };
-    match writer.commit(entry).await {
-        Ok(states) => {
-            accounts.release(debit_account, rid, states.clone()).await;
-            for s in states.iter().filter(|s| s.id != debit_account) {
-                accounts.observe(*s);
+        let entry = JournalEntry {
+            postings: vec![
+                Posting { account: debit_account, amount: negated },
+                Posting { account: credit_account, amount },
+            ],
+            record: on_success(),
+        };
+        match writer.commit_or_return(entry).await {
+            Ok(states) => {
+                accounts.release(debit_account, rid, states.clone()).await;
+                for s in states.iter().filter(|s| s.id != debit_account) {
+                    accounts.observe(*s);
+                }
+                return Ok(Committed { states });
             }
-            Ok(Committed { states })
-        }
-        Err(CommitError::Rejected { reason, current }) => {
-            accounts.release(debit_account, rid, current.clone()).await;
-            for s in current.iter().filter(|s| s.id != debit_account) {
-                accounts.observe(*s);
+            Err((CommitError::Refused { refusal, current }, _)) => {
+                accounts.release(debit_account, rid, current.clone()).await;
+                for s in current.iter().filter(|s| s.id != debit_account) {
+                    accounts.observe(*s);
+                }
+                if confirmed {
+                    return record_failure(&writer, on_failure, refusal_reason(refusal)).await;
+                }
+                tracing::debug!(?refusal, "the store refused a commit the caches allowed; deciding again");
+                reload_cards(&cards, debit_card, credit_card).await?;
+                confirmed = true;
             }
-            if is_duplicate_reason(&reason) {
-                Err(OpFailure::Duplicate)
-            } else {
-                record_failure(&writer, on_failure, FailureReason::Rejected(reason)).await
+            Err((CommitError::Duplicate, _)) => {
+                accounts.release(debit_account, rid, Vec::new()).await;
+                return Err(OpFailure::Duplicate);
             }
-        }
-        Err(e) => {
-            accounts.release(debit_account, rid, Vec::new()).await;
-            Err(OpFailure::NotRecorded(ExecError::Commit(e)))
+            Err((CommitError::Conflict { constraint }, _)) => {
+                accounts.release(debit_account, rid, Vec::new()).await;
+                return Err(OpFailure::Conflict(constraint));
+            }
+            Err((CommitError::Rejected { reason, current }, _)) => {
+                accounts.release(debit_account, rid, current.clone()).await;
+                for s in current.iter().filter(|s| s.id != debit_account) {
+                    accounts.observe(*s);
+                }
+                return record_failure(&writer, on_failure, FailureReason::Rejected(reason)).await;
+            }
+            Err((e, _)) => {
+                accounts.release(debit_account, rid, Vec::new()).await;
+                return Err(OpFailure::NotRecorded(ExecError::Commit(e)));
+            }
         }
     }
 }

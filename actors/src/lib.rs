@@ -8,6 +8,7 @@
 pub mod account;
 pub mod card;
 pub mod coordinator;
+pub mod faults;
 pub mod gauges;
 pub mod memory;
 pub mod registry;
@@ -26,7 +27,7 @@ pub use coordinator::{
 };
 pub use memory::{MemoryRecord, MemoryStore, UniqueKey};
 pub use store::{
-    AccountId, AccountSnapshot, AccountState, CardId, CardSnapshot, CardStatus, JournalEntry, LedgerStore, Posting,
-    StoreError,
+    AccountId, AccountSnapshot, AccountState, CardId, CardSnapshot, CardStatus, EntryOutcome, JournalEntry,
+    LedgerStore, Posting, Refusal, StoreError,
 };
-pub use writer::{is_duplicate_reason, BatchHook, CommitError, LedgerWriter, WriterConfig, WriterHandle, WriterStats};
+pub use writer::{BatchHook, CommitError, LedgerWriter, WriterConfig, WriterHandle, WriterStats};

@@ -3,7 +3,7 @@
 //! batches, balance floors, no debit from accounts with a non-active card, unique record
 //! keys) plus failure injection.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -12,7 +12,8 @@ use parking_lot::Mutex;
 use crate::account::AccountLoader;
 use crate::card::CardLoader;
 use crate::store::{
-    AccountId, AccountSnapshot, AccountState, CardId, CardSnapshot, CardStatus, JournalEntry, LedgerStore, StoreError,
+    AccountId, AccountSnapshot, AccountState, CardId, CardSnapshot, CardStatus, EntryOutcome, JournalEntry,
+    LedgerStore, Refusal, StoreError,
 };
 
 /// Records that may carry a unique (idempotency) key.
@@ -86,10 +87,6 @@ impl<R> Default for MemoryStore<R> {
             })),
         }
     }
-}
-
-fn rejected(reason: impl Into<String>) -> StoreError {
-    StoreError::Rejected { reason: reason.into() }
 }
 
 impl<R: UniqueKey + Clone + Send + 'static> MemoryStore<R> {
@@ -171,55 +168,99 @@ impl<R: UniqueKey + Clone + Send + 'static> LedgerStore for MemoryStore<R> {
         self.inner.lock().cards.get(&id).cloned().ok_or(StoreError::NotFound)
     }
 
-    fn commit_batch(&mut self, entries: &[JournalEntry<R>]) -> Result<Vec<AccountState>, StoreError> {
+    fn commit_batch(&mut self, entries: &[JournalEntry<R>]) -> Result<Vec<EntryOutcome>, StoreError> {
         let mut g = self.inner.lock();
         g.commit_calls += 1;
         if g.fail_next > 0 {
             g.fail_next -= 1;
             return Err(StoreError::Unavailable("injected failure".into()));
         }
-        let mut work: HashMap<AccountId, (i64, i64)> = HashMap::new();
-        let mut batch_keys: HashSet<&str> = HashSet::new();
+        // Per entry, in batch order, like the PostgreSQL store: a duplicate key or a refused guard
+        // skips that entry only; every posting keeps its account at or above its floor.
+        let mut work: BTreeMap<AccountId, (i64, i64)> = BTreeMap::new();
+        let mut batch_keys: HashSet<String> = HashSet::new();
+        let mut decided: Vec<Option<Result<(), EntryOutcome>>> = Vec::with_capacity(entries.len());
         for entry in entries {
             if let Some(k) = entry.record.unique_key() {
-                if g.keys.contains(k) || !batch_keys.insert(k) {
-                    return Err(rejected(format!("duplicate idempotency key {k}")));
+                if g.keys.contains(k) || !batch_keys.insert(k.to_owned()) {
+                    decided.push(Some(Err(EntryOutcome::Duplicate)));
+                    continue;
                 }
             }
+            let mut trial = work.clone();
+            let mut refusal = None;
             for p in &entry.postings {
-                let acct =
-                    g.accounts.get(&p.account).ok_or_else(|| rejected(format!("unknown account {}", p.account)))?;
-                if p.amount < 0 && g.cards.values().any(|c| c.account_id == p.account && c.status != CardStatus::Active)
-                {
-                    return Err(rejected(format!("account {} not active", p.account)));
+                let Some(acct) = g.accounts.get(&p.account) else {
+                    refusal = Some(Refusal::UnknownAccount { account: p.account });
+                    break;
+                };
+                if p.amount < 0 {
+                    if let Some(c) =
+                        g.cards.values().find(|c| c.account_id == p.account && c.status != CardStatus::Active)
+                    {
+                        refusal = Some(if c.status == CardStatus::Closed {
+                            Refusal::Closed { account: p.account }
+                        } else {
+                            Refusal::Frozen { account: p.account }
+                        });
+                        break;
+                    }
                 }
-                let (balance, version) = work.entry(p.account).or_insert((acct.balance, acct.version));
-                *balance = balance.checked_add(p.amount).ok_or_else(|| rejected("balance overflow"))?;
-                *version += 1;
+                let (balance, _) = trial.entry(p.account).or_insert((acct.balance, acct.version));
+                let Some(next) = balance.checked_add(p.amount) else {
+                    refusal = Some(Refusal::InsufficientFunds { account: p.account });
+                    break;
+                };
+                if acct.floor.is_some_and(|f| next < f) {
+                    refusal = Some(Refusal::InsufficientFunds { account: p.account });
+                    break;
+                }
+                *balance = next;
             }
-            // Floors are checked after each entry (like a per-statement guard).
-            for (id, (balance, _)) in &work {
-                let floor = g.accounts.get(id).and_then(|a| a.floor);
-                if floor.is_some_and(|f| *balance < f) {
-                    return Err(rejected(format!("insufficient funds: account {id} would go below its floor")));
+            match refusal {
+                Some(refusal) => {
+                    if let Some(k) = entry.record.unique_key() {
+                        batch_keys.remove(k);
+                    }
+                    let current = entry
+                        .accounts()
+                        .iter()
+                        .filter_map(|id| {
+                            g.accounts.get(id).map(|a| AccountState { id: *id, balance: a.balance, version: a.version })
+                        })
+                        .collect();
+                    decided.push(Some(Err(EntryOutcome::Refused { refusal, current })));
+                }
+                None => {
+                    work = trial;
+                    decided.push(Some(Ok(())));
                 }
             }
         }
-        let mut out = Vec::with_capacity(work.len());
-        for (id, (balance, version)) in work {
-            if let Some(a) = g.accounts.get_mut(&id) {
-                a.balance = balance;
-                a.version = version;
+        let mut finals: BTreeMap<AccountId, AccountState> = BTreeMap::new();
+        for (id, (balance, _)) in &work {
+            if let Some(a) = g.accounts.get_mut(id) {
+                a.balance = *balance;
+                a.version += 1;
+                finals.insert(*id, AccountState { id: *id, balance: a.balance, version: a.version });
             }
-            out.push(AccountState { id, balance, version });
         }
-        for entry in entries {
-            if let Some(k) = entry.record.unique_key() {
-                g.keys.insert(k.to_string());
+        let mut out = Vec::with_capacity(entries.len());
+        for (entry, d) in entries.iter().zip(decided) {
+            match d {
+                Some(Ok(())) => {
+                    if let Some(k) = entry.record.unique_key() {
+                        g.keys.insert(k.to_string());
+                    }
+                    g.records.push(entry.record.clone());
+                    out.push(EntryOutcome::Committed(
+                        entry.accounts().iter().filter_map(|id| finals.get(id).copied()).collect(),
+                    ));
+                }
+                Some(Err(o)) => out.push(o),
+                None => {}
             }
-            g.records.push(entry.record.clone());
         }
-        out.sort_by_key(|s| s.id);
         Ok(out)
     }
 

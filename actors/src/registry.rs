@@ -1,16 +1,21 @@
 //! The registry machinery shared by account and card actors: a registry actor per shard that starts
 //! an entity's actor on first use (under a [`Supervisor`]) and forgets it when it retires, and
-//! [`Sharded`], the cloneable front that finds or loads the actor for an id and asks it, retrying when
-//! the actor stopped or retired underneath the caller.
+//! [`Sharded`], the cloneable front that finds or starts the actor for an id and asks it, retrying
+//! when the actor stopped or retired underneath the caller.
+//!
+//! An actor is registered first and loads its own snapshot when it starts, before it handles any
+//! message: there is no window between a load and the registration in which a commit could be
+//! missed (the load/register race of loading first and registering the result).
 
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::dev::ToEnvelope;
 use actix::{
-    Actor, Addr, Arbiter, ArbiterHandle, AsyncContext, Context, Handler, MailboxError, Message, MessageResult,
-    Supervised, Supervisor,
+    Actor, ActorContext, Addr, Arbiter, ArbiterHandle, AsyncContext, Context, Handler, MailboxError, Message,
+    MessageResult, Supervised, Supervisor,
 };
 use parking_lot::RwLock;
 
@@ -35,8 +40,26 @@ pub trait AskError: From<StoreError> + Send + 'static {
 pub trait Registered: Actor<Context = Context<Self>> + Supervised + Send {
     type Snapshot: Send + 'static;
     type Error: AskError;
-    /// The actor for entity `id` (its snapshot just loaded) under `home`.
-    fn build(id: i64, snapshot: Self::Snapshot, home: Home<Self>) -> Self;
+    /// The actor for entity `id` under `home`, not yet loaded: it must load its snapshot through
+    /// `home`'s loader in `started` (with `ctx.wait`) before handling any message.
+    fn build(id: i64, home: Home<Self>) -> Self;
+}
+
+/// Runs a handler's body, catching a panic: the actor is stopped (its supervisor restarts it, which
+/// clears its transient state and reloads its snapshot) and `None` is returned for the caller.
+pub(crate) fn guarded<A, T>(ctx: &mut Context<A>, kind: &'static str, id: i64, body: impl FnOnce() -> T) -> Option<T>
+where
+    A: Actor<Context = Context<A>>,
+{
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            tracing::error!(kind, id, "actor handler panicked; restarting the actor");
+            crate::gauges::ACTOR_RESTARTS.fetch_add(1, Ordering::Relaxed);
+            ctx.stop();
+            None
+        }
+    }
 }
 
 /// What an actor keeps of its registry: where to report its retirement, its generation, the
@@ -70,10 +93,21 @@ impl<A: Registered> Actor for Registry<A> {
 
 struct Register<A: Registered> {
     id: i64,
-    snapshot: A::Snapshot,
+    kind: std::marker::PhantomData<fn() -> A>,
 }
 impl<A: Registered> Message for Register<A> {
     type Result = (Addr<A>, u64);
+}
+
+/// Answers when the registry's arbiter is processing messages (readiness probe).
+pub(crate) struct Ping;
+impl Message for Ping {
+    type Result = ();
+}
+
+impl<A: Registered> Handler<Ping> for Registry<A> {
+    type Result = ();
+    fn handle(&mut self, _msg: Ping, _ctx: &mut Context<Self>) {}
 }
 
 /// Removes `id` from the live map if `generation` is still the registered actor.
@@ -112,10 +146,10 @@ impl<A: Registered> Handler<Register<A>> for Registry<A> {
         };
         let generation = home.generation;
         let capacity = self.cfg.mailbox_capacity.max(1);
-        let (id, snapshot) = (msg.id, msg.snapshot);
+        let id = msg.id;
         let addr = Supervisor::start(move |c: &mut Context<A>| {
             c.set_mailbox_capacity(capacity);
-            A::build(id, snapshot, home)
+            A::build(id, home)
         });
         self.live.write().insert(msg.id, Entry { addr: addr.clone(), generation });
         MessageResult((addr, generation))
@@ -151,7 +185,6 @@ struct Shard<A: Registered> {
 /// The shards of one kind of actor: finds, loads and asks the actor of an id.
 pub(crate) struct Sharded<A: Registered> {
     shards: Vec<Shard<A>>,
-    loader: Loader<A::Snapshot>,
     pub(crate) cfg: ActorConfig,
 }
 
@@ -171,7 +204,7 @@ impl<A: Registered> Sharded<A> {
                 Shard { arbiter, registry, live }
             })
             .collect();
-        Self { shards, loader, cfg }
+        Self { shards, cfg }
     }
 
     fn shard(&self, id: i64) -> Option<&Shard<A>> {
@@ -192,14 +225,10 @@ impl<A: Registered> Sharded<A> {
         if let Some(e) = self.live(id) {
             return Ok(e);
         }
-        let loader = Arc::clone(&self.loader);
-        let snapshot = tokio::task::spawn_blocking(move || loader(id))
-            .await
-            .map_err(|e| A::Error::unavailable(e.to_string()))??;
         let shard = self.shard(id).ok_or_else(|| A::Error::unavailable("no shard".into()))?;
         let (addr, generation) = shard
             .registry
-            .send(Register::<A> { id, snapshot })
+            .send(Register::<A> { id, kind: std::marker::PhantomData })
             .timeout(self.cfg.ask_timeout)
             .await
             .map_err(A::Error::from_mailbox)?;
@@ -238,6 +267,16 @@ impl<A: Registered> Sharded<A> {
                 Err(e) => return Err(A::Error::from_mailbox(e)),
             }
         }
+    }
+
+    /// Whether every shard's registry answers within `timeout` (its arbiter thread is alive).
+    pub(crate) async fn responsive(&self, timeout: std::time::Duration) -> bool {
+        for s in &self.shards {
+            if s.registry.send(Ping).timeout(timeout).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     /// Number of connected actors across shards.

@@ -72,19 +72,61 @@ impl<R> JournalEntry<R> {
     }
 }
 
+/// Why the store refused one entry of a batch (nothing was written for it; the rest of the batch
+/// committed). Decided by the store on rows it locked, so it is the committed truth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A posting would take `account` below its floor.
+    InsufficientFunds { account: AccountId },
+    /// `account` may not be debited: it is frozen.
+    Frozen { account: AccountId },
+    /// `account` is closed: it may neither be debited nor credited.
+    Closed { account: AccountId },
+    /// `account` does not exist.
+    UnknownAccount { account: AccountId },
+    /// A refund would exceed what is left of its payment.
+    RefundExceeded,
+}
+
+/// What happened to one entry of a committed batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryOutcome {
+    /// Written; the committed states of the entry's accounts after the batch.
+    Committed(Vec<AccountState>),
+    /// Its unique (idempotency) key was already taken; nothing was written for it.
+    Duplicate,
+    /// The store refused it; `current` is the committed state of its accounts.
+    Refused { refusal: Refusal, current: Vec<AccountState> },
+}
+
 /// Errors of a [`LedgerStore`].
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StoreError {
     /// The requested account / card does not exist.
     #[error("not found")]
     NotFound,
-    /// A guard or constraint refused the write (balance below floor, debit from a
-    /// non-active account, duplicate idempotency key, ...). Nothing was written.
+    /// An integrity rule refused the batch as a whole (e.g. a unique index raced by another
+    /// writer). Nothing was written; the writer isolates the entry by splitting the batch.
     #[error("rejected: {reason}")]
     Rejected { reason: String },
-    /// Connection / infrastructure trouble; the write may be retried.
+    /// A uniqueness rule of an operation (unique index `constraint`, e.g. one successful payment
+    /// per order reference) refused the batch; the writer isolates the entry by splitting the batch.
+    #[error("conflict with {constraint}")]
+    Conflict { constraint: String },
+    /// The connection is gone or cannot be made; the write may be retried.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A transient failure of the statement or transaction (deadlock, serialization failure, lock or
+    /// statement timeout, ...); nothing was written and the same batch may be retried.
+    #[error("transient store failure: {0}")]
+    Transient(String),
+}
+
+impl StoreError {
+    /// Whether retrying the same batch may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Transient(_))
+    }
 }
 
 /// Blocking access to the authoritative store. Every method is called from a dedicated
@@ -105,17 +147,24 @@ pub trait LedgerStore: Send + 'static {
     /// [`StoreError::NotFound`], [`StoreError::Unavailable`].
     fn load_card(&mut self, id: CardId) -> Result<CardSnapshot, StoreError>;
 
-    /// All-or-nothing: commits every entry of the batch in ONE transaction, or nothing.
-    /// Returns the new committed state of every account touched.
+    /// Commits the batch in ONE transaction. Each entry is decided on its own: written
+    /// ([`EntryOutcome::Committed`]), skipped as a duplicate key, or refused by a guard — a
+    /// duplicate or a refused entry never fails the others. Every posting keeps its account at or
+    /// above its floor (checked posting by posting, in batch order), and accounts are locked in
+    /// ascending id order so concurrent writers cannot deadlock. One outcome per entry, in order.
     ///
     /// # Errors
-    /// [`StoreError::Rejected`] when a guard/constraint refused (nothing written);
-    /// [`StoreError::Unavailable`] for connection trouble.
-    fn commit_batch(&mut self, entries: &[JournalEntry<Self::Record>]) -> Result<Vec<AccountState>, StoreError>;
+    /// [`StoreError::Rejected`] when an integrity rule refused the batch (nothing written);
+    /// [`StoreError::Unavailable`] / [`StoreError::Transient`] for retryable trouble.
+    fn commit_batch(&mut self, entries: &[JournalEntry<Self::Record>]) -> Result<Vec<EntryOutcome>, StoreError>;
 
     /// Current state of these accounts (used after a rejection so actors can resync).
     ///
     /// # Errors
     /// [`StoreError::Unavailable`]; unknown ids are simply omitted.
     fn account_states(&mut self, ids: &[AccountId]) -> Result<Vec<AccountState>, StoreError>;
+
+    /// Drops any connection or session state (called after a writer thread recovered from a panic,
+    /// so a half-done transaction is rolled back by the server).
+    fn reset(&mut self) {}
 }

@@ -4,7 +4,8 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::store::{AccountId, AccountState, JournalEntry, LedgerStore, StoreError};
+use crate::store::{AccountId, AccountState, EntryOutcome, JournalEntry, LedgerStore, Refusal, StoreError};
 
 /// Callback invoked after every gathered batch with `(batch size, commit latency)`.
 pub type BatchHook = Arc<dyn Fn(usize, Duration) + Send + Sync>;
@@ -25,24 +26,29 @@ type Job<R> = (JournalEntry<R>, oneshot::Sender<CommitResult>);
 /// Why an entry was not committed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum CommitError {
-    /// The store refused this entry (guard / constraint). `current` holds the current
-    /// committed state of the entry's accounts (best effort, may be empty).
+    /// The entry's unique (idempotency) key is already taken: another request with the same key
+    /// won. Nothing was written for this entry; the rest of its batch committed.
+    #[error("duplicate key")]
+    Duplicate,
+    /// A guard refused this entry on the store's committed, locked state (funds, account status,
+    /// refund total). `current` holds the committed state of the entry's accounts.
+    #[error("refused: {refusal:?}")]
+    Refused { refusal: Refusal, current: Vec<AccountState> },
+    /// A uniqueness rule of the operation itself (named by `constraint`) refused this entry alone
+    /// (found by splitting its batch): another operation already holds it.
+    #[error("conflict with {constraint}")]
+    Conflict { constraint: String },
+    /// An integrity rule of the store refused this entry alone (found by splitting its batch).
+    /// `current` holds the current committed state of the entry's accounts (best effort).
     #[error("rejected: {reason}")]
     Rejected { reason: String, current: Vec<AccountState> },
-    /// The store stayed unavailable after retries, or the writer is stopped.
+    /// The store stayed unavailable after retries, or the writer is stopped. Nothing was
+    /// written for the entry.
     #[error("ledger unavailable: {0}")]
     Unavailable(String),
     /// The writer queue is full (back-pressure; answer 503). Nothing was submitted.
     #[error("ledger writer busy")]
     Busy,
-}
-
-/// `true` when a rejection reason denotes a duplicate idempotency key / unique violation
-/// (case-insensitive match on "duplicate" or "unique"). Store implementations must phrase
-/// idempotency conflicts that way.
-pub fn is_duplicate_reason(reason: &str) -> bool {
-    let r = reason.to_ascii_lowercase();
-    r.contains("duplicate") || r.contains("unique")
 }
 
 /// Writer tuning.
@@ -54,7 +60,7 @@ pub struct WriterConfig {
     pub max_wait: Duration,
     /// Capacity of the shared queue; a full queue answers [`CommitError::Busy`].
     pub queue_capacity: usize,
-    /// Extra attempts after an `Unavailable` commit.
+    /// Extra attempts after a retryable (unavailable / transient) commit failure.
     pub unavailable_retries: u32,
     /// Backoff before the first retry; doubled on every further retry.
     pub retry_backoff: Duration,
@@ -96,7 +102,12 @@ pub struct WriterStats {
     rejected: AtomicU64,
     unavailable: AtomicU64,
     busy: AtomicU64,
+    duplicates: AtomicU64,
+    retries: AtomicU64,
+    restarts: AtomicU64,
     last_batch_size: AtomicU64,
+    threads: AtomicUsize,
+    alive: AtomicUsize,
 }
 
 impl WriterStats {
@@ -119,6 +130,26 @@ impl WriterStats {
     /// Submissions refused with [`CommitError::Busy`].
     pub fn busy(&self) -> u64 {
         self.busy.load(Ordering::Relaxed)
+    }
+    /// Entries answered [`CommitError::Duplicate`].
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+    /// Batch commits retried after a retryable failure.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+    /// Writer threads restarted after a panic.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+    /// Writer threads started.
+    pub fn threads(&self) -> usize {
+        self.threads.load(Ordering::Relaxed)
+    }
+    /// Writer threads running now (ready when equal to [`threads`](Self::threads) and > 0).
+    pub fn alive(&self) -> usize {
+        self.alive.load(Ordering::Relaxed)
     }
     /// Size of the most recent gathered batch.
     pub fn last_batch_size(&self) -> u64 {
@@ -221,12 +252,35 @@ impl<S: LedgerStore> LedgerWriter<S> {
         let stats = Arc::new(WriterStats::default());
         for (n, store) in stores.into_iter().enumerate() {
             let worker = Worker { store, rx: rx.clone(), cfg: cfg.clone(), stats: Arc::clone(&stats) };
-            let spawned = thread::Builder::new().name(format!("ledger-writer-{n}")).spawn(move || worker.run());
+            stats.threads.fetch_add(1, Ordering::Relaxed);
+            stats.alive.fetch_add(1, Ordering::Relaxed);
+            let thread_stats = Arc::clone(&stats);
+            let spawned = thread::Builder::new().name(format!("ledger-writer-{n}")).spawn(move || {
+                supervise(worker);
+                thread_stats.alive.fetch_sub(1, Ordering::Relaxed);
+            });
             if let Err(e) = spawned {
+                stats.alive.fetch_sub(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "could not spawn ledger writer thread");
             }
         }
         WriterHandle { tx, stats }
+    }
+}
+
+/// Runs a worker until its queue closes. A panic while handling a batch drops that batch's replies
+/// (their submitters see `Unavailable`), resets the store's connection (the server rolls back a
+/// half-done transaction) and resumes with the next batch.
+fn supervise<S: LedgerStore>(mut worker: Worker<S>) {
+    loop {
+        match catch_unwind(AssertUnwindSafe(|| worker.run())) {
+            Ok(()) => return,
+            Err(_) => {
+                worker.stats.restarts.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("ledger writer thread panicked; resetting its connection and resuming");
+                worker.store.reset();
+            }
+        }
     }
 }
 
@@ -238,7 +292,7 @@ struct Worker<S: LedgerStore> {
 }
 
 impl<S: LedgerStore> Worker<S> {
-    fn run(mut self) {
+    fn run(&mut self) {
         let max_batch = self.cfg.max_batch.max(1);
         while let Ok(first) = self.rx.recv() {
             let mut batch = Vec::with_capacity(max_batch);
@@ -254,6 +308,7 @@ impl<S: LedgerStore> Worker<S> {
             let started = Instant::now();
             let (entries, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             let mut replies: Vec<Option<oneshot::Sender<CommitResult>>> = replies.into_iter().map(Some).collect();
+            crate::faults::writer_batch();
             self.commit_split(&entries, &mut replies);
             let latency = started.elapsed();
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -265,19 +320,32 @@ impl<S: LedgerStore> Worker<S> {
         tracing::debug!("ledger writer thread exiting");
     }
 
-    /// Commits `entries`, bisecting on failure so only the bad entry fails. Each reply is
-    /// sent right after the commit covering its entry returned.
+    /// Commits `entries` and answers each from its own outcome. A batch-level failure that is not
+    /// retryable (an integrity rule) or stays transient after the retries is split in halves so only
+    /// the entry that causes it fails; a lost connection fails the whole batch as unavailable.
     fn commit_split(
         &mut self,
         entries: &[JournalEntry<S::Record>],
         replies: &mut [Option<oneshot::Sender<CommitResult>>],
     ) {
         match self.commit_with_retry(entries) {
-            Ok(states) => {
-                self.stats.entries.fetch_add(count(entries.len()), Ordering::Relaxed);
-                for (entry, reply) in entries.iter().zip(replies.iter_mut()) {
-                    let mine = filter_states(&states, &entry.accounts());
-                    send(reply, Ok(mine));
+            Ok(outcomes) => {
+                for ((entry, reply), outcome) in entries.iter().zip(replies.iter_mut()).zip(outcomes) {
+                    let result = match outcome {
+                        EntryOutcome::Committed(states) => {
+                            self.stats.entries.fetch_add(1, Ordering::Relaxed);
+                            Ok(filter_states(&states, &entry.accounts()))
+                        }
+                        EntryOutcome::Duplicate => {
+                            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                            Err(CommitError::Duplicate)
+                        }
+                        EntryOutcome::Refused { refusal, current } => {
+                            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                            Err(CommitError::Refused { refusal, current })
+                        }
+                    };
+                    send(reply, result);
                 }
             }
             Err(StoreError::Unavailable(msg)) => {
@@ -286,19 +354,30 @@ impl<S: LedgerStore> Worker<S> {
                     send(reply, Err(CommitError::Unavailable(msg.clone())));
                 }
             }
-            Err(other) => {
-                if entries.len() > 1 {
-                    let mid = entries.len() / 2;
-                    let (left_e, right_e) = entries.split_at(mid);
-                    let (left_r, right_r) = replies.split_at_mut(mid);
-                    self.commit_split(left_e, left_r);
-                    self.commit_split(right_e, right_r);
-                    return;
+            Err(_) if entries.len() > 1 => {
+                let mid = entries.len() / 2;
+                let (left_e, right_e) = entries.split_at(mid);
+                let (left_r, right_r) = replies.split_at_mut(mid);
+                self.commit_split(left_e, left_r);
+                self.commit_split(right_e, right_r);
+            }
+            Err(StoreError::Transient(msg)) => {
+                self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+                for reply in replies.iter_mut() {
+                    send(reply, Err(CommitError::Unavailable(msg.clone())));
                 }
+            }
+            Err(StoreError::Conflict { constraint }) => {
+                for reply in replies.iter_mut() {
+                    send(reply, Err(CommitError::Conflict { constraint: constraint.clone() }));
+                }
+            }
+            Err(other) => {
                 let reason = match other {
                     StoreError::Rejected { reason } => reason,
                     StoreError::NotFound => "account not found".to_string(),
-                    StoreError::Unavailable(msg) => msg,
+                    StoreError::Unavailable(msg) | StoreError::Transient(msg) => msg,
+                    StoreError::Conflict { constraint } => constraint,
                 };
                 self.stats.rejected.fetch_add(count(entries.len()), Ordering::Relaxed);
                 for (entry, reply) in entries.iter().zip(replies.iter_mut()) {
@@ -311,14 +390,15 @@ impl<S: LedgerStore> Worker<S> {
         }
     }
 
-    fn commit_with_retry(&mut self, entries: &[JournalEntry<S::Record>]) -> Result<Vec<AccountState>, StoreError> {
+    fn commit_with_retry(&mut self, entries: &[JournalEntry<S::Record>]) -> Result<Vec<EntryOutcome>, StoreError> {
         let mut backoff = self.cfg.retry_backoff;
         let mut attempt: u32 = 0;
         loop {
             match self.store.commit_batch(entries) {
-                Err(StoreError::Unavailable(msg)) if attempt < self.cfg.unavailable_retries => {
+                Err(e) if e.is_retryable() && attempt < self.cfg.unavailable_retries => {
                     attempt += 1;
-                    tracing::warn!(attempt, error = %msg, "ledger commit unavailable; retrying");
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(attempt, error = %e, "ledger commit failed transiently; retrying");
                     thread::sleep(backoff);
                     backoff = backoff.saturating_mul(2);
                 }

@@ -47,7 +47,7 @@ fn op(
         credit_account,
         amount,
         today: TODAY,
-        on_success: Box::new(move || MemoryRecord { key: Some(key), outcome: "ok".into() }),
+        on_success: Box::new(move || MemoryRecord { key: Some(key.clone()), outcome: "ok".into() }),
         on_failure: Box::new(move |r: FailureReason| MemoryRecord { key: Some(k2), outcome: r.code().to_string() }),
         span: tracing::info_span!("test-op"),
     }

@@ -132,6 +132,19 @@ struct Args {
     /// RNG seed (default: random).
     #[arg(long)]
     seed: Option<u64>,
+    /// Share (0..1) of requests sent twice at once with the same Idempotency-Key and body (a client
+    /// retrying while its first attempt still runs). Both answers must agree; throughput counts each
+    /// operation once.
+    #[arg(long, default_value_t = 0.0)]
+    retry_share: f64,
+    /// Before the run, load this many prior operations straight into payd's database (one SQL
+    /// statement per table, generated server-side), then ANALYZE. In the merchant scenario they are
+    /// payments into the run's merchant; otherwise transfers between two history accounts.
+    #[arg(long, default_value_t = 0)]
+    history: u64,
+    /// payd's database, for --history.
+    #[arg(long, env = "PAYD_DATABASE__URL", default_value = "postgres://postgres@127.0.0.1:5432/payd")]
+    database_url: String,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -347,6 +360,10 @@ struct Tally {
     ok: u64,
     status: BTreeMap<String, u64>,
     codes: BTreeMap<String, u64>,
+    /// Requests sent twice at once (`--retry-share`).
+    retried: u64,
+    /// Of those, answers whose two replies disagreed (status or operation id).
+    retry_mismatches: u64,
 }
 
 struct Outcome {
@@ -369,6 +386,7 @@ struct RunCfg {
     seed: u64,
     /// `merchant` scenario: payments into one merchant instead of transfers.
     merchant: Option<Arc<MerchantDriver>>,
+    retry_share: f64,
 }
 
 /// What the `merchant` scenario charges: one merchant's API key and the paying cards' credentials.
@@ -533,22 +551,36 @@ async fn run_scenario(cfg: Arc<RunCfg>) -> anyhow::Result<Outcome> {
                         cfg.api.client.post(cfg.api.url("/api/v1/transfers")).header("authorization", &cfg.api.auth).body(body)
                     }
                 };
-                let res = request
-                    .header("content-type", "application/json")
-                    .header("idempotency-key", key)
-                    .send()
-                    .await;
+                let request = request.header("content-type", "application/json").header("idempotency-key", key);
+                let retry = if cfg.retry_share > 0.0 && rng.gen_bool(cfg.retry_share.min(1.0)) {
+                    request.try_clone()
+                } else {
+                    None
+                };
+                let res = match retry {
+                    None => send_once(request).await,
+                    Some(copy) => {
+                        let (a, b) = tokio::join!(send_once(request), send_once(copy));
+                        tally.retried += 1;
+                        let same = match (&a, &b) {
+                            (Ok((sa, ba)), Ok((sb, bb))) => {
+                                sa == sb && ba.get("id").or_else(|| ba.pointer("/operation/id")) == bb.get("id").or_else(|| bb.pointer("/operation/id"))
+                            }
+                            _ => false,
+                        };
+                        if !same {
+                            tally.retry_mismatches += 1;
+                        }
+                        a
+                    }
+                };
                 match res {
-                    Ok(resp) => {
-                        let status = resp.status().as_u16();
-                        let bytes = resp.bytes().await;
+                    Ok((status, body)) => {
                         let _ = hist.record(micros(due.elapsed()));
                         *tally.status.entry(status.to_string()).or_default() += 1;
                         if status == 201 {
                             tally.ok += 1;
                         } else {
-                            let body: Value =
-                                bytes.ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
                             *tally.codes.entry(format!("{status} {}", error_code(&body))).or_default() += 1;
                         }
                     }
@@ -591,6 +623,8 @@ async fn run_scenario(cfg: Arc<RunCfg>) -> anyhow::Result<Outcome> {
         let (h, t) = t.await.map_err(|e| anyhow!("worker: {e}"))??;
         hist.add(&h).map_err(|e| anyhow!("histogram: {e}"))?;
         tally.ok += t.ok;
+        tally.retried += t.retried;
+        tally.retry_mismatches += t.retry_mismatches;
         for (k, v) in t.status {
             *tally.status.entry(k).or_default() += v;
         }
@@ -603,6 +637,71 @@ async fn run_scenario(cfg: Arc<RunCfg>) -> anyhow::Result<Outcome> {
     progress.abort();
     let sent = hist.len();
     Ok(Outcome { hist, tally, elapsed, sent })
+}
+
+/// Sends one request; its status and JSON body (Null when not JSON).
+async fn send_once(request: reqwest::RequestBuilder) -> Result<(u16, Value), reqwest::Error> {
+    let resp = request.send().await?;
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await?;
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+}
+
+/// Loads `n` prior operations into payd's database server-side: balanced two-posting entries with
+/// running balances, an idempotency row each, between two unbounded history accounts (so `payd
+/// verify` still holds); in the merchant scenario they are successful payments into the newest
+/// merchant (the run's own) with unique order references. Then ANALYZE, as autovacuum would.
+fn load_history(url: &str, n: u64, merchant: bool) -> anyhow::Result<()> {
+    let (server, db) = url.rsplit_once('/').ok_or_else(|| anyhow!("--database-url needs a database name"))?;
+    let tag = format!("{:x}", rand::random::<u32>());
+    let (kind, merchant_id) =
+        if merchant { ("payment", "(SELECT max(id) FROM merchants)") } else { ("transfer", "NULL") };
+    let sql = format!(
+        "BEGIN;
+INSERT INTO accounts (kind, code, currency, balance) SELECT 'funding', 'history-src-{tag}', currency, 0 FROM accounts WHERE code IS NOT NULL LIMIT 1;
+INSERT INTO accounts (kind, code, currency, balance) SELECT 'settlement', 'history-dst-{tag}', currency, 0 FROM accounts WHERE code IS NOT NULL LIMIT 1;
+CREATE TEMP TABLE h ON COMMIT DROP AS
+  SELECT g AS n, gen_random_uuid() AS id, 50000 + (g % 1000) * 100 AS amount,
+         now() - make_interval(secs => ({n} - g)) AS at
+  FROM generate_series(1, {n}) g;
+INSERT INTO operations (id, kind, status, amount, currency, method, debit_account_id, credit_account_id, created_at, merchant_id, order_ref)
+  SELECT h.id, '{kind}', 'success', h.amount, a.currency, 'visa', a.id, b.id, h.at, {merchant_id}, 'hist-{tag}-' || h.n
+  FROM h, accounts a, accounts b WHERE a.code = 'history-src-{tag}' AND b.code = 'history-dst-{tag}' ORDER BY h.n;
+INSERT INTO postings (operation_id, account_id, amount, balance_after, created_at)
+  SELECT id, account_id, amount, balance_after, at FROM (
+    SELECT h.n, 0 AS side, h.id, a.id AS account_id, -h.amount AS amount, -sum(h.amount) OVER (ORDER BY h.n) AS balance_after, h.at
+      FROM h, accounts a WHERE a.code = 'history-src-{tag}'
+    UNION ALL
+    SELECT h.n, 1, h.id, b.id, h.amount, sum(h.amount) OVER (ORDER BY h.n), h.at
+      FROM h, accounts b WHERE b.code = 'history-dst-{tag}') p ORDER BY n, side;
+INSERT INTO idempotency_keys (scope, key, request_hash, operation_id, response_status, response_body)
+  SELECT 'history', '{tag}-' || h.n, 'history', h.id, 201, '{{}}'::jsonb FROM h;
+UPDATE accounts SET balance = -(SELECT sum(amount) FROM h), version = version + 1 WHERE code = 'history-src-{tag}';
+UPDATE accounts SET balance = (SELECT sum(amount) FROM h), version = version + 1 WHERE code = 'history-dst-{tag}';
+COMMIT;
+ANALYZE;"
+    );
+    let started = Instant::now();
+    let out = Command::new("psql")
+        .arg(format!("{server}/{db}"))
+        .args(["-XAtq", "-v", "ON_ERROR_STOP=1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running psql (install postgresql-client)")
+        .and_then(|mut child| {
+            use std::io::Write;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(sql.as_bytes()).context("writing to psql")?;
+            }
+            child.wait_with_output().context("waiting for psql")
+        })?;
+    if !out.status.success() {
+        bail!("loading history: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    info!("history: {n} prior {kind}s loaded and analysed in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 // ------------------------------------------------------------------------------ verify, pgbench, RSS
@@ -856,8 +955,17 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             run_id,
             seed,
             merchant: merchant.clone(),
+            retry_share: args.retry_share,
         })
     };
+    if args.history > 0 {
+        info!(
+            "history: loading {} prior operations into {}",
+            args.history,
+            args.database_url.rsplit('/').next().unwrap_or("")
+        );
+        load_history(&args.database_url, args.history, merchant.is_some())?;
+    }
     if !args.warmup.is_zero() {
         info!("warm-up: {:.1}s", args.warmup.as_secs_f64());
         run_scenario(mk(Some(args.warmup), None, format!("{run_id}w"))).await?;
@@ -931,6 +1039,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                            "mean": out.hist.mean() / 1000.0},
             "status": out.tally.status,
             "errors_by_code": out.tally.codes,
+            "retried": out.tally.retried,
+            "retry_mismatches": out.tally.retry_mismatches,
             "verify": v,
             "pgbench": pg,
             "rss_kb": rss.map(|r| r.0),
@@ -946,6 +1056,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         println!("elapsed       {secs:.2}s  (setup {setup_secs:.1}s)");
         println!("requests      {} sent, {} ok (201), {errors} not ok", out.sent, out.tally.ok);
+        if out.tally.retried > 0 {
+            println!(
+                "retries       {} sent twice at once, {} answered differently",
+                out.tally.retried, out.tally.retry_mismatches
+            );
+        }
         println!("throughput    {ok_per_s:.0} successful transfers/s  ({sent_per_s:.0} sent/s)");
         println!(
             "latency ms    p50 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (mean {:.2})",

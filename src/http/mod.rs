@@ -138,6 +138,8 @@ pub struct Health {
 pub struct Checks {
     pub postgres: &'static str,
     pub redis: &'static str,
+    /// Every ledger-writer thread running and every account/card registry answering.
+    pub ledger: &'static str,
 }
 
 fn operations(api: &mut Api) {
@@ -149,7 +151,7 @@ fn operations(api: &mut Api) {
         "/readyz",
         Access::Public,
         t,
-        "Readiness: PostgreSQL and Redis reachable",
+        "Readiness: PostgreSQL and Redis reachable, ledger writers and actor registries alive",
         web::get().to(readyz),
     );
     r.responds::<Health>(200, s);
@@ -168,11 +170,13 @@ async fn ping() -> HttpResponse {
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let pg = crate::storage::run(&state.db, crate::storage::ping).await;
     let redis = state.cache.ping().await;
+    let ledger = state.ledger.healthy().await;
     let checks = Checks {
         postgres: if pg.is_ok() { "ok" } else { "unavailable" },
         redis: if redis.is_ok() { "ok" } else { "unavailable" },
+        ledger: if ledger { "ok" } else { "unavailable" },
     };
-    if pg.is_ok() && redis.is_ok() {
+    if pg.is_ok() && redis.is_ok() && ledger {
         HttpResponse::Ok().json(Health { status: "ready", checks: Some(checks) })
     } else {
         HttpResponse::ServiceUnavailable().json(Health { status: "unavailable", checks: Some(checks) })

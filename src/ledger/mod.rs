@@ -65,6 +65,8 @@ impl SystemAccounts {
 pub struct LedgerService {
     pub ledger: Ledger<OpRecord>,
     pub system: Arc<SystemAccounts>,
+    /// Money requests running on this instance, by idempotency key.
+    pub inflight: crate::payments::inflight::InFlight,
 }
 
 impl LedgerService {
@@ -92,7 +94,13 @@ impl LedgerService {
                 m.ledger_commit_seconds.with_label_values(&["pg"]).observe(latency.as_secs_f64());
             }
         });
-        let stores = (0..l.writers).map(|_| store::PgLedgerStore::new(settings.database.url.expose())).collect();
+        let session = store::WriterSession {
+            lock_timeout_ms: l.writer_lock_timeout_ms,
+            statement_timeout_ms: l.writer_statement_timeout_ms,
+        };
+        let stores = (0..l.writers)
+            .map(|_| store::PgLedgerStore::with_session(settings.database.url.expose(), session))
+            .collect();
         let writer = LedgerWriter::start(
             stores,
             WriterConfig {
@@ -100,11 +108,23 @@ impl LedgerService {
                 max_wait: Duration::from_micros(l.max_wait_us),
                 queue_capacity: l.queue_capacity,
                 on_batch: Some(hook),
-                ..WriterConfig::default()
+                unavailable_retries: l.commit_retries,
+                retry_backoff: Duration::from_millis(l.commit_retry_backoff_ms),
             },
         );
         let ledger = Ledger::start(accounts, cards, writer, Duration::from_millis(l.exec_timeout_ms), 65_536);
-        Ok(Self { ledger, system: Arc::new(system) })
+        Ok(Self { ledger, system: Arc::new(system), inflight: crate::payments::inflight::InFlight::default() })
+    }
+
+    /// Whether every ledger-writer thread runs and every account and card registry answers (the
+    /// ledger part of `/readyz`).
+    pub async fn healthy(&self) -> bool {
+        let stats = self.ledger.writer().stats();
+        let timeout = Duration::from_secs(1);
+        stats.threads() > 0
+            && stats.alive() == stats.threads()
+            && self.ledger.accounts().responsive(timeout).await
+            && self.ledger.cards().responsive(timeout).await
     }
 
     /// Publishes actor and writer gauges.
@@ -128,5 +148,13 @@ impl LedgerService {
         crate::metrics::set_gauge("ledger_batches_total", i64::try_from(stats.batches()).unwrap_or(i64::MAX));
         crate::metrics::set_gauge("ledger_entries_total", i64::try_from(stats.entries()).unwrap_or(i64::MAX));
         crate::metrics::set_gauge("ledger_busy_total", i64::try_from(stats.busy()).unwrap_or(i64::MAX));
+        crate::metrics::set_gauge("ledger_duplicates_total", i64::try_from(stats.duplicates()).unwrap_or(i64::MAX));
+        crate::metrics::set_gauge("ledger_commit_retries_total", i64::try_from(stats.retries()).unwrap_or(i64::MAX));
+        crate::metrics::set_gauge("ledger_writer_restarts_total", i64::try_from(stats.restarts()).unwrap_or(i64::MAX));
+        crate::metrics::set_gauge("ledger_writers_alive", i64::try_from(stats.alive()).unwrap_or(i64::MAX));
+        crate::metrics::set_gauge(
+            "actor_restarts_total",
+            payd_actors::gauges::ACTOR_RESTARTS.load(std::sync::atomic::Ordering::Relaxed),
+        );
     }
 }

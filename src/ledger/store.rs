@@ -3,14 +3,15 @@
 //! transaction: guarded balance updates (one row update per account per batch), operation rows,
 //! postings with running balances, idempotency rows and outbox rows — all or nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{Array, BigInt, Bool};
+use diesel::sql_types::{Array, BigInt};
 use payd_actors::{
-    AccountId, AccountSnapshot, AccountState, CardId, CardSnapshot, CardStatus, JournalEntry, LedgerStore, StoreError,
+    AccountId, AccountSnapshot, AccountState, CardId, CardSnapshot, CardStatus, EntryOutcome, JournalEntry,
+    LedgerStore, Refusal, StoreError,
 };
 use uuid::Uuid;
 
@@ -93,7 +94,7 @@ struct UpdatedAccount {
     version: i64,
 }
 
-/// Why a batch transaction failed.
+/// Why a batch transaction failed as a whole.
 enum TxError {
     Guard(String),
     Db(DieselError),
@@ -105,16 +106,17 @@ impl From<DieselError> for TxError {
     }
 }
 
-/// The guarded balance update: one statement for every account of the batch. An account is only
-/// updated when its new balance stays at or above its floor, it is not closed, and — when the batch
-/// debits it — it is active. Rows that fail the guard are simply not returned.
-const GUARDED_UPDATE: &str = "\
-UPDATE accounts a SET balance = a.balance + d.delta, version = a.version + 1, updated_at = now() \
-FROM (SELECT unnest($1::bigint[]) AS id, unnest($2::bigint[]) AS delta, unnest($3::bool[]) AS has_debit) d \
-WHERE a.id = d.id \
-  AND (a.min_balance IS NULL OR a.balance + d.delta >= a.min_balance) \
-  AND a.status <> 'closed' \
-  AND (NOT d.has_debit OR a.status = 'active') \
+/// Locks the batch's accounts in ascending id order (one global order for every writer and every
+/// instance, so they cannot deadlock) and reads what the per-posting guard needs.
+const LOCK_ACCOUNTS: &str = "\
+SELECT id, balance, version, min_balance, status FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+
+/// Writes the balances decided on the locked rows. The floor CHECK constraint still holds the line
+/// should the decision ever be wrong; `expected` makes any change behind the lock fail the batch.
+const SET_BALANCES: &str = "\
+UPDATE accounts a SET balance = d.balance, version = a.version + 1, updated_at = now() \
+FROM (SELECT unnest($1::bigint[]) AS id, unnest($2::bigint[]) AS balance, unnest($3::bigint[]) AS expected) d \
+WHERE a.id = d.id AND a.balance = d.expected \
 RETURNING a.id, a.balance, a.version";
 
 const REFUND_TOTAL: &str = "\
@@ -127,6 +129,28 @@ RETURNING refunded";
 struct Refunded {
     #[diesel(sql_type = BigInt)]
     refunded: i64,
+}
+
+#[derive(QueryableByName)]
+struct LockedAccount {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = BigInt)]
+    balance: i64,
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+    min_balance: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    status: String,
+}
+
+#[derive(QueryableByName)]
+struct InsertedKey {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    scope: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    key: String,
 }
 
 // Fixed statements (one prepared statement each, whatever the batch size): every column travels as
@@ -144,7 +168,11 @@ SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::t
 
 const INSERT_KEYS: &str = "\
 INSERT INTO idempotency_keys (scope, key, request_hash, operation_id, response_status, response_body) \
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::int2[], $6::jsonb[])";
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::int2[], $6::jsonb[]) \
+ON CONFLICT (scope, key) DO NOTHING RETURNING scope, key";
+
+const DELETE_KEYS: &str = "\
+DELETE FROM idempotency_keys WHERE (scope, key) IN (SELECT unnest($1::text[]), unnest($2::text[]))";
 
 const INSERT_EVENTS: &str = "\
 INSERT INTO outbox (event_id, event_type, schema_version, aggregate_type, aggregate_key, payload) \
@@ -196,19 +224,38 @@ fn insert_postings(conn: &mut PgConnection, rows: &[NewPosting]) -> Result<(), D
     Ok(())
 }
 
-fn insert_keys<'a>(conn: &mut PgConnection, keys: impl Iterator<Item = &'a NewIdempotency>) -> Result<(), DieselError> {
+/// Inserts the idempotency rows of the batch, in (scope, key) order so two writers waiting on each
+/// other's keys cannot deadlock, skipping keys that already exist (committed by an earlier request,
+/// or by a concurrent transaction that commits first: PostgreSQL waits for it and then skips).
+/// Returns the keys this batch now owns.
+fn insert_keys<'a>(
+    conn: &mut PgConnection,
+    keys: impl Iterator<Item = &'a NewIdempotency>,
+) -> Result<HashSet<(String, String)>, DieselError> {
     use diesel::sql_types::{Int2, Jsonb, Nullable, Text, Uuid as SqlUuid};
     let keys: Vec<&NewIdempotency> = keys.collect();
     if keys.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
-    diesel::sql_query(INSERT_KEYS)
+    let inserted: Vec<InsertedKey> = diesel::sql_query(INSERT_KEYS)
         .bind::<Array<Text>, _>(keys.iter().map(|k| k.scope.as_str()).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(keys.iter().map(|k| k.request_hash.as_str()).collect::<Vec<_>>())
         .bind::<Array<Nullable<SqlUuid>>, _>(keys.iter().map(|k| k.operation_id).collect::<Vec<_>>())
         .bind::<Array<Int2>, _>(keys.iter().map(|k| k.response_status).collect::<Vec<_>>())
         .bind::<Array<Jsonb>, _>(keys.iter().map(|k| &k.response_body).collect::<Vec<_>>())
+        .load(conn)?;
+    Ok(inserted.into_iter().map(|k| (k.scope, k.key)).collect())
+}
+
+fn delete_keys(conn: &mut PgConnection, keys: &[(String, String)]) -> Result<(), DieselError> {
+    use diesel::sql_types::Text;
+    if keys.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(DELETE_KEYS)
+        .bind::<Array<Text>, _>(keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
         .execute(conn)?;
     Ok(())
 }
@@ -230,43 +277,96 @@ fn insert_events<'a>(conn: &mut PgConnection, events: impl Iterator<Item = &'a N
     Ok(())
 }
 
+/// Session settings of a ledger writer's connection.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterSession {
+    /// `lock_timeout`: how long a statement waits for a row lock before the batch is retried.
+    pub lock_timeout_ms: u64,
+    /// `statement_timeout`: the longest a writer statement may run before the batch is retried.
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for WriterSession {
+    fn default() -> Self {
+        Self { lock_timeout_ms: 2_000, statement_timeout_ms: 10_000 }
+    }
+}
+
 pub struct PgLedgerStore {
     url: String,
+    session: WriterSession,
     conn: Option<PgConnection>,
 }
 
 impl PgLedgerStore {
     pub fn new(url: &str) -> Self {
-        Self { url: url.to_owned(), conn: None }
+        Self::with_session(url, WriterSession::default())
+    }
+
+    pub fn with_session(url: &str, session: WriterSession) -> Self {
+        Self { url: url.to_owned(), session, conn: None }
     }
 
     fn conn(&mut self) -> Result<&mut PgConnection, StoreError> {
         if self.conn.is_none() {
-            let c = PgConnection::establish(&self.url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            use diesel::connection::SimpleConnection;
+            let mut c = PgConnection::establish(&self.url).map_err(|e| {
+                tracing::warn!(error = %e, "ledger writer cannot connect");
+                StoreError::Unavailable("cannot connect to the database".into())
+            })?;
+            let setup = format!(
+                "SET application_name = 'payd-ledger-writer'; SET lock_timeout = {}; SET statement_timeout = {};",
+                self.session.lock_timeout_ms, self.session.statement_timeout_ms
+            );
+            c.batch_execute(&setup).map_err(|e| {
+                tracing::warn!(error = %e, "ledger writer session setup failed");
+                StoreError::Unavailable("cannot set up the writer session".into())
+            })?;
             self.conn = Some(c);
         }
         self.conn.as_mut().ok_or_else(|| StoreError::Unavailable("no connection".into()))
     }
 
-    /// Maps a database failure; connection-level failures drop the connection so the next call reconnects.
+    /// Classifies a database failure. diesel exposes the SQLSTATE classes it knows as kinds:
+    /// unique violations (23505) are conflicts of one entry, other integrity violations (23xxx) are
+    /// rejections of one entry, serialization failures (40001) are transient, connection failures
+    /// (08xxx, or a connection gone bad) drop the connection. Every other server error — deadlock
+    /// (40P01), lock not available (55P03), statement or lock timeout (57014), administrator
+    /// shutdown (57P01), out of resources (53xxx) — is treated as transient: the batch is retried
+    /// and, if it still fails, nothing is recorded and the clients are told to retry (503). The
+    /// server's text is logged here and never reaches a client.
     fn fail(&mut self, e: DieselError) -> StoreError {
+        tracing::warn!(error = %e, "ledger writer database error");
         match &e {
-            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => StoreError::Rejected {
-                reason: format!("duplicate: unique constraint {}", info.constraint_name().unwrap_or("unknown")),
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                StoreError::Conflict { constraint: info.constraint_name().unwrap_or("unique").to_owned() }
+            }
+            DieselError::DatabaseError(
+                DatabaseErrorKind::CheckViolation
+                | DatabaseErrorKind::NotNullViolation
+                | DatabaseErrorKind::ForeignKeyViolation
+                | DatabaseErrorKind::RestrictViolation
+                | DatabaseErrorKind::ExclusionViolation,
+                info,
+            ) => StoreError::Rejected {
+                reason: format!("integrity rule {}", info.constraint_name().unwrap_or("unknown")),
             },
+            DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+                StoreError::Transient("serialization failure".into())
+            }
             DieselError::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 _,
             )
             | DieselError::BrokenTransactionManager => {
                 self.conn = None;
-                StoreError::Unavailable(e.to_string())
+                StoreError::Unavailable("database connection lost".into())
             }
-            DieselError::DatabaseError(_, info) => StoreError::Rejected { reason: info.message().to_owned() },
+            DieselError::DatabaseError(_, _) => StoreError::Transient("transient database error".into()),
             DieselError::NotFound => StoreError::NotFound,
             _ => {
                 self.conn = None;
-                StoreError::Unavailable(e.to_string())
+                StoreError::Unavailable("database error".into())
             }
         }
     }
@@ -332,9 +432,47 @@ pub fn card_loader(pool: PgPool) -> payd_actors::CardLoader {
     })
 }
 
-fn commit(conn: &mut PgConnection, entries: &[JournalEntry<OpRecord>]) -> Result<Vec<AccountState>, TxError> {
-    // Net delta per account (sorted by id, so concurrent writers lock rows in one order).
-    let mut deltas: BTreeMap<i64, (i64, bool)> = BTreeMap::new();
+/// What the batch decided for one entry before anything but its key was written.
+enum Decision {
+    Write,
+    Duplicate,
+    Refused(Refusal),
+}
+
+fn state_of(a: &LockedAccount) -> AccountState {
+    AccountState { id: a.id, balance: a.balance, version: a.version }
+}
+
+/// Checks every posting of `entry` against the working balances (in batch order, posting by
+/// posting): the account exists, a debited account is active, a credited one is not closed, and no
+/// posting takes its account below its floor. Returns the balance after each posting.
+fn check_postings(
+    entry: &JournalEntry<OpRecord>,
+    locked: &BTreeMap<i64, LockedAccount>,
+    work: &BTreeMap<i64, i64>,
+) -> Result<Vec<i64>, Refusal> {
+    let mut trial: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut afters = Vec::with_capacity(entry.postings.len());
+    for p in &entry.postings {
+        let account = p.account;
+        let a = locked.get(&account).ok_or(Refusal::UnknownAccount { account })?;
+        match (a.status.as_str(), p.amount < 0) {
+            ("closed", _) => return Err(Refusal::Closed { account }),
+            ("frozen", true) => return Err(Refusal::Frozen { account }),
+            _ => {}
+        }
+        let current = trial.get(&account).or_else(|| work.get(&account)).copied().unwrap_or(a.balance);
+        let next = current.checked_add(p.amount).ok_or(Refusal::InsufficientFunds { account })?;
+        if a.min_balance.is_some_and(|floor| next < floor) {
+            return Err(Refusal::InsufficientFunds { account });
+        }
+        trial.insert(account, next);
+        afters.push(next);
+    }
+    Ok(afters)
+}
+
+fn commit(conn: &mut PgConnection, entries: &[JournalEntry<OpRecord>]) -> Result<Vec<EntryOutcome>, TxError> {
     for entry in entries {
         let sum = entry.postings.iter().try_fold(0i64, |acc, p| acc.checked_add(p.amount));
         if sum != Some(0) {
@@ -343,70 +481,136 @@ fn commit(conn: &mut PgConnection, entries: &[JournalEntry<OpRecord>]) -> Result
                 entry.record.operation.id
             )));
         }
-        for p in &entry.postings {
-            let slot = deltas.entry(p.account).or_insert((0, false));
-            slot.0 = slot.0.checked_add(p.amount).ok_or_else(|| TxError::Guard("amount overflow".into()))?;
-            slot.1 |= p.amount < 0;
-        }
-    }
-    let mut states = Vec::with_capacity(deltas.len());
-    if !deltas.is_empty() {
-        let ids: Vec<i64> = deltas.keys().copied().collect();
-        let ds: Vec<i64> = deltas.values().map(|d| d.0).collect();
-        let debits: Vec<bool> = deltas.values().map(|d| d.1).collect();
-        let updated: Vec<UpdatedAccount> = diesel::sql_query(GUARDED_UPDATE)
-            .bind::<Array<BigInt>, _>(&ids)
-            .bind::<Array<BigInt>, _>(&ds)
-            .bind::<Array<Bool>, _>(&debits)
-            .load(conn)?;
-        if updated.len() != ids.len() {
-            let refused: Vec<i64> = ids.iter().copied().filter(|id| !updated.iter().any(|u| u.id == *id)).collect();
-            return Err(TxError::Guard(format!(
-                "ledger guard refused account(s) {refused:?}: insufficient funds or card not active"
-            )));
-        }
-        states.extend(updated.into_iter().map(|u| AccountState { id: u.id, balance: u.balance, version: u.version }));
     }
 
-    // Refund totals: guarded per refund, so concurrent refunds can never exceed their payment.
-    for entry in entries.iter().filter(|e| !e.postings.is_empty()) {
-        if let Some((payment, cap)) = entry.record.refund_of {
-            let raised: Option<i64> = diesel::sql_query(REFUND_TOTAL)
-                .bind::<diesel::sql_types::Uuid, _>(payment)
-                .bind::<BigInt, _>(cap)
-                .bind::<BigInt, _>(entry.record.operation.amount)
-                .get_result::<Refunded>(conn)
-                .optional()?
-                .map(|r| r.refunded);
-            if raised.is_none() {
-                return Err(TxError::Guard(format!("refund exceeds the refundable amount of payment {payment}")));
+    // 1. Idempotency keys first: a key taken by an earlier or concurrent request makes its entry a
+    //    duplicate here, without failing the batch. Within the batch, the first entry of a key wins.
+    let mut decisions: Vec<Decision> = Vec::with_capacity(entries.len());
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    let mut firsts: Vec<&NewIdempotency> = Vec::new();
+    for entry in entries {
+        match &entry.record.idempotency {
+            Some(k) if !seen.insert((k.scope.as_str(), k.key.as_str())) => decisions.push(Decision::Duplicate),
+            Some(k) => {
+                firsts.push(k);
+                decisions.push(Decision::Write);
+            }
+            None => decisions.push(Decision::Write),
+        }
+    }
+    firsts.sort_by(|a, b| (a.scope.as_str(), a.key.as_str()).cmp(&(b.scope.as_str(), b.key.as_str())));
+    let owned = insert_keys(conn, firsts.into_iter())?;
+    for (entry, decision) in entries.iter().zip(decisions.iter_mut()) {
+        if let (Decision::Write, Some(k)) = (&decision, &entry.record.idempotency) {
+            if !owned.contains(&(k.scope.clone(), k.key.clone())) {
+                *decision = Decision::Duplicate;
             }
         }
     }
 
-    // Running balances: walk the batch backwards from each account's final balance.
-    let mut running: BTreeMap<i64, i64> = states.iter().map(|s| (s.id, s.balance)).collect();
+    // 2. Lock every account the remaining entries touch, in id order, and decide each entry on the
+    //    locked rows, posting by posting.
+    let ids: Vec<i64> = entries
+        .iter()
+        .zip(&decisions)
+        .filter(|(_, d)| matches!(d, Decision::Write))
+        .flat_map(|(e, _)| e.postings.iter().map(|p| p.account))
+        .collect::<std::collections::BTreeSet<i64>>()
+        .into_iter()
+        .collect();
+    let locked: BTreeMap<i64, LockedAccount> = if ids.is_empty() {
+        BTreeMap::new()
+    } else {
+        diesel::sql_query(LOCK_ACCOUNTS)
+            .bind::<Array<BigInt>, _>(&ids)
+            .load::<LockedAccount>(conn)?
+            .into_iter()
+            .map(|a| (a.id, a))
+            .collect()
+    };
+    let mut work: BTreeMap<i64, i64> = BTreeMap::new();
     let mut rows: Vec<NewPosting> = Vec::with_capacity(entries.len() * 2);
-    for entry in entries.iter().rev() {
-        for p in entry.postings.iter().rev() {
-            let after = running.get(&p.account).copied().unwrap_or_default();
-            running.insert(p.account, after - p.amount);
-            rows.push(NewPosting {
-                operation_id: entry.record.operation.id,
-                account_id: p.account,
-                amount: p.amount,
-                balance_after: after,
-                created_at: entry.record.operation.created_at,
-            });
+    let mut refused_keys: Vec<(String, String)> = Vec::new();
+    for (entry, decision) in entries.iter().zip(decisions.iter_mut()) {
+        if !matches!(decision, Decision::Write) || entry.postings.is_empty() {
+            continue;
+        }
+        let mut verdict = check_postings(entry, &locked, &work);
+        if verdict.is_ok() {
+            if let Some((payment, cap)) = entry.record.refund_of {
+                // Refund totals: guarded per refund, so concurrent refunds can never exceed their payment.
+                let raised = diesel::sql_query(REFUND_TOTAL)
+                    .bind::<diesel::sql_types::Uuid, _>(payment)
+                    .bind::<BigInt, _>(cap)
+                    .bind::<BigInt, _>(entry.record.operation.amount)
+                    .get_result::<Refunded>(conn)
+                    .optional()?
+                    .map(|r| r.refunded);
+                if raised.is_none() {
+                    verdict = Err(Refusal::RefundExceeded);
+                }
+            }
+        }
+        match verdict {
+            Ok(afters) => {
+                for (p, after) in entry.postings.iter().zip(afters) {
+                    work.insert(p.account, after);
+                    rows.push(NewPosting {
+                        operation_id: entry.record.operation.id,
+                        account_id: p.account,
+                        amount: p.amount,
+                        balance_after: after,
+                        created_at: entry.record.operation.created_at,
+                    });
+                }
+            }
+            Err(refusal) => {
+                if let Some(k) = &entry.record.idempotency {
+                    refused_keys.push((k.scope.clone(), k.key.clone()));
+                }
+                *decision = Decision::Refused(refusal);
+            }
         }
     }
-    rows.reverse();
+    delete_keys(conn, &refused_keys)?;
 
-    insert_operations(conn, entries.iter().map(|e| &e.record.operation))?;
+    // 3. The balances, once per account, then the rows of every written entry.
+    let mut finals: BTreeMap<i64, AccountState> = BTreeMap::new();
+    if !work.is_empty() {
+        let ids: Vec<i64> = work.keys().copied().collect();
+        let balances: Vec<i64> = work.values().copied().collect();
+        let expected: Vec<i64> = ids.iter().map(|id| locked.get(id).map_or(0, |a| a.balance)).collect();
+        let updated: Vec<UpdatedAccount> = diesel::sql_query(SET_BALANCES)
+            .bind::<Array<BigInt>, _>(&ids)
+            .bind::<Array<BigInt>, _>(&balances)
+            .bind::<Array<BigInt>, _>(&expected)
+            .load(conn)?;
+        if updated.len() != ids.len() {
+            return Err(TxError::Guard("an account changed behind its row lock".into()));
+        }
+        finals.extend(
+            updated.into_iter().map(|u| (u.id, AccountState { id: u.id, balance: u.balance, version: u.version })),
+        );
+    }
+    let written = || entries.iter().zip(&decisions).filter(|(_, d)| matches!(d, Decision::Write)).map(|(e, _)| e);
+    insert_operations(conn, written().map(|e| &e.record.operation))?;
     insert_postings(conn, &rows)?;
-    insert_keys(conn, entries.iter().filter_map(|e| e.record.idempotency.as_ref()))?;
-    insert_events(conn, entries.iter().flat_map(|e| e.record.events.iter()))?;
-    Ok(states)
+    insert_events(conn, written().flat_map(|e| e.record.events.iter()))?;
+
+    Ok(entries
+        .iter()
+        .zip(decisions)
+        .map(|(entry, decision)| match decision {
+            Decision::Write => {
+                EntryOutcome::Committed(entry.accounts().iter().filter_map(|id| finals.get(id).copied()).collect())
+            }
+            Decision::Duplicate => EntryOutcome::Duplicate,
+            Decision::Refused(refusal) => EntryOutcome::Refused {
+                refusal,
+                current: entry.accounts().iter().filter_map(|id| locked.get(id).map(state_of)).collect(),
+            },
+        })
+        .collect())
 }
 
 impl LedgerStore for PgLedgerStore {
@@ -422,14 +626,18 @@ impl LedgerStore for PgLedgerStore {
         r.map_err(|e| self.fail(e))
     }
 
-    fn commit_batch(&mut self, entries: &[JournalEntry<OpRecord>]) -> Result<Vec<AccountState>, StoreError> {
+    fn commit_batch(&mut self, entries: &[JournalEntry<OpRecord>]) -> Result<Vec<EntryOutcome>, StoreError> {
         let conn = self.conn()?;
         let result = conn.transaction::<_, TxError, _>(|conn| commit(conn, entries));
         match result {
-            Ok(states) => Ok(states),
+            Ok(outcomes) => Ok(outcomes),
             Err(TxError::Guard(reason)) => Err(StoreError::Rejected { reason }),
             Err(TxError::Db(e)) => Err(self.fail(e)),
         }
+    }
+
+    fn reset(&mut self) {
+        self.conn = None;
     }
 
     fn account_states(&mut self, ids: &[AccountId]) -> Result<Vec<AccountState>, StoreError> {

@@ -97,6 +97,13 @@ const CHECKS: &[(&str, &str)] = &[
          FROM accounts WHERE min_balance IS NOT NULL AND balance < min_balance",
     ),
     (
+        "no posting leaves its account below its floor",
+        "SELECT 'posting ' || p.id::text || ' balance_after ' || p.balance_after::text || ' floor ' \
+                || a.min_balance::text AS example \
+         FROM postings p JOIN accounts a ON a.id = p.account_id \
+         WHERE a.min_balance IS NOT NULL AND p.balance_after < a.min_balance",
+    ),
+    (
         "running balance of the last posting equals balance",
         "SELECT 'account ' || a.id::text AS example FROM accounts a \
          JOIN LATERAL (SELECT balance_after FROM postings p WHERE p.account_id = a.id ORDER BY p.id DESC LIMIT 1) l ON TRUE \
@@ -182,6 +189,13 @@ const RECENT_CHECKS: &[(&str, &str)] = &[
          FROM accounts a \
          JOIN LATERAL (SELECT balance_after FROM postings q WHERE q.account_id = a.id ORDER BY q.id DESC LIMIT 1) l ON TRUE \
          WHERE a.id IN (SELECT account_id FROM postings WHERE id > $1 AND id <= $2) AND l.balance_after <> a.balance",
+    ),
+    (
+        "new postings keep their account at or above its floor",
+        "SELECT 'posting ' || p.id::text || ' balance_after ' || p.balance_after::text || ' floor ' \
+                || a.min_balance::text AS example \
+         FROM postings p JOIN accounts a ON a.id = p.account_id \
+         WHERE p.id > $1 AND p.id <= $2 AND a.min_balance IS NOT NULL AND p.balance_after < a.min_balance",
     ),
     (
         "touched accounts are at or above their floor",

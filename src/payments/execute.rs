@@ -13,6 +13,7 @@ use crate::http::error::ApiError;
 use crate::http::request_id;
 use crate::ledger::{NewEvent, NewIdempotency, NewOperation, OpRecord};
 use crate::payments::idempotency::{self, Fingerprint};
+use crate::payments::inflight::{self, Answer, Claim};
 use crate::payments::{OperationView, PaymentError};
 
 /// A money movement, fully resolved to accounts.
@@ -114,7 +115,12 @@ impl From<&FailureReason> for Failure {
             FailureReason::CardClosed => "the card is closed".to_owned(),
             FailureReason::CardExpired => "the card has expired".to_owned(),
             FailureReason::SameAccount => "source and destination must differ".to_owned(),
-            FailureReason::Rejected(r) => format!("the ledger refused the operation: {r}"),
+            FailureReason::RefundExceeded => "the refund exceeds what is left of the payment".to_owned(),
+            FailureReason::Rejected(r) => {
+                // The store's reason stays in the logs; the client gets the stable code only.
+                tracing::warn!(reason = %r, "ledger integrity rule refused an operation");
+                "the ledger refused the operation".to_owned()
+            }
         };
         let status = match reason {
             FailureReason::SameAccount => StatusCode::UNPROCESSABLE_ENTITY,
@@ -246,11 +252,71 @@ impl Prepared {
 ///
 /// There is no lookup of the key before executing: every outcome that answers is committed together
 /// with its idempotency row, so a repeated key loses at the unique index and its stored answer is
-/// replayed (or refused with 409 when the request differs). New keys pay no extra query.
+/// replayed (or refused with 409 when the request differs). New keys pay no extra query. A repeat
+/// that arrives while the first request still runs on this instance waits for its answer instead.
 ///
 /// # Errors
 /// `ApiError` for conflicts, unknown cards, back-pressure (503) and unknown outcomes (503, retry with the same key).
 pub async fn run(state: &AppState, op: MoneyOp) -> Result<HttpResponse, ApiError> {
+    let op = &op;
+    once(state, op, |leader| async move {
+        let answer = execute(state, op).await;
+        finish(leader, answer)
+    })
+    .await
+}
+
+/// Records a failed attempt decided before the ledger path (e.g. a wrong CVV), with no postings.
+///
+/// # Errors
+/// As [`run`].
+pub async fn record_failed(state: &AppState, op: MoneyOp, failure: Failure) -> Result<HttpResponse, ApiError> {
+    let (op, failure) = (&op, &failure);
+    once(state, op, |leader| async move {
+        let answer = record(state, op, failure).await;
+        finish(leader, answer)
+    })
+    .await
+}
+
+/// Runs `body` unless the same key is already in flight here: then waits for that request's answer
+/// (or refuses a different request under the key with 409).
+async fn once<F, Fut>(state: &AppState, op: &MoneyOp, body: F) -> Result<HttpResponse, ApiError>
+where
+    F: FnOnce(inflight::Leader) -> Fut,
+    Fut: std::future::Future<Output = Result<HttpResponse, ApiError>>,
+{
+    loop {
+        match state.ledger.inflight.claim(&op.scope, &op.key, &op.request_hash.current) {
+            Claim::Leader(leader) => return body(leader).await,
+            Claim::Conflict => return Err(PaymentError::IdempotencyConflict.into()),
+            Claim::Follower(rx) => match inflight::wait(rx).await {
+                Some(Answer::Json(status, body, _)) => {
+                    crate::metrics::count(op.kind, "inflight_replay");
+                    return Ok(HttpResponse::build(status).insert_header(("idempotent-replayed", "true")).json(body));
+                }
+                Some(Answer::Error(e)) => return Err(e),
+                // The first request went away without an answer: try again (as leader, or behind
+                // the next one); the database decides between concurrent attempts.
+                None => {}
+            },
+        }
+    }
+}
+
+fn finish(leader: inflight::Leader, answer: Result<Answer, ApiError>) -> Result<HttpResponse, ApiError> {
+    let answer = answer.unwrap_or_else(Answer::Error);
+    leader.finish(&answer);
+    match answer {
+        Answer::Json(status, body, false) => Ok(HttpResponse::build(status).json(body)),
+        Answer::Json(status, body, true) => {
+            Ok(HttpResponse::build(status).insert_header(("idempotent-replayed", "true")).json(body))
+        }
+        Answer::Error(e) => Err(e),
+    }
+}
+
+async fn execute(state: &AppState, op: &MoneyOp) -> Result<Answer, ApiError> {
     let now = Utc::now();
     let prepared = Prepared::new(state, op.clone(), now);
     let on_failure = {
@@ -265,23 +331,23 @@ pub async fn run(state: &AppState, op: MoneyOp) -> Result<HttpResponse, ApiError
         credit_account: op.credit_account,
         amount: op.amount,
         today: (now.year(), now.month()),
-        on_success: Box::new(move || success),
+        on_success: Box::new(move || success.clone()),
         on_failure: Box::new(on_failure),
         span: tracing::Span::current(),
     };
     match state.ledger.ledger.execute(operation).await {
         Ok(_) => {
             crate::metrics::count(op.kind, "success");
-            Ok(HttpResponse::Created().json(prepared.success_body()))
+            Ok(Answer::Json(StatusCode::CREATED, prepared.success_body(), false))
         }
         Err(OpFailure::Recorded { reason }) => {
             let f = Failure::from(&reason);
             crate::metrics::count(op.kind, reason.code());
-            Ok(HttpResponse::build(f.status).json(prepared.failure_body(&f)))
+            Ok(Answer::Json(f.status, prepared.failure_body(&f), false))
         }
-        Err(OpFailure::Duplicate) => duplicate(state, &op).await,
-        Err(OpFailure::NotRecorded(e)) => Err(exec_error(e, &op).into()),
-        Err(OpFailure::Unrecorded { error, .. }) => Err(exec_error(error, &op).into()),
+        Err(OpFailure::Duplicate | OpFailure::Conflict(_)) => duplicate(state, op).await,
+        Err(OpFailure::NotRecorded(e)) => Err(exec_error(e, op).into()),
+        Err(OpFailure::Unrecorded { error, .. }) => Err(exec_error(error, op).into()),
         Err(OpFailure::Unknown(m)) => {
             tracing::warn!(reason = %m, "money operation outcome unknown");
             Err(PaymentError::OutcomeUnknown.into())
@@ -289,29 +355,30 @@ pub async fn run(state: &AppState, op: MoneyOp) -> Result<HttpResponse, ApiError
     }
 }
 
-/// Records a failed attempt decided before the ledger path (e.g. a wrong CVV), with no postings.
-///
-/// # Errors
-/// As [`run`].
-pub async fn record_failed(state: &AppState, op: MoneyOp, failure: Failure) -> Result<HttpResponse, ApiError> {
+async fn record(state: &AppState, op: &MoneyOp, failure: &Failure) -> Result<Answer, ApiError> {
     let prepared = Prepared::new(state, op.clone(), Utc::now());
-    let entry = JournalEntry { postings: Vec::new(), record: prepared.failure(&failure) };
+    let entry = JournalEntry { postings: Vec::new(), record: prepared.failure(failure) };
     match state.ledger.ledger.writer().commit(entry).await {
         Ok(_) => {
             crate::metrics::count(op.kind, "failed");
-            Ok(HttpResponse::build(failure.status).json(prepared.failure_body(&failure)))
+            Ok(Answer::Json(failure.status, prepared.failure_body(failure), false))
         }
-        Err(payd_actors::CommitError::Rejected { reason, .. }) if payd_actors::is_duplicate_reason(&reason) => {
-            duplicate(state, &op).await
+        Err(payd_actors::CommitError::Duplicate | payd_actors::CommitError::Conflict { .. }) => {
+            duplicate(state, op).await
         }
-        Err(e) => Err(exec_error(ExecError::Commit(e), &op).into()),
+        Err(e) => Err(exec_error(ExecError::Commit(e), op).into()),
     }
 }
 
-async fn duplicate(state: &AppState, op: &MoneyOp) -> Result<HttpResponse, ApiError> {
+async fn duplicate(state: &AppState, op: &MoneyOp) -> Result<Answer, ApiError> {
     // A concurrent request with the same key won, or a uniqueness rule of the operation itself refused it.
     match idempotency::lookup(&state.db, op.scope.clone(), op.key.clone()).await? {
-        Some(stored) => Ok(stored.replay(&op.request_hash)?),
+        Some(stored) if op.request_hash.matches(&stored.request_hash) => {
+            crate::metrics::count(op.kind, "replay");
+            let status = StatusCode::from_u16(u16::try_from(stored.status).unwrap_or(200)).unwrap_or(StatusCode::OK);
+            Ok(Answer::Json(status, stored.body, true))
+        }
+        Some(_) => Err(PaymentError::IdempotencyConflict.into()),
         None if op.kind == "reversal" => {
             Err(PaymentError::NotReversible("the operation was already reversed".into()).into())
         }

@@ -30,12 +30,12 @@ const CONCURRENCY: usize = 32;
 
 /// The `payd` child process; killed (SIGKILL) and reaped when dropped, so a failing test never
 /// leaves it running.
-struct Payd {
+pub(crate) struct Payd {
     child: std::process::Child,
 }
 
 impl Payd {
-    fn start(db_url: &str, port: u16, prefix: &str, log: &PathBuf) -> Self {
+    pub(crate) fn start(db_url: &str, port: u16, prefix: &str, log: &PathBuf) -> Self {
         let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_payd"))
@@ -70,7 +70,7 @@ impl Drop for Payd {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }

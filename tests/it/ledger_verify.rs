@@ -82,3 +82,29 @@ async fn incremental_rounds_cover_new_postings_and_catch_tampering() {
     let (report, _) = run_recent(&mut conn, start).unwrap();
     assert!(failing(&report).contains(&"new postings continue their account's running balance"), "{report}");
 }
+
+/// A posting whose running balance dips below its account's floor is caught by the full check and by
+/// the incremental round, even when the account ends above its floor (a debit covered later by a
+/// credit would otherwise pass unnoticed).
+#[actix_web::test]
+async fn a_posting_below_its_floor_is_caught() {
+    let app = TestApp::spawn().await;
+    let api = app.api();
+    let admin = api.admin_token().await;
+    let (_, token) = api.verified_user(&admin, "flora@example.com").await;
+    let a = api.issue_card(&token, "debit", None, None).await;
+    let mut conn = app.db();
+    let start = last_posting(&mut conn).unwrap();
+    let r = api.money(&token, "/api/v1/topups", "f1", &json!({"card_id": a, "amount": 300_000, "method": "ovo"})).await;
+    assert_eq!(r.unwrap().status, 201);
+    assert!(run(&mut conn).unwrap().is_clean());
+
+    // Rewrite the card's only posting as if it had first gone 1 below the floor (0 for a debit card):
+    // the running-balance chain is broken too, but the floor check must name it on its own.
+    let account = scalar(&mut conn, &format!("SELECT account_id AS n FROM cards WHERE id = {a}"));
+    conn.batch_execute(&format!("UPDATE postings SET balance_after = -1 WHERE account_id = {account}")).unwrap();
+    let full = run(&mut conn).unwrap();
+    assert!(failing(&full).contains(&"no posting leaves its account below its floor"), "{full}");
+    let (recent, _) = run_recent(&mut conn, start).unwrap();
+    assert!(failing(&recent).contains(&"new postings keep their account at or above its floor"), "{recent}");
+}

@@ -19,6 +19,7 @@ mod identity_flow;
 mod identity_tokens;
 mod identity_validation;
 mod ledger_crash;
+mod ledger_deployed;
 mod ledger_storm;
 mod ledger_verify;
 mod log_secrets;

@@ -443,7 +443,7 @@ fn check(o: &Outcome) -> Result<(), String> {
         Tag::ReuseOrder => ok.push((409, "order_ref_taken")),
         Tag::Refund | Tag::DupIdemRefund => ok.push((201, "")),
         Tag::CrossRefund => ok.push((404, "not_found")),
-        Tag::OverRefund => ok.extend([(201, ""), (409, "not_refundable"), (402, "rejected")]),
+        Tag::OverRefund => ok.extend([(201, ""), (409, "not_refundable"), (402, "refund_exceeded")]),
     }
     if ok.contains(&got) {
         Ok(())
@@ -768,7 +768,7 @@ async fn merchant_payment_and_refund_storm() {
         ("cross-merchant refunds refused", count(Some(Tag::CrossRefund), 404, "not_found") > 5),
         (
             "over-refunds refused",
-            count(Some(Tag::OverRefund), 409, "not_refundable") + count(Some(Tag::OverRefund), 402, "rejected")
+            count(Some(Tag::OverRefund), 409, "not_refundable") + count(Some(Tag::OverRefund), 402, "refund_exceeded")
                 >= over_refund_groups,
         ),
         ("requests after suspension", post_suspend > 20),
