@@ -172,7 +172,7 @@ async fn pay(
     let (stored, card, paid) = storage::run(&state.db, move |conn| {
         let stored = idempotency::find(conn, &sc, &ik)?;
         if stored.is_some() {
-            return Ok((stored, None, 0));
+            return Ok((stored, None, false));
         }
         let card: Option<CardRow> = cards::table
             .filter(cards::pan_hash.eq(pan_hash))
@@ -186,20 +186,24 @@ async fn pay(
             ))
             .first(conn)
             .optional()?;
-        let paid: i64 = operations::table
-            .filter(operations::merchant_id.eq(merchant_id))
-            .filter(operations::order_ref.eq(order_ref))
-            .filter(operations::kind.eq("payment"))
-            .filter(operations::status.eq("success"))
-            .count()
-            .get_result(conn)?;
+        // EXISTS over exactly the predicate of the partial unique index `operations_order_ref`: a
+        // probe of that index (estimated at one row whatever the statistics), never a scan of the
+        // merchant's payments.
+        let paid: bool = diesel::select(diesel::dsl::exists(
+            operations::table
+                .filter(operations::merchant_id.eq(merchant_id))
+                .filter(operations::order_ref.eq(order_ref))
+                .filter(operations::kind.eq("payment"))
+                .filter(operations::status.eq("success")),
+        ))
+        .get_result(conn)?;
         Ok::<_, StorageError>((None, card, paid))
     })
     .await?;
     if let Some(stored) = stored {
         return Ok(stored.replay(&hash)?);
     }
-    if paid > 0 {
+    if paid {
         // A concurrent request with this same key may have just paid the order: answer as it did.
         if let Some(stored) = idempotency::lookup(&state.db, scope.clone(), idem.clone()).await? {
             return Ok(stored.replay(&hash)?);
