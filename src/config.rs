@@ -68,6 +68,44 @@ pub struct ServerSettings {
     /// once, when the configuration is read.
     #[serde(default, deserialize_with = "proxies")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// What this instance runs: the API, the background workers, or both (`payd serve --role`).
+    pub role: Role,
+    /// On SIGTERM: how long in-flight requests may take to finish, and then how long background work
+    /// (relay, consumers, senders, the invariant check) gets to stop. Keep the sum, plus any preStop
+    /// delay, below the pod's `terminationGracePeriodSeconds`.
+    pub shutdown_timeout_secs: u64,
+    pub background_stop_secs: u64,
+}
+
+/// The work one `payd serve` instance does.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// HTTP API only: no outbox relay, consumers, senders, retention purge or invariant check.
+    Api,
+    /// Background work only: relay, notifier and webhook consumers, e-mail and webhook senders,
+    /// retention, the periodic invariant check. Serves `/healthz`, `/readyz` and `/metrics`.
+    Worker,
+    /// Both (development and single-instance deployments).
+    All,
+}
+
+impl Role {
+    /// Whether this instance serves the public API.
+    pub fn serves_api(self) -> bool {
+        matches!(self, Role::Api | Role::All)
+    }
+    /// Whether this instance runs the background workers.
+    pub fn runs_workers(self) -> bool {
+        matches!(self, Role::Worker | Role::All)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Worker => "worker",
+            Role::All => "all",
+        }
+    }
 }
 
 fn proxies<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
@@ -171,6 +209,8 @@ pub struct LedgerSettings {
     pub idle_timeout_secs: u64,
     pub exec_timeout_ms: u64,
     pub verify_interval_secs: u64,
+    /// Upper bound on one periodic invariant-check round (PostgreSQL `statement_timeout`).
+    pub verify_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -184,12 +224,26 @@ pub struct CardSettings {
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct MerchantSettings {
+    /// Where uploaded documents live: `postgres` (every replica sees them) or `dir`.
+    pub document_store: DocumentStore,
+    /// The `dir` store's directory; with `postgres`, documents uploaded before the move are still read
+    /// from here until `payd documents import` has copied them into the database.
     pub document_dir: String,
     pub max_document_bytes: usize,
     pub required_documents: Vec<String>,
     pub key_rotation_overlap_secs: i64,
     pub cvv_failure_limit: u32,
     pub cvv_failure_window_secs: u64,
+}
+
+/// Where merchant documents are stored.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentStore {
+    /// The `document_blobs` table (default): shared by every replica, nothing on the local disk.
+    Postgres,
+    /// Files under `merchants.document_dir` (single instance with a writable volume only).
+    Dir,
 }
 
 /// Which broker the relay publishes to and the consumers read from.
@@ -249,6 +303,11 @@ pub struct WebhookSettings {
     pub concurrency: usize,
 }
 
+/// The compiled-in defaults alone (no environment file, no variables).
+fn compiled_defaults() -> Result<config::Config, ConfigError> {
+    Ok(config::Config::builder().add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml)).build()?)
+}
+
 /// A configuration problem, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -304,11 +363,65 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Keys production must set explicitly: their compiled-in defaults point at a development machine
+    /// (`127.0.0.1`, `guest`) or are development secrets.
+    fn production_required(&self) -> Vec<(&'static str, String)> {
+        let mut keys = vec![
+            ("database.url", self.database.url.expose().to_owned()),
+            ("redis.url", self.redis.url.expose().to_owned()),
+            ("auth.jwt_secret", self.auth.jwt_secret.expose().to_owned()),
+            ("cards.cvv_key", self.cards.cvv_key.expose().to_owned()),
+            ("cards.pan_key", self.cards.pan_key.expose().to_owned()),
+        ];
+        match self.events.broker {
+            BrokerKind::Kafka => keys.push(("events.kafka_brokers", self.events.kafka_brokers.clone())),
+            BrokerKind::RabbitMq => keys.push(("events.rabbitmq_url", self.events.rabbitmq_url.expose().to_owned())),
+            BrokerKind::InProcess => {}
+        }
+        keys
+    }
+
     /// Checks cross-field rules the types cannot express.
     ///
     /// # Errors
     /// `ConfigError::Invalid` naming the first bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.environment == Environment::Production {
+            let defaults = compiled_defaults()?;
+            for (key, value) in self.production_required() {
+                if defaults.get_string(key).ok().as_deref() == Some(value.as_str()) {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "must be set in production (PAYD_{}); the compiled-in default is for development",
+                            key.to_uppercase().replace('.', "__")
+                        ),
+                    ));
+                }
+            }
+            if self.events.broker == BrokerKind::InProcess && self.server.role != Role::All {
+                return Err(invalid(
+                    "events.broker",
+                    "the in-process broker cannot carry events between api and worker instances in production; \
+                     use kafka or rabbitmq",
+                ));
+            }
+        }
+        if self.mail.transport == MailTransport::Smtp
+            && !self.mail.smtp_username.is_empty()
+            && self.mail.smtp_password.is_empty()
+        {
+            return Err(invalid("mail.smtp_password", "must be set when mail.smtp_username is"));
+        }
+        if self.server.shutdown_timeout_secs == 0 || self.server.shutdown_timeout_secs > 300 {
+            return Err(invalid("server.shutdown_timeout_secs", "must be between 1 and 300"));
+        }
+        if self.server.background_stop_secs == 0 || self.server.background_stop_secs > 300 {
+            return Err(invalid("server.background_stop_secs", "must be between 1 and 300"));
+        }
+        if self.ledger.verify_timeout_secs == 0 {
+            return Err(invalid("ledger.verify_timeout_secs", "must be at least 1"));
+        }
         let secret = self.auth.jwt_secret.expose();
         if secret.len() < 32 {
             return Err(invalid("auth.jwt_secret", "must be at least 32 characters"));
