@@ -86,6 +86,13 @@ enum MigrateAction {
     Down,
     /// List migrations and whether each is applied.
     Status,
+    /// Wait until every migration in this binary is applied (by `payd migrate up` elsewhere: the
+    /// Kubernetes Job); an init container runs this so pods never serve an older schema.
+    Wait {
+        /// Give up (exit 1) after this long.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -223,6 +230,9 @@ fn documents(settings: &Settings, action: DocumentsAction) -> anyhow::Result<()>
 
 fn migrate(settings: &Settings, action: MigrateAction) -> anyhow::Result<()> {
     use diesel::Connection;
+    if let MigrateAction::Wait { timeout_secs } = action {
+        return migrate_wait(settings, std::time::Duration::from_secs(timeout_secs));
+    }
     if settings.database.create_if_missing {
         storage::create_database_if_missing(settings.database.url.expose())?;
     }
@@ -243,8 +253,39 @@ fn migrate(settings: &Settings, action: MigrateAction) -> anyhow::Result<()> {
                 println!("[{}] {name}", if applied { "x" } else { " " });
             }
         }
+        MigrateAction::Wait { .. } => {}
     }
     Ok(())
+}
+
+/// Polls (every 2 s) until no migration of this binary is pending; the database may not even be
+/// reachable yet when it starts.
+fn migrate_wait(settings: &Settings, timeout: std::time::Duration) -> anyhow::Result<()> {
+    use diesel::Connection;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let pending = diesel::PgConnection::establish(settings.database.url.expose())
+            .map_err(anyhow::Error::from)
+            .and_then(|mut c| storage::migration_status(&mut c).map_err(anyhow::Error::from))
+            .map(|status| status.into_iter().filter(|(_, applied)| !applied).map(|(n, _)| n).collect::<Vec<_>>());
+        let now = match pending {
+            Ok(p) if p.is_empty() => {
+                println!("migrations: all applied");
+                return Ok(());
+            }
+            Ok(p) => format!("waiting for {} migration(s): {}", p.len(), p.join(", ")),
+            Err(e) => format!("waiting for the database: {e:#}"),
+        };
+        if now != last {
+            println!("migrations: {now}");
+            last = now;
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("migrations still pending after {}s ({last})", timeout.as_secs());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
 }
 
 fn seed(settings: Settings, users: u32) -> anyhow::Result<()> {

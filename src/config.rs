@@ -407,6 +407,9 @@ impl Settings {
                 ));
             }
         }
+        if !self.auth.bootstrap_admin_email.is_empty() && self.auth.bootstrap_admin_password.is_empty() {
+            return Err(invalid("auth.bootstrap_admin_password", "must be set when auth.bootstrap_admin_email is"));
+        }
         if self.mail.transport == MailTransport::Smtp
             && !self.mail.smtp_username.is_empty()
             && self.mail.smtp_password.is_empty()

@@ -6,6 +6,7 @@
 mod common;
 mod events_support;
 
+mod deployment_config;
 mod events_kafka;
 mod events_outbox;
 mod events_rabbitmq;
