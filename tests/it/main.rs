@@ -7,6 +7,7 @@ mod common;
 mod events_support;
 
 mod deployment_config;
+mod deployment_runtime;
 mod events_kafka;
 mod events_outbox;
 mod events_rabbitmq;
