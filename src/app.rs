@@ -138,9 +138,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<Running> {
 fn spawn_background(state: &AppState) {
     crate::events::spawn(state);
     let (st, shutdown) = (state.clone(), state.shutdown.clone());
+    let capacity = i64::try_from(state.settings.ledger.queue_capacity).unwrap_or(i64::MAX);
     state.shutdown.spawn("ledger-gauges", async move {
         loop {
             st.ledger.export_gauges();
+            // The writer-queue saturation alert divides the depth by this.
+            crate::metrics::set_gauge("ledger_queue_capacity", capacity);
             if shutdown.sleep(std::time::Duration::from_secs(5)).await {
                 return;
             }
