@@ -557,12 +557,51 @@ mod tests {
         assert_eq!(s.money.min_amount, 50_000);
     }
 
-    #[test]
-    fn production_refuses_default_secret() {
+    /// Production with every value that has a development default set explicitly.
+    fn production() -> Settings {
         let mut s = base();
         s.environment = Environment::Production;
+        s.database.url = Secret::new("postgres://payd:pw@db.internal:5432/payd");
+        s.redis.url = Secret::new("redis://cache.internal:6379");
+        s.auth.jwt_secret = Secret::new("p".repeat(48));
+        s.cards.cvv_key = Secret::new("c".repeat(48));
+        s.cards.pan_key = Secret::new("k".repeat(48));
+        s.webhooks.allow_insecure = false;
+        s
+    }
+
+    #[test]
+    fn production_refuses_default_secret() {
+        production().validate().unwrap();
+        let mut s = production();
+        s.auth.jwt_secret = base().auth.jwt_secret;
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("auth.jwt_secret"), "{err}");
+    }
+
+    #[test]
+    fn production_names_each_value_left_at_its_development_default() {
+        type Reset = fn(&mut Settings);
+        let cases: [(&str, Reset); 5] = [
+            ("database.url", |s| s.database.url = base().database.url),
+            ("redis.url", |s| s.redis.url = base().redis.url),
+            ("cards.cvv_key", |s| s.cards.cvv_key = base().cards.cvv_key),
+            ("cards.pan_key", |s| s.cards.pan_key = base().cards.pan_key),
+            ("events.kafka_brokers", |s| s.events.broker = BrokerKind::Kafka),
+        ];
+        for (key, reset) in cases {
+            let mut s = production();
+            reset(&mut s);
+            let err = s.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+        }
+        // Split roles need a real broker in production.
+        let mut s = production();
+        s.server.role = Role::Api;
+        assert!(s.validate().unwrap_err().to_string().contains("`events.broker`"));
+        s.events.broker = BrokerKind::Kafka;
+        s.events.kafka_brokers = "kafka:9092".into();
+        s.validate().unwrap();
     }
 
     #[test]
