@@ -75,7 +75,7 @@ COMPOSE_RUN       = $(COMPOSE) --env-file $(COMPOSE_ENV) -f docker/compose.yaml
 export DEBIAN_FRONTEND := noninteractive
 export CARGO_TERM_COLOR ?= $(if $(CI),never,auto)
 
-.PHONY: help setup setup-build setup-test services services-postgres services-redis services-rabbitmq \
+.PHONY: help setup setup-build setup-run setup-test services services-postgres services-redis services-rabbitmq \
         services-kafka run build test lint fmt migrate seed bench load compose-check prom-check \
         clean-testdbs up down ps kube-apply kube-delete
 
@@ -89,12 +89,16 @@ help: ## List the targets
 
 # ---- machine -------------------------------------------------------------------------------------
 
-setup: setup-build setup-test ## Install every missing build/test prerequisite (apt packages, rustfmt, clippy, cargo-nextest)
+setup: setup-build setup-run setup-test ## Install every missing build/test prerequisite (apt packages, rustfmt, clippy, cargo-nextest)
 
 setup-build: ## Install the Debian packages payd builds with (what `make run` needs to compile)
 	@$(APT_INSTALL) $(APT_BUILD)
 	command -v $(CARGO) >/dev/null || { echo "setup: cargo not found (install Rust with rustup)" >&2; exit 1; }
 	echo "setup: build prerequisites present"
+
+setup-run: ## Install the PostgreSQL server and Redis from Debian (what `make run` serves with)
+	@$(APT_INSTALL) $(APT_RUN)
+	echo "setup: PostgreSQL and Redis installed"
 
 setup-test: ## Install what only the tests use: RabbitMQ, promtool, Python tools, rustfmt, clippy, cargo-nextest
 	@$(APT_INSTALL) $(APT_TEST)
@@ -187,7 +191,7 @@ services-kafka:
 build: ## Build the workspace (release; RELEASE= for debug)
 	@$(CARGO) build --workspace $(RELEASE)
 
-run: setup-build services-postgres services-redis ## Serve the API on :8080 with a bootstrap admin (admin@payd.local / admin-pass-123 unless overridden)
+run: setup-build setup-run services-postgres services-redis ## Serve the API on :8080 with a bootstrap admin (admin@payd.local / admin-pass-123 unless overridden)
 	@echo "run: bootstrap admin $(PAYD_BOOTSTRAP_ADMIN_EMAIL); docs at http://127.0.0.1:8080/docs/"
 	PAYD_BOOTSTRAP_ADMIN_EMAIL='$(PAYD_BOOTSTRAP_ADMIN_EMAIL)' \
 	PAYD_BOOTSTRAP_ADMIN_PASSWORD='$(PAYD_BOOTSTRAP_ADMIN_PASSWORD)' \
