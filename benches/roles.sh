@@ -3,7 +3,10 @@
 # roles"). One fresh database, 10,000 cards, the same closed-loop transfer load (payd-load uniform,
 # 256 connections, 20 s) against:
 #   all     one `payd serve --role all` (default settings: relay, consumers, senders in-process)
-#   split   `payd serve --role api` (the load's target) + `payd serve --role worker` on the same database
+#   split   `payd serve --role api` (the load's target) + `payd serve --role worker` on the same database,
+#           both on this machine's cores
+#   api     `payd serve --role api` alone during the load — the worker on other hardware; a worker
+#           started afterwards works off the backlog (its drain time is printed)
 #   ledger  one instance with relay and consumers off (the ledger-only ceiling)
 # Before each events run the outbox and e-mail queue are drained, so every run starts level.
 #
@@ -45,7 +48,7 @@ drain() {
 }
 
 load() { # load NAME (against $PORT, the first started pid)
-  echo "== $(date +%T) $1" | tee -a "$OUT"
+  echo "== $(date +%T) $1 (load average: $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$OUT"
   "$BIN/payd-load" --base-url "http://127.0.0.1:$PORT" --pid "${pids[0]}" --scenario uniform --cards 10000 \
     --cards-file "$CARDS" --no-verify --duration 20s --connections 256 --warmup 3s 2>&1 \
     | grep -E '^(requests|throughput|latency|by status|payd rss)' | sed "s/^/[$1] /" | tee -a "$OUT"
@@ -66,6 +69,11 @@ for round in $(seq 1 "$ROUNDS"); do
   start worker "$WORKER_PORT" PAYD_SERVER__ROLE=worker
   load "split-api-r$round"
   stop
+  start api "$PORT" PAYD_SERVER__ROLE=api
+  load "api-alone-r$round"
+  stop
+  t0=$(date +%s); start drain "$PORT" PAYD_SERVER__ROLE=worker; drain; stop
+  echo "[api-alone-r$round] worker drained the run's events and e-mails in $(( $(date +%s) - t0 )) s" | tee -a "$OUT"
   start ledger "$PORT" PAYD_EVENTS__RELAY_ENABLED=false PAYD_EVENTS__CONSUMERS_ENABLED=false
   load "ledger-r$round"
   stop
