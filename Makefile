@@ -119,8 +119,16 @@ services: services-postgres services-redis services-rabbitmq services-kafka ## I
 services-postgres:
 	@if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
 	  command -v pg_ctlcluster >/dev/null 2>&1 || { $(APT_INSTALL) postgresql postgresql-client; }
-	  echo "services: starting postgres"
-	  $(SUDO) pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | sort -V | tail -n1) main start || true
+	  version=$$(ls /etc/postgresql | sort -V | tail -n1)
+	  # A cluster created while 5432 was taken (another server, a chroot) gets 5433: the default URLs use 5432.
+	  port=$$(pg_conftool -s "$$version" main show port 2>/dev/null || echo 5432)
+	  if [ "$$port" != 5432 ]; then
+	    echo "services: cluster $$version/main is set to port $$port; moving it to 5432 (the default URLs' port)"
+	    $(SUDO) pg_ctlcluster --skip-systemctl-redirect "$$version" main stop 2>/dev/null || true
+	    $(SUDO) pg_conftool "$$version" main set port 5432
+	  fi
+	  echo "services: starting postgres $$version/main"
+	  $(SUDO) pg_ctlcluster --skip-systemctl-redirect "$$version" main start || true
 	  for i in $$(seq 1 $(PG_WAIT)); do
 	    if pg_isready -h 127.0.0.1 -p 5432 -q; then echo "services: postgres up after $${i}s"; break; fi
 	    [ "$$i" -eq $(PG_WAIT) ] && { echo "services: postgres did not answer on 127.0.0.1:5432 within $(PG_WAIT)s" >&2; exit 1; }
