@@ -15,6 +15,7 @@ use crate::events::EventsService;
 use crate::identity::tokens::TokenKeys;
 use crate::ledger::LedgerService;
 use crate::notify::Mailer;
+use crate::shutdown::Shutdown;
 use crate::storage::{self, PgPool};
 
 /// Everything handlers share. Cheap to clone (all handles).
@@ -28,6 +29,8 @@ pub struct AppState {
     pub ledger: LedgerService,
     pub events: EventsService,
     pub blobs: Arc<dyn crate::merchants::blob::BlobStore>,
+    /// Begins on SIGTERM: readiness answers 503, background loops stop (see `crate::shutdown`).
+    pub shutdown: Shutdown,
 }
 
 impl AppState {
@@ -44,8 +47,10 @@ impl AppState {
         prepare_database(&settings, &db).await?;
         let ledger = LedgerService::start(&settings, &db).await?;
         let events = EventsService::new(&settings)?;
-        let blobs = Arc::new(crate::merchants::blob::LocalDir::new(&settings.merchants.document_dir));
+        let blobs = crate::merchants::blob::from_settings(&settings.merchants, &db);
+        let shutdown = Shutdown::new(std::time::Duration::from_secs(settings.server.background_stop_secs));
         Ok(Self {
+            shutdown,
             keys: Arc::new(TokenKeys::new(&settings.auth)),
             settings: Arc::new(settings),
             db,
@@ -100,51 +105,67 @@ pub async fn run(settings: Settings) -> anyhow::Result<Running> {
     let openapi = crate::http::api_for(env).openapi();
     let data = web::Data::new(state.clone());
     let json_limit = state.settings.server.json_limit_bytes;
+    let serves_api = state.settings.server.role.serves_api();
     let mut server = HttpServer::new(move || {
-        App::new()
+        let app = App::new()
             .app_data(data.clone())
             .configure(|cfg| crate::http::extractor_config(cfg, json_limit))
             .wrap(Compress::default())
-            .wrap(from_fn(crate::http::request_id::envelope))
-            .service(web::redirect("/docs", "/docs/"))
-            .service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", openapi.clone()))
-            .configure(|cfg| crate::http::api_for(env).configure(cfg))
-            .default_service(web::to(crate::http::not_found))
+            .wrap(from_fn(crate::http::request_id::envelope));
+        if serves_api {
+            app.service(web::redirect("/docs", "/docs/"))
+                .service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", openapi.clone()))
+                .configure(|cfg| crate::http::api_for(env).configure(cfg))
+                .default_service(web::to(crate::http::not_found))
+        } else {
+            // A worker serves its probes and metrics only.
+            app.configure(crate::http::operations_only).default_service(web::to(crate::http::not_found))
+        }
     })
     .listen(listener)?
-    .shutdown_timeout(10);
+    // SIGTERM is handled by `cli::serve` (readiness first, then a graceful stop, then background work).
+    .disable_signals()
+    .shutdown_timeout(state.settings.server.shutdown_timeout_secs);
     if state.settings.server.workers > 0 {
         server = server.workers(state.settings.server.workers);
     }
     let server = server.run();
     spawn_background(&state);
-    tracing::info!(port, "payd listening");
+    tracing::info!(port, role = state.settings.server.role.as_str(), "payd listening");
     Ok(Running { port, handle: server.handle(), server, state })
 }
 
-/// Periodic work inside the service: gauges, the invariant check, and the events workers.
+/// Periodic work inside the service: gauges everywhere; on worker instances (`server.role` worker or
+/// all) the events workers and the invariant check.
 fn spawn_background(state: &AppState) {
     crate::events::spawn(state);
-    let st = state.clone();
-    actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    let (st, shutdown) = (state.clone(), state.shutdown.clone());
+    let capacity = i64::try_from(state.settings.ledger.queue_capacity).unwrap_or(i64::MAX);
+    state.shutdown.spawn("ledger-gauges", async move {
         loop {
-            tick.tick().await;
             st.ledger.export_gauges();
+            // The writer-queue saturation alert divides the depth by this.
+            crate::metrics::set_gauge("ledger_queue_capacity", capacity);
+            if shutdown.sleep(std::time::Duration::from_secs(5)).await {
+                return;
+            }
         }
     });
     let every = state.settings.ledger.verify_interval_secs;
-    if every == 0 {
+    if every == 0 || !state.settings.server.role.runs_workers() {
         return;
     }
-    let st = state.clone();
-    actix_web::rt::spawn(async move {
+    let (st, shutdown) = (state.clone(), state.shutdown.clone());
+    state.shutdown.spawn("verify", async move {
         // Incremental: each round checks the postings committed since the previous one (see
-        // `ledger::verify::run_recent`); the full history is `payd verify`'s job.
+        // `ledger::verify::run_recent`); the full history is `payd verify`'s job. A round is bounded
+        // by `ledger.verify_timeout_secs` and cancelled in PostgreSQL when shutdown begins.
+        let timeout_ms = st.settings.ledger.verify_timeout_secs.saturating_mul(1000);
         let mut after = None;
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
         loop {
-            tick.tick().await;
+            if shutdown.sleep(std::time::Duration::from_secs(every)).await {
+                return;
+            }
             let Some(from) = after else {
                 match storage::run(&st.db, |conn| {
                     crate::ledger::verify::last_posting(conn).map_err(storage::StorageError::from)
@@ -156,15 +177,22 @@ fn spawn_background(state: &AppState) {
                 }
                 continue;
             };
-            let round = storage::run(&st.db, move |conn| {
-                crate::ledger::verify::run_recent(conn, from).map_err(storage::StorageError::from)
+            let round = crate::shutdown::run_cancellable(&st.db, &shutdown, move |conn| {
+                use diesel::connection::SimpleConnection;
+                conn.batch_execute(&format!("SET statement_timeout = {timeout_ms}"))?;
+                let r = crate::ledger::verify::run_recent(conn, from).map_err(storage::StorageError::from);
+                conn.batch_execute("RESET statement_timeout")?;
+                r
             })
             .await;
+            let metrics = crate::metrics::METRICS.as_ref();
             match round {
                 Ok((r, next)) => {
                     after = Some(next);
-                    if let Some(m) = crate::metrics::METRICS.as_ref() {
+                    if let Some(m) = metrics {
                         m.invariant_violations.set(r.violations());
+                        m.verify_runs.with_label_values(&[if r.is_clean() { "clean" } else { "violations" }]).inc();
+                        m.verify_last_success.set(chrono::Utc::now().timestamp());
                     }
                     if r.is_clean() {
                         tracing::debug!(postings = r.postings, "periodic verify clean");
@@ -172,7 +200,13 @@ fn spawn_background(state: &AppState) {
                         tracing::error!(violations = r.violations(), report = %r, "ledger invariant violations");
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "periodic verify failed"),
+                Err(_) if shutdown.is_started() => return,
+                Err(e) => {
+                    if let Some(m) = metrics {
+                        m.verify_runs.with_label_values(&["failed"]).inc();
+                    }
+                    tracing::warn!(error = %e, "periodic verify failed");
+                }
             }
         }
     });

@@ -1,10 +1,11 @@
-//! The command line: `payd serve | migrate up|down|status | seed | version`.
+//! The command line: `payd serve [--role api|worker|all] | migrate up|down|status | config check |
+//! documents import|export | seed | verify | version`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Settings;
+use crate::config::{Role, Settings};
 use crate::storage;
 
 #[derive(Parser)]
@@ -16,8 +17,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the HTTP API (default).
-    Serve,
+    /// Serve the HTTP API and/or run the background workers (default).
+    Serve {
+        /// What this instance runs (overrides `server.role`): the API, the workers, or both.
+        #[arg(long, value_enum)]
+        role: Option<Role>,
+    },
+    /// Configuration: `payd config check` loads and validates it without connecting to anything.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Merchant documents: move files written by the directory store into PostgreSQL, or back.
+    Documents {
+        #[command(subcommand)]
+        action: DocumentsAction,
+    },
     /// Database migrations (embedded in the binary).
     Migrate {
         #[command(subcommand)]
@@ -40,6 +55,30 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate the configuration this environment gives payd (exit 2 naming the first bad key).
+    Check {
+        /// Check as this role (as `payd serve --role` would run).
+        #[arg(long, value_enum)]
+        role: Option<Role>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DocumentsAction {
+    /// Copy documents from `merchants.document_dir` (or --from) into PostgreSQL; idempotent, checks SHA-256.
+    Import {
+        #[arg(long)]
+        from: Option<std::path::PathBuf>,
+    },
+    /// Write every document stored in PostgreSQL to a directory (before reverting its migration).
+    Export {
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum MigrateAction {
     /// Apply all pending migrations.
     Up,
@@ -47,6 +86,13 @@ enum MigrateAction {
     Down,
     /// List migrations and whether each is applied.
     Status,
+    /// Wait until every migration in this binary is applied (by `payd migrate up` elsewhere: the
+    /// Kubernetes Job); an init container runs this so pods never serve an older schema.
+    Wait {
+        /// Give up (exit 1) after this long.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -55,15 +101,36 @@ pub fn main() -> ExitCode {
         println!("payd {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    let settings = match Settings::load() {
+    let role = match &cli.command {
+        Some(Command::Serve { role }) | Some(Command::Config { action: ConfigAction::Check { role } }) => *role,
+        _ => None,
+    };
+    let settings = match Settings::load().and_then(|mut s| {
+        if let Some(r) = role {
+            s.server.role = r;
+            s.validate()?;
+        }
+        Ok(s)
+    }) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("payd: {e}");
             return ExitCode::from(2);
         }
     };
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(settings),
+    let result = match cli.command.unwrap_or(Command::Serve { role: None }) {
+        Command::Serve { .. } => serve(settings),
+        Command::Config { action: ConfigAction::Check { .. } } => {
+            println!(
+                "configuration ok: environment={:?} role={} broker={:?} document_store={:?}",
+                settings.environment,
+                settings.server.role.as_str(),
+                settings.events.broker,
+                settings.merchants.document_store
+            );
+            Ok(())
+        }
+        Command::Documents { action } => documents(&settings, action),
         Command::Migrate { action } => migrate(&settings, action),
         Command::Seed { users } => seed(settings, users),
         Command::Verify { json } => return verify(&settings, json),
@@ -79,17 +146,93 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {
-    let _guard = crate::telemetry::init(&settings.telemetry)?;
+    let guard = crate::telemetry::init(&settings.telemetry)?;
     tracing::info!(config = %settings.masked(), "configuration loaded");
-    actix_web::rt::System::new().block_on(async move {
+    let system = actix_web::rt::System::new();
+    let result = system.block_on(async move {
         let running = crate::app::run(settings).await?;
+        let (state, handle) = (running.state.clone(), running.handle.clone());
+        actix_web::rt::spawn(async move {
+            let signal = wait_for_signal().await;
+            tracing::info!(signal, "shutting down: readiness off, draining in-flight requests");
+            // Readiness answers 503 from now on; background loops see it too and finish their round.
+            state.shutdown.begin();
+            handle.stop(true).await;
+        });
         running.server.await?;
-        Ok(())
-    })
+        let stop = std::time::Duration::from_secs(running.state.settings.server.background_stop_secs);
+        let left = running.state.shutdown.drain(stop + std::time::Duration::from_millis(500)).await;
+        tracing::info!(background_tasks_left = left, "stopped");
+        Ok::<_, anyhow::Error>(())
+    });
+    // Dropping `system` would wait for every blocking task still running (a query that ignores its
+    // cancellation, a hung SMTP call): exit now instead, within the bound the settings promise.
+    drop(guard);
+    std::mem::forget(system);
+    result
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C); returns the signal's name.
+async fn wait_for_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+fn documents(settings: &Settings, action: DocumentsAction) -> anyhow::Result<()> {
+    use diesel::Connection;
+    let mut conn = diesel::PgConnection::establish(settings.database.url.expose())?;
+    match action {
+        DocumentsAction::Import { from } => {
+            let dir = from.unwrap_or_else(|| std::path::PathBuf::from(&settings.merchants.document_dir));
+            let r = crate::merchants::blob::import_dir(&mut conn, &dir)?;
+            println!(
+                "documents: {} imported from {}, {} already in PostgreSQL, {} missing, {} corrupt",
+                r.imported,
+                dir.display(),
+                r.present,
+                r.missing.len(),
+                r.corrupt.len()
+            );
+            for k in &r.missing {
+                println!("missing: {k}");
+            }
+            for k in &r.corrupt {
+                println!("corrupt (SHA-256 differs from the upload's): {k}");
+            }
+            if !r.corrupt.is_empty() {
+                anyhow::bail!("{} document(s) did not match their recorded SHA-256", r.corrupt.len());
+            }
+        }
+        DocumentsAction::Export { to } => {
+            let n = crate::merchants::blob::export_dir(&mut conn, &to).map_err(anyhow::Error::msg)?;
+            println!("documents: {n} written to {}", to.display());
+        }
+    }
+    Ok(())
 }
 
 fn migrate(settings: &Settings, action: MigrateAction) -> anyhow::Result<()> {
     use diesel::Connection;
+    if let MigrateAction::Wait { timeout_secs } = action {
+        return migrate_wait(settings, std::time::Duration::from_secs(timeout_secs));
+    }
     if settings.database.create_if_missing {
         storage::create_database_if_missing(settings.database.url.expose())?;
     }
@@ -110,8 +253,39 @@ fn migrate(settings: &Settings, action: MigrateAction) -> anyhow::Result<()> {
                 println!("[{}] {name}", if applied { "x" } else { " " });
             }
         }
+        MigrateAction::Wait { .. } => {}
     }
     Ok(())
+}
+
+/// Polls (every 2 s) until no migration of this binary is pending; the database may not even be
+/// reachable yet when it starts.
+fn migrate_wait(settings: &Settings, timeout: std::time::Duration) -> anyhow::Result<()> {
+    use diesel::Connection;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let pending = diesel::PgConnection::establish(settings.database.url.expose())
+            .map_err(anyhow::Error::from)
+            .and_then(|mut c| storage::migration_status(&mut c).map_err(anyhow::Error::from))
+            .map(|status| status.into_iter().filter(|(_, applied)| !applied).map(|(n, _)| n).collect::<Vec<_>>());
+        let now = match pending {
+            Ok(p) if p.is_empty() => {
+                println!("migrations: all applied");
+                return Ok(());
+            }
+            Ok(p) => format!("waiting for {} migration(s): {}", p.len(), p.join(", ")),
+            Err(e) => format!("waiting for the database: {e:#}"),
+        };
+        if now != last {
+            println!("migrations: {now}");
+            last = now;
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("migrations still pending after {}s ({last})", timeout.as_secs());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
 }
 
 fn seed(settings: Settings, users: u32) -> anyhow::Result<()> {

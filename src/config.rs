@@ -72,6 +72,44 @@ pub struct ServerSettings {
     /// once, when the configuration is read.
     #[serde(default, deserialize_with = "proxies")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// What this instance runs: the API, the background workers, or both (`payd serve --role`).
+    pub role: Role,
+    /// On SIGTERM: how long in-flight requests may take to finish, and then how long background work
+    /// (relay, consumers, senders, the invariant check) gets to stop. Keep the sum, plus any preStop
+    /// delay, below the pod's `terminationGracePeriodSeconds`.
+    pub shutdown_timeout_secs: u64,
+    pub background_stop_secs: u64,
+}
+
+/// The work one `payd serve` instance does.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// HTTP API only: no outbox relay, consumers, senders, retention purge or invariant check.
+    Api,
+    /// Background work only: relay, notifier and webhook consumers, e-mail and webhook senders,
+    /// retention, the periodic invariant check. Serves `/healthz`, `/readyz` and `/metrics`.
+    Worker,
+    /// Both (development and single-instance deployments).
+    All,
+}
+
+impl Role {
+    /// Whether this instance serves the public API.
+    pub fn serves_api(self) -> bool {
+        matches!(self, Role::Api | Role::All)
+    }
+    /// Whether this instance runs the background workers.
+    pub fn runs_workers(self) -> bool {
+        matches!(self, Role::Worker | Role::All)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Worker => "worker",
+            Role::All => "all",
+        }
+    }
 }
 
 fn proxies<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
@@ -192,6 +230,8 @@ pub struct LedgerSettings {
     pub idle_timeout_secs: u64,
     pub exec_timeout_ms: u64,
     pub verify_interval_secs: u64,
+    /// Upper bound on one periodic invariant-check round (PostgreSQL `statement_timeout`).
+    pub verify_timeout_secs: u64,
     /// `lock_timeout` of the writer's connection; a batch waiting longer is retried.
     #[serde(default = "default_writer_lock_timeout_ms")]
     pub writer_lock_timeout_ms: u64,
@@ -231,6 +271,10 @@ pub struct CardSettings {
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct MerchantSettings {
+    /// Where uploaded documents live: `postgres` (every replica sees them) or `dir`.
+    pub document_store: DocumentStore,
+    /// The `dir` store's directory; with `postgres`, documents uploaded before the move are still read
+    /// from here until `payd documents import` has copied them into the database.
     pub document_dir: String,
     pub max_document_bytes: usize,
     pub required_documents: Vec<String>,
@@ -313,6 +357,16 @@ impl Default for RateLimitSettings {
     }
 }
 
+/// Where merchant documents are stored.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentStore {
+    /// The `document_blobs` table (default): shared by every replica, nothing on the local disk.
+    Postgres,
+    /// Files under `merchants.document_dir` (single instance with a writable volume only).
+    Dir,
+}
+
 /// Which broker the relay publishes to and the consumers read from.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -374,6 +428,11 @@ pub struct WebhookSettings {
     pub concurrency: usize,
 }
 
+/// The compiled-in defaults alone (no environment file, no variables).
+fn compiled_defaults() -> Result<config::Config, ConfigError> {
+    Ok(config::Config::builder().add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml)).build()?)
+}
+
 /// A configuration problem, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -429,11 +488,68 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Keys production must set explicitly: their compiled-in defaults point at a development machine
+    /// (`127.0.0.1`, `guest`) or are development secrets.
+    fn production_required(&self) -> Vec<(&'static str, String)> {
+        let mut keys = vec![
+            ("database.url", self.database.url.expose().to_owned()),
+            ("redis.url", self.redis.url.expose().to_owned()),
+            ("auth.jwt_secret", self.auth.jwt_secret.expose().to_owned()),
+            ("cards.cvv_key", self.cards.cvv_key.expose().to_owned()),
+            ("cards.pan_key", self.cards.pan_key.expose().to_owned()),
+        ];
+        match self.events.broker {
+            BrokerKind::Kafka => keys.push(("events.kafka_brokers", self.events.kafka_brokers.clone())),
+            BrokerKind::RabbitMq => keys.push(("events.rabbitmq_url", self.events.rabbitmq_url.expose().to_owned())),
+            BrokerKind::InProcess => {}
+        }
+        keys
+    }
+
     /// Checks cross-field rules the types cannot express.
     ///
     /// # Errors
     /// `ConfigError::Invalid` naming the first bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.environment == Environment::Production {
+            let defaults = compiled_defaults()?;
+            for (key, value) in self.production_required() {
+                if defaults.get_string(key).ok().as_deref() == Some(value.as_str()) {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "must be set in production (PAYD_{}); the compiled-in default is for development",
+                            key.to_uppercase().replace('.', "__")
+                        ),
+                    ));
+                }
+            }
+            if self.events.broker == BrokerKind::InProcess && self.server.role != Role::All {
+                return Err(invalid(
+                    "events.broker",
+                    "the in-process broker cannot carry events between api and worker instances in production; \
+                     use kafka or rabbitmq",
+                ));
+            }
+        }
+        if !self.auth.bootstrap_admin_email.is_empty() && self.auth.bootstrap_admin_password.is_empty() {
+            return Err(invalid("auth.bootstrap_admin_password", "must be set when auth.bootstrap_admin_email is"));
+        }
+        if self.mail.transport == MailTransport::Smtp
+            && !self.mail.smtp_username.is_empty()
+            && self.mail.smtp_password.is_empty()
+        {
+            return Err(invalid("mail.smtp_password", "must be set when mail.smtp_username is"));
+        }
+        if self.server.shutdown_timeout_secs == 0 || self.server.shutdown_timeout_secs > 300 {
+            return Err(invalid("server.shutdown_timeout_secs", "must be between 1 and 300"));
+        }
+        if self.server.background_stop_secs == 0 || self.server.background_stop_secs > 300 {
+            return Err(invalid("server.background_stop_secs", "must be between 1 and 300"));
+        }
+        if self.ledger.verify_timeout_secs == 0 {
+            return Err(invalid("ledger.verify_timeout_secs", "must be at least 1"));
+        }
         let secret = self.auth.jwt_secret.expose();
         if secret.len() < 32 {
             return Err(invalid("auth.jwt_secret", "must be at least 32 characters"));
@@ -619,22 +735,37 @@ mod tests {
         assert_eq!(s.money.min_amount, 50_000);
     }
 
-    #[test]
-    fn production_refuses_default_secret() {
+    /// Production with every value that has a development default set explicitly.
+    fn production() -> Settings {
         let mut s = base();
         s.environment = Environment::Production;
+        s.database.url = Secret::new("postgres://payd:pw@db.internal:5432/payd");
+        s.redis.url = Secret::new("redis://cache.internal:6379");
+        s.auth.jwt_secret = Secret::new("p".repeat(48));
+        s.cards.cvv_key = Secret::new("c".repeat(48));
+        s.cards.pan_key = Secret::new("k".repeat(48));
+        s.idempotency.mac_key = Secret::new("i".repeat(48));
+        s.auth.argon2_memory_kib = 19_456;
+        s.auth.argon2_iterations = 2;
+        s.webhooks.allow_insecure = false;
+        s
+    }
+
+    #[test]
+    fn production_refuses_default_secret() {
+        production().validate().unwrap();
+        let mut s = production();
+        s.auth.jwt_secret = base().auth.jwt_secret;
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("auth.jwt_secret"), "{err}");
     }
 
     #[test]
     fn production_refuses_default_idempotency_key_and_weak_password_hashing() {
-        let mut s = base();
-        s.environment = Environment::Production;
-        s.auth.jwt_secret = Secret::new("a-production-secret-0123456789-abcdefghij");
-        s.cards.cvv_key = Secret::new("a-production-cvv-key-0123456789-abcdefghij");
-        s.cards.pan_key = Secret::new("a-production-pan-key-0123456789-abcdefghij");
-        s.webhooks.allow_insecure = false;
+        let mut s = production();
+        s.idempotency.mac_key = base().idempotency.mac_key;
+        s.auth.argon2_memory_kib = base().auth.argon2_memory_kib;
+        s.auth.argon2_iterations = base().auth.argon2_iterations;
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("idempotency.mac_key"), "{err}");
         s.idempotency.mac_key = Secret::new("a-production-idem-key-0123456789-abcdefghij");
@@ -659,6 +790,31 @@ mod tests {
         assert_eq!((s.auth.argon2_memory_kib, s.auth.argon2_iterations, s.auth.argon2_parallelism), (19_456, 2, 1));
         assert!(s.rate_limits.enabled);
         assert_eq!(s.idempotency.ttl_hours, 24);
+    }
+
+    #[test]
+    fn production_names_each_value_left_at_its_development_default() {
+        type Reset = fn(&mut Settings);
+        let cases: [(&str, Reset); 5] = [
+            ("database.url", |s| s.database.url = base().database.url),
+            ("redis.url", |s| s.redis.url = base().redis.url),
+            ("cards.cvv_key", |s| s.cards.cvv_key = base().cards.cvv_key),
+            ("cards.pan_key", |s| s.cards.pan_key = base().cards.pan_key),
+            ("events.kafka_brokers", |s| s.events.broker = BrokerKind::Kafka),
+        ];
+        for (key, reset) in cases {
+            let mut s = production();
+            reset(&mut s);
+            let err = s.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+        }
+        // Split roles need a real broker in production.
+        let mut s = production();
+        s.server.role = Role::Api;
+        assert!(s.validate().unwrap_err().to_string().contains("`events.broker`"));
+        s.events.broker = BrokerKind::Kafka;
+        s.events.kafka_brokers = "kafka:9092".into();
+        s.validate().unwrap();
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub struct Metrics {
     pub ledger_batch_size: HistogramVec,
     pub ledger_commit_seconds: HistogramVec,
     pub invariant_violations: IntGauge,
+    /// Periodic invariant-check rounds by `outcome` (clean, violations, failed), and when the last one
+    /// completed (Unix seconds): the alerts on a failed or missing check read these.
+    pub verify_runs: IntCounterVec,
+    pub verify_last_success: IntGauge,
     /// Events: outbox rows not yet published, and the age of the oldest one.
     pub outbox_depth: IntGauge,
     pub outbox_oldest_age_seconds: IntGauge,
@@ -81,6 +85,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let emails = IntCounterVec::new(Opts::new("emails_total", "E-mail send attempts by outcome"), &["outcome"])?;
     let webhooks =
         IntCounterVec::new(Opts::new("webhook_attempts_total", "Webhook delivery attempts by outcome"), &["outcome"])?;
+    let verify_runs = IntCounterVec::new(
+        Opts::new("ledger_verify_runs_total", "Periodic invariant-check rounds by outcome"),
+        &["outcome"],
+    )?;
+    let verify_last_success = IntGauge::new(
+        "ledger_verify_last_success_timestamp_seconds",
+        "When the last periodic invariant-check round completed (Unix time)",
+    )?;
+    registry.register(Box::new(verify_runs.clone()))?;
+    registry.register(Box::new(verify_last_success.clone()))?;
     registry.register(Box::new(outbox_depth.clone()))?;
     registry.register(Box::new(outbox_oldest_age_seconds.clone()))?;
     registry.register(Box::new(events_published.clone()))?;
@@ -107,6 +121,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ledger_batch_size,
         ledger_commit_seconds,
         invariant_violations,
+        verify_runs,
+        verify_last_success,
         outbox_depth,
         outbox_oldest_age_seconds,
         events_published,

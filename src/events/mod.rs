@@ -25,7 +25,6 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::config::{BrokerKind, Settings};
-use crate::storage::PgPool;
 pub use broker::{Broker, BrokerError, Handled, Handler, HandlerError, PublishError};
 pub use consumer::Consumer;
 pub use outbox::{insert as insert_event, new_event};
@@ -136,6 +135,10 @@ impl EventsService {
 /// e-mail sender, webhook sender and the outbox gauges. Must run inside the actix System.
 pub fn spawn(state: &crate::app::AppState) {
     let ev = &state.settings.events;
+    if !state.settings.server.role.runs_workers() {
+        tracing::info!(role = state.settings.server.role.as_str(), "events workers run on worker instances");
+        return;
+    }
     if ev.relay_enabled {
         spawn_relay(state);
     }
@@ -154,8 +157,8 @@ pub fn spawn_relay(state: &crate::app::AppState) {
     relay::Relay::new(state.db.clone(), state.events.broker.clone(), relay::RelayConfig::from(ev))
         .with_owner(state.events.instance)
         .with_wake(state.events.wake.relay.clone())
-        .spawn();
-    spawn_gauges(state.db.clone(), ev.retention_hours, state.settings.idempotency.ttl_hours);
+        .spawn_until(&state.shutdown);
+    spawn_gauges(state, ev.retention_hours);
 }
 
 /// Subscribes the notifier and the webhook dispatcher and starts the e-mail and webhook senders.
@@ -169,7 +172,10 @@ pub fn spawn_consumers(state: &crate::app::AppState) {
     ] {
         let broker = state.events.broker.clone();
         let name = consumer.name().to_owned();
-        actix_web::rt::spawn(async move {
+        // The broker adapters' consume loops have no stop of their own: they are dropped after
+        // `server.background_stop_secs`; a message handled but not yet acknowledged is redelivered
+        // and deduplicated (`processed_events`).
+        state.shutdown.spawn("consumer", async move {
             if let Err(e) = broker.subscribe(consumer).await {
                 tracing::error!(consumer = %name, error = %e, "consumer could not start");
             }
@@ -179,14 +185,15 @@ pub fn spawn_consumers(state: &crate::app::AppState) {
     webhooks::sender::spawn(state);
 }
 
-/// Every few seconds: outbox depth and oldest age into the gauges; hourly, the retention purge; every
-/// five minutes, stored idempotent answers older than `idempotency.ttl_hours`.
-fn spawn_gauges(db: PgPool, retention_hours: i64, idempotency_ttl_hours: i64) {
-    actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
+/// Every few seconds: outbox depth and oldest age, pending e-mail jobs and webhook deliveries into
+/// the gauges; hourly, the retention purge; every five minutes, stored idempotent answers older than
+/// `idempotency.ttl_hours`.
+fn spawn_gauges(state: &crate::app::AppState, retention_hours: i64) {
+    let (db, shutdown) = (state.db.clone(), state.shutdown.clone());
+    let idempotency_ttl_hours = state.settings.idempotency.ttl_hours;
+    state.shutdown.spawn("outbox-gauges", async move {
         let mut rounds: u64 = 0;
         loop {
-            tick.tick().await;
             match crate::storage::run(&db, outbox::stats).await {
                 Ok(s) => {
                     if let Some(m) = crate::metrics::METRICS.as_ref() {
@@ -195,6 +202,15 @@ fn spawn_gauges(db: PgPool, retention_hours: i64, idempotency_ttl_hours: i64) {
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "outbox stats unavailable"),
+            }
+            match crate::storage::run(&db, outbox::backlog).await {
+                Ok(b) => {
+                    crate::metrics::set_gauge("email_jobs_pending", b.emails_pending);
+                    crate::metrics::set_gauge("email_jobs_oldest_age_seconds", b.emails_oldest_age_secs);
+                    crate::metrics::set_gauge("webhook_deliveries_pending", b.webhooks_pending);
+                    crate::metrics::set_gauge("webhook_deliveries_oldest_age_seconds", b.webhooks_oldest_age_secs);
+                }
+                Err(e) => tracing::debug!(error = %e, "backlog stats unavailable"),
             }
             rounds = rounds.wrapping_add(1);
             if rounds % 150 == 1 {
@@ -212,6 +228,9 @@ fn spawn_gauges(db: PgPool, retention_hours: i64, idempotency_ttl_hours: i64) {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "outbox purge failed"),
                 }
+            }
+            if shutdown.sleep(Duration::from_secs(2)).await {
+                return;
             }
         }
     });

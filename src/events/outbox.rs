@@ -179,6 +179,38 @@ pub fn stats(conn: &mut PgConnection) -> Result<Stats, crate::storage::StorageEr
     Ok(Stats { depth: r.depth, oldest_age_secs: r.oldest })
 }
 
+/// Work waiting in the e-mail and webhook queues (the alerts' backlog gauges).
+#[derive(Debug, Clone, Copy, QueryableByName)]
+pub struct Backlog {
+    #[diesel(sql_type = BigInt)]
+    pub emails_pending: i64,
+    #[diesel(sql_type = BigInt)]
+    pub emails_oldest_age_secs: i64,
+    #[diesel(sql_type = BigInt)]
+    pub webhooks_pending: i64,
+    #[diesel(sql_type = BigInt)]
+    pub webhooks_oldest_age_secs: i64,
+}
+
+/// Pending e-mail jobs and webhook deliveries, and the age of the oldest of each (both counted on
+/// their partial `status = 'pending'` indexes).
+///
+/// # Errors
+/// A diesel error (as `StorageError`).
+pub fn backlog(conn: &mut PgConnection) -> Result<Backlog, crate::storage::StorageError> {
+    Ok(diesel::sql_query(
+        "SELECT e.n AS emails_pending, e.age AS emails_oldest_age_secs, \
+                w.n AS webhooks_pending, w.age AS webhooks_oldest_age_secs \
+         FROM (SELECT count(*)::bigint AS n, \
+                      COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::bigint AS age \
+               FROM email_jobs WHERE status = 'pending') e, \
+              (SELECT count(*)::bigint AS n, \
+                      COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::bigint AS age \
+               FROM webhook_deliveries WHERE status = 'pending') w",
+    )
+    .get_result(conn)?)
+}
+
 /// Deletes published outbox rows, dedupe records, sent e-mail jobs and succeeded webhook deliveries
 /// older than `hours`; returns how many rows went.
 ///

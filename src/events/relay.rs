@@ -73,24 +73,31 @@ impl Relay {
     /// Runs the relay in the background for the life of the process.
     pub fn spawn(self) {
         tracing::info!(broker = self.broker.kind(), owner = %self.owner, "outbox relay started");
-        actix_web::rt::spawn(self.run());
+        actix_web::rt::spawn(self.run(crate::shutdown::Shutdown::new(Duration::from_secs(1))));
     }
 
-    async fn run(self) {
+    /// Runs the relay until `shutdown` begins (the round in progress is finished first).
+    pub fn spawn_until(self, shutdown: &crate::shutdown::Shutdown) {
+        tracing::info!(broker = self.broker.kind(), owner = %self.owner, "outbox relay started");
+        shutdown.spawn("relay", self.run(shutdown.clone()));
+    }
+
+    async fn run(self, shutdown: crate::shutdown::Shutdown) {
         let mut backoff = Backoff::new(self.cfg.backoff_initial, self.cfg.backoff_max);
-        loop {
+        while !shutdown.is_started() {
             match self.round().await {
                 Ok(Round::Published(_)) => backoff.reset(),
                 Ok(Round::Idle) => {
                     backoff.reset();
-                    let _ = tokio::time::timeout(self.cfg.poll, self.wake.notified()).await;
+                    shutdown.wait_for(&self.wake, self.cfg.poll).await;
                 }
                 Ok(Round::Failed(_)) | Err(_) => {
                     let wait = backoff.next_delay();
-                    tokio::time::sleep(wait).await;
+                    shutdown.sleep(wait).await;
                 }
             }
         }
+        tracing::info!("outbox relay stopped");
     }
 
     /// One claim → publish → mark round.

@@ -159,6 +159,13 @@ fn operations(api: &mut Api) {
     api.route(Method::GET, "/metrics", Access::Public, t, "Prometheus metrics", web::get().to(metrics));
 }
 
+/// The routes a worker instance serves: probes and metrics.
+pub fn operations_only(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok", checks: None })
 }
@@ -168,6 +175,10 @@ async fn ping() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    // Shutting down: leave the load balancer's rotation while in-flight requests finish.
+    if state.shutdown.is_started() {
+        return HttpResponse::ServiceUnavailable().json(Health { status: "shutting_down", checks: None });
+    }
     let pg = crate::storage::run(&state.db, crate::storage::ping).await;
     let redis = state.cache.ping().await;
     let ledger = state.ledger.healthy().await;

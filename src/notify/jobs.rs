@@ -181,14 +181,15 @@ pub fn spawn_sender(state: &AppState) {
     for _ in 0..ev.mail_senders.max(1) {
         let (db, mailer, wake, cfg) =
             (state.db.clone(), state.mailer.clone(), state.events.wake.mail.clone(), cfg.clone());
-        actix_web::rt::spawn(async move {
-            loop {
+        let shutdown = state.shutdown.clone();
+        state.shutdown.spawn("email-sender", async move {
+            while !shutdown.is_started() {
                 match round(&db, &mailer, &cfg).await {
                     Ok(n) if n > 0 => continue,
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "e-mail sender could not reach the database"),
                 }
-                let _ = tokio::time::timeout(cfg.poll, wake.notified()).await;
+                shutdown.wait_for(&wake, cfg.poll).await;
             }
         });
     }

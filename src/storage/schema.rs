@@ -247,6 +247,14 @@ diesel::joinable!(postings -> operations (operation_id));
 diesel::joinable!(postings -> accounts (account_id));
 diesel::joinable!(user_roles -> users (user_id));
 diesel::joinable!(merchants -> accounts (account_id));
+diesel::table! {
+    document_blobs (key) {
+        key -> Text,
+        bytes -> Bytea,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(merchant_documents -> merchants (merchant_id));
 diesel::joinable!(merchant_api_keys -> merchants (merchant_id));
 diesel::joinable!(user_roles -> roles (role_id));
@@ -272,4 +280,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     merchant_documents,
     merchant_api_keys,
     refund_totals,
+    document_blobs,
 );

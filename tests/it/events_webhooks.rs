@@ -232,12 +232,20 @@ async fn deliveries_are_signed_rotation_overlaps_and_redelivery_resends() {
     assert!(valid_v1(&d3.signature, &d3.body, &newest));
     assert!(!valid_v1(&d3.signature, &d3.body, &new_secret));
 
-    // Delivery log and manual redelivery (same body, a fresh signature).
-    let r = api.call("GET", &format!("{one}/deliveries"), Some(&s.owner), None).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let items = r.body["items"].as_array().unwrap().clone();
-    assert_eq!(items.len(), 3, "{}", r.body);
-    assert!(items.iter().all(|i| i["status"] == "succeeded"), "{}", r.body);
+    // Delivery log and manual redelivery (same body, a fresh signature). The receiver can see the
+    // third delivery before the sender has recorded its outcome: wait for the log to catch up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let items = loop {
+        let r = api.call("GET", &format!("{one}/deliveries"), Some(&s.owner), None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let items = r.body["items"].as_array().unwrap().clone();
+        assert_eq!(items.len(), 3, "{}", r.body);
+        if items.iter().all(|i| i["status"] == "succeeded") {
+            break items;
+        }
+        assert!(std::time::Instant::now() < deadline, "deliveries not all recorded as succeeded: {}", r.body);
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    };
     let first = items.iter().find(|i| i["event_id"] == json!(paid)).unwrap()["id"].as_i64().unwrap();
     let r = api.call("POST", &format!("{one}/deliveries/{first}/redeliver"), Some(&s.owner), None).await;
     assert_eq!(r.status, 202, "{}", r.body);

@@ -9,6 +9,8 @@ mod events_support;
 mod abuse_limits;
 mod access_matrix;
 mod card_abuse;
+mod deployment_config;
+mod deployment_runtime;
 mod events_kafka;
 mod events_outbox;
 mod events_rabbitmq;

@@ -307,14 +307,15 @@ pub fn spawn(state: &AppState) {
     };
     let (db, wake) = (state.db.clone(), state.events.wake.webhooks.clone());
     let poll = Duration::from_millis(state.settings.events.poll_interval_ms);
-    actix_web::rt::spawn(async move {
-        loop {
+    let shutdown = state.shutdown.clone();
+    state.shutdown.spawn("webhook-sender", async move {
+        while !shutdown.is_started() {
             match round(&db, &client, &cfg).await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "webhook sender could not reach the database"),
             }
-            let _ = tokio::time::timeout(poll, wake.notified()).await;
+            shutdown.wait_for(&wake, poll).await;
         }
     });
 }
