@@ -279,8 +279,9 @@ pub async fn record_failed(state: &AppState, op: MoneyOp, failure: Failure) -> R
     .await
 }
 
-/// Runs `body` unless the same key is already in flight here: then waits for that request's answer
-/// (or refuses a different request under the key with 409).
+/// Runs `body` unless the same key is already in flight here: then waits for that request's answer.
+/// A different request under a running key waits for it to end, then runs (the database answers 409
+/// if the key belongs to another request).
 async fn once<F, Fut>(state: &AppState, op: &MoneyOp, body: F) -> Result<HttpResponse, ApiError>
 where
     F: FnOnce(inflight::Leader) -> Fut,
@@ -289,7 +290,11 @@ where
     loop {
         match state.ledger.inflight.claim(&op.scope, &op.key, &op.request_hash.current) {
             Claim::Leader(leader) => return body(leader).await,
-            Claim::Conflict => return Err(PaymentError::IdempotencyConflict.into()),
+            // Another body runs under this key: once it has ended, the database decides (409 when the
+            // key's stored request is not this one, a replay when it is).
+            Claim::Wait(rx) => {
+                let _ = inflight::wait(rx).await;
+            }
             Claim::Follower(rx) => match inflight::wait(rx).await {
                 Some(Answer::Json(status, body, _)) => {
                     crate::metrics::count(op.kind, "inflight_replay");

@@ -1,8 +1,11 @@
 //! In-flight idempotency on one instance: while a money request runs, a second request with the same
 //! key waits for the first one's answer and returns it (same status, same body) instead of racing it
-//! into the ledger. A different request under the same key is refused at once (409). Across
-//! instances the database decides: the idempotency row is inserted with `ON CONFLICT DO NOTHING`,
-//! and the loser replays the winner's stored answer.
+//! into the ledger. A different request under a running key waits for the running one to end and
+//! then lets the database decide (it answers 409 when the key's stored request differs): the running
+//! request is not necessarily the key's owner — an earlier request may already have committed under
+//! the key, and a retry of that one must replay it, not be refused. Across instances the database
+//! decides too: the idempotency row is inserted with `ON CONFLICT DO NOTHING`, and the loser replays
+//! the winner's stored answer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,8 +43,8 @@ pub enum Claim {
     Leader(Leader),
     /// The same request runs here: wait for its answer.
     Follower(watch::Receiver<Option<Answer>>),
-    /// Another request runs under this key.
-    Conflict,
+    /// Another request runs under this key: wait for it to end, then claim again.
+    Wait(watch::Receiver<Option<Answer>>),
 }
 
 /// The running request of a key. Dropping it without an answer (the request was cancelled) lets
@@ -79,7 +82,7 @@ impl InFlight {
             return if slot.request_hash == request_hash {
                 Claim::Follower(slot.answer.clone())
             } else {
-                Claim::Conflict
+                Claim::Wait(slot.answer.clone())
             };
         }
         let (tx, rx) = watch::channel(None);
@@ -115,19 +118,22 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn followers_get_the_leaders_answer_and_other_bodies_conflict() {
+    async fn followers_get_the_leaders_answer_and_other_bodies_wait() {
         let f = InFlight::default();
         let Claim::Leader(leader) = f.claim("u:1", "k", "h1") else { unreachable!("first claim leads") };
         let Claim::Follower(rx) = f.claim("u:1", "k", "h1") else { unreachable!("same request follows") };
-        assert!(matches!(f.claim("u:1", "k", "h2"), Claim::Conflict));
+        let Claim::Wait(other) = f.claim("u:1", "k", "h2") else { unreachable!("another body waits") };
         assert!(matches!(f.claim("u:2", "k", "h1"), Claim::Leader(_)), "keys are per scope");
         let waiter = tokio::spawn(wait(rx));
+        let other = tokio::spawn(wait(other));
         leader.finish(&Answer::Json(StatusCode::CREATED, serde_json::json!({"id": 1}), false));
         match waiter.await.ok().flatten() {
             Some(Answer::Json(s, b, _)) => assert_eq!((s, b), (StatusCode::CREATED, serde_json::json!({"id": 1}))),
             _ => unreachable!("the follower sees the answer"),
         }
+        assert!(other.await.ok().flatten().is_some(), "the other body is released when the leader ends");
         assert!(f.is_empty());
+        assert!(matches!(f.claim("u:1", "k", "h2"), Claim::Leader(_)), "then it may claim the key");
     }
 
     #[tokio::test]
