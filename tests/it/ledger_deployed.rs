@@ -291,7 +291,7 @@ async fn transient_database_failures_record_nothing() {
 
     // A lock held past the writer's lock timeout: 503 with Retry-After, nothing recorded under the key.
     let account = scalar(&mut conn, &format!("SELECT account_id AS n FROM cards WHERE id = {card}"));
-    let mut locker = PgConnection::establish(&app.settings.database.url.expose().to_owned()).unwrap();
+    let mut locker = PgConnection::establish(app.settings.database.url.expose()).unwrap();
     locker.batch_execute(&format!("BEGIN; SELECT 1 FROM accounts WHERE id = {account} FOR UPDATE;")).unwrap();
     let (status, headers, body) = app
         .call_full("POST", "/api/v1/topups", Some(&token), Some(topup(card, 100_000)), &[("Idempotency-Key", "t2")])
