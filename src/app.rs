@@ -28,6 +28,8 @@ pub struct AppState {
     pub ledger: LedgerService,
     pub events: EventsService,
     pub blobs: Arc<dyn crate::merchants::blob::BlobStore>,
+    /// Revoked sessions known in process (`identity::revocations`).
+    pub revocations: crate::identity::revocations::Revocations,
 }
 
 impl AppState {
@@ -44,6 +46,12 @@ impl AppState {
         let ledger = LedgerService::start(&settings, &db).await?;
         let events = EventsService::new(&settings)?;
         let blobs = Arc::new(crate::merchants::blob::LocalDir::new(&settings.merchants.document_dir));
+        let revocations = crate::identity::revocations::Revocations::start(
+            cache.clone(),
+            settings.redis.url.expose(),
+            std::time::Duration::from_millis(settings.auth.revocation_staleness_ms),
+            std::time::Duration::from_secs(u64::try_from(settings.auth.access_ttl_secs).unwrap_or(900) + 60),
+        );
         Ok(Self {
             keys: Arc::new(TokenKeys::new(&settings.auth)),
             settings: Arc::new(settings),
@@ -53,6 +61,7 @@ impl AppState {
             ledger,
             events,
             blobs,
+            revocations,
         })
     }
 }

@@ -17,8 +17,8 @@ pub mod store;
 pub mod writer;
 
 pub use account::{
-    AccountActor, AccountError, AccountLoader, AccountRead, AccountsHandle, ActorConfig, Available, Observe, Release, Reservation,
-    ReservationId, Read, Reserve,
+    AccountActor, AccountError, AccountLoader, AccountRead, AccountsHandle, ActorConfig, Available, Observe, Read,
+    Release, Reservation, ReservationId, Reserve,
 };
 pub use card::{CardActor, CardError, CardLoader, CardsHandle, CheckCredit, CheckDebit, Get, Refresh};
 

@@ -71,7 +71,10 @@ async fn observe_and_release_apply_only_newer_versions() {
     h.release(
         1,
         ReservationId(1),
-        vec![AccountState { id: 1, balance: 90, version: 2, ..Default::default() }, AccountState { id: 7, balance: 1, version: 50, ..Default::default() }],
+        vec![
+            AccountState { id: 1, balance: 90, version: 2, ..Default::default() },
+            AccountState { id: 7, balance: 1, version: 50, ..Default::default() },
+        ],
     )
     .await;
     assert_eq!(h.available(1).await.unwrap(), (90, 0, 90));
@@ -286,7 +289,10 @@ impl LedgerStore for GateStore {
             .iter()
             .map(|e| {
                 EntryOutcome::Committed(
-                    e.postings.iter().map(|p| AccountState { id: p.account, balance: 0, version: 2, ..Default::default() }).collect(),
+                    e.postings
+                        .iter()
+                        .map(|p| AccountState { id: p.account, balance: 0, version: 2, ..Default::default() })
+                        .collect(),
                 )
             })
             .collect())

@@ -608,7 +608,8 @@ fn commit(conn: &mut PgConnection, entries: &[JournalEntry<OpRecord>]) -> Result
             Ok(afters) => {
                 if let Some(d) = entry.record.withdrawn {
                     let t = withdrawn.entry(d.account).or_insert((0, None));
-                    t.0 = t.0.checked_add(d.amount).ok_or_else(|| TxError::Guard("withdrawal total overflow".into()))?;
+                    t.0 =
+                        t.0.checked_add(d.amount).ok_or_else(|| TxError::Guard("withdrawal total overflow".into()))?;
                     t.1 = t.1.max(d.at);
                 }
                 for (p, after) in entry.postings.iter().zip(afters) {
@@ -650,12 +651,10 @@ fn commit(conn: &mut PgConnection, entries: &[JournalEntry<OpRecord>]) -> Result
         if updated.len() != ids.len() {
             return Err(TxError::Guard("an account changed behind its row lock".into()));
         }
-        finals.extend(
-            updated.into_iter().map(|u| {
-                let totals = totals(u.total_withdrawn, u.last_withdrawal_at);
-                (u.id, AccountState { id: u.id, balance: u.balance, version: u.version, totals })
-            }),
-        );
+        finals.extend(updated.into_iter().map(|u| {
+            let totals = totals(u.total_withdrawn, u.last_withdrawal_at);
+            (u.id, AccountState { id: u.id, balance: u.balance, version: u.version, totals })
+        }));
     }
     let written = || entries.iter().zip(&decisions).filter(|(_, d)| matches!(d, Decision::Write)).map(|(e, _)| e);
     insert_operations(conn, written().map(|e| &e.record.operation))?;

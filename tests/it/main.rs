@@ -25,5 +25,6 @@ mod merchants_flow;
 mod merchants_storm;
 mod migrations;
 mod money_flow;
+mod reads;
 mod route_policy;
 mod telemetry_otlp;
