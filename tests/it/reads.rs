@@ -108,7 +108,7 @@ async fn balance_reads_your_writes_storm() {
     verify_clean(&app);
     let (s, page) = app.get("/api/v1/balances?limit=100", Some(&admin)).await;
     assert_eq!(s, 200, "{page}");
-    for row in page["data"].as_array().unwrap() {
+    for row in page["items"].as_array().unwrap() {
         let card = row["card_id"].as_i64().unwrap();
         let b = balance(&app, &admin, card).await;
         for f in ["balance", "total_withdrawn", "last_withdrawal_at", "credit_limit"] {
