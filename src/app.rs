@@ -30,6 +30,8 @@ pub struct AppState {
     pub blobs: Arc<dyn crate::merchants::blob::BlobStore>,
     /// Revoked sessions known in process (`identity::revocations`).
     pub revocations: crate::identity::revocations::Revocations,
+    /// `/auth/me` profiles cached in process (`identity::profiles`).
+    pub profiles: crate::identity::profiles::Profiles,
 }
 
 impl AppState {
@@ -52,6 +54,10 @@ impl AppState {
             std::time::Duration::from_millis(settings.auth.revocation_staleness_ms),
             std::time::Duration::from_secs(u64::try_from(settings.auth.access_ttl_secs).unwrap_or(900) + 60),
         );
+        let profiles = crate::identity::profiles::Profiles::start(
+            settings.database.url.expose(),
+            std::time::Duration::from_millis(settings.auth.revocation_staleness_ms),
+        );
         Ok(Self {
             keys: Arc::new(TokenKeys::new(&settings.auth)),
             settings: Arc::new(settings),
@@ -62,6 +68,7 @@ impl AppState {
             events,
             blobs,
             revocations,
+            profiles,
         })
     }
 }

@@ -17,3 +17,24 @@ FROM (
 ) t
 WHERE a.id = t.account_id AND (t.total <> 0 OR t.last IS NOT NULL);
 
+
+-- Profile caches (`/auth/me`) are invalidated by the database itself: any change to a user, a user's
+-- roles or a role notifies channel `payd_users` (payload: the user id, or `*` for every user) when
+-- the transaction commits, whichever code path made it.
+CREATE FUNCTION payd_user_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_TABLE_NAME = 'users' THEN
+    PERFORM pg_notify('payd_users', COALESCE(NEW.id, OLD.id)::text);
+  ELSIF TG_TABLE_NAME = 'user_roles' THEN
+    PERFORM pg_notify('payd_users', COALESCE(NEW.user_id, OLD.user_id)::text);
+  ELSE
+    PERFORM pg_notify('payd_users', '*');
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER users_changed AFTER UPDATE OR DELETE ON users
+  FOR EACH ROW EXECUTE FUNCTION payd_user_changed();
+CREATE TRIGGER user_roles_changed AFTER INSERT OR UPDATE OR DELETE ON user_roles
+  FOR EACH ROW EXECUTE FUNCTION payd_user_changed();
+CREATE TRIGGER roles_changed AFTER UPDATE OR DELETE ON roles
+  FOR EACH ROW EXECUTE FUNCTION payd_user_changed();

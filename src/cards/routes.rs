@@ -523,6 +523,10 @@ impl StatementQuery {
 
 /// An account's postings, newest first, with the running balance after each (cards and merchants).
 ///
+/// One fixed statement whatever the filters (absent bounds become the widest ones), so it is
+/// prepared once per connection; it walks `postings (account_id, id)` backwards from the cursor and
+/// stops after `limit + 1` rows.
+///
 /// # Errors
 /// A diesel error.
 pub fn statement_lines(
@@ -532,9 +536,14 @@ pub fn statement_lines(
     limit: i64,
     cursor: Option<i64>,
 ) -> Result<Vec<StatementLine>, diesel::result::Error> {
-    let mut query = postings::table
+    let from = window.0.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let to = window.1.unwrap_or(*LATEST);
+    postings::table
         .inner_join(operations::table)
         .filter(postings::account_id.eq(account_id))
+        .filter(postings::id.lt(cursor.unwrap_or(i64::MAX)))
+        .filter(postings::created_at.ge(from))
+        .filter(postings::created_at.le(to))
         .select((
             postings::id,
             postings::operation_id,
@@ -545,18 +554,12 @@ pub fn statement_lines(
         ))
         .order(postings::id.desc())
         .limit(limit + 1)
-        .into_boxed();
-    if let Some(f) = window.0 {
-        query = query.filter(postings::created_at.ge(f));
-    }
-    if let Some(t) = window.1 {
-        query = query.filter(postings::created_at.le(t));
-    }
-    if let Some(c) = cursor {
-        query = query.filter(postings::id.lt(c));
-    }
-    query.load::<StatementLine>(conn)
+        .load::<StatementLine>(conn)
 }
+
+/// The open upper bound of a statement window (9999-12-31, within PostgreSQL's range).
+static LATEST: std::sync::LazyLock<DateTime<Utc>> =
+    std::sync::LazyLock::new(|| DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::UNIX_EPOCH));
 
 async fn statement(
     state: web::Data<AppState>,

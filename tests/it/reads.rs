@@ -234,3 +234,40 @@ async fn revocation_reaches_every_instance_within_the_bound() {
         assert_eq!(me(app, &admin).await.0, 200, "the admin's own session is untouched");
     }
 }
+
+/// `/auth/me` is cached per instance and invalidated by the database: a profile or role change made
+/// through one instance shows on every instance within `auth.revocation_staleness_ms`.
+#[actix_web::test]
+async fn profile_changes_reach_every_instance_within_the_bound() {
+    let settings = read_settings();
+    let a = TestApp::spawn_with(settings.clone()).await;
+    let b = TestApp::spawn_with(settings).await;
+    let email = "profile@example.com";
+    let (uid, token, _) = a.user(email).await;
+    let admin = a.admin_token().await;
+    // Warm both caches.
+    for app in [&a, &b] {
+        for _ in 0..3 {
+            let (s, v) = me(app, &token).await;
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(v["first_name"], "Test");
+        }
+    }
+    let (s, v) =
+        a.call("PATCH", &format!("/api/v1/users/{uid}"), Some(&admin), Some(json!({"first_name": "Renamed"}))).await;
+    assert_eq!(s, 200, "{v}");
+    actix_web::rt::time::sleep(Duration::from_millis(REVOCATION_STALENESS_MS + MARGIN_MS)).await;
+    for app in [&a, &b] {
+        let (s, v) = me(app, &token).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["first_name"], "Renamed", "{v}");
+    }
+    // A role granted through B shows on A (the cache on A still holds the old roles).
+    let (s, v) = b.post(&format!("/api/v1/users/{uid}/roles"), Some(&admin), json!({"role": "admin"})).await;
+    assert_eq!(s, 200, "{v}");
+    actix_web::rt::time::sleep(Duration::from_millis(REVOCATION_STALENESS_MS + MARGIN_MS)).await;
+    let fresh = login(&b, email, PASSWORD).await;
+    let (s, v) = me(&a, &fresh).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["roles"].as_array().unwrap().iter().any(|r| r == "admin"), "{v}");
+}
