@@ -18,7 +18,7 @@ CARDS=target/load-suite-cards-$DB.txt
 LEDGER_ONLY=(PAYD_EVENTS__RELAY_ENABLED=false PAYD_EVENTS__CONSUMERS_ENABLED=false)
 export PAYD_ENV=development PAYD_BOOTSTRAP_ADMIN_EMAIL=admin@payd.local PAYD_BOOTSTRAP_ADMIN_PASSWORD=admin-pass-123 \
   PAYD_DATABASE__URL="postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable" PAYD_TELEMETRY__LOG_LEVEL=warn \
-  PAYD_SERVER__PORT=$PORT PAYD_CONFIG_DIR=$PWD/config
+  PAYD_SERVER__PORT=$PORT PAYD_CONFIG_DIR=$PWD/config PAYD_RATE_LIMITS__ENABLED=false
 pid=""
 stop() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; fi; }
 trap stop EXIT

@@ -41,6 +41,7 @@ impl AppState {
     /// # Errors
     /// When a pool or the mailer cannot be configured, or the database cannot be prepared.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        crate::identity::password::configure(&settings.auth);
         let db = storage::pool(settings.database.url.expose(), settings.database.pool_size)?;
         let cache = Cache::new(settings.redis.url.expose(), settings.redis.pool_size, &settings.redis.prefix)?;
         let mailer = Mailer::new(&settings.mail, db.clone())?;
@@ -111,7 +112,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<Running> {
     crate::identity::admin::bootstrap_admin(&state).await.map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?;
     let listener = TcpListener::bind((state.settings.server.host.as_str(), state.settings.server.port))?;
     let port = listener.local_addr()?.port();
-    let openapi = crate::http::api().openapi();
+    let env = state.settings.environment;
+    let openapi = crate::http::api_for(env).openapi();
     let data = web::Data::new(state.clone());
     let json_limit = state.settings.server.json_limit_bytes;
     let mut server = HttpServer::new(move || {
@@ -122,7 +124,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<Running> {
             .wrap(from_fn(crate::http::request_id::envelope))
             .service(web::redirect("/docs", "/docs/"))
             .service(SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", openapi.clone()))
-            .configure(|cfg| crate::http::api().configure(cfg))
+            .configure(|cfg| crate::http::api_for(env).configure(cfg))
             .default_service(web::to(crate::http::not_found))
     })
     .listen(listener)?

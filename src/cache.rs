@@ -143,6 +143,39 @@ impl Cache {
         Ok(())
     }
 
+    /// Records one payment attempt's card-data outcome against the per-API-key and per-card failure
+    /// counters, atomically (one Lua script, so concurrent attempts are decided one after another):
+    /// see [`CardAttempt`]. `card` is `None` when no card has the number.
+    ///
+    /// # Errors
+    /// `CacheError` when Redis is unavailable.
+    pub async fn card_attempt(
+        &self,
+        api_key: (&str, u32, u64),
+        card: Option<(&str, u32, u64)>,
+        outcome: AttemptOutcome,
+    ) -> Result<CardAttempt, CacheError> {
+        let mut conn = self.pool.get().await?;
+        let mut inv = CARD_ATTEMPT.prepare_invoke();
+        inv.key(self.key(api_key.0));
+        let (card_limit, card_window) = match card {
+            Some((k, limit, window)) => {
+                inv.key(self.key(k));
+                (limit, window)
+            }
+            None => (1, 1),
+        };
+        inv.arg(card_limit).arg(card_window).arg(api_key.1).arg(api_key.2).arg(outcome.as_str());
+        let (verdict, a, b): (String, i64, i64) = inv.invoke_async(&mut *conn).await?;
+        Ok(match verdict.as_str() {
+            "key_blocked" => CardAttempt::KeyBlocked { retry_after: u64::try_from(a).unwrap_or(1).max(1) },
+            "locked" => CardAttempt::Locked,
+            "failed" => CardAttempt::Failed { failures: u64::try_from(b).unwrap_or(0) },
+            "declined" => CardAttempt::Declined,
+            _ => CardAttempt::Ok,
+        })
+    }
+
     /// Readiness probe.
     ///
     /// # Errors
@@ -153,3 +186,77 @@ impl Cache {
         Ok(())
     }
 }
+
+/// What a payment attempt showed about the card data it presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Number, expiry and CVV all match.
+    Ok,
+    /// The card exists but expiry or CVV is wrong.
+    Wrong,
+    /// The card is already locked for payments (recorded in the database).
+    Locked,
+    /// No card has this number.
+    Unknown,
+}
+
+impl AttemptOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Wrong => "fail",
+            Self::Locked => "locked",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// The counters' verdict on one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardAttempt {
+    /// Go on: the data matched and the card is not locked.
+    Ok,
+    /// The data was wrong; `failures` is the card's count in the window, this one included.
+    Failed { failures: u64 },
+    /// The card has reached its failure limit: refused whatever the data.
+    Locked,
+    /// Unknown number (counted against the API key only).
+    Declined,
+    /// The API key has reached its limit of declined attempts.
+    KeyBlocked { retry_after: u64 },
+}
+
+/// KEYS: [api key counter, card counter?]; ARGV: [card limit, card window, key limit, key window, outcome].
+/// A card counter that reaches its limit loses its expiry: the lock holds until the holder unlocks it.
+static CARD_ATTEMPT: once_cell::sync::Lazy<redis::Script> = once_cell::sync::Lazy::new(|| {
+    redis::Script::new(
+        r"
+local function fail_key()
+  local n = redis.call('INCR', KEYS[1])
+  if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+end
+local kn = tonumber(redis.call('GET', KEYS[1]) or '0')
+if kn >= tonumber(ARGV[3]) then
+  return {'key_blocked', redis.call('TTL', KEYS[1]), kn}
+end
+if ARGV[5] == 'unknown' or #KEYS < 2 then
+  fail_key()
+  return {'declined', 0, 0}
+end
+local limit = tonumber(ARGV[1])
+local cn = tonumber(redis.call('GET', KEYS[2]) or '0')
+if cn >= limit or ARGV[5] == 'locked' then
+  fail_key()
+  return {'locked', 0, cn}
+end
+if ARGV[5] == 'ok' then
+  return {'ok', 0, cn}
+end
+fail_key()
+cn = redis.call('INCR', KEYS[2])
+if cn == 1 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+if cn >= limit then redis.call('PERSIST', KEYS[2]) end
+return {'failed', 0, cn}
+",
+    )
+});

@@ -48,6 +48,10 @@ pub struct Settings {
     pub merchants: MerchantSettings,
     pub events: EventSettings,
     pub webhooks: WebhookSettings,
+    #[serde(default)]
+    pub idempotency: IdempotencySettings,
+    #[serde(default)]
+    pub rate_limits: RateLimitSettings,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -113,6 +117,23 @@ pub struct AuthSettings {
     pub revocation_staleness_ms: u64,
     pub bootstrap_admin_email: String,
     pub bootstrap_admin_password: Secret,
+    /// Argon2id memory cost in KiB (OWASP: at least 19456 with t = 2, p = 1).
+    #[serde(default = "default_argon2_memory")]
+    pub argon2_memory_kib: u32,
+    #[serde(default = "default_argon2_iterations")]
+    pub argon2_iterations: u32,
+    #[serde(default = "default_argon2_parallelism")]
+    pub argon2_parallelism: u32,
+}
+
+fn default_argon2_memory() -> u32 {
+    19_456
+}
+fn default_argon2_iterations() -> u32 {
+    2
+}
+fn default_argon2_parallelism() -> u32 {
+    1
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -230,8 +251,82 @@ pub struct MerchantSettings {
     pub max_document_bytes: usize,
     pub required_documents: Vec<String>,
     pub key_rotation_overlap_secs: i64,
-    pub cvv_failure_limit: u32,
-    pub cvv_failure_window_secs: u64,
+    /// Wrong expiry dates or CVVs per card within the window before the card is locked for payments
+    /// (until its holder unlocks it).
+    pub card_failure_limit: u32,
+    pub card_failure_window_secs: u64,
+    /// Declined card-data attempts (unknown numbers, wrong expiry or CVV, locked cards) per API key
+    /// within the window before the key's payments are refused (429) until the window ends.
+    #[serde(default = "default_key_failure_limit")]
+    pub key_failure_limit: u32,
+    #[serde(default = "default_key_failure_window")]
+    pub key_failure_window_secs: u64,
+    /// Multipart document uploads: at most this many parts (fields and files).
+    #[serde(default = "default_upload_parts")]
+    pub max_upload_parts: usize,
+    /// Multipart document uploads: at most this many bytes for a non-file field.
+    #[serde(default = "default_upload_field_bytes")]
+    pub max_upload_field_bytes: usize,
+}
+
+fn default_key_failure_limit() -> u32 {
+    50
+}
+fn default_key_failure_window() -> u64 {
+    3600
+}
+fn default_upload_parts() -> usize {
+    4
+}
+fn default_upload_field_bytes() -> usize {
+    256
+}
+
+/// Stored answers of money requests (`Idempotency-Key`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct IdempotencySettings {
+    /// Key of the HMAC-SHA256 request fingerprint stored with each answer.
+    pub mac_key: Secret,
+    /// Short id stored with each fingerprint (`<id>:<mac>`), so the key can be rotated.
+    pub mac_key_id: String,
+    /// The previous key during a rotation: fingerprints made under it still match (empty = none).
+    pub previous_mac_key: Secret,
+    pub previous_mac_key_id: String,
+    /// Stored answers are kept this long, then purged (and the key may be reused).
+    pub ttl_hours: i64,
+}
+
+const DEV_IDEMPOTENCY_KEY: &str = "dev-only-idempotency-key-change-me-dev-only-idem";
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        Self {
+            mac_key: Secret::new(DEV_IDEMPOTENCY_KEY),
+            mac_key_id: "1".into(),
+            previous_mac_key: Secret::default(),
+            previous_mac_key_id: String::new(),
+            ttl_hours: 24,
+        }
+    }
+}
+
+/// Per-caller limits on the money routes (fixed one-minute windows in Redis).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct RateLimitSettings {
+    /// Off for load tests.
+    pub enabled: bool,
+    /// Money requests (top-ups, withdrawals, transfers, reversals) per user per minute.
+    pub user_money_per_minute: u32,
+    /// Payments and refunds per API key per minute.
+    pub key_money_per_minute: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self { enabled: true, user_money_per_minute: 120, key_money_per_minute: 1200 }
+    }
 }
 
 /// Which broker the relay publishes to and the consumers read from.
@@ -273,6 +368,10 @@ pub struct EventSettings {
     pub kafka_group_prefix: String,
     pub kafka_partitions: i32,
     pub kafka_message_timeout_ms: u64,
+    /// librdkafka properties passed through to the producer and consumers: `security.protocol`,
+    /// `sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location`, … (values never logged).
+    #[serde(default)]
+    pub kafka_options: std::collections::BTreeMap<String, Secret>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -393,6 +492,59 @@ impl Settings {
                 return Err(invalid(key, "the development default cannot be used in production"));
             }
         }
+        let idem = &self.idempotency;
+        if idem.mac_key.expose().len() < 32 {
+            return Err(invalid("idempotency.mac_key", "must be at least 32 characters"));
+        }
+        if self.environment == Environment::Production && idem.mac_key.expose() == DEV_IDEMPOTENCY_KEY {
+            return Err(invalid("idempotency.mac_key", "the development default cannot be used in production"));
+        }
+        let id_ok = |id: &str| !id.is_empty() && id.len() <= 16 && id.chars().all(|c| c.is_ascii_alphanumeric());
+        if !id_ok(&idem.mac_key_id) {
+            return Err(invalid("idempotency.mac_key_id", "must be 1-16 letters or digits"));
+        }
+        if !idem.previous_mac_key.is_empty() {
+            if idem.previous_mac_key.expose().len() < 32 {
+                return Err(invalid("idempotency.previous_mac_key", "must be at least 32 characters"));
+            }
+            if !id_ok(&idem.previous_mac_key_id) || idem.previous_mac_key_id == idem.mac_key_id {
+                return Err(invalid(
+                    "idempotency.previous_mac_key_id",
+                    "must be 1-16 letters or digits, different from idempotency.mac_key_id",
+                ));
+            }
+        }
+        if idem.ttl_hours < 1 {
+            return Err(invalid("idempotency.ttl_hours", "must be at least 1"));
+        }
+        let a = &self.auth;
+        if a.argon2_memory_kib < 8 * a.argon2_parallelism.max(1) || a.argon2_iterations < 1 || a.argon2_parallelism < 1
+        {
+            return Err(invalid("auth.argon2_memory_kib", "argon2 parameters out of range"));
+        }
+        if self.environment == Environment::Production && (a.argon2_memory_kib < 19_456 || a.argon2_iterations < 2) {
+            return Err(invalid(
+                "auth.argon2_memory_kib",
+                "production needs at least OWASP's recommendation (19456 KiB, 2 iterations)",
+            ));
+        }
+        let m = &self.merchants;
+        if m.card_failure_limit == 0 || m.card_failure_window_secs == 0 {
+            return Err(invalid("merchants.card_failure_limit", "limit and window must be at least 1"));
+        }
+        if m.key_failure_limit == 0 || m.key_failure_window_secs == 0 {
+            return Err(invalid("merchants.key_failure_limit", "limit and window must be at least 1"));
+        }
+        if m.max_upload_parts < 2 || m.max_upload_field_bytes < 16 {
+            return Err(invalid("merchants.max_upload_parts", "at least 2 parts and 16 bytes per field"));
+        }
+        let rl = &self.rate_limits;
+        if rl.enabled && (rl.user_money_per_minute == 0 || rl.key_money_per_minute == 0) {
+            return Err(invalid(
+                "rate_limits.user_money_per_minute",
+                "must be at least 1 (or rate_limits.enabled = false)",
+            ));
+        }
         if !(1..=10).contains(&self.cards.expiry_years) {
             return Err(invalid("cards.expiry_years", "must be between 1 and 10"));
         }
@@ -489,6 +641,40 @@ mod tests {
         s.environment = Environment::Production;
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("auth.jwt_secret"), "{err}");
+    }
+
+    #[test]
+    fn production_refuses_default_idempotency_key_and_weak_password_hashing() {
+        let mut s = base();
+        s.environment = Environment::Production;
+        s.auth.jwt_secret = Secret::new("a-production-secret-0123456789-abcdefghij");
+        s.cards.cvv_key = Secret::new("a-production-cvv-key-0123456789-abcdefghij");
+        s.cards.pan_key = Secret::new("a-production-pan-key-0123456789-abcdefghij");
+        s.webhooks.allow_insecure = false;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("idempotency.mac_key"), "{err}");
+        s.idempotency.mac_key = Secret::new("a-production-idem-key-0123456789-abcdefghij");
+        // The test overlay's cheap argon2 parameters are refused in production.
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("argon2"), "{err}");
+        s.auth.argon2_memory_kib = 19_456;
+        s.auth.argon2_iterations = 2;
+        s.validate().unwrap();
+        // Rotation: the previous key needs its own id.
+        s.idempotency.previous_mac_key = Secret::new("the-previous-idem-key-0123456789-abcdefgh");
+        s.idempotency.previous_mac_key_id = s.idempotency.mac_key_id.clone();
+        assert!(s.validate().unwrap_err().to_string().contains("previous_mac_key_id"));
+        s.idempotency.previous_mac_key_id = "0".into();
+        s.validate().unwrap();
+        assert!(!s.masked().contains("idem-key"), "a key was printed");
+    }
+
+    #[test]
+    fn defaults_are_owasp_argon2_and_limits_on() {
+        let s = Settings::load_from("development", std::path::Path::new("config"), false).unwrap();
+        assert_eq!((s.auth.argon2_memory_kib, s.auth.argon2_iterations, s.auth.argon2_parallelism), (19_456, 2, 1));
+        assert!(s.rate_limits.enabled);
+        assert_eq!(s.idempotency.ttl_hours, 24);
     }
 
     #[test]

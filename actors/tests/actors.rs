@@ -195,7 +195,7 @@ async fn writer_batch_split_isolates_bad_entries() {
         vec![s.clone()],
         WriterConfig {
             max_batch: 16,
-            max_wait: Duration::from_millis(100),
+            max_wait: Duration::from_millis(500),
             queue_capacity: 64,
             on_batch: Some(Arc::new(move |n, _lat| {
                 sizes2.fetch_add(n, Ordering::Relaxed);

@@ -49,12 +49,13 @@ fn account_error(e: AccountError) -> ApiError {
 /// commit made anywhere at least `ledger.read_staleness_ms` before it.
 ///
 /// # Errors
-/// 404 unknown card, 403 another user's card, 503 when the actors are busy or unavailable.
+/// 404 unknown or another user's card, 503 when the actors are busy or unavailable.
 pub async fn current(state: &AppState, user: &AuthUser, card_id: i64) -> Result<BalanceView, ApiError> {
     let ledger = &state.ledger.ledger;
     let card = ledger.cards().get(card_id).await.map_err(card_error)?;
     if card.owner_id != user.user_id && !user.is_admin() {
-        return Err(CardsError::NotOwner.into());
+        // Someone else's card answers exactly like a missing one (as `find_for`).
+        return Err(CardsError::NotFound.into());
     }
     let max_age = Duration::from_millis(state.settings.ledger.read_staleness_ms);
     let read = ledger.accounts().read(card.account_id, max_age).await.map_err(account_error)?;
@@ -79,7 +80,7 @@ pub async fn current(state: &AppState, user: &AuthUser, card_id: i64) -> Result<
 /// the current withdrawal totals.
 ///
 /// # Errors
-/// 404 / 403 as [`current`]; a storage error.
+/// 404 as [`current`]; a storage error.
 pub async fn at(state: &AppState, user: AuthUser, card_id: i64, at: DateTime<Utc>) -> Result<BalanceView, ApiError> {
     let currency = state.settings.money.currency.clone();
     let view = storage::run(&state.db, move |conn| {

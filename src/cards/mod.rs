@@ -63,6 +63,8 @@ pub struct Card {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub archived_at: Option<DateTime<Utc>>,
+    /// Set when payments were locked after too many wrong expiry dates or CVVs; the holder unlocks.
+    pub payments_locked_at: Option<DateTime<Utc>>,
 }
 
 /// A card as the API shows it: the PAN is always masked.
@@ -84,6 +86,8 @@ pub struct CardView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub archived_at: Option<DateTime<Utc>>,
+    /// Set when payments were locked after too many wrong expiry dates or CVVs; the holder unlocks.
+    pub payments_locked_at: Option<DateTime<Utc>>,
 }
 
 impl CardView {
@@ -105,6 +109,7 @@ impl CardView {
             created_at: c.created_at,
             updated_at: c.updated_at,
             archived_at: c.archived_at,
+            payments_locked_at: c.payments_locked_at,
         }
     }
 }
@@ -115,14 +120,15 @@ pub fn find(conn: &mut PgConnection, id: i64) -> Result<Card, CardsError> {
     Ok(cards::table.find(id).select(Card::as_select()).first(conn)?)
 }
 
-/// The card, if the caller owns it or is an admin.
+/// The card, if the caller owns it or is an admin. Someone else's card is `NotFound`, exactly like a
+/// missing one, so ids cannot be enumerated.
 ///
 /// # Errors
-/// `NotFound`, `NotOwner` or a storage error.
+/// `NotFound` or a storage error.
 pub fn find_for(conn: &mut PgConnection, id: i64, user: &AuthUser) -> Result<Card, CardsError> {
     let card = find(conn, id)?;
     if card.user_id != user.user_id && !user.is_admin() {
-        return Err(CardsError::NotOwner);
+        return Err(CardsError::NotFound);
     }
     Ok(card)
 }

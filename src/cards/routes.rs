@@ -59,6 +59,15 @@ pub fn register(api: &mut Api) {
         r.responds::<CardView>(200, s);
     }
     let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/cards/{id}/unlock",
+        A,
+        t,
+        "Unlock payments on a card locked after too many wrong card details (holder or admin)",
+        web::post().to(unlock),
+    );
+    r.responds::<CardView>(200, s);
+    let (r, s) = api.route(
         Method::GET,
         "/api/v1/users/{id}/cards",
         A,
@@ -340,13 +349,22 @@ async fn by_user(
     q: web::Query<CardListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
+    // Someone else's id answers like a missing one (and an admin asking for a missing user gets 404 too).
     if id != user.user_id && !user.is_admin() {
-        return Err(CardsError::AdminOnly("list other users' cards").into());
+        return Err(ApiError::not_found("user"));
     }
     let q = q.into_inner();
     check_status_filter(&q)?;
     let (limit, cursor) = q.page.resolve()?;
-    let rows = storage::run(&state.db, move |conn| list_query(conn, Some(id), &q, limit, cursor)).await?;
+    let rows = storage::run(&state.db, move |conn| {
+        let exists: i64 = users::table.filter(users::id.eq(id)).count().get_result(conn)?;
+        if exists == 0 {
+            return Ok(None);
+        }
+        list_query(conn, Some(id), &q, limit, cursor).map(Some)
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found("user"))?;
     let currency = state.settings.money.currency.clone();
     let views: Vec<CardView> = rows.into_iter().map(|c| CardView::new(c, &currency)).collect();
     Ok(HttpResponse::Ok().json(Page::from_rows(views, limit, |c| c.id)))
@@ -430,8 +448,32 @@ async fn lifecycle(
             ("restore", _, true) => (card.status.as_str(), Some(None)),
             _ => return Err(bad(&card)),
         };
+        // A conditional update: it applies only if the card is still in the state the decision was
+        // made from. A concurrent transition that committed first (a `close`, say) makes this one
+        // match nothing — READ COMMITTED re-checks the condition on the row it waited for — so a
+        // late `unfreeze` can never undo a `close`.
+        let mut q =
+            diesel::update(cards::table).filter(cards::id.eq(id)).filter(cards::status.eq(&card.status)).into_boxed();
+        q = if card.archived_at.is_some() {
+            q.filter(cards::archived_at.is_not_null())
+        } else {
+            q.filter(cards::archived_at.is_null())
+        };
+        let updated = q
+            .set((
+                cards::status.eq(status),
+                cards::updated_at.eq(now),
+                cards::archived_at.eq(archived.unwrap_or(card.archived_at)),
+            ))
+            .returning(Card::as_returning())
+            .get_result::<Card>(conn)
+            .optional()?;
+        let Some(upd) = updated else {
+            return Err(bad(&crate::cards::find(conn, id)?));
+        };
         if status != card.status {
-            // The ledger's guard reads the account's status; change both in this transaction.
+            // The ledger's guard reads the account's status; change both in this transaction (the card
+            // row, locked above, serialises transitions of this card).
             let mut q = diesel::update(accounts::table.find(card.account_id)).into_boxed();
             if status == "closed" {
                 q = q.filter(accounts::balance.eq(0));
@@ -441,16 +483,6 @@ async fn lifecycle(
                 let (balance, _) = crate::cards::account_balance(conn, card.account_id)?;
                 return Err(CardsError::NonZeroBalance(balance));
             }
-        }
-        let mut upd = diesel::update(cards::table.find(id))
-            .set((cards::status.eq(status), cards::updated_at.eq(now)))
-            .returning(Card::as_returning())
-            .get_result::<Card>(conn)?;
-        if let Some(a) = archived {
-            upd = diesel::update(cards::table.find(id))
-                .set(cards::archived_at.eq(a))
-                .returning(Card::as_returning())
-                .get_result(conn)?;
         }
         let event = match action {
             "freeze" => "card.frozen",
@@ -472,6 +504,28 @@ async fn lifecycle(
     if let Ok(s) = snapshot {
         state.ledger.ledger.cards().refresh(s);
     }
+    Ok(HttpResponse::Ok().json(CardView::new(card, &state.settings.money.currency)))
+}
+
+/// Clears a card's payment lock and its failure counter; answers the card (also when it was not locked).
+async fn unlock(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let by = user.user_id;
+    let card = storage::transaction(&state.db, move |conn| {
+        find_for(conn, id, &user)?;
+        Ok::<_, CardsError>(
+            diesel::update(cards::table.find(id))
+                .set((cards::payments_locked_at.eq(None::<DateTime<Utc>>), cards::updated_at.eq(Utc::now())))
+                .returning(Card::as_returning())
+                .get_result(conn)?,
+        )
+    })
+    .await?;
+    state.cache.delete(&format!("cardfail:{id}")).await.map_err(|e| {
+        tracing::warn!(error = %e, "redis unavailable");
+        ApiError::unavailable("rate-limit store unavailable, retry later")
+    })?;
+    tracing::info!(card_id = id, by, "card unlocked for payments");
     Ok(HttpResponse::Ok().json(CardView::new(card, &state.settings.money.currency)))
 }
 

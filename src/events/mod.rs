@@ -155,7 +155,7 @@ pub fn spawn_relay(state: &crate::app::AppState) {
         .with_owner(state.events.instance)
         .with_wake(state.events.wake.relay.clone())
         .spawn();
-    spawn_gauges(state.db.clone(), ev.retention_hours);
+    spawn_gauges(state.db.clone(), ev.retention_hours, state.settings.idempotency.ttl_hours);
 }
 
 /// Subscribes the notifier and the webhook dispatcher and starts the e-mail and webhook senders.
@@ -179,8 +179,9 @@ pub fn spawn_consumers(state: &crate::app::AppState) {
     webhooks::sender::spawn(state);
 }
 
-/// Every few seconds: outbox depth and oldest age into the gauges; hourly, the retention purge.
-fn spawn_gauges(db: PgPool, retention_hours: i64) {
+/// Every few seconds: outbox depth and oldest age into the gauges; hourly, the retention purge; every
+/// five minutes, stored idempotent answers older than `idempotency.ttl_hours`.
+fn spawn_gauges(db: PgPool, retention_hours: i64, idempotency_ttl_hours: i64) {
     actix_web::rt::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         let mut rounds: u64 = 0;
@@ -196,6 +197,15 @@ fn spawn_gauges(db: PgPool, retention_hours: i64) {
                 Err(e) => tracing::debug!(error = %e, "outbox stats unavailable"),
             }
             rounds = rounds.wrapping_add(1);
+            if rounds % 150 == 1 {
+                match crate::storage::run(&db, move |c| crate::payments::idempotency::purge(c, idempotency_ttl_hours))
+                    .await
+                {
+                    Ok(n) if n > 0 => tracing::info!(rows = n, "purged expired idempotency keys"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
+                }
+            }
             if retention_hours > 0 && rounds % 1800 == 1 {
                 match crate::storage::run(&db, move |c| outbox::purge(c, retention_hours)).await {
                     Ok(n) if n > 0 => tracing::info!(rows = n, "purged published outbox rows and old dedupe records"),

@@ -193,8 +193,8 @@ impl From<CardsError> for ApiError {
         use CardsError as E;
         let msg = e.to_string();
         match e {
-            E::NotFound => Self::not_found("card"),
-            E::NotOwner => Self::forbidden(msg),
+            // Someone else's card answers exactly like a missing one.
+            E::NotFound | E::NotOwner => Self::not_found("card"),
             E::AdminOnly(_) => Self::forbidden(msg),
             E::UnknownUser => Self::validation("user_id", msg),
             E::InvalidTransition { .. } => Self::conflict("invalid_transition", msg),
@@ -216,7 +216,10 @@ impl From<PaymentError> for ApiError {
             }
             E::IdempotencyConflict => Self::conflict("idempotency_conflict", msg),
             E::CardNotFound(_) => Self::new(StatusCode::NOT_FOUND, "card_not_found", msg),
-            E::NotCardOwner(_) => Self::forbidden(msg),
+            // Someone else's card answers exactly like a missing one.
+            E::NotCardOwner(id) => {
+                Self::new(StatusCode::NOT_FOUND, "card_not_found", PaymentError::CardNotFound(id).to_string())
+            }
             E::OperationNotFound => Self::not_found("operation"),
             E::NotReversible(_) => Self::conflict("not_reversible", msg),
             E::NeverPurged => Self::conflict("never_purged", msg),
@@ -237,8 +240,8 @@ impl From<MerchantError> for ApiError {
         use MerchantError as E;
         let msg = e.to_string();
         match e {
-            E::NotFound => Self::not_found("merchant"),
-            E::NotOwner => Self::forbidden(msg),
+            // Someone else's merchant answers exactly like a missing one.
+            E::NotFound | E::NotOwner => Self::not_found("merchant"),
             E::InvalidTransition { .. } => Self::conflict("invalid_transition", msg),
             E::DocumentsMissing(_) => Self::conflict("documents_missing", msg),
             E::DocumentNotFound => Self::not_found("document"),
@@ -267,8 +270,8 @@ impl From<WebhookError> for ApiError {
         use WebhookError as E;
         let msg = e.to_string();
         match e {
-            E::MerchantNotFound => Self::not_found("merchant"),
-            E::NotOwner => Self::forbidden(msg),
+            // Someone else's merchant answers exactly like a missing one.
+            E::MerchantNotFound | E::NotOwner => Self::not_found("merchant"),
             E::EndpointNotFound => Self::not_found("webhook endpoint"),
             E::DeliveryNotFound => Self::not_found("webhook delivery"),
             E::Url(_) => Self::validation("url", msg),

@@ -104,13 +104,20 @@ pub fn extractor_config(cfg: &mut web::ServiceConfig, json_limit: usize) {
         .app_data(web::QueryConfig::default().error_handler(query_error));
 }
 
-/// The whole route table, from every domain.
+/// The whole route table, from every domain, as development and the tests serve it.
 pub fn api() -> Api {
+    api_for(crate::config::Environment::Development)
+}
+
+/// The route table an environment serves: production has no development mailbox.
+pub fn api_for(env: crate::config::Environment) -> Api {
     let mut api = Api::default();
     operations(&mut api);
     crate::identity::routes::register(&mut api);
     crate::identity::admin::register(&mut api);
-    crate::notify::routes::register(&mut api);
+    if env != crate::config::Environment::Production {
+        crate::notify::routes::register(&mut api);
+    }
     crate::cards::routes::register(&mut api);
     crate::payments::routes::register(&mut api);
     crate::events::routes::register(&mut api);

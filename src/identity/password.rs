@@ -1,46 +1,77 @@
 //! Password hashing (argon2id, off the async executor) and the password policy.
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::{Algorithm, Argon2, Params, Version};
+use once_cell::sync::OnceCell;
 use std::borrow::Cow;
 use validator::ValidationError;
 
-/// A hash of a password nobody knows, verified against when the user does not exist so that
-/// unknown and known e-mails take the same time.
+/// A password nobody knows. Its hash (made once, with the configured parameters) is verified against
+/// when the e-mail is unknown, so unknown and known e-mails cost the same single Argon2 verification.
 const DECOY_PASSWORD: &str = "decoy-password-for-timing-equalisation";
 
-/// Hashes a password with argon2id on the blocking pool.
+/// Argon2id cost parameters: (memory KiB, iterations, lanes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cost {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+/// OWASP's current recommendation for argon2id: 19 MiB, 2 iterations, 1 lane.
+pub const OWASP: Cost = Cost { memory_kib: 19_456, iterations: 2, parallelism: 1 };
+
+static COST: OnceCell<Cost> = OnceCell::new();
+static DECOY: OnceCell<String> = OnceCell::new();
+
+/// Sets the cost of new hashes (once per process, at start-up; later calls keep the first value)
+/// and precomputes the decoy hash with it.
+pub fn configure(auth: &crate::config::AuthSettings) {
+    let _ = COST.set(Cost {
+        memory_kib: auth.argon2_memory_kib,
+        iterations: auth.argon2_iterations,
+        parallelism: auth.argon2_parallelism,
+    });
+    let _ = decoy();
+}
+
+fn argon2() -> Argon2<'static> {
+    let c = COST.get().copied().unwrap_or(OWASP);
+    match Params::new(c.memory_kib, c.iterations, c.parallelism, None) {
+        Ok(p) => Argon2::new(Algorithm::Argon2id, Version::V0x13, p),
+        Err(_) => Argon2::default(),
+    }
+}
+
+fn hash_now(password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+fn decoy() -> &'static str {
+    DECOY.get_or_init(|| hash_now(DECOY_PASSWORD).unwrap_or_default())
+}
+
+/// Hashes a password with argon2id (the configured cost) on the blocking pool.
 ///
 /// # Errors
 /// A message when hashing fails (out of memory) or the blocking pool is gone.
 pub async fn hash(password: String) -> Result<String, String> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    tokio::task::spawn_blocking(move || hash_now(&password)).await.map_err(|e| e.to_string())?
 }
 
-/// Verifies a password against a stored hash (or against a decoy when `stored` is `None`).
+/// Verifies a password against a stored hash, or against the precomputed decoy when `stored` is
+/// `None`: exactly one Argon2 verification either way. (The stored hash carries its own parameters.)
 pub async fn verify(password: String, stored: Option<String>) -> bool {
     tokio::task::spawn_blocking(move || {
         let real = stored.is_some();
-        let decoy;
-        let stored = match &stored {
-            Some(s) => s.as_str(),
-            None => {
-                let salt = SaltString::generate(&mut OsRng);
-                decoy = Argon2::default()
-                    .hash_password(DECOY_PASSWORD.as_bytes(), &salt)
-                    .map(|h| h.to_string())
-                    .unwrap_or_default();
-                decoy.as_str()
-            }
+        let stored: &str = match &stored {
+            Some(s) => s,
+            None => decoy(),
         };
         let Ok(parsed) = PasswordHash::new(stored) else { return false };
         // A decoy comparison is done for its timing only and never succeeds.
-        Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok() && real
+        argon2().verify_password(password.as_bytes(), &parsed).is_ok() && real
     })
     .await
     .unwrap_or(false)
@@ -79,6 +110,18 @@ mod tests {
         assert!(verify("s3cret-pass".into(), Some(h1.clone())).await);
         assert!(!verify("wrong-pass1".into(), Some(h1)).await);
         assert!(!verify(DECOY_PASSWORD.into(), None).await);
+    }
+
+    #[test]
+    fn default_cost_is_at_least_owasp_and_the_decoy_uses_it() {
+        // Without `configure`, new hashes use OWASP's recommendation.
+        let h = hash_now("s3cret-pass").unwrap();
+        let parsed = PasswordHash::new(&h).unwrap();
+        let p = Params::try_from(&parsed).unwrap();
+        assert!(p.m_cost() >= 19_456 && p.t_cost() >= 2 && p.p_cost() >= 1, "{h}");
+        assert!(decoy().starts_with("$argon2id$v=19$m="), "{}", decoy());
+        // The decoy is computed once.
+        assert!(std::ptr::eq(decoy(), decoy()));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use validator::Validate;
 
 use crate::app::AppState;
+use crate::cache::{AttemptOutcome, CardAttempt};
 use crate::cards::pan::{self, Pan};
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
@@ -19,7 +20,7 @@ use crate::http::Valid;
 use crate::merchants::keys::MerchantPrincipal;
 use crate::merchants::{find_for, MerchantError};
 use crate::payments::execute::{self, Failure, MoneyOp};
-use crate::payments::{idempotency, methods, Operation, OperationView, PaymentError};
+use crate::payments::{idempotency, limits, methods, Operation, OperationView, PaymentError};
 use crate::storage::schema::{cards, merchants, operations, refund_totals};
 use crate::storage::{self, StorageError};
 
@@ -123,7 +124,18 @@ pub struct RefundRequest {
     pub reason: Option<String>,
 }
 
-type CardRow = (i64, i64, String, i32, i32);
+type CardRow = (i64, i64, String, i32, i32, Option<DateTime<Utc>>);
+
+/// What the payment fingerprint covers: the card only as its keyed PAN hash (never number, expiry or
+/// CVV), so a stored fingerprint gives nothing back about the card.
+#[derive(Serialize)]
+struct PaymentFingerprint<'a> {
+    card: &'a str,
+    amount: i64,
+    method: &'a str,
+    order_ref: &'a str,
+    currency: Option<&'a str>,
+}
 
 async fn pay(
     state: web::Data<AppState>,
@@ -131,11 +143,10 @@ async fn pay(
     key: MerchantPrincipal,
     body: Valid<PaymentRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    limits::check(&state, limits::Caller::ApiKey(key.key_id)).await?;
     let idem = idempotency::key(&req)?;
     let body = body.into_inner();
     let scope = format!("merchant:{}", key.merchant_id);
-    // The hash never includes the CVV in clear (it is hashed with everything else).
-    let hash = idempotency::request_hash("payment", "", &body)?;
     crate::payments::routes::check_money(&state, body.amount, body.currency.as_deref())?;
     if !body.cvv.chars().all(|c| c.is_ascii_digit()) {
         return Err(ApiError::validation("cvv", "cvv must be digits"));
@@ -144,46 +155,88 @@ async fn pay(
     let number = Pan::parse(&body.card_number)
         .ok_or_else(|| ApiError::validation("card_number", "card_number is not a valid card number"))?;
     let pan_hash = pan::pan_hash(state.settings.cards.pan_key.expose(), &number);
+    let hash = idempotency::request_hash(
+        &state.settings.idempotency,
+        "payment",
+        "",
+        &PaymentFingerprint {
+            card: &pan_hash,
+            amount: body.amount,
+            method: &body.method,
+            order_ref: &body.order_ref,
+            currency: body.currency.as_deref(),
+        },
+    )?;
     let (merchant_id, order_ref, sc, ik) = (key.merchant_id, body.order_ref.clone(), scope.clone(), idem.clone());
     // One trip to the database for the stored answer, the card and the order reference.
     let (stored, card, paid) = storage::run(&state.db, move |conn| {
         let stored = idempotency::find(conn, &sc, &ik)?;
         if stored.is_some() {
-            return Ok((stored, None, 0));
+            return Ok((stored, None, false));
         }
         let card: Option<CardRow> = cards::table
             .filter(cards::pan_hash.eq(pan_hash))
-            .select((cards::id, cards::account_id, cards::brand, cards::expiry_month, cards::expiry_year))
+            .select((
+                cards::id,
+                cards::account_id,
+                cards::brand,
+                cards::expiry_month,
+                cards::expiry_year,
+                cards::payments_locked_at,
+            ))
             .first(conn)
             .optional()?;
-        let paid: i64 = operations::table
-            .filter(operations::merchant_id.eq(merchant_id))
-            .filter(operations::order_ref.eq(order_ref))
-            .filter(operations::kind.eq("payment"))
-            .filter(operations::status.eq("success"))
-            .count()
-            .get_result(conn)?;
+        // EXISTS over exactly the predicate of the partial unique index `operations_order_ref`: a
+        // probe of that index (estimated at one row whatever the statistics), never a scan of the
+        // merchant's payments.
+        let paid: bool = diesel::select(diesel::dsl::exists(
+            operations::table
+                .filter(operations::merchant_id.eq(merchant_id))
+                .filter(operations::order_ref.eq(order_ref))
+                .filter(operations::kind.eq("payment"))
+                .filter(operations::status.eq("success")),
+        ))
+        .get_result(conn)?;
         Ok::<_, StorageError>((None, card, paid))
     })
     .await?;
     if let Some(stored) = stored {
         return Ok(stored.replay(&hash)?);
     }
-    if paid > 0 {
+    if paid {
         // A concurrent request with this same key may have just paid the order: answer as it did.
         if let Some(stored) = idempotency::lookup(&state.db, scope.clone(), idem.clone()).await? {
             return Ok(stored.replay(&hash)?);
         }
         return Err(PaymentError::OrderRefTaken.into());
     }
-    let Some((card_id, account, brand, month, year)) = card else {
-        // No record: there is no card to record it against, and the answer must not tell numbers apart.
-        crate::metrics::count("payment", "card_declined");
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::PAYMENT_REQUIRED,
-            "card_declined",
-            "the card was declined",
-        ));
+    let m = &state.settings.merchants;
+    let key_counter = format!("keyfail:{}", key.key_id);
+    let key_limits = (key_counter.as_str(), m.key_failure_limit, m.key_failure_window_secs);
+    let Some((card_id, account, brand, month, year, locked_at)) = card else {
+        // No card has this number. The answer is the same as for every other card-data failure, and is
+        // stored like theirs, so a retry replays it too; only the API key's counter records it.
+        let verdict = state
+            .cache
+            .card_attempt(key_limits, None, AttemptOutcome::Unknown)
+            .await
+            .map_err(|e| PaymentError::Unavailable(e.0))?;
+        if let CardAttempt::KeyBlocked { retry_after } = verdict {
+            return Err(key_blocked(retry_after));
+        }
+        crate::metrics::count("payment", "card_unknown");
+        let answer = execute::declined_body(&crate::http::request_id::current().unwrap_or_default());
+        let (sc, ik, fp, body) = (scope.clone(), idem.clone(), hash.clone(), answer.clone());
+        let stored = storage::run(&state.db, move |conn| {
+            idempotency::store(conn, &sc, &ik, &fp, actix_web::http::StatusCode::PAYMENT_REQUIRED, &body)
+        })
+        .await?;
+        if !stored {
+            if let Some(stored) = idempotency::lookup(&state.db, scope, idem).await? {
+                return Ok(stored.replay(&hash)?);
+            }
+        }
+        return Ok(HttpResponse::PaymentRequired().json(answer));
     };
     let op = MoneyOp {
         method: Some(method.to_owned()),
@@ -192,42 +245,81 @@ async fn pay(
         merchant_id: Some(key.merchant_id),
         api_key_id: Some(key.key_id),
         order_ref: Some(body.order_ref.clone()),
+        uniform_declines: true,
         ..MoneyOp::new("payment", (scope, idem, hash), body.amount, account, key.account_id)
     };
-    // Wrong CVVs are counted per card; past the limit the card is refused for payments until the
-    // window ends (the card itself is not frozen, its owner can still use it).
-    let m = &state.settings.merchants;
-    let cvv_key = format!("cvvfail:{card_id}");
-    let (failures, retry) = state.cache.count(&cvv_key).await.map_err(|e| PaymentError::Unavailable(e.0))?;
-    if failures >= u64::from(m.cvv_failure_limit) {
-        return execute::record_failed(
-            &state,
-            op,
-            Failure::new(
-                "too_many_cvv_failures",
-                format!("too many wrong security codes for this card; retry in {retry} seconds"),
-            ),
-        )
-        .await;
-    }
-    if body.expiry_month != month || body.expiry_year != year {
-        return execute::record_failed(
-            &state,
-            op,
-            Failure::new("invalid_expiry", "the expiry date does not match the card"),
-        )
-        .await;
-    }
+    // Decide the presented data first (pure computation), then let the counters rule on it atomically:
+    // concurrent guesses are decided one after another, so no more than the limit are ever evaluated.
+    let expiry_ok = body.expiry_month == month && body.expiry_year == year;
     let cvv_len = pan::brand(&brand).map_or(3, |b| b.3);
-    if !pan::cvv_matches(state.settings.cards.cvv_key.expose(), &number, month, year, cvv_len, &body.cvv) {
-        state.cache.hit(&cvv_key, m.cvv_failure_window_secs).await.map_err(|e| PaymentError::Unavailable(e.0))?;
-        return execute::record_failed(&state, op, Failure::new("invalid_cvv", "the security code is wrong")).await;
+    let cvv_ok = pan::cvv_matches(state.settings.cards.cvv_key.expose(), &number, month, year, cvv_len, &body.cvv);
+    let outcome = match (locked_at.is_some(), expiry_ok && cvv_ok) {
+        (true, _) => AttemptOutcome::Locked,
+        (false, true) => AttemptOutcome::Ok,
+        (false, false) => AttemptOutcome::Wrong,
+    };
+    let card_counter = format!("cardfail:{card_id}");
+    let verdict = state
+        .cache
+        .card_attempt(key_limits, Some((&card_counter, m.card_failure_limit, m.card_failure_window_secs)), outcome)
+        .await
+        .map_err(|e| PaymentError::Unavailable(e.0))?;
+    match verdict {
+        CardAttempt::KeyBlocked { retry_after } => return Err(key_blocked(retry_after)),
+        CardAttempt::Locked | CardAttempt::Declined => {
+            if locked_at.is_none() {
+                lock_card(&state, card_id).await?;
+            }
+            return execute::record_failed(
+                &state,
+                op,
+                Failure::new("card_locked", "payments on this card are locked after too many wrong card details"),
+            )
+            .await;
+        }
+        CardAttempt::Failed { failures } => {
+            if failures >= u64::from(m.card_failure_limit) {
+                lock_card(&state, card_id).await?;
+            }
+            let f = if expiry_ok {
+                Failure::new("invalid_cvv", "the security code is wrong")
+            } else {
+                Failure::new("invalid_expiry", "the expiry date does not match the card")
+            };
+            return execute::record_failed(&state, op, f).await;
+        }
+        CardAttempt::Ok => {}
     }
     let now = Utc::now();
     if (year, u32::try_from(month).unwrap_or(12)) < (now.year(), now.month()) {
         return execute::record_failed(&state, op, Failure::new("card_expired", "the card has expired")).await;
     }
     execute::run(&state, op).await
+}
+
+fn key_blocked(retry_after: u64) -> ApiError {
+    ApiError::too_many(
+        "too_many_declines",
+        "too many declined card payments from this API key; retry later",
+        retry_after,
+    )
+}
+
+/// Records in the database that a card's payments are locked (the counter in Redis already refuses
+/// them); shown to the cardholder, who unlocks it.
+async fn lock_card(state: &AppState, card_id: i64) -> Result<(), ApiError> {
+    let n = storage::run(&state.db, move |conn| {
+        diesel::update(cards::table.find(card_id).filter(cards::payments_locked_at.is_null()))
+            .set(cards::payments_locked_at.eq(Some(Utc::now())))
+            .execute(conn)
+            .map_err(StorageError::from)
+    })
+    .await?;
+    if n > 0 {
+        crate::metrics::count("card_lock", "locked");
+        tracing::warn!(card_id, "card locked for payments after too many wrong card details");
+    }
+    Ok(())
 }
 
 fn find_payment(conn: &mut PgConnection, id: uuid::Uuid) -> Result<Operation, MerchantError> {
@@ -255,12 +347,17 @@ async fn refund(
     let idem = idempotency::key(&req)?;
     let id = parse_id(&id)?;
     let body = body.map(Valid::into_inner).unwrap_or_default();
+    match (&key, &admin) {
+        (Some(k), _) => limits::check(&state, limits::Caller::ApiKey(k.key_id)).await?,
+        (None, Some(a)) => limits::check(&state, limits::Caller::User(a.user_id)).await?,
+        (None, None) => {}
+    }
     let scope = match (&key, &admin) {
         (Some(k), _) => format!("merchant:{}", k.merchant_id),
         (None, Some(a)) => format!("user:{}", a.user_id),
         (None, None) => return Err(MerchantError::MissingKey.into()),
     };
-    let hash = idempotency::request_hash("refund", &id.to_string(), &body)?;
+    let hash = idempotency::request_hash(&state.settings.idempotency, "refund", &id.to_string(), &body)?;
     if let Some(stored) = idempotency::lookup(&state.db, scope.clone(), idem.clone()).await? {
         return Ok(stored.replay(&hash)?);
     }
@@ -363,7 +460,16 @@ async fn list_payments(state: &AppState, viewer: Viewer, q: PaymentListQuery) ->
             .into_boxed();
         match viewer {
             Viewer::Admin => {}
-            Viewer::Merchant(m) => query = query.filter(operations::merchant_id.eq(m)),
+            Viewer::Merchant(m) => {
+                // Card-data declines are the cardholder's business: the merchant got `card_declined`
+                // and its lists do not tell them apart from numbers that matched no card.
+                query = query.filter(operations::merchant_id.eq(m)).filter(
+                    operations::status
+                        .eq("success")
+                        .or(operations::failure_reason.is_null())
+                        .or(operations::failure_reason.ne_all(execute::CARD_DECLINES)),
+                );
+            }
             Viewer::Customer(u) => {
                 let mine = cards::table.filter(cards::user_id.eq(u)).select(cards::id.nullable());
                 query = query.filter(operations::source_card_id.eq_any(mine).or(operations::dest_card_id.eq_any(mine)));
@@ -436,6 +542,13 @@ fn may_see(conn: &mut PgConnection, user: &AuthUser, p: &Operation) -> Result<bo
     let ids: Vec<i64> = [p.source_card_id, p.dest_card_id].into_iter().flatten().collect();
     let owns_card: i64 =
         cards::table.filter(cards::id.eq_any(ids)).filter(cards::user_id.eq(user.user_id)).count().get_result(conn)?;
+    if owns_card > 0 {
+        return Ok(true);
+    }
+    // The merchant side never sees card-data declines (see `list_payments`).
+    if p.status == "failed" && p.failure_reason.as_deref().is_some_and(|r| execute::CARD_DECLINES.contains(&r)) {
+        return Ok(false);
+    }
     let owns_merchant: i64 = merchants::table
         .filter(merchants::id.nullable().eq(p.merchant_id))
         .filter(merchants::owner_id.eq(user.user_id))

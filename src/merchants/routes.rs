@@ -500,27 +500,75 @@ async fn decide(
     Ok(HttpResponse::Ok().json(m))
 }
 
+/// Headers a multipart part may carry (Content-Disposition, Content-Type and a few more).
+const MAX_PART_HEADERS: usize = 8;
+/// Room for the part headers and boundaries around the file in the whole body.
+const MULTIPART_OVERHEAD: usize = 16 * 1024;
+
+fn multipart_error(e: actix_multipart::MultipartError, max: usize) -> ApiError {
+    match e {
+        actix_multipart::MultipartError::Payload(actix_web::error::PayloadError::Overflow) => {
+            MerchantError::DocumentTooLarge(max).into()
+        }
+        other => MerchantError::BadUpload(format!("malformed multipart body: {other}")).into(),
+    }
+}
+
 async fn upload(
     state: web::Data<AppState>,
+    req: HttpRequest,
     user: AuthUser,
     id: web::Path<i64>,
-    mut form: Multipart,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let max = state.settings.merchants.max_document_bytes;
+    let m = &state.settings.merchants;
+    let (max, max_parts, max_field) = (m.max_document_bytes, m.max_upload_parts, m.max_upload_field_bytes);
     let (owner_check_user, st) = (user.clone(), state.clone());
     storage::run(&st.db, move |conn| find_for(conn, id, &owner_check_user)).await?;
+    // The whole body is bounded (file + part headers + fields): a declared length is refused at once,
+    // a chunked body as soon as it passes the bound. Part headers therefore cannot grow without end.
+    let limit = max.saturating_add(MULTIPART_OVERHEAD);
+    let declared_len = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared_len.is_some_and(|n| n > limit) {
+        return Err(MerchantError::DocumentTooLarge(max).into());
+    }
+    let mut seen = 0usize;
+    let limited = payload.map(move |chunk| {
+        let chunk = chunk?;
+        seen = seen.saturating_add(chunk.len());
+        if seen > limit {
+            return Err(actix_web::error::PayloadError::Overflow);
+        }
+        Ok(chunk)
+    });
+    let mut form = Multipart::new(req.headers(), limited);
     let mut doc_type: Option<String> = None;
     let mut file: Option<(String, String, Vec<u8>)> = None;
+    let mut parts = 0usize;
     while let Some(field) = form.next().await {
-        let mut field = field.map_err(|e| MerchantError::BadUpload(format!("malformed multipart body: {e}")))?;
+        let mut field = field.map_err(|e| multipart_error(e, max))?;
+        parts += 1;
+        if parts > max_parts {
+            return Err(MerchantError::BadUpload(format!("too many parts (at most {max_parts})")).into());
+        }
+        if field.headers().len() > MAX_PART_HEADERS {
+            return Err(MerchantError::BadUpload(format!("too many part headers (at most {MAX_PART_HEADERS})")).into());
+        }
         let name = field.name().unwrap_or_default().to_owned();
+        if (name == "doc_type" && doc_type.is_some()) || (name == "file" && file.is_some()) {
+            return Err(MerchantError::BadUpload(format!("form field `{name}` sent twice")).into());
+        }
         match name.as_str() {
             "doc_type" => {
                 let mut buf = Vec::new();
                 while let Some(chunk) = field.next().await {
-                    let chunk = chunk.map_err(|e| MerchantError::BadUpload(e.to_string()))?;
-                    if buf.len() + chunk.len() > 64 {
+                    let chunk = chunk.map_err(|e| multipart_error(e, max))?;
+                    if buf.len() + chunk.len() > max_field {
                         return Err(ApiError::validation("doc_type", "doc_type is too long"));
                     }
                     buf.extend_from_slice(&chunk);
@@ -535,7 +583,7 @@ async fn upload(
                     .unwrap_or_else(|| "document".to_owned());
                 let mut buf = Vec::new();
                 while let Some(chunk) = field.next().await {
-                    let chunk = chunk.map_err(|e| MerchantError::BadUpload(e.to_string()))?;
+                    let chunk = chunk.map_err(|e| multipart_error(e, max))?;
                     if buf.len() + chunk.len() > max {
                         return Err(MerchantError::DocumentTooLarge(max).into());
                     }

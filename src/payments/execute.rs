@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::http::request_id;
 use crate::ledger::{NewEvent, NewIdempotency, NewOperation, OpRecord, WithdrawnDelta};
-use crate::payments::idempotency;
+use crate::payments::idempotency::{self, Fingerprint};
 use crate::payments::inflight::{self, Answer, Claim};
 use crate::payments::{OperationView, PaymentError};
 
@@ -22,7 +22,7 @@ pub struct MoneyOp {
     pub kind: &'static str,
     pub scope: String,
     pub key: String,
-    pub request_hash: String,
+    pub request_hash: Fingerprint,
     pub amount: i64,
     pub method: Option<String>,
     pub source_card: Option<i64>,
@@ -43,6 +43,9 @@ pub struct MoneyOp {
     /// For reversals: whether the reversed operation is a withdrawal (its card's withdrawal total
     /// goes down when the reversal commits).
     pub reverses_withdrawal: bool,
+    /// Merchant payments: every card-data failure answers the uniform `card_declined` (the precise
+    /// reason is recorded on the operation only, for the cardholder and admins).
+    pub uniform_declines: bool,
 }
 
 impl MoneyOp {
@@ -51,7 +54,7 @@ impl MoneyOp {
     /// or original they involve with struct update syntax (`MoneyOp { dest_card: …, ..MoneyOp::new(…) }`).
     pub fn new(
         kind: &'static str,
-        (scope, key, request_hash): (String, String, String),
+        (scope, key, request_hash): (String, String, Fingerprint),
         amount: i64,
         debit_account: i64,
         credit_account: i64,
@@ -76,6 +79,7 @@ impl MoneyOp {
             order_ref: None,
             refund_of: None,
             reverses_withdrawal: false,
+            uniform_declines: false,
         }
     }
 
@@ -89,6 +93,19 @@ impl MoneyOp {
             _ => None,
         }
     }
+}
+
+/// Failure codes that are about the card's data or state: a merchant sees them all as `card_declined`.
+pub const CARD_DECLINES: &[&str] =
+    &["card_unknown", "invalid_expiry", "invalid_cvv", "card_locked", "card_frozen", "card_closed", "card_expired"];
+
+/// The one answer a merchant gets for any card-data failure.
+pub const DECLINED: &str = "card_declined";
+const DECLINED_MESSAGE: &str = "the card was declined";
+
+/// The body of a uniform decline: no operation, no detail.
+pub fn declined_body(request_id: &str) -> serde_json::Value {
+    serde_json::json!({ "error": { "code": DECLINED, "message": DECLINED_MESSAGE, "request_id": request_id } })
 }
 
 /// A business failure: stable code, message, HTTP status.
@@ -197,7 +214,7 @@ impl Prepared {
         NewIdempotency {
             scope: self.op.scope.clone(),
             key: self.op.key.clone(),
-            request_hash: self.op.request_hash.clone(),
+            request_hash: self.op.request_hash.current.clone(),
             operation_id: Some(self.row.id),
             response_status: i16::try_from(status.as_u16()).unwrap_or(500),
             response_body: body,
@@ -223,6 +240,9 @@ impl Prepared {
     }
 
     fn failure_body(&self, f: &Failure) -> serde_json::Value {
+        if self.op.uniform_declines && CARD_DECLINES.contains(&f.code.as_str()) {
+            return declined_body(&self.request_id);
+        }
         serde_json::json!({
             "error": { "code": f.code, "message": f.message, "request_id": self.request_id },
             "operation": self.failed_view(f),
@@ -284,7 +304,7 @@ where
     Fut: std::future::Future<Output = Result<HttpResponse, ApiError>>,
 {
     loop {
-        match state.ledger.inflight.claim(&op.scope, &op.key, &op.request_hash) {
+        match state.ledger.inflight.claim(&op.scope, &op.key, &op.request_hash.current) {
             Claim::Leader(leader) => return body(leader).await,
             Claim::Conflict => return Err(PaymentError::IdempotencyConflict.into()),
             Claim::Follower(rx) => match inflight::wait(rx).await {
@@ -370,7 +390,7 @@ async fn record(state: &AppState, op: &MoneyOp, failure: &Failure) -> Result<Ans
 async fn duplicate(state: &AppState, op: &MoneyOp) -> Result<Answer, ApiError> {
     // A concurrent request with the same key won, or a uniqueness rule of the operation itself refused it.
     match idempotency::lookup(&state.db, op.scope.clone(), op.key.clone()).await? {
-        Some(stored) if stored.request_hash == op.request_hash => {
+        Some(stored) if op.request_hash.matches(&stored.request_hash) => {
             crate::metrics::count(op.kind, "replay");
             let status = StatusCode::from_u16(u16::try_from(stored.status).unwrap_or(200)).unwrap_or(StatusCode::OK);
             Ok(Answer::Json(status, stored.body, true))

@@ -5,6 +5,7 @@
 pub mod execute;
 pub mod idempotency;
 pub mod inflight;
+pub mod limits;
 pub mod methods;
 pub mod routes;
 

@@ -16,7 +16,7 @@ use crate::http::routes::{Access, Api, ADMIN};
 use crate::http::Valid;
 use crate::identity::admin::StatusFilter;
 use crate::payments::execute::{self, MoneyOp};
-use crate::payments::{idempotency, methods, Operation, OperationView, PaymentError};
+use crate::payments::{idempotency, limits, methods, Operation, OperationView, PaymentError};
 use crate::storage::schema::{cards, operations};
 use crate::storage::{self, StorageError};
 
@@ -191,11 +191,12 @@ async fn topup(
     user: AuthUser,
     body: Valid<TopupRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    limits::check(&state, limits::Caller::User(user.user_id)).await?;
     let key = idempotency::key(&req)?;
     let body = body.into_inner();
     check_money(&state, body.amount, body.currency.as_deref())?;
     let method = methods::canonical(&body.method).ok_or_else(|| ApiError::validation("method", "unknown method"))?;
-    let hash = idempotency::request_hash("topup", "", &body)?;
+    let hash = idempotency::request_hash(&state.settings.idempotency, "topup", "", &body)?;
     let account = owned_card(&state, &user, body.card_id).await?;
     let funding =
         *state.ledger.system.funding.get(method).ok_or_else(|| ApiError::internal("funding account missing"))?;
@@ -215,10 +216,11 @@ async fn withdraw(
     user: AuthUser,
     body: Valid<WithdrawalRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    limits::check(&state, limits::Caller::User(user.user_id)).await?;
     let key = idempotency::key(&req)?;
     let body = body.into_inner();
     check_money(&state, body.amount, body.currency.as_deref())?;
-    let hash = idempotency::request_hash("withdrawal", "", &body)?;
+    let hash = idempotency::request_hash(&state.settings.idempotency, "withdrawal", "", &body)?;
     let account = owned_card(&state, &user, body.card_id).await?;
     let op = MoneyOp {
         source_card: Some(body.card_id),
@@ -235,10 +237,11 @@ async fn transfer(
     user: AuthUser,
     body: Valid<TransferRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    limits::check(&state, limits::Caller::User(user.user_id)).await?;
     let key = idempotency::key(&req)?;
     let body = body.into_inner();
     check_money(&state, body.amount, body.currency.as_deref())?;
-    let hash = idempotency::request_hash("transfer", "", &body)?;
+    let hash = idempotency::request_hash(&state.settings.idempotency, "transfer", "", &body)?;
     let (from, to) = tokio::join!(owned_card(&state, &user, body.from_card_id), any_card(&state, body.to_card_id));
     let (from, to) = (from?, to?);
     let op = MoneyOp {
@@ -398,10 +401,11 @@ async fn reverse(
     user: AuthUser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    limits::check(&state, limits::Caller::User(user.user_id)).await?;
     let kind = kind_of(&req)?;
     let key = idempotency::key(&req)?;
     let id = parse_id(&id)?;
-    let hash = idempotency::request_hash("reversal", &id.to_string(), &())?;
+    let hash = idempotency::request_hash(&state.settings.idempotency, "reversal", &id.to_string(), &())?;
     if let Some(stored) = idempotency::lookup(&state.db, scope(&user), key.clone()).await? {
         return Ok(stored.replay(&hash)?);
     }

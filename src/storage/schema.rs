@@ -116,6 +116,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         archived_at -> Nullable<Timestamptz>,
+        payments_locked_at -> Nullable<Timestamptz>,
     }
 }
 

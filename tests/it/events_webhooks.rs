@@ -157,7 +157,7 @@ async fn deliveries_are_signed_rotation_overlaps_and_redelivery_resends() {
     let body = json!({"url": format!("{}/ok", s.base), "event_types": ["payment.completed", "refund.completed"]});
     let (stranger_id, stranger) = api.verified_user(&s.admin, "stranger.hooks@example.com").await;
     let r = api.call("POST", &path, Some(&stranger), Some(&body)).await;
-    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.status, 404, "{}", r.body);
     let r = api.call("POST", "/api/v1/merchants/999999/webhooks", Some(&s.owner), Some(&body)).await;
     assert_eq!(r.status, 404, "{}", r.body);
     let r = api
@@ -253,7 +253,7 @@ async fn deliveries_are_signed_rotation_overlaps_and_redelivery_resends() {
     assert_eq!(attempts[1]["manual"], true, "{}", r.body);
     assert_eq!(r.body["body"].as_str().unwrap(), d.body);
     let r = api.call("GET", &format!("{one}/deliveries"), Some(&stranger), None).await;
-    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.status, 404, "{}", r.body);
     let r = api.call("DELETE", &one, Some(&s.owner), None).await;
     assert_eq!(r.status, 204, "{}", r.body);
 }

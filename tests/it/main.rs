@@ -6,6 +6,9 @@
 mod common;
 mod events_support;
 
+mod abuse_limits;
+mod access_matrix;
+mod card_abuse;
 mod events_kafka;
 mod events_outbox;
 mod events_rabbitmq;
@@ -27,4 +30,5 @@ mod migrations;
 mod money_flow;
 mod reads;
 mod route_policy;
+mod secrets_scan;
 mod telemetry_otlp;

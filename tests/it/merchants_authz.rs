@@ -115,7 +115,7 @@ async fn merchant_authorization_matrix() {
     ] {
         for token in [&owner_a, &customer1] {
             let (s, e) = app.get(&path, Some(token)).await;
-            expect_error(s, &e, 403, "forbidden");
+            expect_error(s, &e, 404, "not_found");
             assert!(!e.to_string().contains(&kb[20..]), "{e}");
         }
         let (s, _) = app.get(&path, Some(&owner_b)).await;
@@ -128,15 +128,15 @@ async fn merchant_authorization_matrix() {
     expect_error(s, &e, 404, "not_found");
     // Nor can A act on B's keys, documents or profile.
     let (s, e) = app.post(&format!("{b}/api-keys"), Some(&owner_a), json!({"label": "mine now"})).await;
-    expect_error(s, &e, 403, "forbidden");
+    expect_error(s, &e, 404, "not_found");
     let (s, e) = app.post(&format!("{b}/api-keys/{kb_id}/rotate"), Some(&owner_a), json!({})).await;
-    expect_error(s, &e, 403, "forbidden");
+    expect_error(s, &e, 404, "not_found");
     let (s, e) = app.call("DELETE", &format!("{b}/api-keys/{kb_id}"), Some(&owner_a), None).await;
-    expect_error(s, &e, 403, "forbidden");
+    expect_error(s, &e, 404, "not_found");
     let (s, e) = upload(&app, &owner_a, mb, "tax_id", PDF, "application/pdf").await;
-    expect_error(s, &e, 403, "forbidden");
+    expect_error(s, &e, 404, "not_found");
     let (s, e) = app.call("PATCH", &b, Some(&owner_a), Some(json!({"business_name": "Taken Over"}))).await;
-    expect_error(s, &e, 403, "forbidden");
+    expect_error(s, &e, 404, "not_found");
     let (s, e) = app.get("/api/v1/merchants/999999/balance", Some(&owner_a)).await;
     expect_error(s, &e, 404, "not_found");
     let (s, list) = app.get("/api/v1/merchants", Some(&owner_a)).await;

@@ -81,7 +81,7 @@ async fn cards_and_money_end_to_end() {
 
     // Someone else's card.
     let (s, e) = money(&app, &bob, "/api/v1/withdrawals", "w0", json!({"card_id": a_id, "amount": 50_000})).await;
-    assert_eq!(s, 403, "{e}");
+    assert_eq!(s, 404, "{e}");
     // Unknown card.
     let (s, e) = money(&app, &alice, "/api/v1/withdrawals", "w00", json!({"card_id": 999_999, "amount": 50_000})).await;
     assert_eq!(s, 404, "{e}");

@@ -51,6 +51,8 @@ struct Cfg {
     message_timeout_ms: u64,
     retry_initial: Duration,
     retry_max: Duration,
+    /// Pass-through librdkafka properties (`events.kafka_options`); values never printed.
+    options: Vec<(String, crate::config::Secret)>,
 }
 
 type Admin = AdminClient<DefaultClientContext>;
@@ -108,6 +110,7 @@ impl KafkaBroker {
             message_timeout_ms: settings.kafka_message_timeout_ms,
             retry_initial: Duration::from_millis(settings.backoff_initial_ms),
             retry_max: Duration::from_millis(settings.backoff_max_ms),
+            options: options(&settings.kafka_options)?,
         };
         let admin: Admin = base_config(&cfg).create().map_err(|e| BrokerError::Config(e.to_string()))?;
         let me = Self {
@@ -169,7 +172,34 @@ fn base_config(cfg: &Cfg) -> ClientConfig {
         .set("reconnect.backoff.max.ms", "2000")
         .set("topic.metadata.refresh.interval.ms", "5000")
         .set("socket.timeout.ms", "10000");
+    // Security and any other librdkafka property from `events.kafka_options` (last, so they win).
+    for (k, v) in &cfg.options {
+        c.set(k, v.expose());
+    }
     c
+}
+
+/// librdkafka properties the operator may pass through (TLS, SASL and client tuning); `_` in a key
+/// stands for `.` so keys fit environment variables. Keys payd sets for correctness are refused.
+///
+/// # Errors
+/// `BrokerError::Config` naming a refused key.
+fn options(
+    raw: &std::collections::BTreeMap<String, crate::config::Secret>,
+) -> Result<Vec<(String, crate::config::Secret)>, BrokerError> {
+    const OWNED: &[&str] = &["enable.idempotence", "acks", "group.id", "enable.auto.offset.store", "bootstrap.servers"];
+    let mut out = Vec::new();
+    for (k, v) in raw {
+        let key = k.trim().to_ascii_lowercase().replace('_', ".");
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
+            return Err(BrokerError::Config(format!("events.kafka_options: `{k}` is not a librdkafka property")));
+        }
+        if OWNED.contains(&key.as_str()) {
+            return Err(BrokerError::Config(format!("events.kafka_options: `{key}` is set by payd")));
+        }
+        out.push((key, v.clone()));
+    }
+    Ok(out)
 }
 
 /// Creates the family topics that do not exist yet.
@@ -344,5 +374,54 @@ impl Broker for KafkaBroker {
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::Secret;
+
+    fn map(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, Secret> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), Secret::new(*v))).collect()
+    }
+
+    #[test]
+    fn kafka_options_pass_through_with_underscores_for_dots_and_owned_keys_refused() {
+        let got = options(&map(&[
+            ("security_protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("SASL_PASSWORD", "hunter2-hunter2"),
+        ]))
+        .unwrap();
+        let mut keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, vec!["sasl.mechanism", "sasl.password", "security.protocol"]);
+        assert!(!format!("{got:?}").contains("hunter2"), "a value was printed");
+        assert!(options(&map(&[("enable_idempotence", "false")])).is_err());
+        assert!(options(&map(&[("sasl password", "x")])).is_err());
+    }
+
+    #[test]
+    fn librdkafka_accepts_tls_and_sasl_settings() {
+        let cfg = Cfg {
+            brokers: "127.0.0.1:1".into(),
+            topic_prefix: "t".into(),
+            group_prefix: "g".into(),
+            partitions: 1,
+            message_timeout_ms: 1000,
+            retry_initial: Duration::from_millis(1),
+            retry_max: Duration::from_millis(2),
+            options: options(&map(&[
+                ("security_protocol", "SASL_SSL"),
+                ("sasl_mechanism", "SCRAM-SHA-256"),
+                ("sasl_username", "payd"),
+                ("sasl_password", "pw"),
+            ]))
+            .unwrap(),
+        };
+        let made: Result<Admin, _> = base_config(&cfg).create();
+        assert!(made.is_ok(), "{:?}", made.err().map(|e| e.to_string()));
     }
 }

@@ -327,3 +327,34 @@ impl Broker for RabbitBroker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// `amqps://` really speaks TLS: the first bytes the broker receives are a TLS handshake record
+    /// (0x16 0x03 …), not the AMQP protocol header (`AMQP\0\0\9\1`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn amqps_urls_open_a_tls_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut first = [0u8; 3];
+            s.read_exact(&mut first).await.unwrap();
+            first
+        });
+        let url = format!("amqps://guest:guest@localhost:{port}/%2f");
+        let attempt = tokio::spawn(async move {
+            tokio::time::timeout(Duration::from_secs(10), Connection::connect(&url, ConnectionProperties::default()))
+                .await
+                .map(|r| r.is_ok())
+        });
+        let first = tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
+        assert_eq!(&first[..2], &[0x16, 0x03], "not a TLS ClientHello: {first:?}");
+        // The listener hung up: the connection fails (it never pretends to be connected).
+        assert!(!matches!(attempt.await.unwrap(), Ok(true)));
+    }
+}

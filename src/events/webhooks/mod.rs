@@ -98,6 +98,13 @@ fn deliveries(conn: &mut PgConnection, ev: &Envelope) -> Result<usize, HandlerEr
     let Some(merchant) = merchant_of(ev).filter(|_| subscribable) else {
         return Ok(0);
     };
+    // A card-data decline is not the merchant's to see in detail (it got `card_declined`), and a
+    // number that matched no card makes no event: sending these would tell the two apart.
+    let reason = ev.payload.get("operation").and_then(|o| o.get("failure_reason")).and_then(Value::as_str);
+    if ev.event_type == "payment.failed" && reason.is_some_and(|r| crate::payments::execute::CARD_DECLINES.contains(&r))
+    {
+        return Ok(0);
+    }
     let endpoints: Vec<i64> = webhook_endpoints::table
         .filter(webhook_endpoints::merchant_id.eq(merchant))
         .filter(webhook_endpoints::status.eq("active"))

@@ -90,6 +90,9 @@ pub fn client(cfg: &WebhookSettings) -> Result<reqwest::Client, reqwest::Error> 
         .timeout(Duration::from_millis(cfg.timeout_ms))
         .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(5000)))
         .redirect(reqwest::redirect::Policy::none())
+        // Never through a proxy from the environment (HTTP_PROXY, …): the proxy would resolve and
+        // connect to the target itself, bypassing the public-address check of `SafeResolver`.
+        .no_proxy()
         .user_agent(concat!("payd-webhooks/", env!("CARGO_PKG_VERSION")));
     if !cfg.allow_insecure {
         b = b.dns_resolver(std::sync::Arc::new(url::SafeResolver)).https_only(true);

@@ -33,9 +33,19 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (seg0 & 0xfe00) == 0xfc00 // unique local fc00::/7
                 || (seg0 & 0xffc0) == 0xfe80 // link local fe80::/10
                 || seg0 == 0x2001 && v6.segments()[1] == 0x0db8 // documentation
-                || v6 == Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0))
+                || is_nat64(v6))
         }
     }
+}
+
+/// NAT64 prefixes: the well-known 64:ff9b::/96 (RFC 6052), whose addresses embed any IPv4 address —
+/// a translator would carry `64:ff9b::a9fe:a9fe` to 169.254.169.254 — and the local-use
+/// 64:ff9b:1::/48 (RFC 8215). Refused as whole ranges.
+fn is_nat64(v6: Ipv6Addr) -> bool {
+    let s = v6.segments();
+    let well_known = s[2..6].iter().all(|x| *x == 0);
+    let local_use = s[2] == 1;
+    s[0] == 0x64 && s[1] == 0xff9b && (well_known || local_use)
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
@@ -136,6 +146,12 @@ mod tests {
             "https://printer.local/h",
             "https://intranet/h",
             "https://0.0.0.0/h",
+            // NAT64: the whole well-known /96 (any embedded IPv4 address), and the local-use /48.
+            "https://[64:ff9b::]/h",
+            "https://[64:ff9b::a9fe:a9fe]/h",
+            "https://[64:ff9b::7f00:1]/h",
+            "https://[64:ff9b::5db8:d822]/h",
+            "https://[64:ff9b:1::a00:1]/h",
         ] {
             assert_eq!(check(bad, false), Err(UrlError::PrivateAddress), "{bad}");
         }
