@@ -148,6 +148,7 @@ fn entry(user: i64, seq: u64, from: (i64, i64), to: (i64, i64)) -> JournalEntry<
         }],
         operation: op,
         refund_of: None,
+        withdrawn: None,
     };
     JournalEntry {
         postings: vec![Posting { account: from.0, amount: -amount }, Posting { account: to.0, amount }],

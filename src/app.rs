@@ -31,6 +31,10 @@ pub struct AppState {
     pub blobs: Arc<dyn crate::merchants::blob::BlobStore>,
     /// Begins on SIGTERM: readiness answers 503, background loops stop (see `crate::shutdown`).
     pub shutdown: Shutdown,
+    /// Revoked sessions known in process (`identity::revocations`).
+    pub revocations: crate::identity::revocations::Revocations,
+    /// `/auth/me` profiles cached in process (`identity::profiles`).
+    pub profiles: crate::identity::profiles::Profiles,
 }
 
 impl AppState {
@@ -49,6 +53,16 @@ impl AppState {
         let events = EventsService::new(&settings)?;
         let blobs = crate::merchants::blob::from_settings(&settings.merchants, &db);
         let shutdown = Shutdown::new(std::time::Duration::from_secs(settings.server.background_stop_secs));
+        let revocations = crate::identity::revocations::Revocations::start(
+            cache.clone(),
+            settings.redis.url.expose(),
+            std::time::Duration::from_millis(settings.auth.revocation_staleness_ms),
+            std::time::Duration::from_secs(u64::try_from(settings.auth.access_ttl_secs).unwrap_or(900) + 60),
+        );
+        let profiles = crate::identity::profiles::Profiles::start(
+            settings.database.url.expose(),
+            std::time::Duration::from_millis(settings.auth.revocation_staleness_ms),
+        );
         Ok(Self {
             shutdown,
             keys: Arc::new(TokenKeys::new(&settings.auth)),
@@ -59,6 +73,8 @@ impl AppState {
             ledger,
             events,
             blobs,
+            revocations,
+            profiles,
         })
     }
 }

@@ -49,6 +49,19 @@ impl Cache {
         format!("{}{}", self.prefix, key)
     }
 
+    /// `key` under the configured prefix.
+    pub fn prefixed(&self, key: &str) -> String {
+        self.key(key)
+    }
+
+    /// A pooled connection, for callers that pipeline their own commands.
+    ///
+    /// # Errors
+    /// `CacheError` when Redis is unavailable.
+    pub async fn connection(&self) -> Result<bb8_redis::bb8::PooledConnection<'_, RedisConnectionManager>, CacheError> {
+        Ok(self.pool.get().await?)
+    }
+
     /// Increments a fixed-window counter; returns (count, seconds until the window ends).
     ///
     /// # Errors

@@ -149,6 +149,10 @@ pub struct AuthSettings {
     pub lockout_secs: u64,
     pub auth_rate_limit_per_minute: u32,
     pub check_revoked_sessions: bool,
+    /// Bound on how long a revoked session (or a changed profile) may still be honoured by another
+    /// instance; within it the in-process revocation list is trusted (docs/architecture.md, "Reads").
+    #[serde(default = "default_revocation_staleness_ms")]
+    pub revocation_staleness_ms: u64,
     pub bootstrap_admin_email: String,
     pub bootstrap_admin_password: Secret,
     /// Argon2id memory cost in KiB (OWASP: at least 19456 with t = 2, p = 1).
@@ -245,6 +249,18 @@ pub struct LedgerSettings {
     /// Back-off before the first retry; doubled on each further retry.
     #[serde(default = "default_commit_retry_backoff_ms")]
     pub commit_retry_backoff_ms: u64,
+    /// How old an account actor's confirmed state may be for a balance read to be answered from
+    /// memory; older state is reloaded first (docs/architecture.md, "Reads").
+    #[serde(default = "default_read_staleness_ms")]
+    pub read_staleness_ms: u64,
+}
+
+fn default_revocation_staleness_ms() -> u64 {
+    1_000
+}
+
+fn default_read_staleness_ms() -> u64 {
+    1_000
 }
 
 fn default_writer_lock_timeout_ms() -> u64 {

@@ -150,9 +150,38 @@ impl Message for Available {
     type Result = Result<(i64, i64, i64), AccountError>;
 }
 
+/// Read the account as a balance read needs it, from memory when the cached state was confirmed
+/// against the store less than `max_age` ago; otherwise the snapshot is reloaded first (serialised
+/// with the actor's other messages, so a burst of reads on a stale actor costs one load).
+#[derive(Debug, Clone, Copy)]
+pub struct Read {
+    pub max_age: Duration,
+}
+impl Message for Read {
+    type Result = Result<AccountRead, AccountError>;
+}
+
+/// What [`Read`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountRead {
+    /// The committed state (balance, version, totals).
+    pub state: AccountState,
+    /// Sum of outstanding reservations.
+    pub reserved: i64,
+    /// `balance − reserved − floor` (`i64::MAX` when unbounded).
+    pub available: i64,
+    /// Lowest balance allowed (`None` = unbounded).
+    pub floor: Option<i64>,
+    /// Whether this read reloaded the snapshot from the store.
+    pub reloaded: bool,
+}
+
 /// Account actor: committed state, floor and outstanding reservations of one account.
 pub struct AccountActor {
     state: AccountState,
+    /// When the cached state was last loaded from the store (the instant the load started): every
+    /// commit acknowledged before it is reflected in `state`.
+    confirmed_at: Option<Instant>,
     floor: Option<i64>,
     reserved: i64,
     reservations: HashMap<ReservationId, Reservation>,
@@ -275,11 +304,15 @@ impl AccountActor {
     fn resync(&mut self, ctx: &mut Context<Self>) {
         let loader = Arc::clone(&self.home.loader);
         let id = self.state.id;
+        let started = Instant::now();
         let fut = tokio::task::spawn_blocking(move || loader(id));
-        ctx.wait(fut.into_actor(self).map(|res, act: &mut Self, ctx: &mut Context<Self>| {
+        ctx.wait(fut.into_actor(self).map(move |res, act: &mut Self, ctx: &mut Context<Self>| {
             act.stale = false;
             match res {
-                Ok(Ok(snap)) => act.load(snap),
+                Ok(Ok(snap)) => {
+                    act.load(snap);
+                    act.confirmed_at = Some(started);
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(account = act.state.id, error = %e, "account snapshot load failed");
                     act.fail(AccountError::from(e), ctx);
@@ -353,6 +386,7 @@ impl Handler<Resync> for AccountActor {
         let id = self.state.id;
         let unusable = self.unusable();
         self.touch();
+        let started = Instant::now();
         Box::pin(
             async move {
                 match unusable {
@@ -364,12 +398,64 @@ impl Handler<Resync> for AccountActor {
                 }
             }
             .into_actor(self)
-            .map(|res, act: &mut Self, _| {
+            .map(move |res, act: &mut Self, _| {
                 let snap = res?;
                 act.load(snap);
+                act.confirm(started);
                 Ok(act.state)
             }),
         )
+    }
+}
+
+impl AccountActor {
+    fn confirm(&mut self, started: Instant) {
+        if self.confirmed_at.is_none_or(|c| c < started) {
+            self.confirmed_at = Some(started);
+        }
+    }
+
+    fn read(&self, reloaded: bool) -> AccountRead {
+        AccountRead {
+            state: self.state,
+            reserved: self.reserved,
+            available: self.available().unwrap_or(0),
+            floor: self.floor,
+            reloaded,
+        }
+    }
+}
+
+impl Handler<Read> for AccountActor {
+    type Result = actix::AtomicResponse<Self, Result<AccountRead, AccountError>>;
+    fn handle(&mut self, msg: Read, _ctx: &mut Context<Self>) -> Self::Result {
+        let unusable = self.unusable();
+        self.touch();
+        let fresh = self.confirmed_at.is_some_and(|c| c.elapsed() < msg.max_age);
+        if unusable.is_some() || fresh {
+            let answer = match unusable {
+                Some(e) => Err(e),
+                None => Ok(self.read(false)),
+            };
+            return actix::AtomicResponse::new(Box::pin(actix::fut::ready(answer)));
+        }
+        let loader = Arc::clone(&self.home.loader);
+        let id = self.state.id;
+        let started = Instant::now();
+        actix::AtomicResponse::new(Box::pin(
+            async move {
+                match tokio::task::spawn_blocking(move || loader(id)).await {
+                    Ok(r) => r.map_err(AccountError::from),
+                    Err(_) => Err(AccountError::Unavailable("snapshot load aborted".into())),
+                }
+            }
+            .into_actor(self)
+            .map(move |res, act: &mut Self, _| {
+                act.load(res?);
+                act.confirm(started);
+                Ok(act.read(true))
+            }),
+        ))
     }
 }
 
@@ -410,7 +496,7 @@ impl Registered for AccountActor {
         // Loaded in `started`, before the first message; version -1 accepts any stored state and
         // the zero floor refuses every debit should a message ever see the placeholder.
         AccountActor {
-            state: AccountState { id, balance: 0, version: -1 },
+            state: AccountState { id, balance: 0, version: -1, ..Default::default() },
             floor: Some(0),
             reserved: 0,
             reservations: HashMap::new(),
@@ -420,6 +506,7 @@ impl Registered for AccountActor {
             retired: false,
             failed: None,
             keep_alive: None,
+            confirmed_at: None,
         }
     }
 }
@@ -507,6 +594,18 @@ impl AccountsHandle {
     /// [`AccountError::NotFound`], [`AccountError::Busy`], [`AccountError::Unavailable`].
     pub async fn available(&self, account: AccountId) -> Result<(i64, i64, i64), AccountError> {
         self.inner.ask(account, Available).await
+    }
+
+    /// The account as a balance read needs it: from memory when the actor's state was confirmed
+    /// against the store less than `max_age` ago, otherwise after reloading it (loads the actor if
+    /// needed). Every commit acknowledged on any instance at least `max_age` before the call is
+    /// reflected; commits through this instance's coordinator are reflected at once (the actor
+    /// observes them before the caller is answered).
+    ///
+    /// # Errors
+    /// [`AccountError::NotFound`], [`AccountError::Busy`], [`AccountError::Unavailable`].
+    pub async fn read(&self, account: AccountId, max_age: Duration) -> Result<AccountRead, AccountError> {
+        self.inner.ask(account, Read { max_age }).await
     }
 
     /// Whether every shard's registry answers within `timeout` (readiness).

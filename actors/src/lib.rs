@@ -17,8 +17,8 @@ pub mod store;
 pub mod writer;
 
 pub use account::{
-    AccountActor, AccountError, AccountLoader, AccountsHandle, ActorConfig, Available, Observe, Release, Reservation,
-    ReservationId, Reserve,
+    AccountActor, AccountError, AccountLoader, AccountRead, AccountsHandle, ActorConfig, Available, Observe, Read,
+    Release, Reservation, ReservationId, Reserve,
 };
 pub use card::{CardActor, CardError, CardLoader, CardsHandle, CheckCredit, CheckDebit, Get, Refresh};
 
@@ -28,6 +28,6 @@ pub use coordinator::{
 pub use memory::{MemoryRecord, MemoryStore, UniqueKey};
 pub use store::{
     AccountId, AccountSnapshot, AccountState, CardId, CardSnapshot, CardStatus, EntryOutcome, JournalEntry,
-    LedgerStore, Posting, Refusal, StoreError,
+    LedgerStore, Posting, Refusal, StoreError, Totals,
 };
 pub use writer::{BatchHook, CommitError, LedgerWriter, WriterConfig, WriterHandle, WriterStats};

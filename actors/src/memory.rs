@@ -158,7 +158,7 @@ impl<R: UniqueKey + Clone + Send + 'static> LedgerStore for MemoryStore<R> {
         let g = self.inner.lock();
         let a = g.accounts.get(&id).ok_or(StoreError::NotFound)?;
         Ok(AccountSnapshot {
-            state: AccountState { id, balance: a.balance, version: a.version },
+            state: AccountState { id, balance: a.balance, version: a.version, ..Default::default() },
             floor: a.floor,
             currency: a.currency.clone(),
         })
@@ -226,7 +226,12 @@ impl<R: UniqueKey + Clone + Send + 'static> LedgerStore for MemoryStore<R> {
                         .accounts()
                         .iter()
                         .filter_map(|id| {
-                            g.accounts.get(id).map(|a| AccountState { id: *id, balance: a.balance, version: a.version })
+                            g.accounts.get(id).map(|a| AccountState {
+                                id: *id,
+                                balance: a.balance,
+                                version: a.version,
+                                ..Default::default()
+                            })
                         })
                         .collect();
                     decided.push(Some(Err(EntryOutcome::Refused { refusal, current })));
@@ -242,7 +247,10 @@ impl<R: UniqueKey + Clone + Send + 'static> LedgerStore for MemoryStore<R> {
             if let Some(a) = g.accounts.get_mut(id) {
                 a.balance = *balance;
                 a.version += 1;
-                finals.insert(*id, AccountState { id: *id, balance: a.balance, version: a.version });
+                finals.insert(
+                    *id,
+                    AccountState { id: *id, balance: a.balance, version: a.version, ..Default::default() },
+                );
             }
         }
         let mut out = Vec::with_capacity(entries.len());
@@ -269,7 +277,12 @@ impl<R: UniqueKey + Clone + Send + 'static> LedgerStore for MemoryStore<R> {
         Ok(ids
             .iter()
             .filter_map(|id| {
-                g.accounts.get(id).map(|a| AccountState { id: *id, balance: a.balance, version: a.version })
+                g.accounts.get(id).map(|a| AccountState {
+                    id: *id,
+                    balance: a.balance,
+                    version: a.version,
+                    ..Default::default()
+                })
             })
             .collect())
     }

@@ -8,11 +8,23 @@ pub type CardId = i64;
 
 /// Committed state of an account as the store knows it. `version` increases by >= 1 on
 /// every committed change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AccountState {
     pub id: AccountId,
     pub balance: i64,
     pub version: i64,
+    /// Running totals the store maintains on the account row in the same update as the balance
+    /// (same version); the actors only carry them, so reads can answer from memory.
+    pub totals: Totals,
+}
+
+/// Totals maintained by the store with the balance (see [`AccountState::totals`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Net amount withdrawn (successful withdrawals minus their successful reversals).
+    pub withdrawn: i64,
+    /// Time of the last successful withdrawal, in microseconds since the Unix epoch.
+    pub last_withdrawal_us: Option<i64>,
 }
 
 /// What an account actor is started from.

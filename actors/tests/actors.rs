@@ -65,19 +65,22 @@ async fn observe_and_release_apply_only_newer_versions() {
     let s = store_with(&[(1, 100, Some(0))]);
     let h = AccountsHandle::new(1, s.account_loader(), cfg());
     // observe on a non-live actor does nothing (and does not load it)
-    h.observe(AccountState { id: 1, balance: 5, version: 9 });
+    h.observe(AccountState { id: 1, balance: 5, version: 9, ..Default::default() });
     assert_eq!(h.live_actors(), 0);
     h.reserve(1, ReservationId(1), 10).await.unwrap();
     h.release(
         1,
         ReservationId(1),
-        vec![AccountState { id: 1, balance: 90, version: 2 }, AccountState { id: 7, balance: 1, version: 50 }],
+        vec![
+            AccountState { id: 1, balance: 90, version: 2, ..Default::default() },
+            AccountState { id: 7, balance: 1, version: 50, ..Default::default() },
+        ],
     )
     .await;
     assert_eq!(h.available(1).await.unwrap(), (90, 0, 90));
-    h.observe(AccountState { id: 1, balance: 10, version: 1 }); // older: ignored
+    h.observe(AccountState { id: 1, balance: 10, version: 1, ..Default::default() }); // older: ignored
     assert_eq!(h.available(1).await.unwrap(), (90, 0, 90));
-    h.observe(AccountState { id: 1, balance: 150, version: 3 });
+    h.observe(AccountState { id: 1, balance: 150, version: 3, ..Default::default() });
     assert_eq!(h.available(1).await.unwrap(), (150, 0, 150));
     h.shutdown();
 }
@@ -286,7 +289,10 @@ impl LedgerStore for GateStore {
             .iter()
             .map(|e| {
                 EntryOutcome::Committed(
-                    e.postings.iter().map(|p| AccountState { id: p.account, balance: 0, version: 2 }).collect(),
+                    e.postings
+                        .iter()
+                        .map(|p| AccountState { id: p.account, balance: 0, version: 2, ..Default::default() })
+                        .collect(),
                 )
             })
             .collect())
@@ -328,7 +334,7 @@ async fn writer_replies_after_commit_and_is_busy_when_full() {
         gate_tx.send(()).unwrap();
     }
     let r = first.await.unwrap().unwrap();
-    assert_eq!(r, vec![AccountState { id: 1, balance: 0, version: 2 }]);
+    assert_eq!(r, vec![AccountState { id: 1, balance: 0, version: 2, ..Default::default() }]);
     for q in queued {
         assert!(q.await.unwrap().is_ok());
     }

@@ -35,6 +35,22 @@ enum Scenario {
     Hot,
     /// Merchant payments (needs `/api/v1/payments`; not available yet).
     Merchant,
+    /// Reads only, over uniformly drawn cards: balance 50 %, card 15 %, statement page (20) 15 %,
+    /// the card's transfer list (20) 10 %, `/auth/me` 10 %.
+    Reads,
+    /// The `reads` mix with one uniform transfer per ten reads.
+    Mixed,
+}
+
+/// One request of the read mix: its label and path, for a card.
+fn read_request(rng: &mut impl Rng, card: i64) -> (&'static str, String) {
+    match rng.gen_range(0..100u32) {
+        0..50 => ("balance", format!("/api/v1/cards/{card}/balance")),
+        50..65 => ("card", format!("/api/v1/cards/{card}")),
+        65..80 => ("statement", format!("/api/v1/cards/{card}/statement?limit=20")),
+        80..90 => ("operations", format!("/api/v1/transfers?card_id={card}&limit=20")),
+        _ => ("me", "/api/v1/auth/me".to_owned()),
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -387,6 +403,7 @@ struct RunCfg {
     /// `merchant` scenario: payments into one merchant instead of transfers.
     merchant: Option<Arc<MerchantDriver>>,
     retry_share: f64,
+    scenario: Scenario,
 }
 
 /// What the `merchant` scenario charges: one merchant's API key and the paying cards' credentials.
@@ -535,6 +552,33 @@ async fn run_scenario(cfg: Arc<RunCfg>) -> anyhow::Result<Outcome> {
                     }
                 };
                 let key = format!("load-{}-{seq}", cfg.run_id);
+                let read = match cfg.scenario {
+                    Scenario::Reads => true,
+                    Scenario::Mixed => rng.gen_range(0..11u32) != 0,
+                    _ => false,
+                };
+                if read {
+                    let card = cfg.cards.get(cfg.picker.pick(&mut rng).0).copied().unwrap_or(0);
+                    let (label, path) = read_request(&mut rng, card);
+                    let res = send_once(cfg.api.client.get(cfg.api.url(&path)).header("authorization", &cfg.api.auth))
+                        .await;
+                    let _ = hist.record(micros(due.elapsed()));
+                    match res {
+                        Ok((200, _)) => {
+                            tally.ok += 1;
+                            *tally.status.entry(format!("{label} 200")).or_default() += 1;
+                        }
+                        Ok((status, body)) => {
+                            *tally.status.entry(format!("{label} {status}")).or_default() += 1;
+                            *tally.codes.entry(format!("{label} {status} {}", error_code(&body))).or_default() += 1;
+                        }
+                        Err(e) => {
+                            *tally.status.entry(format!("{label} transport")).or_default() += 1;
+                            *tally.codes.entry(format!("{label}: {e}")).or_default() += 1;
+                        }
+                    }
+                    continue;
+                }
                 let request = match &cfg.merchant {
                     Some(m) => {
                         let c = &m.cards[rng.gen_range(0..m.cards.len())];
@@ -931,7 +975,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     info!("setup: {} cards ready in {setup_secs:.1}s", cards.len());
 
     let picker = match args.scenario {
-        Scenario::Uniform => Picker::Uniform(cards.len()),
+        Scenario::Uniform | Scenario::Reads | Scenario::Mixed => Picker::Uniform(cards.len()),
         Scenario::Zipf => {
             let mut perm: Vec<usize> = (0..cards.len()).collect();
             perm.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
@@ -956,6 +1000,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             seed,
             merchant: merchant.clone(),
             retry_share: args.retry_share,
+            scenario: args.scenario,
         })
     };
     if args.history > 0 {
@@ -1062,7 +1107,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 out.tally.retried, out.tally.retry_mismatches
             );
         }
-        println!("throughput    {ok_per_s:.0} successful transfers/s  ({sent_per_s:.0} sent/s)");
+        let what = match args.scenario {
+            Scenario::Reads | Scenario::Mixed => "successful requests/s (200 reads + 201 transfers)",
+            _ => "successful transfers/s",
+        };
+        println!("throughput    {ok_per_s:.0} {what}  ({sent_per_s:.0} sent/s)");
         println!(
             "latency ms    p50 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (mean {:.2})",
             ms(p50),

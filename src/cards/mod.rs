@@ -1,6 +1,7 @@
 //! Cards and their balance accounts: issue (PAN, CVV shown once), lifecycle (active → frozen ↔ active
 //! → closed), archive/restore, lookups, balances and statements.
 
+pub mod balance;
 pub mod pan;
 pub mod routes;
 

@@ -534,38 +534,6 @@ pub struct BalanceQuery {
     at: Option<DateTime<Utc>>,
 }
 
-/// Net amount withdrawn from a card (successful withdrawals minus their reversals) and the last withdrawal time.
-const WITHDRAWN_SQL: &str = "\
-SELECT c.id AS card_id, c.account_id, a.balance, c.credit_limit, \
-  (COALESCE((SELECT sum(o.amount) FROM operations o WHERE o.kind = 'withdrawal' AND o.status = 'success' AND o.source_card_id = c.id), 0) \
-   - COALESCE((SELECT sum(r.amount) FROM operations r JOIN operations w ON w.id = r.reverses_id \
-       WHERE w.kind = 'withdrawal' AND w.source_card_id = c.id AND r.status = 'success'), 0))::bigint AS total_withdrawn, \
-  (SELECT max(o.created_at) FROM operations o WHERE o.kind = 'withdrawal' AND o.status = 'success' AND o.source_card_id = c.id) AS last_withdrawal_at \
-FROM cards c JOIN accounts a ON a.id = c.account_id";
-
-#[derive(QueryableByName)]
-struct BalanceRow {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    card_id: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    account_id: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    balance: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    credit_limit: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    total_withdrawn: i64,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
-    last_withdrawal_at: Option<DateTime<Utc>>,
-}
-
-fn withdrawn(conn: &mut PgConnection, card_id: i64) -> Result<(i64, Option<DateTime<Utc>>), CardsError> {
-    let row: BalanceRow = diesel::sql_query(format!("{WITHDRAWN_SQL} WHERE c.id = $1"))
-        .bind::<diesel::sql_types::BigInt, _>(card_id)
-        .get_result(conn)?;
-    Ok((row.total_withdrawn, row.last_withdrawal_at))
-}
-
 async fn balance(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -573,45 +541,11 @@ async fn balance(
     q: web::Query<BalanceQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let at = q.into_inner().at;
-    let (card, balance, floor, withdrawn_total, last) = storage::run(&state.db, move |conn| {
-        let card = find_for(conn, id, &user)?;
-        let (balance, floor) = match at {
-            None => crate::cards::account_balance(conn, card.account_id)?,
-            Some(at) => {
-                let b: Option<i64> = postings::table
-                    .filter(postings::account_id.eq(card.account_id))
-                    .filter(postings::created_at.le(at))
-                    .order(postings::id.desc())
-                    .select(postings::balance_after)
-                    .first(conn)
-                    .optional()?;
-                (b.unwrap_or(0), Some(-card.credit_limit))
-            }
-        };
-        let (w, last) = withdrawn(conn, card.id)?;
-        Ok::<_, CardsError>((card, balance, floor, w, last))
-    })
-    .await?;
-    let available = if at.is_some() {
-        balance - floor.unwrap_or(0)
-    } else {
-        match state.ledger.ledger.accounts().available(card.account_id).await {
-            Ok((_, _, available)) => available,
-            Err(_) => balance - floor.unwrap_or(0),
-        }
+    let view = match q.into_inner().at {
+        None => crate::cards::balance::current(&state, &user, id).await?,
+        Some(at) => crate::cards::balance::at(&state, user, id, at).await?,
     };
-    Ok(HttpResponse::Ok().json(BalanceView {
-        card_id: card.id,
-        account_id: card.account_id,
-        currency: state.settings.money.currency.clone(),
-        balance,
-        available,
-        credit_limit: card.credit_limit,
-        total_withdrawn: withdrawn_total,
-        last_withdrawal_at: last,
-        at,
-    }))
+    Ok(HttpResponse::Ok().json(view))
 }
 
 /// A statement's time window: (from, to), both inclusive and optional.
@@ -643,6 +577,10 @@ impl StatementQuery {
 
 /// An account's postings, newest first, with the running balance after each (cards and merchants).
 ///
+/// One fixed statement whatever the filters (absent bounds become the widest ones), so it is
+/// prepared once per connection; it walks `postings (account_id, id)` backwards from the cursor and
+/// stops after `limit + 1` rows.
+///
 /// # Errors
 /// A diesel error.
 pub fn statement_lines(
@@ -652,9 +590,14 @@ pub fn statement_lines(
     limit: i64,
     cursor: Option<i64>,
 ) -> Result<Vec<StatementLine>, diesel::result::Error> {
-    let mut query = postings::table
+    let from = window.0.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let to = window.1.unwrap_or(*LATEST);
+    postings::table
         .inner_join(operations::table)
         .filter(postings::account_id.eq(account_id))
+        .filter(postings::id.lt(cursor.unwrap_or(i64::MAX)))
+        .filter(postings::created_at.ge(from))
+        .filter(postings::created_at.le(to))
         .select((
             postings::id,
             postings::operation_id,
@@ -665,18 +608,12 @@ pub fn statement_lines(
         ))
         .order(postings::id.desc())
         .limit(limit + 1)
-        .into_boxed();
-    if let Some(f) = window.0 {
-        query = query.filter(postings::created_at.ge(f));
-    }
-    if let Some(t) = window.1 {
-        query = query.filter(postings::created_at.le(t));
-    }
-    if let Some(c) = cursor {
-        query = query.filter(postings::id.lt(c));
-    }
-    query.load::<StatementLine>(conn)
+        .load::<StatementLine>(conn)
 }
+
+/// The open upper bound of a statement window (9999-12-31, within PostgreSQL's range).
+static LATEST: std::sync::LazyLock<DateTime<Utc>> =
+    std::sync::LazyLock::new(|| DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::UNIX_EPOCH));
 
 async fn statement(
     state: web::Data<AppState>,
@@ -696,28 +633,6 @@ async fn statement(
 
 async fn all_balances(state: web::Data<AppState>, q: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
     let (limit, cursor) = q.into_inner().resolve()?;
-    let rows: Vec<BalanceRow> = storage::run(&state.db, move |conn| {
-        diesel::sql_query(format!("{WITHDRAWN_SQL} WHERE c.id < $1 ORDER BY c.id DESC LIMIT $2"))
-            .bind::<diesel::sql_types::BigInt, _>(cursor.unwrap_or(i64::MAX))
-            .bind::<diesel::sql_types::BigInt, _>(limit + 1)
-            .load(conn)
-            .map_err(StorageError::from)
-    })
-    .await?;
-    let currency = state.settings.money.currency.clone();
-    let views: Vec<BalanceView> = rows
-        .into_iter()
-        .map(|r| BalanceView {
-            card_id: r.card_id,
-            account_id: r.account_id,
-            currency: currency.clone(),
-            balance: r.balance,
-            available: r.balance + r.credit_limit,
-            credit_limit: r.credit_limit,
-            total_withdrawn: r.total_withdrawn,
-            last_withdrawal_at: r.last_withdrawal_at,
-            at: None,
-        })
-        .collect();
+    let views = crate::cards::balance::all(&state, limit, cursor).await?;
     Ok(HttpResponse::Ok().json(Page::from_rows(views, limit, |b| b.card_id)))
 }

@@ -563,7 +563,7 @@ pub async fn bootstrap_admin(state: &AppState) -> Result<(), ApiError> {
         return Ok(());
     }
     let hash = password::hash(pw).await.map_err(ApiError::internal)?;
-    storage::transaction(&state.db, move |conn| {
+    let created = storage::transaction(&state.db, move |conn| {
         let id = match model::find_user_by_email(conn, &email)? {
             Some(u) => u.id,
             None => diesel::insert_into(users::table)
@@ -581,7 +581,14 @@ pub async fn bootstrap_admin(state: &AppState) -> Result<(), ApiError> {
         model::grant_role(conn, id, model::ROLE_USER)?;
         Ok::<_, IdentityError>(())
     })
-    .await?;
+    .await;
+    if let Err(e) = created {
+        // Several instances starting at once on a new database: another one created the admin first.
+        if storage::run(&state.db, model::active_admin_count).await? > 0 {
+            return Ok(());
+        }
+        return Err(e.into());
+    }
     tracing::info!("bootstrap admin created");
     Ok(())
 }

@@ -4,6 +4,8 @@
 pub mod admin;
 pub mod model;
 pub mod password;
+pub mod profiles;
+pub mod revocations;
 pub mod routes;
 pub mod sessions;
 pub mod tokens;

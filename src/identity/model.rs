@@ -38,7 +38,7 @@ pub struct Role {
 }
 
 /// A user as the API shows it (never the password hash).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: i64,
     pub first_name: String,

@@ -510,7 +510,12 @@ async fn logout(state: web::Data<AppState>, user: AuthUser) -> Result<HttpRespon
 
 async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let id = user.user_id;
+    if let Some(view) = state.profiles.get(id) {
+        return Ok(HttpResponse::Ok().json(view));
+    }
+    let generation = state.profiles.generation();
     let view = storage::run(&state.db, move |conn| model::user_view(conn, id)).await?;
+    state.profiles.put(generation, view.clone());
     Ok(HttpResponse::Ok().json(view))
 }
 

@@ -133,6 +133,8 @@ pub async fn flag_revoked(state: &AppState, families: &[Uuid]) -> Result<(), Ide
     let keys: Vec<String> = families.iter().map(revoked_key).collect();
     let ttl = u64::try_from(state.settings.auth.access_ttl_secs).unwrap_or(900) + 60;
     state.cache.set_flags(&keys, ttl).await?;
+    // Every instance's in-process list (and this one's at once); answered only after the publish.
+    state.revocations.revoke(families).await?;
     Ok(())
 }
 
@@ -141,7 +143,13 @@ pub async fn flag_revoked(state: &AppState, families: &[Uuid]) -> Result<(), Ide
 /// # Errors
 /// `Cache` when Redis is unavailable.
 pub async fn is_revoked(state: &AppState, family: &Uuid) -> Result<bool, IdentityError> {
-    Ok(state.cache.has_flag(&revoked_key(family)).await?)
+    use crate::identity::revocations::Known;
+    match state.revocations.known(family) {
+        Known::Revoked => Ok(true),
+        Known::Valid => Ok(false),
+        // The in-process list is not known to be current: the Redis flag decides.
+        Known::Unknown => Ok(state.cache.has_flag(&revoked_key(family)).await?),
+    }
 }
 
 /// Per-client rate limit on a route group.

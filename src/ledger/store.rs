@@ -11,7 +11,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Array, BigInt};
 use payd_actors::{
     AccountId, AccountSnapshot, AccountState, CardId, CardSnapshot, CardStatus, EntryOutcome, JournalEntry,
-    LedgerStore, Refusal, StoreError,
+    LedgerStore, Refusal, StoreError, Totals,
 };
 use uuid::Uuid;
 
@@ -74,6 +74,18 @@ pub struct OpRecord {
     /// For refunds: (payment, its amount). The refund total is raised in the same transaction and
     /// may never exceed the payment.
     pub refund_of: Option<(Uuid, i64)>,
+    /// How a written entry moves its card's withdrawal totals (withdrawals and their reversals).
+    pub withdrawn: Option<WithdrawnDelta>,
+}
+
+/// A change of an account's maintained withdrawal totals, applied in the batch's row update.
+#[derive(Debug, Clone, Copy)]
+pub struct WithdrawnDelta {
+    pub account: i64,
+    /// Added to `total_withdrawn` (negative for a reversal).
+    pub amount: i64,
+    /// The withdrawal's time (`None` for a reversal: the last withdrawal stays the last).
+    pub at: Option<DateTime<Utc>>,
 }
 
 struct NewPosting {
@@ -92,6 +104,20 @@ struct UpdatedAccount {
     balance: i64,
     #[diesel(sql_type = BigInt)]
     version: i64,
+    #[diesel(sql_type = BigInt)]
+    total_withdrawn: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    last_withdrawal_at: Option<DateTime<Utc>>,
+}
+
+/// The actors' form of an account's maintained totals.
+pub fn totals(total_withdrawn: i64, last_withdrawal_at: Option<DateTime<Utc>>) -> Totals {
+    Totals { withdrawn: total_withdrawn, last_withdrawal_us: last_withdrawal_at.map(|t| t.timestamp_micros()) }
+}
+
+/// The time of the last withdrawal carried in [`Totals`].
+pub fn last_withdrawal_at(t: &Totals) -> Option<DateTime<Utc>> {
+    t.last_withdrawal_us.and_then(DateTime::from_timestamp_micros)
 }
 
 /// Why a batch transaction failed as a whole.
@@ -109,15 +135,20 @@ impl From<DieselError> for TxError {
 /// Locks the batch's accounts in ascending id order (one global order for every writer and every
 /// instance, so they cannot deadlock) and reads what the per-posting guard needs.
 const LOCK_ACCOUNTS: &str = "\
-SELECT id, balance, version, min_balance, status FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+SELECT id, balance, version, min_balance, status, total_withdrawn, last_withdrawal_at FROM accounts \
+WHERE id = ANY($1) ORDER BY id FOR UPDATE";
 
-/// Writes the balances decided on the locked rows. The floor CHECK constraint still holds the line
-/// should the decision ever be wrong; `expected` makes any change behind the lock fail the batch.
+/// Writes the balances decided on the locked rows, and the withdrawal totals with them (same row
+/// update, same version). The floor CHECK constraint still holds the line should the decision ever
+/// be wrong; `expected` makes any change behind the lock fail the batch.
 const SET_BALANCES: &str = "\
-UPDATE accounts a SET balance = d.balance, version = a.version + 1, updated_at = now() \
-FROM (SELECT unnest($1::bigint[]) AS id, unnest($2::bigint[]) AS balance, unnest($3::bigint[]) AS expected) d \
+UPDATE accounts a SET balance = d.balance, version = a.version + 1, updated_at = now(), \
+  total_withdrawn = a.total_withdrawn + d.withdrawn, \
+  last_withdrawal_at = GREATEST(a.last_withdrawal_at, d.withdrawn_at) \
+FROM (SELECT unnest($1::bigint[]) AS id, unnest($2::bigint[]) AS balance, unnest($3::bigint[]) AS expected, \
+  unnest($4::bigint[]) AS withdrawn, unnest($5::timestamptz[]) AS withdrawn_at) d \
 WHERE a.id = d.id AND a.balance = d.expected \
-RETURNING a.id, a.balance, a.version";
+RETURNING a.id, a.balance, a.version, a.total_withdrawn, a.last_withdrawal_at";
 
 const REFUND_TOTAL: &str = "\
 INSERT INTO refund_totals (payment_id, cap, refunded) VALUES ($1, $2, $3) \
@@ -143,6 +174,10 @@ struct LockedAccount {
     min_balance: Option<i64>,
     #[diesel(sql_type = diesel::sql_types::Text)]
     status: String,
+    #[diesel(sql_type = BigInt)]
+    total_withdrawn: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    last_withdrawal_at: Option<DateTime<Utc>>,
 }
 
 #[derive(QueryableByName)]
@@ -385,11 +420,23 @@ fn card_status(s: &str) -> CardStatus {
 /// # Errors
 /// `NotFound`, or a diesel error.
 pub fn load_account(conn: &mut PgConnection, id: AccountId) -> Result<AccountSnapshot, DieselError> {
-    let (balance, version, floor, currency): (i64, i64, Option<i64>, String) = accounts::table
+    type Row = (i64, i64, Option<i64>, String, i64, Option<DateTime<Utc>>);
+    let (balance, version, floor, currency, withdrawn, last): Row = accounts::table
         .find(id)
-        .select((accounts::balance, accounts::version, accounts::min_balance, accounts::currency))
+        .select((
+            accounts::balance,
+            accounts::version,
+            accounts::min_balance,
+            accounts::currency,
+            accounts::total_withdrawn,
+            accounts::last_withdrawal_at,
+        ))
         .first(conn)?;
-    Ok(AccountSnapshot { state: AccountState { id, balance, version }, floor, currency })
+    Ok(AccountSnapshot {
+        state: AccountState { id, balance, version, totals: totals(withdrawn, last) },
+        floor,
+        currency,
+    })
 }
 
 /// Reads what a card actor needs.
@@ -440,7 +487,12 @@ enum Decision {
 }
 
 fn state_of(a: &LockedAccount) -> AccountState {
-    AccountState { id: a.id, balance: a.balance, version: a.version }
+    AccountState {
+        id: a.id,
+        balance: a.balance,
+        version: a.version,
+        totals: totals(a.total_withdrawn, a.last_withdrawal_at),
+    }
 }
 
 /// Checks every posting of `entry` against the working balances (in batch order, posting by
@@ -529,6 +581,7 @@ fn commit(conn: &mut PgConnection, entries: &[JournalEntry<OpRecord>]) -> Result
             .collect()
     };
     let mut work: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut withdrawn: BTreeMap<i64, (i64, Option<DateTime<Utc>>)> = BTreeMap::new();
     let mut rows: Vec<NewPosting> = Vec::with_capacity(entries.len() * 2);
     let mut refused_keys: Vec<(String, String)> = Vec::new();
     for (entry, decision) in entries.iter().zip(decisions.iter_mut()) {
@@ -553,6 +606,12 @@ fn commit(conn: &mut PgConnection, entries: &[JournalEntry<OpRecord>]) -> Result
         }
         match verdict {
             Ok(afters) => {
+                if let Some(d) = entry.record.withdrawn {
+                    let t = withdrawn.entry(d.account).or_insert((0, None));
+                    t.0 =
+                        t.0.checked_add(d.amount).ok_or_else(|| TxError::Guard("withdrawal total overflow".into()))?;
+                    t.1 = t.1.max(d.at);
+                }
                 for (p, after) in entry.postings.iter().zip(afters) {
                     work.insert(p.account, after);
                     rows.push(NewPosting {
@@ -580,17 +639,22 @@ fn commit(conn: &mut PgConnection, entries: &[JournalEntry<OpRecord>]) -> Result
         let ids: Vec<i64> = work.keys().copied().collect();
         let balances: Vec<i64> = work.values().copied().collect();
         let expected: Vec<i64> = ids.iter().map(|id| locked.get(id).map_or(0, |a| a.balance)).collect();
+        let w_amounts: Vec<i64> = ids.iter().map(|id| withdrawn.get(id).map_or(0, |w| w.0)).collect();
+        let w_times: Vec<Option<DateTime<Utc>>> = ids.iter().map(|id| withdrawn.get(id).and_then(|w| w.1)).collect();
         let updated: Vec<UpdatedAccount> = diesel::sql_query(SET_BALANCES)
             .bind::<Array<BigInt>, _>(&ids)
             .bind::<Array<BigInt>, _>(&balances)
             .bind::<Array<BigInt>, _>(&expected)
+            .bind::<Array<BigInt>, _>(&w_amounts)
+            .bind::<Array<diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>>, _>(&w_times)
             .load(conn)?;
         if updated.len() != ids.len() {
             return Err(TxError::Guard("an account changed behind its row lock".into()));
         }
-        finals.extend(
-            updated.into_iter().map(|u| (u.id, AccountState { id: u.id, balance: u.balance, version: u.version })),
-        );
+        finals.extend(updated.into_iter().map(|u| {
+            let totals = totals(u.total_withdrawn, u.last_withdrawal_at);
+            (u.id, AccountState { id: u.id, balance: u.balance, version: u.version, totals })
+        }));
     }
     let written = || entries.iter().zip(&decisions).filter(|(_, d)| matches!(d, Decision::Write)).map(|(e, _)| e);
     insert_operations(conn, written().map(|e| &e.record.operation))?;
@@ -641,11 +705,22 @@ impl LedgerStore for PgLedgerStore {
     }
 
     fn account_states(&mut self, ids: &[AccountId]) -> Result<Vec<AccountState>, StoreError> {
-        let rows: Result<Vec<(i64, i64, i64)>, DieselError> = accounts::table
+        type Row = (i64, i64, i64, i64, Option<DateTime<Utc>>);
+        let rows: Result<Vec<Row>, DieselError> = accounts::table
             .filter(accounts::id.eq_any(ids))
-            .select((accounts::id, accounts::balance, accounts::version))
+            .select((
+                accounts::id,
+                accounts::balance,
+                accounts::version,
+                accounts::total_withdrawn,
+                accounts::last_withdrawal_at,
+            ))
             .load(self.conn()?);
-        rows.map(|r| r.into_iter().map(|(id, balance, version)| AccountState { id, balance, version }).collect())
-            .map_err(|e| self.fail(e))
+        rows.map(|r| {
+            r.into_iter()
+                .map(|(id, balance, version, w, last)| AccountState { id, balance, version, totals: totals(w, last) })
+                .collect()
+        })
+        .map_err(|e| self.fail(e))
     }
 }

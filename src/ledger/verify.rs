@@ -110,6 +110,21 @@ const CHECKS: &[(&str, &str)] = &[
          WHERE l.balance_after <> a.balance",
     ),
     (
+        "withdrawal totals equal withdrawals minus their reversals",
+        "SELECT 'account ' || a.id::text || ' total_withdrawn ' || a.total_withdrawn::text || ' recomputed ' \
+                || (COALESCE(w.total, 0) - COALESCE(r.total, 0))::text AS example \
+         FROM accounts a \
+         LEFT JOIN (SELECT debit_account_id AS account_id, sum(amount) AS total, max(created_at) AS last \
+                    FROM operations WHERE kind = 'withdrawal' AND status = 'success' GROUP BY debit_account_id) w \
+           ON w.account_id = a.id \
+         LEFT JOIN (SELECT o.debit_account_id AS account_id, sum(x.amount) AS total FROM operations x \
+                    JOIN operations o ON o.id = x.reverses_id \
+                    WHERE o.kind = 'withdrawal' AND x.status = 'success' GROUP BY o.debit_account_id) r \
+           ON r.account_id = a.id \
+         WHERE a.total_withdrawn <> COALESCE(w.total, 0) - COALESCE(r.total, 0) \
+            OR a.last_withdrawal_at IS DISTINCT FROM w.last",
+    ),
+    (
         "failed operations have no postings",
         "SELECT 'operation ' || o.id::text AS example FROM operations o \
          WHERE o.status = 'failed' AND EXISTS (SELECT 1 FROM postings p WHERE p.operation_id = o.id)",

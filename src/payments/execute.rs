@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::http::request_id;
-use crate::ledger::{NewEvent, NewIdempotency, NewOperation, OpRecord};
+use crate::ledger::{NewEvent, NewIdempotency, NewOperation, OpRecord, WithdrawnDelta};
 use crate::payments::idempotency::{self, Fingerprint};
 use crate::payments::inflight::{self, Answer, Claim};
 use crate::payments::{OperationView, PaymentError};
@@ -40,6 +40,9 @@ pub struct MoneyOp {
     pub order_ref: Option<String>,
     /// For refunds: (payment, its amount).
     pub refund_of: Option<(Uuid, i64)>,
+    /// For reversals: whether the reversed operation is a withdrawal (its card's withdrawal total
+    /// goes down when the reversal commits).
+    pub reverses_withdrawal: bool,
     /// Merchant payments: every card-data failure answers the uniform `card_declined` (the precise
     /// reason is recorded on the operation only, for the cardholder and admins).
     pub uniform_declines: bool,
@@ -75,7 +78,19 @@ impl MoneyOp {
             api_key_id: None,
             order_ref: None,
             refund_of: None,
+            reverses_withdrawal: false,
             uniform_declines: false,
+        }
+    }
+
+    /// How this operation, once written, moves its card's withdrawal totals.
+    fn withdrawn(&self, at: DateTime<Utc>) -> Option<WithdrawnDelta> {
+        match self.kind {
+            "withdrawal" => Some(WithdrawnDelta { account: self.debit_account, amount: self.amount, at: Some(at) }),
+            "reversal" if self.reverses_withdrawal => {
+                Some(WithdrawnDelta { account: self.credit_account, amount: -self.amount, at: None })
+            }
+            _ => None,
         }
     }
 }
@@ -216,6 +231,7 @@ impl Prepared {
             idempotency: Some(self.idempotency(StatusCode::CREATED, self.success_body())),
             events: vec![self.event(&self.view)],
             refund_of: self.op.refund_of,
+            withdrawn: self.op.withdrawn(self.row.created_at),
         }
     }
 
@@ -244,6 +260,7 @@ impl Prepared {
             idempotency: Some(self.idempotency(f.status, self.failure_body(f))),
             events: vec![self.event(&view)],
             refund_of: None,
+            withdrawn: None,
         }
     }
 }

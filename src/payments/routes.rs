@@ -441,6 +441,7 @@ async fn reverse(
         debit_card: op.dest_card_id,
         credit_card: op.source_card_id,
         reverses: Some(op.id),
+        reverses_withdrawal: op.kind == "withdrawal",
         initiated_by: Some(user.user_id),
         ..MoneyOp::new("reversal", (scope(&user), key, hash), op.amount, op.credit_account_id, op.debit_account_id)
     };

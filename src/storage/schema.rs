@@ -93,6 +93,8 @@ diesel::table! {
         version -> Int8,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        total_withdrawn -> Int8,
+        last_withdrawal_at -> Nullable<Timestamptz>,
     }
 }
 

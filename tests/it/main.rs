@@ -30,6 +30,7 @@ mod merchants_flow;
 mod merchants_storm;
 mod migrations;
 mod money_flow;
+mod reads;
 mod route_policy;
 mod secrets_scan;
 mod telemetry_otlp;

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Reads (docs/benchmarks.md, "Reads"): payd-load --scenario reads (balance 50 %, card 15 %,
+# statement page 15 %, the card's transfer list 10 %, /auth/me 10 %) and --scenario mixed (10 reads :
+# 1 transfer) at 32 and 128 connections, plus wrk on single routes, on a fresh database and on one
+# with 1,000,000 prior operations (payd-load --history, loaded then ANALYZEd). Ledger only (relay and
+# consumers off), release build, one payd.
+#
+#   cargo build --release --bins && benches/reads.sh        # results in target/reads.txt
+#
+# Needs PostgreSQL and Redis as `make services` starts them, and wrk for the single-route runs (skipped
+# without it); about 8 minutes. Not part of `make test`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BIN=${BIN:-target/release}
+PORT=${BENCH_PORT:-18096}
+OUT=${OUT:-target/reads.txt}
+SECS=${SECS:-15s}
+WRK_SECS=${WRK_SECS:-10s}
+HISTORY=${HISTORY:-1000000}
+CARDS_N=${CARDS_N:-2000}
+export PAYD_ENV=development PAYD_BOOTSTRAP_ADMIN_EMAIL=admin@payd.local PAYD_BOOTSTRAP_ADMIN_PASSWORD=admin-pass-123 \
+  PAYD_TELEMETRY__LOG_LEVEL=warn PAYD_SERVER__PORT=$PORT PAYD_CONFIG_DIR=$PWD/config \
+  PAYD_EVENTS__RELAY_ENABLED=false PAYD_EVENTS__CONSUMERS_ENABLED=false
+BASE=http://127.0.0.1:$PORT
+pid=""
+stop() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; fi; }
+trap stop EXIT
+
+serve() {
+  stop
+  export PAYD_DATABASE__URL="postgres://postgres@127.0.0.1:5432/$1"
+  "$BIN/payd" serve >"target/reads-$1.log" 2>&1 </dev/null &
+  pid=$!
+  for _ in $(seq 1 120); do curl -sf "$BASE/readyz" >/dev/null && break; sleep 0.5; done
+}
+load() {
+  local name=$1; shift
+  echo "== $(date +%T) $name: $* (load average $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$OUT"
+  "$BIN/payd-load" --base-url "$BASE" --no-verify "$@" 2>&1 \
+    | grep -E '^(requests|throughput|latency|by status)|history:|  error' | sed "s/^/[$name] /" | tee -a "$OUT"
+}
+single() {
+  local name=$1 path=$2 conns=$3
+  command -v wrk >/dev/null || { echo "[wrk] not installed; skipped" | tee -a "$OUT"; return; }
+  echo "== $(date +%T) wrk $name ($conns connections, load average $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$OUT"
+  wrk -t2 -c"$conns" -d"$WRK_SECS" --latency -H "Authorization: Bearer $TOKEN" "$BASE$path" 2>&1 \
+    | grep -E 'Requests/sec|Latency |99%|Non-2xx' | sed "s/^/[wrk $name c$conns] /" | tee -a "$OUT"
+}
+round() {
+  local db=$1; shift
+  local cards=target/reads-cards-$db.txt
+  load "$db setup" --scenario uniform --cards "$CARDS_N" --cards-file "$cards" --requests 1 "$@"
+  # Some history on every card (statements, transfer lists), then the measured runs.
+  load "$db mixed-c32" --scenario mixed --cards "$CARDS_N" --cards-file "$cards" --duration "$SECS" --connections 32 --warmup 3s
+  load "$db mixed-c128" --scenario mixed --cards "$CARDS_N" --cards-file "$cards" --duration "$SECS" --connections 128 --warmup 2s
+  load "$db reads-c32" --scenario reads --cards "$CARDS_N" --cards-file "$cards" --duration "$SECS" --connections 32 --warmup 2s
+  load "$db reads-c128" --scenario reads --cards "$CARDS_N" --cards-file "$cards" --duration "$SECS" --connections 128 --warmup 2s
+  TOKEN=$(curl -sf "$BASE/api/v1/auth/login" -H 'content-type: application/json' \
+    -d '{"email":"admin@payd.local","password":"admin-pass-123"}' | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+  local card; card=$(head -n1 "$cards")
+  single "$db healthz" /healthz 32
+  for c in 32 128; do
+    single "$db balance" "/api/v1/cards/$card/balance" $c
+  done
+  single "$db card" "/api/v1/cards/$card" 32
+  single "$db me" /api/v1/auth/me 32
+  single "$db statement" "/api/v1/cards/$card/statement?limit=20" 32
+  single "$db transfers" "/api/v1/transfers?card_id=$card&limit=20" 32
+}
+
+mkdir -p target
+stamp=$(date +%s)
+serve "payd_reads_fresh_$stamp"
+round "payd_reads_fresh_$stamp"
+serve "payd_reads_hist_$stamp"
+load "history" --scenario uniform --cards 2 --requests 1 --history "$HISTORY" --database-url "$PAYD_DATABASE__URL"
+round "payd_reads_hist_$stamp"
+echo "results in $OUT"

@@ -1,0 +1,273 @@
+//! Reads at the speed of the actors: balances answered by the account actor (read-your-writes on the
+//! instance that committed, the documented staleness bound across instances), and session revocation
+//! known in process (logout, password change and admin revocation stop a session on every instance
+//! within the documented bound). Behaviour only: the waits below are the configured bounds plus a
+//! margin, never a measurement.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// The bounds configured for these tests, and the margin added to them before asserting.
+const READ_STALENESS_MS: u64 = 300;
+const REVOCATION_STALENESS_MS: u64 = 300;
+const MARGIN_MS: u64 = 200;
+
+fn read_settings() -> payd::config::Settings {
+    let mut s = settings();
+    s.ledger.read_staleness_ms = READ_STALENESS_MS;
+    s.auth.revocation_staleness_ms = REVOCATION_STALENESS_MS;
+    s
+}
+
+async fn money(app: &TestApp, token: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
+    let (s, _, b) = app.call_full("POST", path, Some(token), Some(body), &[("Idempotency-Key", key)]).await;
+    (s, b)
+}
+
+async fn issue(app: &TestApp, token: &str) -> i64 {
+    let (s, b) = app.post("/api/v1/cards", Some(token), json!({"card_type": "debit", "brand": "visa"})).await;
+    assert_eq!(s, 201, "{b}");
+    b["card"]["id"].as_i64().unwrap()
+}
+
+async fn balance(app: &TestApp, token: &str, card: i64) -> Value {
+    let (s, b) = app.get(&format!("/api/v1/cards/{card}/balance"), Some(token)).await;
+    assert_eq!(s, 200, "{b}");
+    b
+}
+
+fn micros(v: &Value) -> Option<i64> {
+    v.as_str().map(|t| t.parse::<DateTime<Utc>>().unwrap().timestamp_micros())
+}
+
+fn verify_clean(app: &TestApp) {
+    let mut conn = app.db();
+    let report = payd::ledger::verify::run(&mut conn).unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+/// Many cards, each driven by its own task through top-ups and withdrawals at once (so they share
+/// batches): after every 201 the balance read on the same instance shows exactly that operation —
+/// balance, available, total withdrawn and the last withdrawal's time.
+#[actix_web::test]
+async fn balance_reads_your_writes_storm() {
+    let app = TestApp::spawn_with(read_settings()).await;
+    let admin = app.admin_token().await;
+    let mut cards = Vec::new();
+    for _ in 0..12 {
+        cards.push(issue(&app, &admin).await);
+    }
+    let tasks = cards.iter().map(|&card| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let (mut bal, mut withdrawn, mut last) = (0i64, 0i64, None::<i64>);
+            let mut withdrawals = Vec::new();
+            for i in 0..16i64 {
+                let (path, body) = if i % 3 == 2 {
+                    ("/api/v1/withdrawals", json!({"card_id": card, "amount": 50_000 + i}))
+                } else {
+                    ("/api/v1/topups", json!({"card_id": card, "amount": 100_000 + i, "method": "ovo"}))
+                };
+                let (s, op) = money(app, admin, path, &format!("ryw-{card}-{i}"), body).await;
+                assert_eq!(s, 201, "{op}");
+                let amount = op["amount"].as_i64().unwrap();
+                if op["kind"] == "withdrawal" {
+                    bal -= amount;
+                    withdrawn += amount;
+                    last = micros(&op["created_at"]);
+                    withdrawals.push((op["id"].as_str().unwrap().to_owned(), amount));
+                } else {
+                    bal += amount;
+                }
+                let b = balance(app, admin, card).await;
+                assert_eq!(b["balance"], bal, "card {card} after op {i}: {b}");
+                assert_eq!(b["available"], bal, "{b}");
+                assert_eq!(b["total_withdrawn"], withdrawn, "{b}");
+                assert_eq!(micros(&b["last_withdrawal_at"]), last, "{b}");
+            }
+            // A reversed withdrawal leaves the totals at once; the last withdrawal stays the last.
+            let (id, amount) = withdrawals.first().cloned().unwrap();
+            let (s, r) =
+                money(app, admin, &format!("/api/v1/withdrawals/{id}/reversal"), &format!("rev-{card}"), json!({}))
+                    .await;
+            assert_eq!(s, 201, "{r}");
+            let b = balance(app, admin, card).await;
+            assert_eq!(b["balance"], bal + amount, "{b}");
+            assert_eq!(b["total_withdrawn"], withdrawn - amount, "{b}");
+            assert_eq!(micros(&b["last_withdrawal_at"]), last, "{b}");
+        }
+    });
+    futures::future::join_all(tasks).await;
+    // The maintained totals agree with the operations (verify recomputes them), and the admin list
+    // and the point-in-time read (database paths) agree with the actors.
+    verify_clean(&app);
+    let (s, page) = app.get("/api/v1/balances?limit=100", Some(&admin)).await;
+    assert_eq!(s, 200, "{page}");
+    for row in page["items"].as_array().unwrap() {
+        let card = row["card_id"].as_i64().unwrap();
+        let b = balance(&app, &admin, card).await;
+        for f in ["balance", "total_withdrawn", "last_withdrawal_at", "credit_limit"] {
+            assert_eq!(row[f], b[f], "{f} of card {card}");
+        }
+        let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let (s, at) =
+            app.get(&format!("/api/v1/cards/{card}/balance?at={}", now.replace('+', "%2B")), Some(&admin)).await;
+        assert_eq!(s, 200, "{at}");
+        assert_eq!(at["balance"], b["balance"]);
+        assert_eq!(at["total_withdrawn"], b["total_withdrawn"]);
+    }
+}
+
+/// Two instances on one database: a balance read on one instance shows a commit made through the
+/// other once the documented bound (`ledger.read_staleness_ms`) has passed, both ways.
+#[actix_web::test]
+async fn balance_across_instances_within_the_bound() {
+    let settings = read_settings();
+    let a = TestApp::spawn_with(settings.clone()).await;
+    let b = TestApp::spawn_with(settings).await;
+    let admin = a.admin_token().await;
+    let card = issue(&a, &admin).await;
+    let (s, op) =
+        money(&a, &admin, "/api/v1/topups", "x-1", json!({"card_id": card, "amount": 500_000, "method": "ovo"})).await;
+    assert_eq!(s, 201, "{op}");
+    // B's actor loads the card's account (committed before it existed).
+    assert_eq!(balance(&b, &admin, card).await["balance"], 500_000);
+    assert_eq!(balance(&a, &admin, card).await["balance"], 500_000);
+    let bound = Duration::from_millis(READ_STALENESS_MS + MARGIN_MS);
+    for (i, (writer, reader)) in [(&a, &b), (&b, &a), (&a, &b)].into_iter().enumerate() {
+        let (s, op) = money(
+            writer,
+            &admin,
+            "/api/v1/withdrawals",
+            &format!("x-w{i}"),
+            json!({"card_id": card, "amount": 60_000}),
+        )
+        .await;
+        assert_eq!(s, 201, "{op}");
+        // Read-your-writes on the writer at once.
+        let mine = balance(writer, &admin, card).await;
+        actix_web::rt::time::sleep(bound).await;
+        let theirs = balance(reader, &admin, card).await;
+        for f in ["balance", "available", "total_withdrawn", "last_withdrawal_at"] {
+            assert_eq!(theirs[f], mine[f], "{f} on the other instance after the bound (round {i})");
+        }
+    }
+    assert_eq!(balance(&a, &admin, card).await["balance"], 500_000 - 3 * 60_000);
+    verify_clean(&a);
+}
+
+async fn me(app: &TestApp, token: &str) -> (u16, Value) {
+    app.get("/api/v1/auth/me", Some(token)).await
+}
+
+async fn login(app: &TestApp, email: &str, password: &str) -> String {
+    let (s, b) = app.login(email, password).await;
+    assert_eq!(s, 200, "{b}");
+    b["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn assert_revoked_everywhere(apps: &[&TestApp], token: &str, what: &str) {
+    actix_web::rt::time::sleep(Duration::from_millis(REVOCATION_STALENESS_MS + MARGIN_MS)).await;
+    for (i, app) in apps.iter().enumerate() {
+        let (s, b) = me(app, token).await;
+        assert_eq!(s, 401, "{what}: instance {i} still accepts the session: {b}");
+        assert_eq!(error_code(&b), "session_revoked", "{what}: instance {i}");
+    }
+}
+
+/// Logout, password change and admin revocation on one instance stop the session on every instance
+/// within `auth.revocation_staleness_ms` (at once on the instance that revoked it); sessions not
+/// revoked keep working everywhere.
+#[actix_web::test]
+async fn revocation_reaches_every_instance_within_the_bound() {
+    let settings = read_settings();
+    let a = TestApp::spawn_with(settings.clone()).await;
+    let b = TestApp::spawn_with(settings.clone()).await;
+    let c = TestApp::spawn_with(settings).await;
+    let all = [&a, &b, &c];
+    let email = "revoked@example.com";
+    let (uid, first, _) = a.user(email).await;
+    let second = login(&b, email, PASSWORD).await;
+    let third = login(&c, email, PASSWORD).await;
+    for app in all {
+        for t in [&first, &second, &third] {
+            assert_eq!(me(app, t).await.0, 200);
+        }
+    }
+
+    // 1. Logout on A.
+    let (s, _) = a.call("POST", "/api/v1/auth/logout", Some(&first), None).await;
+    assert_eq!(s, 204);
+    assert_eq!(me(&a, &first).await.0, 401, "at once on the instance that revoked");
+    assert_revoked_everywhere(&all, &first, "logout").await;
+    assert_eq!(me(&b, &second).await.0, 200, "other sessions keep working");
+
+    // 2. Password change through B: every other session (the third) stops; B's own stays.
+    let new_password = "changed-pass-456";
+    let (s, body) = b
+        .post(
+            "/api/v1/auth/password/change",
+            Some(&second),
+            json!({"current_password": PASSWORD, "new_password": new_password, "confirm_password": new_password}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_revoked_everywhere(&all, &third, "password change").await;
+    for app in all {
+        assert_eq!(me(app, &second).await.0, 200, "the session that changed the password stays");
+    }
+
+    // 3. An admin, through C, revokes the user's role: every session of the user stops.
+    let fourth = login(&a, email, new_password).await;
+    assert_eq!(me(&c, &fourth).await.0, 200);
+    let admin = c.admin_token().await;
+    let (s, body) = c.call("DELETE", &format!("/api/v1/users/{uid}/roles/user"), Some(&admin), None).await;
+    assert!(s == 200 || s == 204, "{s} {body}");
+    assert_revoked_everywhere(&all, &second, "admin revocation").await;
+    assert_revoked_everywhere(&all, &fourth, "admin revocation").await;
+    for app in all {
+        assert_eq!(me(app, &admin).await.0, 200, "the admin's own session is untouched");
+    }
+}
+
+/// `/auth/me` is cached per instance and invalidated by the database: a profile or role change made
+/// through one instance shows on every instance within `auth.revocation_staleness_ms`.
+#[actix_web::test]
+async fn profile_changes_reach_every_instance_within_the_bound() {
+    let settings = read_settings();
+    let a = TestApp::spawn_with(settings.clone()).await;
+    let b = TestApp::spawn_with(settings).await;
+    let email = "profile@example.com";
+    let (uid, token, _) = a.user(email).await;
+    let admin = a.admin_token().await;
+    // Warm both caches.
+    for app in [&a, &b] {
+        for _ in 0..3 {
+            let (s, v) = me(app, &token).await;
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(v["first_name"], "Test");
+        }
+    }
+    let (s, v) =
+        a.call("PATCH", &format!("/api/v1/users/{uid}"), Some(&admin), Some(json!({"first_name": "Renamed"}))).await;
+    assert_eq!(s, 200, "{v}");
+    actix_web::rt::time::sleep(Duration::from_millis(REVOCATION_STALENESS_MS + MARGIN_MS)).await;
+    for app in [&a, &b] {
+        let (s, v) = me(app, &token).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["first_name"], "Renamed", "{v}");
+    }
+    // A role granted through B shows on A (the cache on A still holds the old roles).
+    let (s, v) = b.post(&format!("/api/v1/users/{uid}/roles"), Some(&admin), json!({"role": "admin"})).await;
+    assert_eq!(s, 200, "{v}");
+    actix_web::rt::time::sleep(Duration::from_millis(REVOCATION_STALENESS_MS + MARGIN_MS)).await;
+    let fresh = login(&b, email, PASSWORD).await;
+    let (s, v) = me(&a, &fresh).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["roles"].as_array().unwrap().iter().any(|r| r == "admin"), "{v}");
+}
