@@ -92,6 +92,7 @@ pub struct Running {
 /// When the database cannot be prepared or the address cannot be bound.
 pub async fn run(settings: Settings) -> anyhow::Result<Running> {
     let state = AppState::start(settings).await?;
+    crate::stats::check_time_zone(&state).await?;
     crate::identity::admin::bootstrap_admin(&state).await.map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?;
     let listener = TcpListener::bind((state.settings.server.host.as_str(), state.settings.server.port))?;
     let port = listener.local_addr()?.port();
@@ -123,6 +124,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<Running> {
 /// Periodic work inside the service: gauges, the invariant check, and the events workers.
 fn spawn_background(state: &AppState) {
     crate::events::spawn(state);
+    crate::stats::spawn(state);
     let st = state.clone();
     actix_web::rt::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));

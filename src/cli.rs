@@ -1,4 +1,4 @@
-//! The command line: `payd serve | migrate up|down|status | seed | version`.
+//! The command line: `payd serve | migrate up|down|status | seed | verify | stats rebuild | version`.
 
 use std::process::ExitCode;
 
@@ -35,8 +35,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Statistics rollups.
+    Stats {
+        #[command(subcommand)]
+        action: StatsAction,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum StatsAction {
+    /// Recompute every statistics rollup from the ledger (in `stats.time_zone`).
+    Rebuild,
 }
 
 #[derive(Subcommand)]
@@ -67,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Migrate { action } => migrate(&settings, action),
         Command::Seed { users } => seed(settings, users),
         Command::Verify { json } => return verify(&settings, json),
+        Command::Stats { action: StatsAction::Rebuild } => stats_rebuild(&settings),
         Command::Version => Ok(()),
     };
     match result {
@@ -122,7 +134,11 @@ fn verify(settings: &Settings, json: bool) -> ExitCode {
     use diesel::Connection;
     let report = diesel::PgConnection::establish(settings.database.url.expose())
         .map_err(anyhow::Error::from)
-        .and_then(|mut conn| crate::ledger::verify::run(&mut conn).map_err(anyhow::Error::from));
+        .and_then(|mut conn| {
+            let mut report = crate::ledger::verify::run(&mut conn)?;
+            report.checks.extend(crate::stats::rollup::verify(&mut conn)?);
+            Ok(report)
+        });
     match report {
         Ok(r) => {
             if json {
@@ -141,4 +157,23 @@ fn verify(settings: &Settings, json: bool) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn stats_rebuild(settings: &Settings) -> anyhow::Result<()> {
+    use diesel::Connection;
+    let mut conn = diesel::PgConnection::establish(settings.database.url.expose())?;
+    let tz = &settings.stats.time_zone;
+    if !crate::stats::rollup::time_zone_known(&mut conn, tz)? {
+        anyhow::bail!("stats.time_zone: unknown time zone {tz:?}");
+    }
+    let started = std::time::Instant::now();
+    let r = crate::stats::rollup::rebuild(&mut conn, tz)?;
+    println!(
+        "statistics rebuilt in {:.1?}: {} operations up to seq {} ({} recent seqs not visible yet), time zone {tz}",
+        started.elapsed(),
+        r.counted,
+        r.upto,
+        r.gaps
+    );
+    Ok(())
 }

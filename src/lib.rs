@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod notify;
 pub mod payments;
 pub mod seed;
+pub mod stats;
 pub mod storage;
 pub mod telemetry;
 

@@ -117,6 +117,7 @@ pub fn api() -> Api {
     crate::events::webhooks::routes::register(&mut api);
     crate::merchants::routes::register(&mut api);
     crate::merchants::payments::register(&mut api);
+    crate::stats::routes::register(&mut api);
     api
 }
 
