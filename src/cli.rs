@@ -132,13 +132,13 @@ fn seed(settings: Settings, users: u32) -> anyhow::Result<()> {
 
 fn verify(settings: &Settings, json: bool) -> ExitCode {
     use diesel::Connection;
-    let report = diesel::PgConnection::establish(settings.database.url.expose())
-        .map_err(anyhow::Error::from)
-        .and_then(|mut conn| {
+    let report = diesel::PgConnection::establish(settings.database.url.expose()).map_err(anyhow::Error::from).and_then(
+        |mut conn| {
             let mut report = crate::ledger::verify::run(&mut conn)?;
             report.checks.extend(crate::stats::rollup::verify(&mut conn)?);
             Ok(report)
-        });
+        },
+    );
     match report {
         Ok(r) => {
             if json {

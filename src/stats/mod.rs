@@ -22,7 +22,7 @@ use crate::storage::{self, StorageError};
 pub enum StatsError {
     /// A query parameter is unknown, malformed or makes no sense with the others.
     #[error("{message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid { field: String, message: String },
     /// The figures asked for are not the caller's to read.
     #[error("{0}")]
     Forbidden(String),
@@ -40,8 +40,8 @@ impl From<diesel::result::Error> for StatsError {
 }
 
 impl StatsError {
-    pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Self::Invalid { field, message: message.into() }
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Invalid { field: field.to_owned(), message: message.into() }
     }
 }
 
@@ -65,7 +65,9 @@ pub fn spawn(state: &AppState) {
             .await;
             match round {
                 Ok(r) if r.rebuilt => tracing::info!(upto = r.upto, "statistics rebuilt for a new time zone"),
-                Ok(r) if r.counted > 0 => tracing::debug!(counted = r.counted, gaps = r.gaps, upto = r.upto, "stats round"),
+                Ok(r) if r.counted > 0 => {
+                    tracing::debug!(counted = r.counted, gaps = r.gaps, upto = r.upto, "stats round")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "stats round failed; retried next tick"),
             }

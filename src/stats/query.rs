@@ -67,7 +67,12 @@ impl Metric {
             "count" => Self::Count,
             "status" => Self::Status,
             "method" => Self::Method,
-            _ => return Err(StatsError::invalid("metric", format!("unknown metric {s:?}; one of amount, count, status, method"))),
+            _ => {
+                return Err(StatsError::invalid(
+                    "metric",
+                    format!("unknown metric {s:?}; one of amount, count, status, method"),
+                ))
+            }
         })
     }
     fn as_str(self) -> &'static str {
@@ -117,9 +122,14 @@ impl Scope {
 /// Who is asking.
 #[derive(Debug, Clone, Copy)]
 pub enum Caller {
-    User { id: i64, admin: bool },
+    User {
+        id: i64,
+        admin: bool,
+    },
     /// A merchant's API key.
-    Key { merchant_id: i64 },
+    Key {
+        merchant_id: i64,
+    },
 }
 
 /// A parsed `GET /api/v1/stats/{kind}`.
@@ -134,8 +144,11 @@ pub struct SeriesQuery {
     pub currency: Option<String>,
 }
 
+type ScopeOf = fn(i64) -> Scope;
+
 /// The query parameters `GET /api/v1/stats/{kind}` accepts.
-pub const PARAMS: &[&str] = &["metric", "period", "year", "card_id", "merchant_id", "api_key_id", "direction", "currency"];
+pub const PARAMS: &[&str] =
+    &["metric", "period", "year", "card_id", "merchant_id", "api_key_id", "direction", "currency"];
 
 fn parse_id(field: &'static str, raw: &str) -> Result<i64, StatsError> {
     raw.parse::<i64>()
@@ -154,11 +167,10 @@ impl SeriesQuery {
         let mut names: Vec<&String> = params.keys().collect();
         names.sort();
         if let Some(unknown) = names.iter().find(|k| !PARAMS.contains(&k.as_str())) {
-            let field = PARAMS.iter().find(|p| **p == unknown.as_str()).copied().unwrap_or("query");
-            return Err(StatsError::Invalid {
-                field,
-                message: format!("unknown query parameter {unknown:?}; accepted: {}", PARAMS.join(", ")),
-            });
+            return Err(StatsError::invalid(
+                unknown,
+                format!("unknown query parameter {unknown:?}; accepted: {}", PARAMS.join(", ")),
+            ));
         }
         let get = |k: &str| params.get(k).map(String::as_str);
         let metric = match get("metric") {
@@ -178,11 +190,9 @@ impl SeriesQuery {
             },
         };
         let mut scope = Scope::Platform;
-        for (field, make) in [
-            ("card_id", Scope::Card as fn(i64) -> Scope),
-            ("merchant_id", Scope::Merchant),
-            ("api_key_id", Scope::ApiKey),
-        ] {
+        let makers: [(&str, ScopeOf); 3] =
+            [("card_id", Scope::Card), ("merchant_id", Scope::Merchant), ("api_key_id", Scope::ApiKey)];
+        for (field, make) in makers {
             if let Some(raw) = get(field) {
                 if scope != Scope::Platform {
                     return Err(StatsError::invalid(field, "give at most one of card_id, merchant_id, api_key_id"));
@@ -194,12 +204,16 @@ impl SeriesQuery {
             None => None,
             Some("sent") => Some(Direction::Sent),
             Some("received") => Some(Direction::Received),
-            Some(d) => return Err(StatsError::invalid("direction", format!("unknown direction {d:?}; sent or received"))),
+            Some(d) => {
+                return Err(StatsError::invalid("direction", format!("unknown direction {d:?}; sent or received")))
+            }
         };
         let currency = match get("currency") {
             None => None,
             Some(c) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) => Some(c.to_owned()),
-            Some(_) => return Err(StatsError::invalid("currency", "currency must be a three-letter ISO code, e.g. IDR")),
+            Some(_) => {
+                return Err(StatsError::invalid("currency", "currency must be a three-letter ISO code, e.g. IDR"))
+            }
         };
         if direction.is_some() && !(kind == Kind::Transfer && matches!(scope, Scope::Card(_))) {
             return Err(StatsError::invalid("direction", "direction applies to transfers of one card (card_id)"));
@@ -443,7 +457,6 @@ pub fn series(conn: &mut PgConnection, q: &SeriesQuery, default_currency: &str) 
         }
         for cur in currencies.into_iter().filter(|c| wanted(c)) {
             let mut balance = 0i64;
-            let mut idx = 0usize;
             let mut closing = vec![Point::default(); len];
             let mut change = vec![Point::default(); len];
             let cur_rows: Vec<&BalanceRow> = rows.iter().filter(|r| r.currency == cur).collect();
@@ -460,9 +473,7 @@ pub fn series(conn: &mut PgConnection, q: &SeriesQuery, default_currency: &str) 
                     closing[i].count += r.postings;
                 }
                 closing[i].amount = balance;
-                idx = i;
             }
-            let _ = idx;
             map.insert(("closing".into(), cur.clone(), None), closing);
             map.insert(("change".into(), cur, None), change);
         }
@@ -544,8 +555,12 @@ pub fn series(conn: &mut PgConnection, q: &SeriesQuery, default_currency: &str) 
         .map(|((name, currency, direction), points)| SeriesView { name, currency, direction, points })
         .collect();
     series.sort_by(|a, b| {
-        (a.currency.as_str(), a.direction, order(&a.name), a.name.as_str())
-            .cmp(&(b.currency.as_str(), b.direction, order(&b.name), b.name.as_str()))
+        (a.currency.as_str(), a.direction, order(&a.name), a.name.as_str()).cmp(&(
+            b.currency.as_str(),
+            b.direction,
+            order(&b.name),
+            b.name.as_str(),
+        ))
     });
     Ok(StatsView {
         kind: q.kind.as_str(),
@@ -661,7 +676,12 @@ pub fn dashboard(conn: &mut PgConnection, scope: Scope, default_currency: &str) 
         .load(conn)?,
     };
     let names: &[(&str, &str, &str)] = match scope {
-        Scope::Platform => &[("topup", "topup", ""), ("withdrawal", "withdrawal", ""), ("payment", "payment", ""), ("transfer", "transfer", "")],
+        Scope::Platform => &[
+            ("topup", "topup", ""),
+            ("withdrawal", "withdrawal", ""),
+            ("payment", "payment", ""),
+            ("transfer", "transfer", ""),
+        ],
         Scope::Card(_) => &[
             ("topup", "topup", "dst"),
             ("withdrawal", "withdrawal", "src"),
@@ -671,7 +691,8 @@ pub fn dashboard(conn: &mut PgConnection, scope: Scope, default_currency: &str) 
         ],
         Scope::Merchant(_) | Scope::ApiKey(_) => &[("payment", "payment", "")],
     };
-    let mut currencies: Vec<String> = rows.iter().map(|r| r.currency.clone()).chain(balances.iter().map(|b| b.currency.clone())).collect();
+    let mut currencies: Vec<String> =
+        rows.iter().map(|r| r.currency.clone()).chain(balances.iter().map(|b| b.currency.clone())).collect();
     currencies.push(default_currency.to_owned());
     currencies.sort();
     currencies.dedup();
@@ -700,7 +721,8 @@ pub fn dashboard(conn: &mut PgConnection, scope: Scope, default_currency: &str) 
         if matches!(scope, Scope::Merchant(_)) {
             for r in rows.iter().filter(|r| r.currency == cur && r.kind == "payment") {
                 let name = if r.method.is_empty() { "none".to_owned() } else { r.method.clone() };
-                let f = methods.entry(name.clone()).or_insert(Figure { name, count: 0, amount: 0, reversed: 0, failed: 0 });
+                let f =
+                    methods.entry(name.clone()).or_insert(Figure { name, count: 0, amount: 0, reversed: 0, failed: 0 });
                 match (r.status.as_str(), r.correction) {
                     ("success", false) => {
                         f.count += r.n;

@@ -24,16 +24,19 @@ use crate::ledger::verify::Check;
 pub const KINDS: &[&str] = &["topup", "withdrawal", "transfer", "payment", "refund", "reversal"];
 
 /// The operations of one round, as rows the rollups are built from. `$1` time zone, `$2` < seq <= `$3`
-/// or seq in `$4`. A reversal or refund is filed under the kind it corrects, with the cards in the
-/// roles of the original (money flows back, so its source is the original's destination).
+/// or seq in `$4`. A reversal or refund is filed under the kind, method, merchant and API key of the
+/// operation it corrects, with the cards in the roles of the original (money flows back, so its
+/// source is the original's destination), on the day it happens.
 const BATCH: &str = "b AS ( \
-    SELECT o.id, o.status, COALESCE(o.failure_reason, '') AS reason, COALESCE(o.method, '') AS method, \
+    SELECT o.id, o.status, COALESCE(o.failure_reason, '') AS reason, \
+           COALESCE(CASE WHEN o.reverses_id IS NULL THEN o.method ELSE orig.method END, '') AS method, \
            o.currency, o.amount, (o.created_at AT TIME ZONE $1)::date AS day, \
            CASE WHEN o.reverses_id IS NULL THEN o.kind ELSE COALESCE(orig.kind, o.kind) END AS kind, \
            o.reverses_id IS NOT NULL AS correction, \
            CASE WHEN o.reverses_id IS NULL THEN o.source_card_id ELSE o.dest_card_id END AS src_card, \
            CASE WHEN o.reverses_id IS NULL THEN o.dest_card_id ELSE o.source_card_id END AS dst_card, \
-           o.merchant_id, COALESCE(o.api_key_id, orig.api_key_id) AS api_key_id \
+           CASE WHEN o.reverses_id IS NULL THEN o.merchant_id ELSE orig.merchant_id END AS merchant_id, \
+           CASE WHEN o.reverses_id IS NULL THEN o.api_key_id ELSE orig.api_key_id END AS api_key_id \
     FROM operations o LEFT JOIN operations orig ON orig.id = o.reverses_id \
     WHERE o.kind = ANY('{topup,withdrawal,transfer,payment,refund,reversal}'::text[]) \
       AND ((o.seq > $2 AND o.seq <= $3) OR o.seq = ANY($4)))";
@@ -62,7 +65,8 @@ const POSTINGS: &str = "p AS ( \
     JOIN accounts a ON a.id = p.account_id AND a.kind = 'card' \
     JOIN cards c ON c.account_id = a.id)";
 
-const BALANCE_GROUP: &str = "SELECT 'card'::text AS scope, card_id AS scope_id, currency, day, count(*)::bigint AS postings, \
+const BALANCE_GROUP: &str =
+    "SELECT 'card'::text AS scope, card_id AS scope_id, currency, day, count(*)::bigint AS postings, \
            sum(amount)::bigint AS net, (array_agg(balance_after ORDER BY pid DESC))[1] AS closing, \
            max(pid) AS last_posting FROM p GROUP BY card_id, currency, day \
     UNION ALL \

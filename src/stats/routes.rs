@@ -89,10 +89,14 @@ async fn series(
     Ok(HttpResponse::Ok().json(view))
 }
 
+/// A dashboard; the card or merchant comes from the path, so "not yours" names `id`.
 async fn dashboard(state: &AppState, caller: Caller, scope: Scope) -> Result<HttpResponse, ApiError> {
     let currency = state.settings.money.currency.clone();
     let view = storage::run(&state.db, move |conn| {
-        query::authorize(conn, caller, scope)?;
+        query::authorize(conn, caller, scope).map_err(|e| match e {
+            StatsError::NotFound { what, .. } => StatsError::NotFound { field: "id", what },
+            other => other,
+        })?;
         query::dashboard(conn, scope, &currency)
     })
     .await?;

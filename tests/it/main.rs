@@ -26,4 +26,5 @@ mod merchants_storm;
 mod migrations;
 mod money_flow;
 mod route_policy;
+mod stats;
 mod telemetry_otlp;
