@@ -23,11 +23,24 @@ enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
-    /// Load demo data (an admin and verified demo users), with progress output.
+    /// Load demo data (an admin and verified demo users; with --months, cards, merchants and months of
+    /// operations for the statistics), with progress output.
     Seed {
         /// Number of demo users.
         #[arg(long, default_value_t = 20)]
         users: u32,
+        /// Months of operation history to generate (0 = none).
+        #[arg(long, default_value_t = 0)]
+        months: u32,
+        /// Operations of history to generate.
+        #[arg(long, default_value_t = 100_000)]
+        operations: u64,
+        /// Cards per demo user (history only).
+        #[arg(long, default_value_t = 2)]
+        cards_per_user: u32,
+        /// Active merchants, two API keys each (history only).
+        #[arg(long, default_value_t = 5)]
+        merchants: u32,
     },
     /// Recompute every balance from postings and check every ledger invariant (exit 1 on a violation).
     Verify {
@@ -76,7 +89,15 @@ pub fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings),
         Command::Migrate { action } => migrate(&settings, action),
-        Command::Seed { users } => seed(settings, users),
+        Command::Seed { users, months, operations, cards_per_user, merchants } => {
+            let plan = (months > 0).then_some(crate::stats::seed::HistoryPlan {
+                months,
+                operations,
+                cards_per_user,
+                merchants,
+            });
+            seed(settings, users, plan)
+        }
         Command::Verify { json } => return verify(&settings, json),
         Command::Stats { action: StatsAction::Rebuild } => stats_rebuild(&settings),
         Command::Version => Ok(()),
@@ -126,8 +147,15 @@ fn migrate(settings: &Settings, action: MigrateAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn seed(settings: Settings, users: u32) -> anyhow::Result<()> {
-    actix_web::rt::System::new().block_on(crate::seed::run(settings, users))
+fn seed(settings: Settings, users: u32, history: Option<crate::stats::seed::HistoryPlan>) -> anyhow::Result<()> {
+    actix_web::rt::System::new().block_on(async move {
+        crate::seed::run(settings.clone(), users).await?;
+        if let Some(plan) = history {
+            let state = crate::app::AppState::start(settings).await?;
+            crate::stats::seed::history(&state, plan).await?;
+        }
+        Ok(())
+    })
 }
 
 fn verify(settings: &Settings, json: bool) -> ExitCode {
