@@ -219,7 +219,7 @@ fn generate(state: &AppState, conn: &mut PgConnection, plan: HistoryPlan) -> any
     let mut payments: Vec<Payable> = Vec::new();
     let mut reversible: Vec<Op> = Vec::new();
     let mut refunded: HashMap<uuid::Uuid, (i64, i64)> = HashMap::new(); // payment → (cap, refunded)
-    let mut chunk: Vec<(Op, Vec<(i64, i64, i64)>)> = Vec::with_capacity(CHUNK);
+    let mut chunk: Vec<(Op, Vec<Posting>)> = Vec::with_capacity(CHUNK);
     let mut counts: HashMap<&'static str, u64> = HashMap::new();
     for (i, off) in offsets.into_iter().enumerate() {
         let at = start + Duration::seconds(off);
