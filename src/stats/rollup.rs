@@ -27,7 +27,7 @@ pub const KINDS: &[&str] = &["topup", "withdrawal", "transfer", "payment", "refu
 /// or seq in `$4`. A reversal or refund is filed under the kind, method, merchant and API key of the
 /// operation it corrects, with the cards in the roles of the original (money flows back, so its
 /// source is the original's destination), on the day it happens.
-const BATCH: &str = "b AS ( \
+const BATCH_COLUMNS: &str = "b AS ( \
     SELECT o.id, o.status, COALESCE(o.failure_reason, '') AS reason, \
            COALESCE(CASE WHEN o.reverses_id IS NULL THEN o.method ELSE orig.method END, '') AS method, \
            o.currency, o.amount, (o.created_at AT TIME ZONE $1)::date AS day, \
@@ -37,9 +37,24 @@ const BATCH: &str = "b AS ( \
            CASE WHEN o.reverses_id IS NULL THEN o.dest_card_id ELSE o.source_card_id END AS dst_card, \
            CASE WHEN o.reverses_id IS NULL THEN o.merchant_id ELSE orig.merchant_id END AS merchant_id, \
            CASE WHEN o.reverses_id IS NULL THEN o.api_key_id ELSE orig.api_key_id END AS api_key_id \
-    FROM operations o LEFT JOIN operations orig ON orig.id = o.reverses_id \
-    WHERE o.kind = ANY('{topup,withdrawal,transfer,payment,refund,reversal}'::text[]) \
-      AND ((o.seq > $2 AND o.seq <= $3) OR o.seq = ANY($4)))";
+    FROM ";
+
+/// `BATCH_COLUMNS` over the operations of a round: `$2` < seq <= `$3`, plus the gaps `$4` (two index
+/// range scans on `(kind, seq)`, never a scan of the table).
+const ROUND_OPS: &str = "(SELECT * FROM operations \
+      WHERE kind = ANY('{topup,withdrawal,transfer,payment,refund,reversal}'::text[]) AND seq > $2 AND seq <= $3 \
+      UNION ALL \
+      SELECT * FROM operations \
+      WHERE kind = ANY('{topup,withdrawal,transfer,payment,refund,reversal}'::text[]) AND seq = ANY($4)) o";
+
+/// For `verify`: every operation the rollups cover, seq in (`$2`, `$3`] minus the open gaps `$4`.
+const COVERED_OPS: &str = "(SELECT * FROM operations \
+      WHERE kind = ANY('{topup,withdrawal,transfer,payment,refund,reversal}'::text[]) AND seq > $2 AND seq <= $3 \
+        AND NOT (seq = ANY($4))) o";
+
+fn batch(ops: &str) -> String {
+    format!("{BATCH_COLUMNS}{ops} LEFT JOIN operations orig ON orig.id = o.reverses_id)")
+}
 
 /// The figure rows of a batch, one per scope an operation belongs to.
 const FACTS: &str = "f AS ( \
@@ -74,8 +89,9 @@ const BALANCE_GROUP: &str =
     FROM p GROUP BY currency, day";
 
 fn apply_figures_sql() -> String {
+    let b = batch(ROUND_OPS);
     format!(
-        "WITH {BATCH}, {FACTS} \
+        "WITH {b}, {FACTS} \
          INSERT INTO stats_daily (scope, scope_id, role, kind, correction, status, reason, method, currency, day, n, amount) \
          {FACT_GROUP} \
          ON CONFLICT (scope, scope_id, kind, day, role, correction, status, reason, method, currency) \
@@ -84,8 +100,9 @@ fn apply_figures_sql() -> String {
 }
 
 fn apply_balances_sql() -> String {
+    let b = batch(ROUND_OPS);
     format!(
-        "WITH {BATCH}, {POSTINGS} \
+        "WITH {b}, {POSTINGS} \
          INSERT INTO stats_balance_daily (scope, scope_id, currency, day, postings, net, closing, last_posting) \
          {BALANCE_GROUP} \
          ON CONFLICT (scope, scope_id, currency, day) DO UPDATE SET \
@@ -310,12 +327,7 @@ struct Example {
 pub fn verify(conn: &mut PgConnection) -> QueryResult<Vec<Check>> {
     conn.build_transaction().repeatable_read().read_only().run(|conn| {
         let wm: Watermark = diesel::sql_query("SELECT upto, time_zone FROM stats_watermark WHERE id = 1").get_result(conn)?;
-        // The covered operations are seq <= upto minus the gaps: pass the window as (0, upto] and
-        // subtract the gaps through an anti-join on a filtered batch.
-        let covered = BATCH.replace(
-            "AND ((o.seq > $2 AND o.seq <= $3) OR o.seq = ANY($4)))",
-            "AND o.seq > $2 AND o.seq <= $3 AND NOT (o.seq = ANY($4)))",
-        );
+        let covered = batch(COVERED_OPS);
         let gaps: Vec<i64> = diesel::sql_query("SELECT seq FROM stats_gaps")
             .load::<Seq>(conn)?
             .into_iter()
