@@ -88,21 +88,16 @@ const BALANCE_GROUP: &str =
     SELECT 'all', 0, currency, day, count(*)::bigint, sum(amount)::bigint, NULL::bigint, NULL::bigint \
     FROM p GROUP BY currency, day";
 
-fn apply_figures_sql() -> String {
+/// One statement per round: the batch is read once (a CTE referenced twice is materialised) and both
+/// rollups are upserted from it (the figures through a data-modifying CTE).
+fn apply_sql() -> String {
     let b = batch(ROUND_OPS);
     format!(
-        "WITH {b}, {FACTS} \
-         INSERT INTO stats_daily (scope, scope_id, role, kind, correction, status, reason, method, currency, day, n, amount) \
-         {FACT_GROUP} \
-         ON CONFLICT (scope, scope_id, kind, day, role, correction, status, reason, method, currency) \
-         DO UPDATE SET n = stats_daily.n + EXCLUDED.n, amount = stats_daily.amount + EXCLUDED.amount"
-    )
-}
-
-fn apply_balances_sql() -> String {
-    let b = batch(ROUND_OPS);
-    format!(
-        "WITH {b}, {POSTINGS} \
+        "WITH {b}, {FACTS}, {POSTINGS}, figures AS ( \
+           INSERT INTO stats_daily (scope, scope_id, role, kind, correction, status, reason, method, currency, day, n, amount) \
+           {FACT_GROUP} \
+           ON CONFLICT (scope, scope_id, kind, day, role, correction, status, reason, method, currency) \
+           DO UPDATE SET n = stats_daily.n + EXCLUDED.n, amount = stats_daily.amount + EXCLUDED.amount) \
          INSERT INTO stats_balance_daily (scope, scope_id, currency, day, postings, net, closing, last_posting) \
          {BALANCE_GROUP} \
          ON CONFLICT (scope, scope_id, currency, day) DO UPDATE SET \
@@ -150,13 +145,7 @@ pub struct Round {
 }
 
 fn apply(conn: &mut PgConnection, tz: &str, lo: i64, hi: i64, gaps: &[i64]) -> QueryResult<()> {
-    diesel::sql_query(apply_figures_sql())
-        .bind::<Text, _>(tz)
-        .bind::<BigInt, _>(lo)
-        .bind::<BigInt, _>(hi)
-        .bind::<Array<BigInt>, _>(gaps)
-        .execute(conn)?;
-    diesel::sql_query(apply_balances_sql())
+    diesel::sql_query(apply_sql())
         .bind::<Text, _>(tz)
         .bind::<BigInt, _>(lo)
         .bind::<BigInt, _>(hi)
