@@ -12,6 +12,7 @@ OUT=${OUT:-target/stats-cost.txt}
 SECS=${SECS:-15s}
 ROUNDS=${ROUNDS:-2}
 CONN=${CONN:-128}
+INTERVALS=${INTERVALS:-0 1000}
 DB=${DB:-payd_stats_cost_$(date +%s)}
 export PAYD_ENV=development PAYD_BOOTSTRAP_ADMIN_EMAIL=admin@payd.local PAYD_BOOTSTRAP_ADMIN_PASSWORD=admin-pass-123 \
   PAYD_TELEMETRY__LOG_LEVEL=warn PAYD_SERVER__PORT=$PORT PAYD_CONFIG_DIR=$PWD/config \
@@ -44,7 +45,7 @@ mkdir -p target
 serve 1000
 load setup --scenario uniform --cards 2000 --cards-file "$CARDS" --requests 1
 for r in $(seq 1 "$ROUNDS"); do
-  for interval in 0 1000; do
+  for interval in $INTERVALS; do
     serve "$interval"
     sampler=""
     if [ "$interval" != 0 ]; then
