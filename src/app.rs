@@ -114,6 +114,7 @@ pub struct Running {
 /// When the database cannot be prepared or the address cannot be bound.
 pub async fn run(settings: Settings) -> anyhow::Result<Running> {
     let state = AppState::start(settings).await?;
+    crate::stats::check_time_zone(&state).await?;
     crate::identity::admin::bootstrap_admin(&state).await.map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?;
     let listener = TcpListener::bind((state.settings.server.host.as_str(), state.settings.server.port))?;
     let port = listener.local_addr()?.port();
@@ -155,6 +156,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<Running> {
 /// all) the events workers and the invariant check.
 fn spawn_background(state: &AppState) {
     crate::events::spawn(state);
+    if state.settings.server.role.runs_workers() {
+        // Statistics rollups: background work, with the events workers (safe on several instances).
+        crate::stats::spawn(state);
+    }
     let (st, shutdown) = (state.clone(), state.shutdown.clone());
     let capacity = i64::try_from(state.settings.ledger.queue_capacity).unwrap_or(i64::MAX);
     state.shutdown.spawn("ledger-gauges", async move {

@@ -1,5 +1,5 @@
 //! The command line: `payd serve [--role api|worker|all] | migrate up|down|status | config check |
-//! documents import|export | seed | verify | version`.
+//! documents import|export | seed | verify | stats rebuild | version`.
 
 use std::process::ExitCode;
 
@@ -38,17 +38,35 @@ enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
-    /// Load demo data (an admin and verified demo users), with progress output.
+    /// Load demo data (an admin and verified demo users; with --months, cards, merchants and months of
+    /// operations for the statistics), with progress output.
     Seed {
         /// Number of demo users.
         #[arg(long, default_value_t = 20)]
         users: u32,
+        /// Months of operation history to generate (0 = none).
+        #[arg(long, default_value_t = 0)]
+        months: u32,
+        /// Operations of history to generate.
+        #[arg(long, default_value_t = 100_000)]
+        operations: u64,
+        /// Cards per demo user (history only).
+        #[arg(long, default_value_t = 2)]
+        cards_per_user: u32,
+        /// Active merchants, two API keys each (history only).
+        #[arg(long, default_value_t = 5)]
+        merchants: u32,
     },
     /// Recompute every balance from postings and check every ledger invariant (exit 1 on a violation).
     Verify {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Statistics rollups.
+    Stats {
+        #[command(subcommand)]
+        action: StatsAction,
     },
     /// Print the version.
     Version,
@@ -76,6 +94,12 @@ enum DocumentsAction {
         #[arg(long)]
         to: std::path::PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum StatsAction {
+    /// Recompute every statistics rollup from the ledger (in `stats.time_zone`).
+    Rebuild,
 }
 
 #[derive(Subcommand)]
@@ -132,8 +156,17 @@ pub fn main() -> ExitCode {
         }
         Command::Documents { action } => documents(&settings, action),
         Command::Migrate { action } => migrate(&settings, action),
-        Command::Seed { users } => seed(settings, users),
+        Command::Seed { users, months, operations, cards_per_user, merchants } => {
+            let plan = (months > 0).then_some(crate::stats::seed::HistoryPlan {
+                months,
+                operations,
+                cards_per_user,
+                merchants,
+            });
+            seed(settings, users, plan)
+        }
         Command::Verify { json } => return verify(&settings, json),
+        Command::Stats { action: StatsAction::Rebuild } => stats_rebuild(&settings),
         Command::Version => Ok(()),
     };
     match result {
@@ -288,15 +321,26 @@ fn migrate_wait(settings: &Settings, timeout: std::time::Duration) -> anyhow::Re
     }
 }
 
-fn seed(settings: Settings, users: u32) -> anyhow::Result<()> {
-    actix_web::rt::System::new().block_on(crate::seed::run(settings, users))
+fn seed(settings: Settings, users: u32, history: Option<crate::stats::seed::HistoryPlan>) -> anyhow::Result<()> {
+    actix_web::rt::System::new().block_on(async move {
+        crate::seed::run(settings.clone(), users).await?;
+        if let Some(plan) = history {
+            let state = crate::app::AppState::start(settings).await?;
+            crate::stats::seed::history(&state, plan).await?;
+        }
+        Ok(())
+    })
 }
 
 fn verify(settings: &Settings, json: bool) -> ExitCode {
     use diesel::Connection;
-    let report = diesel::PgConnection::establish(settings.database.url.expose())
-        .map_err(anyhow::Error::from)
-        .and_then(|mut conn| crate::ledger::verify::run(&mut conn).map_err(anyhow::Error::from));
+    let report = diesel::PgConnection::establish(settings.database.url.expose()).map_err(anyhow::Error::from).and_then(
+        |mut conn| {
+            let mut report = crate::ledger::verify::run(&mut conn)?;
+            report.checks.extend(crate::stats::rollup::verify(&mut conn)?);
+            Ok(report)
+        },
+    );
     match report {
         Ok(r) => {
             if json {
@@ -315,4 +359,23 @@ fn verify(settings: &Settings, json: bool) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn stats_rebuild(settings: &Settings) -> anyhow::Result<()> {
+    use diesel::Connection;
+    let mut conn = diesel::PgConnection::establish(settings.database.url.expose())?;
+    let tz = &settings.stats.time_zone;
+    if !crate::stats::rollup::time_zone_known(&mut conn, tz)? {
+        anyhow::bail!("stats.time_zone: unknown time zone {tz:?}");
+    }
+    let started = std::time::Instant::now();
+    let r = crate::stats::rollup::rebuild(&mut conn, tz)?;
+    println!(
+        "statistics rebuilt in {:.1?}: {} operations up to seq {} ({} recent seqs not visible yet), time zone {tz}",
+        started.elapsed(),
+        r.counted,
+        r.upto,
+        r.gaps
+    );
+    Ok(())
 }

@@ -52,6 +52,7 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     #[serde(default)]
     pub rate_limits: RateLimitSettings,
+    pub stats: StatsSettings,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -274,6 +275,27 @@ fn default_commit_retries() -> u32 {
 }
 fn default_commit_retry_backoff_ms() -> u64 {
     20
+}
+
+/// Statistics rollups (`src/stats`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct StatsSettings {
+    /// IANA zone of the calendar days, months and years (changing it rebuilds the rollups).
+    pub time_zone: String,
+    /// How often the rollup job takes in newly committed operations (0 = off).
+    pub interval_ms: u64,
+    /// Most operations one round takes in.
+    pub max_batch: i64,
+    /// How long a skipped `seq` (a transaction not yet committed) is looked for before it is
+    /// considered rolled back.
+    pub gap_grace_secs: i64,
+}
+
+impl Default for StatsSettings {
+    fn default() -> Self {
+        Self { time_zone: "UTC".into(), interval_ms: 1000, max_batch: 50_000, gap_grace_secs: 120 }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]

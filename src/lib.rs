@@ -18,6 +18,7 @@ pub mod notify;
 pub mod payments;
 pub mod seed;
 pub mod shutdown;
+pub mod stats;
 pub mod storage;
 pub mod telemetry;
 

@@ -281,3 +281,16 @@ impl From<WebhookError> for ApiError {
         }
     }
 }
+
+impl From<crate::stats::StatsError> for ApiError {
+    fn from(e: crate::stats::StatsError) -> Self {
+        use crate::stats::StatsError as E;
+        let msg = e.to_string();
+        match e {
+            E::Invalid { field, .. } => Self::validation(field, msg),
+            E::Forbidden(_) => Self::forbidden(msg),
+            E::NotFound { field, what } => Self::not_found(what).with_field(field),
+            E::Storage(s) => s.into(),
+        }
+    }
+}

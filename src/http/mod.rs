@@ -124,6 +124,7 @@ pub fn api_for(env: crate::config::Environment) -> Api {
     crate::events::webhooks::routes::register(&mut api);
     crate::merchants::routes::register(&mut api);
     crate::merchants::payments::register(&mut api);
+    crate::stats::routes::register(&mut api);
     api
 }
 

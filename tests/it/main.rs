@@ -33,4 +33,5 @@ mod money_flow;
 mod reads;
 mod route_policy;
 mod secrets_scan;
+mod stats;
 mod telemetry_otlp;
