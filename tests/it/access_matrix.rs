@@ -153,6 +153,11 @@ async fn someone_elses_object_answers_exactly_like_a_missing_one_on_every_route_
     let mut by_caller: HashMap<&str, usize> = HashMap::new();
     for route in api.routes.iter().filter(|r| r.path.contains('{')) {
         let names = params(&route.path);
+        // `/stats/{kind}` names a statistics family, not an object: its scopes (`card_id`,
+        // `merchant_id`, `api_key_id`) are query parameters, walked by tests/it/stats.rs's access test.
+        if names.iter().any(|n| n == "kind") {
+            continue;
+        }
         let first = op_for(&route.path);
         let uuid_ids = first.contains('-');
         let mut real = HashMap::new();
