@@ -157,8 +157,10 @@ const CHECKS: &[(&str, &str)] = &[
     (
         "refund totals equal successful refunds",
         "SELECT 'payment ' || t.payment_id::text AS example FROM refund_totals t \
-         WHERE t.refunded <> (SELECT COALESCE(sum(r.amount), 0) FROM operations r \
-           WHERE r.reverses_id = t.payment_id AND r.kind = 'refund' AND r.status = 'success')",
+         LEFT JOIN (SELECT reverses_id, sum(amount) AS total FROM operations \
+                    WHERE kind = 'refund' AND status = 'success' GROUP BY reverses_id) r \
+           ON r.reverses_id = t.payment_id \
+         WHERE t.refunded <> COALESCE(r.total, 0)",
     ),
     (
         "every posting belongs to an operation and an account",
