@@ -277,7 +277,8 @@ async fn a_storm_leaves_no_card_data_password_token_or_key_in_the_database_or_th
             for line in text.lines().filter(|l| l.contains(&masked) || l.contains(&c.number[6..12])) {
                 // Addresses and timestamps are numeric noise, not data beside the card.
                 let line = noise.replace_all(line, " ");
-                let tokens = line.split(|ch: char| !ch.is_ascii_digit());
+                // Alphanumeric tokens: a digit run inside a UUID or hex id ("729a") is not a CVV.
+                let tokens = line.split(|ch: char| !ch.is_ascii_alphanumeric());
                 if tokens.into_iter().any(|t| t == c.cvv) {
                     leaks.push(format!("card {}'s CVV beside its number in the {place}: {line}", c.id));
                 }
