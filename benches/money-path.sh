@@ -14,28 +14,8 @@ PORT=${BENCH_PORT:-18090}
 OUT=${OUT:-target/money-path.txt}
 SECS=${SECS:-15s}
 HISTORY=${HISTORY:-1000000}
-export PAYD_ENV=development PAYD_BOOTSTRAP_ADMIN_EMAIL=admin@payd.local PAYD_BOOTSTRAP_ADMIN_PASSWORD=admin-pass-123 \
-  PAYD_TELEMETRY__LOG_LEVEL=warn PAYD_SERVER__PORT=$PORT PAYD_CONFIG_DIR=$PWD/config \
-  PAYD_EVENTS__RELAY_ENABLED=false PAYD_EVENTS__CONSUMERS_ENABLED=false PAYD_RATE_LIMITS__ENABLED=false \
-  PAYD_STATS__INTERVAL_MS=0
-pid=""
-stop() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; fi; }
-trap stop EXIT
-
-# serve DB: a payd on database DB (created and migrated on start).
-serve() {
-  stop
-  export PAYD_DATABASE__URL="postgres://postgres@127.0.0.1:5432/$1"
-  "$BIN/payd" serve >"target/money-path-$1.log" 2>&1 </dev/null &
-  pid=$!
-  for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.5; done
-}
-load() {
-  local name=$1; shift
-  echo "== $(date +%T) $name: $*" | tee -a "$OUT"
-  "$BIN/payd-load" --base-url "http://127.0.0.1:$PORT" --no-verify "$@" 2>&1 \
-    | grep -E '^(requests|retries|throughput|latency|by status|history)|history:' | sed "s/^/[$name] /" | tee -a "$OUT"
-}
+LOG_PREFIX=money-path
+. benches/lib.sh
 
 mkdir -p target
 stamp=$(date +%s)

@@ -18,27 +18,8 @@ SECS=${SECS:-15s}
 WRK_SECS=${WRK_SECS:-10s}
 HISTORY=${HISTORY:-1000000}
 CARDS_N=${CARDS_N:-2000}
-export PAYD_ENV=development PAYD_BOOTSTRAP_ADMIN_EMAIL=admin@payd.local PAYD_BOOTSTRAP_ADMIN_PASSWORD=admin-pass-123 \
-  PAYD_TELEMETRY__LOG_LEVEL=warn PAYD_SERVER__PORT=$PORT PAYD_CONFIG_DIR=$PWD/config \
-  PAYD_EVENTS__RELAY_ENABLED=false PAYD_EVENTS__CONSUMERS_ENABLED=false
-BASE=http://127.0.0.1:$PORT
-pid=""
-stop() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; fi; }
-trap stop EXIT
-
-serve() {
-  stop
-  export PAYD_DATABASE__URL="postgres://postgres@127.0.0.1:5432/$1"
-  "$BIN/payd" serve >"target/reads-$1.log" 2>&1 </dev/null &
-  pid=$!
-  for _ in $(seq 1 120); do curl -sf "$BASE/readyz" >/dev/null && break; sleep 0.5; done
-}
-load() {
-  local name=$1; shift
-  echo "== $(date +%T) $name: $* (load average $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$OUT"
-  "$BIN/payd-load" --base-url "$BASE" --no-verify "$@" 2>&1 \
-    | grep -E '^(requests|throughput|latency|by status)|history:|  error' | sed "s/^/[$name] /" | tee -a "$OUT"
-}
+LOG_PREFIX=reads
+. benches/lib.sh
 single() {
   local name=$1 path=$2 conns=$3
   command -v wrk >/dev/null || { echo "[wrk] not installed; skipped" | tee -a "$OUT"; return; }

@@ -179,11 +179,11 @@ impl<R: UniqueKey + Clone + Send + 'static> LedgerStore for MemoryStore<R> {
         // skips that entry only; every posting keeps its account at or above its floor.
         let mut work: BTreeMap<AccountId, (i64, i64)> = BTreeMap::new();
         let mut batch_keys: HashSet<String> = HashSet::new();
-        let mut decided: Vec<Option<Result<(), EntryOutcome>>> = Vec::with_capacity(entries.len());
+        let mut decided: Vec<Result<(), EntryOutcome>> = Vec::with_capacity(entries.len());
         for entry in entries {
             if let Some(k) = entry.record.unique_key() {
                 if g.keys.contains(k) || !batch_keys.insert(k.to_owned()) {
-                    decided.push(Some(Err(EntryOutcome::Duplicate)));
+                    decided.push(Err(EntryOutcome::Duplicate));
                     continue;
                 }
             }
@@ -234,11 +234,11 @@ impl<R: UniqueKey + Clone + Send + 'static> LedgerStore for MemoryStore<R> {
                             })
                         })
                         .collect();
-                    decided.push(Some(Err(EntryOutcome::Refused { refusal, current })));
+                    decided.push(Err(EntryOutcome::Refused { refusal, current }));
                 }
                 None => {
                     work = trial;
-                    decided.push(Some(Ok(())));
+                    decided.push(Ok(()));
                 }
             }
         }
@@ -256,7 +256,7 @@ impl<R: UniqueKey + Clone + Send + 'static> LedgerStore for MemoryStore<R> {
         let mut out = Vec::with_capacity(entries.len());
         for (entry, d) in entries.iter().zip(decided) {
             match d {
-                Some(Ok(())) => {
+                Ok(()) => {
                     if let Some(k) = entry.record.unique_key() {
                         g.keys.insert(k.to_string());
                     }
@@ -265,8 +265,7 @@ impl<R: UniqueKey + Clone + Send + 'static> LedgerStore for MemoryStore<R> {
                         entry.accounts().iter().filter_map(|id| finals.get(id).copied()).collect(),
                     ));
                 }
-                Some(Err(o)) => out.push(o),
-                None => {}
+                Err(o) => out.push(o),
             }
         }
         Ok(out)
