@@ -33,7 +33,7 @@ enum Scenario {
     Zipf,
     /// Every transfer from one source card to one destination card.
     Hot,
-    /// Merchant payments (needs `/api/v1/payments`; not available yet).
+    /// Merchant payments with an API key: every card pays the run's one merchant (`POST /api/v1/payments`).
     Merchant,
     /// Reads only, over uniformly drawn cards: balance 50 %, card 15 %, statement page (20) 15 %,
     /// the card's transfer list (20) 10 %, `/auth/me` 10 %.
