@@ -371,8 +371,7 @@ async fn by_user(
 }
 
 async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let card = storage::run(&state.db, move |conn| find_for(conn, id, &user)).await?;
+    let card = state.cards.get_for(&state.db, id.into_inner(), &user).await?;
     Ok(HttpResponse::Ok().json(CardView::new(card, &state.settings.money.currency)))
 }
 
@@ -415,6 +414,7 @@ async fn update(
         )
     })
     .await?;
+    state.cards.changed(card.id);
     Ok(HttpResponse::Ok().json(CardView::new(card, &state.settings.money.currency)))
 }
 
@@ -495,6 +495,7 @@ async fn lifecycle(
         Ok(upd)
     })
     .await?;
+    state.cards.changed(card.id);
     // Tell a live card actor at once (the ledger guard already refuses debits either way).
     let snapshot = {
         let pool = state.db.clone();
@@ -521,6 +522,7 @@ async fn unlock(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) 
         )
     })
     .await?;
+    state.cards.changed(id);
     state.cache.delete(&format!("cardfail:{id}")).await.map_err(|e| {
         tracing::warn!(error = %e, "redis unavailable");
         ApiError::unavailable("rate-limit store unavailable, retry later")
@@ -623,9 +625,9 @@ async fn statement(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let (limit, cursor, window) = q.resolve()?;
+    let account_id = state.cards.get_for(&state.db, id, &user).await?.account_id;
     let lines = storage::run(&state.db, move |conn| {
-        let card = find_for(conn, id, &user)?;
-        Ok::<_, CardsError>(statement_lines(conn, card.account_id, window, limit, cursor)?)
+        statement_lines(conn, account_id, window, limit, cursor).map_err(StorageError::from)
     })
     .await?;
     Ok(HttpResponse::Ok().json(Page::from_rows(lines, limit, |l| l.posting_id)))
