@@ -56,7 +56,7 @@ function request()
   if mode == "mixed" and n % 11 == 0 then
     local from, to = pick(), pick()
     while to == from do to = pick() end
-    local body = '{"from_card_id":' .. from .. ',"to_card_id":' .. to .. ',"amount":1}'
+    local body = '{"from_card_id":' .. from .. ',"to_card_id":' .. to .. ',"amount":50000}'
     return wrk.format("POST", "/api/v1/transfers", {
       ["Authorization"] = auth,
       ["Content-Type"] = "application/json",

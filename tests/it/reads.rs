@@ -491,3 +491,150 @@ async fn operation_lists_answer_as_the_reference_query() {
     assert_eq!(checked, 3 * 3 * 4 * 4 * 3 * 3);
     assert!(paged > 50, "only {paged} lists longer than a page: the data does not exercise the lists");
 }
+
+/// Follows `next_cursor` from `path` (which has a query string) to the end; every item's `field`.
+async fn all_pages(app: &TestApp, token: &str, path: &str, field: &str) -> Vec<Value> {
+    let mut got = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}&cursor={c}"),
+            None => path.to_owned(),
+        };
+        let (s, page) = app.get(&url, Some(token)).await;
+        assert_eq!(s, 200, "{url}: {page}");
+        got.extend(page["items"].as_array().unwrap().iter().map(|i| i[field].clone()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return got,
+        }
+    }
+}
+
+/// Card lists (two fixed statements now) and statements (the card from the cache, then one fixed
+/// statement) answer as the queries built per request did (kept here as the reference), page by page.
+#[actix_web::test]
+async fn card_lists_and_statements_answer_as_the_reference_queries() {
+    use diesel::prelude::*;
+    use payd::storage::schema::{cards, operations, postings};
+
+    let app = TestApp::spawn_with(read_settings()).await;
+    let admin = app.admin_token().await;
+    let (u1, t1, _) = app.user("cards-one@example.com").await;
+    let (u2, t2, _) = app.user("cards-two@example.com").await;
+    let mut mine = Vec::new();
+    for t in [&t1, &t1, &t2, &t1, &t2, &t1] {
+        mine.push(issue(&app, t).await);
+    }
+    let (s, v) = app.post(&format!("/api/v1/cards/{}/freeze", mine[1]), Some(&t1), json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    for action in ["close", "archive"] {
+        let (s, v) = app.post(&format!("/api/v1/cards/{}/{action}", mine[3]), Some(&t1), json!({})).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (s, v) = app.post(&format!("/api/v1/cards/{}/close", mine[4]), Some(&t2), json!({})).await;
+    assert_eq!(s, 200, "{v}");
+
+    let mut conn = app.db();
+    let mut checked = 0;
+    for (token, user, path_user) in
+        [(&admin, None, None), (&admin, Some(u1), None), (&t1, Some(u1), None), (&t2, Some(u2), Some(u2))]
+    {
+        for status in [None, Some("active"), Some("frozen"), Some("closed")] {
+            for archived in ["active", "archived", "all"] {
+                let mut q = cards::table.select(cards::id).order(cards::id.desc()).into_boxed();
+                if let Some(u) = user {
+                    q = q.filter(cards::user_id.eq(u));
+                }
+                if let Some(s) = status {
+                    q = q.filter(cards::status.eq(s));
+                }
+                q = match archived {
+                    "active" => q.filter(cards::archived_at.is_null()),
+                    "archived" => q.filter(cards::archived_at.is_not_null()),
+                    _ => q,
+                };
+                let want: Vec<Value> = q.load::<i64>(&mut conn).unwrap().into_iter().map(Value::from).collect();
+                let mut query = format!("limit=2&archived={archived}");
+                if let Some(s) = status {
+                    query.push_str(&format!("&status={s}"));
+                }
+                let path = match (path_user, user) {
+                    (Some(u), _) => format!("/api/v1/users/{u}/cards?{query}"),
+                    (None, Some(u)) if token == &admin => format!("/api/v1/cards?user_id={u}&{query}"),
+                    _ => format!("/api/v1/cards?{query}"),
+                };
+                assert_eq!(all_pages(&app, token, &path, "id").await, want, "{path}");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 4 * 4 * 3);
+
+    // Statements: a card with postings on both sides, whole and in time windows.
+    let (a, b) = (mine[0], mine[2]);
+    let mut n = 0;
+    for (token, path, body) in [
+        (&admin, "/api/v1/topups", json!({"card_id": a, "amount": 1_000_000, "method": "ovo"})),
+        (&admin, "/api/v1/topups", json!({"card_id": b, "amount": 1_000_000, "method": "ovo"})),
+        (&t1, "/api/v1/transfers", json!({"from_card_id": a, "to_card_id": b, "amount": 100_000})),
+        (&t2, "/api/v1/transfers", json!({"from_card_id": b, "to_card_id": a, "amount": 60_000})),
+        (&admin, "/api/v1/withdrawals", json!({"card_id": a, "amount": 70_000})),
+        (&t1, "/api/v1/transfers", json!({"from_card_id": a, "to_card_id": b, "amount": 50_000})),
+    ] {
+        n += 1;
+        let (s, v) = money(&app, token, path, &format!("st-{n}"), body).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let account: i64 = cards::table.find(a).select(cards::account_id).first(&mut conn).unwrap();
+    let times: Vec<DateTime<Utc>> = postings::table
+        .filter(postings::account_id.eq(account))
+        .order(postings::id)
+        .select(postings::created_at)
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(times.len(), 5);
+    let param = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).replace('+', "%2B");
+    for (from, to) in [(None, None), (Some(times[1]), None), (None, Some(times[3])), (Some(times[2]), Some(times[4]))] {
+        let mut q = postings::table
+            .inner_join(operations::table)
+            .filter(postings::account_id.eq(account))
+            .select((postings::id, operations::kind, postings::amount, postings::balance_after))
+            .order(postings::id.desc())
+            .into_boxed();
+        if let Some(f) = from {
+            q = q.filter(postings::created_at.ge(f));
+        }
+        if let Some(t) = to {
+            q = q.filter(postings::created_at.le(t));
+        }
+        let want: Vec<(i64, String, i64, i64)> = q.load(&mut conn).unwrap();
+        assert!(!want.is_empty());
+        let mut path = format!("/api/v1/cards/{a}/statement?limit=2");
+        if let Some(f) = &from {
+            path.push_str(&format!("&from={}", param(f)));
+        }
+        if let Some(t) = &to {
+            path.push_str(&format!("&to={}", param(t)));
+        }
+        for token in [&admin, &t1] {
+            let ids = all_pages(&app, token, &path, "posting_id").await;
+            let kinds = all_pages(&app, token, &path, "kind").await;
+            let amounts = all_pages(&app, token, &path, "amount").await;
+            let after = all_pages(&app, token, &path, "balance_after").await;
+            let got: Vec<(i64, String, i64, i64)> = (0..ids.len())
+                .map(|i| {
+                    (
+                        ids[i].as_i64().unwrap(),
+                        kinds[i].as_str().unwrap().to_owned(),
+                        amounts[i].as_i64().unwrap(),
+                        after[i].as_i64().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{path}");
+        }
+        let (s, _) = app.get(&path, Some(&t2)).await;
+        assert_eq!(s, 404, "someone else's statement");
+    }
+}
