@@ -35,6 +35,8 @@ pub struct AppState {
     pub revocations: crate::identity::revocations::Revocations,
     /// `/auth/me` profiles cached in process (`identity::profiles`).
     pub profiles: crate::identity::profiles::Profiles,
+    /// Card rows cached in process (`cards::cache`).
+    pub cards: crate::cards::cache::Cards,
 }
 
 impl AppState {
@@ -63,6 +65,10 @@ impl AppState {
             settings.database.url.expose(),
             std::time::Duration::from_millis(settings.auth.revocation_staleness_ms),
         );
+        let cards = crate::cards::cache::Cards::start(
+            settings.database.url.expose(),
+            std::time::Duration::from_millis(settings.ledger.read_staleness_ms),
+        );
         Ok(Self {
             shutdown,
             keys: Arc::new(TokenKeys::new(&settings.auth)),
@@ -75,6 +81,7 @@ impl AppState {
             blobs,
             revocations,
             profiles,
+            cards,
         })
     }
 }
