@@ -35,6 +35,8 @@ pub struct AppState {
     pub revocations: crate::identity::revocations::Revocations,
     /// `/auth/me` profiles cached in process (`identity::profiles`).
     pub profiles: crate::identity::profiles::Profiles,
+    /// Merchant API keys cached in process (`merchants::keys`).
+    pub api_keys: crate::merchants::keys::KeyCache,
 }
 
 impl AppState {
@@ -63,7 +65,12 @@ impl AppState {
             settings.database.url.expose(),
             std::time::Duration::from_millis(settings.auth.revocation_staleness_ms),
         );
+        let api_keys = crate::merchants::keys::cache(
+            settings.database.url.expose(),
+            std::time::Duration::from_millis(settings.auth.revocation_staleness_ms),
+        );
         Ok(Self {
+            api_keys,
             shutdown,
             keys: Arc::new(TokenKeys::new(&settings.auth)),
             settings: Arc::new(settings),
