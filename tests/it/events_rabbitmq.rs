@@ -65,7 +65,9 @@ async fn a_storm_arrives_exactly_once_and_in_order_per_key() {
     eventually(Duration::from_secs(60), "notifier and webhook dispatcher caught up", || {
         let n = count(&mut conn, "SELECT count(*) AS n FROM processed_events WHERE consumer = 'notifier'");
         let w = count(&mut conn, "SELECT count(*) AS n FROM processed_events WHERE consumer = 'webhooks'");
-        n == mailed_events(&mut conn) && w == i64::try_from(rows.len()).unwrap()
+        // No merchant events in the storm: the dispatcher records none (events that cannot become a
+        // webhook write nothing).
+        n == mailed_events(&mut conn) && w == 0
     })
     .await;
     cleanup(&exchange, &["notifier", "webhooks", "probe"]).await;
