@@ -37,6 +37,8 @@ pub struct AppState {
     pub profiles: crate::identity::profiles::Profiles,
     /// Card rows cached in process (`cards::cache`).
     pub cards: crate::cards::cache::Cards,
+    /// Merchant API keys cached in process (`merchants::keys`).
+    pub api_keys: crate::merchants::keys::KeyCache,
 }
 
 impl AppState {
@@ -69,7 +71,12 @@ impl AppState {
             settings.database.url.expose(),
             std::time::Duration::from_millis(settings.ledger.read_staleness_ms),
         );
+        let api_keys = crate::merchants::keys::cache(
+            settings.database.url.expose(),
+            std::time::Duration::from_millis(settings.auth.revocation_staleness_ms),
+        );
         Ok(Self {
+            api_keys,
             shutdown,
             keys: Arc::new(TokenKeys::new(&settings.auth)),
             settings: Arc::new(settings),

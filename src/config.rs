@@ -53,6 +53,8 @@ pub struct Settings {
     #[serde(default)]
     pub rate_limits: RateLimitSettings,
     pub stats: StatsSettings,
+    #[serde(default)]
+    pub notifications: NotificationSettings,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -396,6 +398,22 @@ impl Default for RateLimitSettings {
     }
 }
 
+/// The money notifications a user gets until they choose (`notify::preferences`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct NotificationSettings {
+    /// Minor units: by default a transfer is e-mailed to its sender and receiver only from this amount
+    /// (0 = every transfer). Top-ups, withdrawals and payments are e-mailed by default.
+    pub transfer_min_amount: i64,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        // IDR 1,000,000.00
+        Self { transfer_min_amount: 100_000_000 }
+    }
+}
+
 /// Where merchant documents are stored.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -619,6 +637,9 @@ impl Settings {
         }
         if self.money.min_amount <= 0 || self.money.max_amount < self.money.min_amount {
             return Err(invalid("money.min_amount", "must be positive and not above money.max_amount"));
+        }
+        if self.notifications.transfer_min_amount < 0 {
+            return Err(invalid("notifications.transfer_min_amount", "must be zero or more (minor units)"));
         }
         for (key, value, default) in [
             ("cards.cvv_key", &self.cards.cvv_key, "dev-only-cvv-key"),

@@ -164,7 +164,11 @@ pub fn spawn_relay(state: &crate::app::AppState) {
 /// Subscribes the notifier and the webhook dispatcher and starts the e-mail and webhook senders.
 pub fn spawn_consumers(state: &crate::app::AppState) {
     let ev = &state.settings.events;
-    let notifier = crate::notify::notifier::Notifier::new(state.db.clone(), state.events.wake.mail.clone());
+    let notifier = crate::notify::notifier::Notifier::new(
+        state.db.clone(),
+        state.events.wake.mail.clone(),
+        crate::notify::preferences::Preferences::defaults(&state.settings.notifications),
+    );
     let webhooks = webhooks::Dispatcher::new(state.db.clone(), state.events.wake.webhooks.clone());
     for consumer in [
         Consumer::new(NOTIFIER, Arc::new(notifier), state.db.clone(), ev),

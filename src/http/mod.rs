@@ -118,6 +118,7 @@ pub fn api_for(env: crate::config::Environment) -> Api {
     if env != crate::config::Environment::Production {
         crate::notify::routes::register(&mut api);
     }
+    crate::notify::preferences::register(&mut api);
     crate::cards::routes::register(&mut api);
     crate::payments::routes::register(&mut api);
     crate::events::routes::register(&mut api);

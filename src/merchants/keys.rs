@@ -1,7 +1,16 @@
 //! Merchant API keys: `pk_<key id>_<secret>`, the secret shown once and stored as a keyed hash;
 //! authentication of `X-Api-Key` (only an active merchant's unrevoked, unexpired key passes).
+//!
+//! Keys are cached in process ([`KeyCache`]), so a payment costs no database trip to authenticate.
+//! Triggers on `merchant_api_keys` and `merchants` notify channel `payd_api_keys` with the key ids
+//! concerned when a revocation, rotation, expiry or merchant status change commits; every instance's
+//! listener drops them. The bound is `auth.revocation_staleness_ms`, proved by the listener's own
+//! heartbeat (see `storage::notified`): once the revoking request has been answered, the key is refused
+//! on every instance within the bound. Expiry is checked against the clock on every request.
 
 use std::future::{ready, Ready};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use actix_web::http::header::HeaderMap;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
@@ -12,8 +21,37 @@ use rand::RngCore;
 use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::merchants::MerchantError;
+use crate::storage::notified::Notified;
 use crate::storage::schema::{merchant_api_keys, merchants};
 use crate::storage::{self, StorageError};
+
+/// The channel the key triggers notify (migration `api_key_cache`).
+const CHANNEL: &str = "payd_api_keys";
+
+/// A key as authentication needs it, by public key id.
+#[derive(Debug, Clone)]
+pub struct CachedKey {
+    id: i64,
+    merchant_id: i64,
+    secret_hash: String,
+    revoked: bool,
+    expires_at: Option<DateTime<Utc>>,
+    merchant_status: String,
+    account_id: i64,
+    /// Unix seconds of the last `last_used_at` write (shared by the clones of this entry).
+    last_used: Arc<AtomicI64>,
+}
+
+/// The API keys of one instance, invalidated by the database (see the module documentation).
+pub type KeyCache = Notified<String, CachedKey>;
+
+/// Keys cached at most per instance (a full cache starts over).
+const MAX_CACHED: usize = 100_000;
+
+/// Starts this instance's key cache (its own listening connection to `url`).
+pub fn cache(url: &str, bound: std::time::Duration) -> KeyCache {
+    Notified::start(url, CHANNEL, bound, MAX_CACHED)
+}
 
 pub const HEADER: &str = "x-api-key";
 
@@ -50,51 +88,75 @@ fn same(a: &str, b: &str) -> bool {
 
 type KeyRow = (i64, i64, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>, String, i64);
 
-/// Authenticates `X-Api-Key`.
+/// Authenticates `X-Api-Key`: from the instance's key cache when it is provably current, otherwise
+/// from the database (and then cached).
 ///
 /// # Errors
 /// 401 for a missing, malformed, unknown, revoked or expired key; 403 when the merchant is not active.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<MerchantPrincipal, ApiError> {
     let raw = headers.get(HEADER).and_then(|v| v.to_str().ok()).ok_or(MerchantError::MissingKey)?;
     let (key_id, secret) = parse(raw.trim()).ok_or(MerchantError::InvalidKey)?;
-    let (key_id, hash) = (key_id.to_owned(), state.keys.hash(secret));
-    let row: Option<KeyRow> = storage::run(&state.db, move |conn| {
-        merchant_api_keys::table
-            .inner_join(merchants::table)
-            .filter(merchant_api_keys::key_id.eq(&key_id))
-            .select((
-                merchant_api_keys::id,
-                merchant_api_keys::merchant_id,
-                merchant_api_keys::secret_hash,
-                merchant_api_keys::revoked_at,
-                merchant_api_keys::expires_at,
-                merchant_api_keys::last_used_at,
-                merchants::status,
-                merchants::account_id,
-            ))
-            .first(conn)
-            .optional()
-            .map_err(StorageError::from)
-    })
-    .await?;
-    let (id, merchant_id, stored, revoked, expires, last_used, status, account_id) =
-        row.ok_or(MerchantError::InvalidKey)?;
-    if !same(&stored, &hash) {
+    let hash = state.keys.hash(secret);
+    let key = match state.api_keys.get(key_id) {
+        Some(k) => k,
+        None => {
+            let generation = state.api_keys.generation();
+            let kid = key_id.to_owned();
+            let row: Option<KeyRow> = storage::run(&state.db, move |conn| {
+                merchant_api_keys::table
+                    .inner_join(merchants::table)
+                    .filter(merchant_api_keys::key_id.eq(&kid))
+                    .select((
+                        merchant_api_keys::id,
+                        merchant_api_keys::merchant_id,
+                        merchant_api_keys::secret_hash,
+                        merchant_api_keys::revoked_at,
+                        merchant_api_keys::expires_at,
+                        merchant_api_keys::last_used_at,
+                        merchants::status,
+                        merchants::account_id,
+                    ))
+                    .first(conn)
+                    .optional()
+                    .map_err(StorageError::from)
+            })
+            .await?;
+            let (id, merchant_id, secret_hash, revoked, expires_at, last_used, merchant_status, account_id) =
+                row.ok_or(MerchantError::InvalidKey)?;
+            let key = CachedKey {
+                id,
+                merchant_id,
+                secret_hash,
+                revoked: revoked.is_some(),
+                expires_at,
+                merchant_status,
+                account_id,
+                last_used: Arc::new(AtomicI64::new(last_used.map_or(0, |t| t.timestamp()))),
+            };
+            state.api_keys.put(generation, key_id.to_owned(), key.clone());
+            key
+        }
+    };
+    if !same(&key.secret_hash, &hash) {
         return Err(MerchantError::InvalidKey.into());
     }
-    if revoked.is_some() {
+    if key.revoked {
         return Err(MerchantError::RevokedKey.into());
     }
     let now = Utc::now();
-    if expires.is_some_and(|e| e <= now) {
+    if key.expires_at.is_some_and(|e| e <= now) {
         return Err(MerchantError::ExpiredKey.into());
     }
-    if status != "active" {
-        return Err(MerchantError::Inactive(status).into());
+    if key.merchant_status != "active" {
+        return Err(MerchantError::Inactive(key.merchant_status).into());
     }
-    // Last-used time, at most once a minute per key (no write on every payment).
-    if last_used.is_none_or(|t| now - t > chrono::Duration::seconds(60)) {
-        let pool = state.db.clone();
+    // Last-used time, at most once a minute per key and instance (no write on every payment; the
+    // column notifies nothing, so it does not invalidate the caches).
+    let last = key.last_used.load(Ordering::Relaxed);
+    if now.timestamp() - last > 60
+        && key.last_used.compare_exchange(last, now.timestamp(), Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    {
+        let (pool, id) = (state.db.clone(), key.id);
         tokio::task::spawn_blocking(move || {
             if let Ok(mut conn) = pool.get() {
                 let _ = diesel::update(merchant_api_keys::table.find(id))
@@ -103,7 +165,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Merch
             }
         });
     }
-    Ok(MerchantPrincipal { merchant_id, key_id: id, account_id })
+    Ok(MerchantPrincipal { merchant_id: key.merchant_id, key_id: key.id, account_id: key.account_id })
 }
 
 impl FromRequest for MerchantPrincipal {

@@ -497,6 +497,8 @@ async fn decide(
     })
     .await?;
     crate::metrics::count("merchant_decision", action);
+    // Keys of a merchant that is no longer active stop at once here (elsewhere within the bound).
+    state.api_keys.invalidate_all();
     Ok(HttpResponse::Ok().json(m))
 }
 
@@ -842,9 +844,11 @@ async fn rotate_key(
                 merchant_api_keys::rotated_to.eq(created.key.id),
             ))
             .execute(conn)?;
-        Ok(created)
+        Ok((created, old.key_id))
     })
     .await?;
+    let (created, old_key_id) = created;
+    state.api_keys.invalidate(&old_key_id);
     Ok(HttpResponse::Created().json(created))
 }
 
@@ -874,6 +878,7 @@ async fn revoke_key(
         Ok::<_, MerchantError>(view)
     })
     .await?;
+    state.api_keys.invalidate(&view.key_id);
     Ok(HttpResponse::Ok().json(view))
 }
 

@@ -1,7 +1,8 @@
 //! E-mail: the `Mailer` with two transports — SMTP (lettre, STARTTLS/TLS) and the development mailbox
 //! that keeps messages in the database, listable by admins at `GET /api/v1/admin/mailbox` — the
 //! templates (minijinja, HTML auto-escaped), the e-mail jobs and their sender (retries, dead letters),
-//! and the notifier: the event consumer that turns events into e-mail jobs.
+//! the notifier: the event consumer that turns events into e-mail jobs, and the users' notification
+//! preferences (which money e-mails they get).
 //!
 //! Every e-mail is an `email_jobs` row first. Jobs that carry a secret (verification codes, reset
 //! tokens) are written by identity in the transaction that creates the secret and never pass through
@@ -9,6 +10,7 @@
 
 pub mod jobs;
 pub mod notifier;
+pub mod preferences;
 pub mod routes;
 pub mod templates;
 

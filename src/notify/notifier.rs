@@ -20,29 +20,37 @@ use crate::events::broker::one_by_one;
 use crate::events::consumer::{claim_event, claim_events};
 use crate::events::{Envelope, Handled, Handler, HandlerError, NOTIFIER};
 use crate::notify::jobs::{enqueue_all, NewMailJob};
+use crate::notify::preferences::{self, MoneyMail, Preferences};
 use crate::storage::schema::{cards, merchants, users};
 use crate::storage::{self, PgPool};
 
 pub struct Notifier {
     db: PgPool,
     wake: Arc<Notify>,
+    /// What users who never chose get (`notifications.*`).
+    defaults: Preferences,
 }
 
 impl Notifier {
-    pub fn new(db: PgPool, wake: Arc<Notify>) -> Self {
-        Self { db, wake }
+    pub fn new(db: PgPool, wake: Arc<Notify>, defaults: Preferences) -> Self {
+        Self { db, wake, defaults }
     }
 }
 
 #[async_trait]
 impl Handler for Notifier {
     async fn handle(&self, event: &Envelope) -> Result<Handled, HandlerError> {
-        let ev = event.clone();
+        let (ev, defaults) = (event.clone(), self.defaults);
         let (handled, queued) = storage::transaction(&self.db, move |conn| {
+            let jobs = plan(&mut Directory::new(conn, defaults), &ev)?;
+            // An event that sends nothing (opted out, nothing e-mailed for its type) writes nothing,
+            // not even its dedupe row: handling it again is as free as handling it once.
+            if jobs.is_empty() {
+                return Ok((Handled::Processed, 0));
+            }
             if !claim_event(conn, NOTIFIER, ev.id)? {
                 return Ok((Handled::Duplicate, 0));
             }
-            let jobs = plan(&mut Directory::new(conn), &ev)?;
             Ok::<_, HandlerError>((Handled::Processed, enqueue_all(conn, &jobs)?))
         })
         .await?;
@@ -54,29 +62,36 @@ impl Handler for Notifier {
 
     /// The whole batch in one transaction and a handful of statements: recipients preloaded, every
     /// event planned first (reads only, so a rejected event leaves no dedupe row and its neighbours
-    /// still commit), then one insert of the dedupe rows and one of the jobs. Any database error rolls
+    /// still commit), then one insert of the dedupe rows and one of the jobs — events that send nothing
+    /// get no dedupe row (see [`Handler::handle`]). Any database error rolls
     /// the batch back and it is handled event by event instead, which isolates the failing one.
     async fn handle_batch(&self, events: &[Envelope]) -> Vec<Result<Handled, HandlerError>> {
         if events.len() < 2 {
             return one_by_one(self, events).await;
         }
-        let evs = events.to_vec();
+        let (evs, defaults) = (events.to_vec(), self.defaults);
         let batch = storage::transaction(&self.db, move |conn| {
             let planned: Vec<Result<Vec<NewMailJob>, HandlerError>> = {
-                let mut dir = Directory::new(conn);
+                let mut dir = Directory::new(conn, defaults);
                 dir.preload(&evs)?;
                 evs.iter().map(|ev| plan(&mut dir, ev)).collect()
             };
             if let Some(Err(retry)) = planned.iter().find(|p| matches!(p, Err(HandlerError::Retry(_)))) {
                 return Err(retry.clone());
             }
-            let ids: Vec<Uuid> = evs.iter().zip(&planned).filter(|(_, p)| p.is_ok()).map(|(e, _)| e.id).collect();
+            let ids: Vec<Uuid> = evs
+                .iter()
+                .zip(&planned)
+                .filter(|(_, p)| p.as_ref().is_ok_and(|js| !js.is_empty()))
+                .map(|(e, _)| e.id)
+                .collect();
             let claimed = claim_events(conn, NOTIFIER, &ids)?;
             let mut jobs = Vec::new();
             let mut out = Vec::with_capacity(evs.len());
             for (ev, p) in evs.iter().zip(planned) {
                 match p {
                     Err(reject) => out.push(Err(reject)),
+                    Ok(js) if js.is_empty() => out.push(Ok(Handled::Processed)),
                     Ok(js) if claimed.contains(&ev.id) => {
                         jobs.extend(js);
                         out.push(Ok(Handled::Processed));
@@ -116,19 +131,42 @@ struct Merchant {
     owner_id: i64,
 }
 
-/// The recipients' side of the database, as the notifier reads it: users, cards and merchants by
-/// id, each read at most once per batch ([`Directory::preload`] reads a whole batch's in three
-/// queries instead of several per event).
+/// The recipients' side of the database, as the notifier reads it: users (with their notification
+/// preferences), cards and merchants by id, each read at most once per batch ([`Directory::preload`]
+/// reads a whole batch's in four queries instead of several per event).
 struct Directory<'c> {
     conn: &'c mut PgConnection,
     users: HashMap<i64, Option<To>>,
     cards: HashMap<i64, Option<(i64, String)>>,
     merchants: HashMap<i64, Option<Merchant>>,
+    /// Preferences by user; `None`: the user never chose (the defaults apply).
+    prefs: HashMap<i64, Option<Preferences>>,
+    defaults: Preferences,
 }
 
 impl<'c> Directory<'c> {
-    fn new(conn: &'c mut PgConnection) -> Self {
-        Self { conn, users: HashMap::new(), cards: HashMap::new(), merchants: HashMap::new() }
+    fn new(conn: &'c mut PgConnection, defaults: Preferences) -> Self {
+        Self {
+            conn,
+            users: HashMap::new(),
+            cards: HashMap::new(),
+            merchants: HashMap::new(),
+            prefs: HashMap::new(),
+            defaults,
+        }
+    }
+
+    /// Whether `user` wants a money notification of `kind` for `amount`.
+    fn wants(&mut self, user: i64, kind: MoneyMail, amount: i64) -> QueryResult<bool> {
+        let p = match self.prefs.get(&user) {
+            Some(p) => *p,
+            None => {
+                let p = preferences::load(self.conn, &[user])?.remove(&user);
+                self.prefs.insert(user, p);
+                p
+            }
+        };
+        Ok(p.unwrap_or(self.defaults).wants(kind, amount))
     }
 
     /// Reads every card, merchant and user the events name, in one query per table.
@@ -162,6 +200,8 @@ impl<'c> Directory<'c> {
             .filter(users::id.eq_any(&user_ids))
             .select((users::id, users::email, users::first_name, users::archived_at))
             .load(self.conn)?;
+        let mut prefs = preferences::load(self.conn, &user_ids)?;
+        self.prefs.extend(user_ids.iter().map(|id| (*id, prefs.remove(id))));
         // Ids asked for and not found are remembered as absent too.
         self.cards.extend(card_ids.iter().map(|id| (*id, None)));
         self.cards.extend(cards.into_iter().map(|(id, owner, masked)| (id, Some((owner, masked)))));
@@ -355,8 +395,11 @@ fn money(dir: &mut Directory<'_>, event: &Envelope, op: &Value, out: &mut Vec<Ne
         op.get("kind").and_then(Value::as_str).unwrap_or_else(|| event.event_type.split('.').next().unwrap_or(""));
     match kind {
         "topup" | "withdrawal" => {
-            let c = if kind == "topup" { &dst } else { &src };
+            let (c, pref) = if kind == "topup" { (&dst, MoneyMail::Topup) } else { (&src, MoneyMail::Withdrawal) };
             if let Some((owner, m)) = c {
+                if !dir.wants(*owner, pref, amount)? {
+                    return Ok(());
+                }
                 if let Some(to) = dir.user(*owner)? {
                     out.push(job(event, kind, &to, with(json!({ "card": m }))));
                 }
@@ -364,25 +407,33 @@ fn money(dir: &mut Directory<'_>, event: &Envelope, op: &Value, out: &mut Vec<Ne
         }
         "transfer" => {
             if let Some((owner, m)) = &src {
-                if let Some(to) = dir.user(*owner)? {
-                    out.push(job(event, "transfer_sent", &to, with(json!({ "card": m, "counterpart": masked(&dst) }))));
+                if dir.wants(*owner, MoneyMail::Transfer, amount)? {
+                    if let Some(to) = dir.user(*owner)? {
+                        let ctx = with(json!({ "card": m, "counterpart": masked(&dst) }));
+                        out.push(job(event, "transfer_sent", &to, ctx));
+                    }
                 }
             }
             if let Some((owner, m)) = &dst {
-                if let Some(to) = dir.user(*owner)? {
-                    let ctx = with(json!({ "card": m, "counterpart": masked(&src) }));
-                    out.push(job(event, "transfer_received", &to, ctx));
+                if dir.wants(*owner, MoneyMail::Transfer, amount)? {
+                    if let Some(to) = dir.user(*owner)? {
+                        let ctx = with(json!({ "card": m, "counterpart": masked(&src) }));
+                        out.push(job(event, "transfer_received", &to, ctx));
+                    }
                 }
             }
         }
         "payment" | "refund" => {
-            // Payment: the customer's card is the source; refund: the destination.
+            // Payment: the customer's card is the source; refund: the destination. The merchant's
+            // copy goes to its contact address and is not a user's choice.
             let customer = if kind == "payment" { &src } else { &dst };
             let mname = merchant.as_ref().map(|m| m.name.clone()).unwrap_or_else(|| "the merchant".into());
             if let Some((owner, m)) = customer {
-                if let Some(to) = dir.user(*owner)? {
-                    let ctx = with(json!({ "card": m, "merchant": mname }));
-                    out.push(job(event, &format!("{kind}_customer"), &to, ctx));
+                if dir.wants(*owner, MoneyMail::Payment, amount)? {
+                    if let Some(to) = dir.user(*owner)? {
+                        let ctx = with(json!({ "card": m, "merchant": mname }));
+                        out.push(job(event, &format!("{kind}_customer"), &to, ctx));
+                    }
                 }
             }
             if let Some(m) = &merchant {

@@ -85,7 +85,11 @@ where
     }
 
     /// The cached row under `key`, if the cache is current.
-    pub fn get(&self, key: &K) -> Option<V> {
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         if !self.is_current() {
             return None;
         }
@@ -120,6 +124,11 @@ where
         let mut map = self.inner.map.write();
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
         map.remove(key);
+    }
+
+    /// Drops every entry at once (a change made through this instance that touches many keys).
+    pub fn invalidate_all(&self) {
+        self.inner.apply("*");
     }
 }
 

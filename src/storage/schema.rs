@@ -257,12 +257,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    notification_preferences (user_id) {
+        user_id -> Int8,
+        topups -> Bool,
+        withdrawals -> Bool,
+        payments -> Bool,
+        transfers -> Bool,
+        transfer_min_amount -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(merchant_documents -> merchants (merchant_id));
 diesel::joinable!(merchant_api_keys -> merchants (merchant_id));
 diesel::joinable!(user_roles -> roles (role_id));
 diesel::joinable!(email_verifications -> users (user_id));
 diesel::joinable!(password_resets -> users (user_id));
 diesel::joinable!(refresh_tokens -> users (user_id));
+diesel::joinable!(notification_preferences -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     roles,
@@ -283,4 +296,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     merchant_api_keys,
     refund_totals,
     document_blobs,
+    notification_preferences,
 );

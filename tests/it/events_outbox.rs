@@ -88,6 +88,11 @@ async fn the_identity_and_money_flow_sends_each_email_once_and_keeps_secrets_off
     let (_, bob_token) = api.verified_user(&admin, "bob.events@example.com").await;
     let a = api.issue_card(&alice_token, "debit", None, None).await;
     let b = api.issue_card(&bob_token, "debit", None, None).await;
+    // Alice wants every transfer e-mailed; Bob keeps the defaults (transfers from IDR 1,000,000.00).
+    let all =
+        json!({"topups": true, "withdrawals": true, "payments": true, "transfers": true, "transfer_min_amount": 0});
+    let r = api.call("PUT", "/api/v1/notifications/preferences", Some(&alice_token), Some(&all)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
     for (path, key, body) in [
         ("/api/v1/topups", "t1", json!({"card_id": a, "amount": 1_000_000, "method": "ovo"})),
         ("/api/v1/withdrawals", "w1", json!({"card_id": a, "amount": 100_000})),
@@ -114,15 +119,26 @@ async fn the_identity_and_money_flow_sends_each_email_once_and_keeps_secrets_off
         assert_eq!(got.iter().filter(|s| s.as_str() == want).count(), 1, "{want} once in {got:?}");
     }
     assert_eq!(got.len(), 6, "{got:?}");
-    assert_eq!(subjects("bob.events@example.com", &mut conn), vec!["You received IDR 2,500.00".to_owned()]);
+    // Below Bob's threshold: nothing for him.
+    assert_eq!(subjects("bob.events@example.com", &mut conn), Vec::<String>::new());
 
-    // Every event was handled exactly once by each consumer.
+    // Every event was handled exactly once by each consumer; the notifier recorded only the events
+    // that sent e-mail (one dedupe row each), none for events that send nothing (cards issued).
     let events = count(&mut conn, "SELECT count(*) AS n FROM outbox");
     assert!(events >= 8, "{events} events");
-    for consumer in ["notifier", "webhooks"] {
-        let n = count(&mut conn, &format!("SELECT count(*) AS n FROM processed_events WHERE consumer = '{consumer}'"));
-        assert_eq!(n, events, "{consumer} processed every event once");
-    }
+    // No merchant took part: the webhook dispatcher recorded nothing either.
+    let n = count(&mut conn, "SELECT count(*) AS n FROM processed_events WHERE consumer = 'webhooks'");
+    assert_eq!(n, 0, "no event here can become a webhook");
+    let mailed = count(&mut conn, "SELECT count(DISTINCT event_id) AS n FROM email_jobs WHERE event_id IS NOT NULL");
+    assert_eq!(mailed, 4, "verified, top-up, withdrawal, transfer");
+    let n = count(&mut conn, "SELECT count(*) AS n FROM processed_events WHERE consumer = 'notifier'");
+    assert_eq!(n, mailed, "the notifier recorded exactly the events that sent e-mail");
+    let silent = count(
+        &mut conn,
+        "SELECT count(*) AS n FROM processed_events p JOIN outbox o ON o.event_id = p.event_id \
+         WHERE p.consumer = 'notifier' AND o.event_type = 'card.issued'",
+    );
+    assert_eq!(silent, 0);
     for t in [
         "user.registered",
         "user.verified",
@@ -271,7 +287,9 @@ async fn redelivered_events_queue_no_second_email_and_bad_messages_are_dead_lett
     let claimed = payd::events::outbox::claim(&mut conn, uuid::Uuid::new_v4(), 100, 30).unwrap();
     let topup = claimed.iter().find(|c| c.event.event_type == "topup.completed").unwrap().event.clone();
 
-    let notifier = payd::notify::notifier::Notifier::new(app.state.db.clone(), Arc::new(tokio::sync::Notify::new()));
+    let defaults = payd::notify::preferences::Preferences::defaults(&app.settings.notifications);
+    let notifier =
+        payd::notify::notifier::Notifier::new(app.state.db.clone(), Arc::new(tokio::sync::Notify::new()), defaults);
     assert_eq!(notifier.handle(&topup).await.unwrap(), Handled::Processed);
     // The broker redelivers it (consumer crashed before its ack): nothing is queued again.
     assert_eq!(notifier.handle(&topup).await.unwrap(), Handled::Duplicate);
@@ -482,8 +500,16 @@ async fn a_batch_commits_its_good_events_together_skips_duplicates_and_dead_lett
         .collect();
     assert_eq!(money.len(), 3);
 
-    let notifier =
-        Arc::new(payd::notify::notifier::Notifier::new(app.state.db.clone(), Arc::new(tokio::sync::Notify::new())));
+    // Every transfer e-mailed (as for a user who chose so), so the transfer queues two jobs.
+    let every = payd::notify::preferences::Preferences {
+        transfer_min_amount: 0,
+        ..payd::notify::preferences::Preferences::defaults(&app.settings.notifications)
+    };
+    let notifier = Arc::new(payd::notify::notifier::Notifier::new(
+        app.state.db.clone(),
+        Arc::new(tokio::sync::Notify::new()),
+        every,
+    ));
     // The first top-up was handled before (a redelivery); one event in the batch is unprocessable.
     assert_eq!(notifier.handle(&money[0]).await.unwrap(), Handled::Processed);
     let mut broken = money[1].clone();

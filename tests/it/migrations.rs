@@ -58,6 +58,11 @@ fn migrations_go_up_down_and_up_again() {
             .unwrap();
         accounts::table.select(accounts::id).load::<i64>(&mut conn).unwrap();
         cards::table.select(cards::all_columns).limit(1).execute(&mut conn).unwrap();
+        notification_preferences::table
+            .select(notification_preferences::all_columns)
+            .limit(1)
+            .execute(&mut conn)
+            .unwrap();
         operations::table.select(operations::all_columns).limit(1).execute(&mut conn).unwrap();
         postings::table.select(postings::all_columns).limit(1).execute(&mut conn).unwrap();
         idempotency_keys::table.select(idempotency_keys::all_columns).limit(1).execute(&mut conn).unwrap();

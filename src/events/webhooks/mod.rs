@@ -84,27 +84,37 @@ impl Dispatcher {
 }
 
 /// Records `event` as handled by the dispatcher and creates its deliveries; returns `None` for a
-/// duplicate, else how many deliveries were created. Call inside a transaction.
+/// duplicate, else how many deliveries were created. An event no merchant can receive is not
+/// recorded at all (it writes nothing; handling it again costs nothing). Call inside a transaction.
 fn dispatch(conn: &mut PgConnection, ev: &Envelope) -> Result<Option<usize>, HandlerError> {
+    if recipient(ev).is_none() {
+        return Ok(Some(0));
+    }
     if !claim_event(conn, WEBHOOKS, ev.id)? {
         return Ok(None);
     }
     deliveries(conn, ev).map(Some)
 }
 
-/// Creates one delivery per active endpoint of the event's merchant subscribed to its type.
-fn deliveries(conn: &mut PgConnection, ev: &Envelope) -> Result<usize, HandlerError> {
+/// The merchant that may receive `ev` as a webhook, if any (decided from the event alone).
+fn recipient(ev: &Envelope) -> Option<i64> {
     let subscribable = catalogue::find(&ev.event_type).is_some_and(|s| s.webhook);
-    let Some(merchant) = merchant_of(ev).filter(|_| subscribable) else {
-        return Ok(0);
-    };
+    let merchant = merchant_of(ev).filter(|_| subscribable)?;
     // A card-data decline is not the merchant's to see in detail (it got `card_declined`), and a
     // number that matched no card makes no event: sending these would tell the two apart.
     let reason = ev.payload.get("operation").and_then(|o| o.get("failure_reason")).and_then(Value::as_str);
     if ev.event_type == "payment.failed" && reason.is_some_and(|r| crate::payments::execute::CARD_DECLINES.contains(&r))
     {
-        return Ok(0);
+        return None;
     }
+    Some(merchant)
+}
+
+/// Creates one delivery per active endpoint of the event's merchant subscribed to its type.
+fn deliveries(conn: &mut PgConnection, ev: &Envelope) -> Result<usize, HandlerError> {
+    let Some(merchant) = recipient(ev) else {
+        return Ok(0);
+    };
     let endpoints: Vec<i64> = webhook_endpoints::table
         .filter(webhook_endpoints::merchant_id.eq(merchant))
         .filter(webhook_endpoints::status.eq("active"))
@@ -149,10 +159,14 @@ impl Handler for Dispatcher {
         }
         let evs = events.to_vec();
         let batch = storage::transaction(&self.db, move |conn| {
-            let ids: Vec<uuid::Uuid> = evs.iter().map(|e| e.id).collect();
+            let ids: Vec<uuid::Uuid> = evs.iter().filter(|e| recipient(e).is_some()).map(|e| e.id).collect();
             let claimed = claim_events(conn, WEBHOOKS, &ids)?;
             evs.iter()
-                .map(|ev| if claimed.contains(&ev.id) { deliveries(conn, ev).map(Some) } else { Ok(None) })
+                .map(|ev| match recipient(ev) {
+                    None => Ok(Some(0)),
+                    Some(_) if claimed.contains(&ev.id) => deliveries(conn, ev).map(Some),
+                    Some(_) => Ok(None),
+                })
                 .collect::<Result<Vec<_>, HandlerError>>()
         })
         .await;

@@ -109,6 +109,17 @@ pub fn count(conn: &mut PgConnection, sql: &str) -> i64 {
     n.n
 }
 
+/// How many published events the notifier turns into e-mail — and so records as processed — when
+/// every user gets every money notification (`notifications.transfer_min_amount = 0`, nobody opted
+/// out). Events that send nothing leave no dedupe row.
+pub fn mailed_events(conn: &mut PgConnection) -> i64 {
+    count(
+        conn,
+        "SELECT count(*) AS n FROM outbox WHERE event_type IN ('user.verified', 'password.changed', \
+         'topup.completed', 'withdrawal.completed', 'transfer.completed', 'payment.completed', 'refund.completed')",
+    )
+}
+
 /// Waits until `done()` holds, polling; panics with `what` after `bound`.
 pub async fn eventually<F: FnMut() -> bool>(bound: Duration, what: &str, mut done: F) {
     let start = Instant::now();
