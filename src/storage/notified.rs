@@ -137,10 +137,10 @@ impl<K: Eq + Hash + FromStr, V> Inner<K, V> {
         let mut map = self.map.write();
         self.generation.fetch_add(1, Ordering::AcqRel);
         match payload.parse::<K>() {
-            Ok(key) => {
+            Ok(key) if payload != "*" => {
                 map.remove(&key);
             }
-            Err(_) => map.clear(),
+            _ => map.clear(),
         }
     }
 
@@ -251,6 +251,20 @@ mod tests {
         assert_eq!((c.get(&1).is_some(), c.get(&2).is_some(), c.get(&3).is_some()), (true, false, true));
         c.inner.apply("*");
         assert_eq!((c.get(&1), c.get(&3)), (None, None));
+        // String keys parse anything, `*` included: it still drops everything.
+        let s: Notified<String, i64> = Notified {
+            inner: Arc::new(Inner {
+                map: RwLock::new(HashMap::new()),
+                generation: AtomicU64::new(0),
+                synced_at: Mutex::new(Some(Instant::now())),
+                bound: Duration::from_secs(60),
+                capacity: 10,
+                channel: "test",
+            }),
+        };
+        s.put(s.generation(), "k1".to_owned(), 1);
+        s.invalidate_all();
+        assert_eq!(s.get("k1"), None);
         c.put(c.generation(), 4, "4".into());
         c.invalidate(&4);
         assert_eq!(c.get(&4), None);
