@@ -4,6 +4,7 @@
 pub mod balance;
 pub mod pan;
 pub mod routes;
+pub mod service;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
