@@ -463,6 +463,31 @@ async fn bad_input_gets_the_right_status_never_internal() {
     expect_status(&s, Code::InvalidArgument, "validation_failed");
 }
 
+#[actix_web::test]
+async fn shutdown_ends_watch_streams_and_stops_the_server() {
+    let running = payd::run(crate::common::settings()).await.unwrap();
+    actix_web::rt::spawn(running.server);
+    let grpc = running.grpc.unwrap();
+    let ch = Channel::from_shared(format!("http://127.0.0.1:{}", grpc.port)).unwrap().connect().await.unwrap();
+    let mut auth = AuthClient::new(ch.clone());
+    let login = proto::LoginRequest {
+        email: crate::common::ADMIN_EMAIL.into(),
+        password: crate::common::ADMIN_PASSWORD.into(),
+    };
+    let admin = auth.login(login).await.unwrap().into_inner().access_token;
+    let card = CardsClient::new(ch.clone()).issue_card(authed(debit_card(), &admin, None)).await.unwrap();
+    let card = card.into_inner().card.unwrap();
+    let watch = proto::WatchOperationsRequest { card_id: card.id, cursor: String::new() };
+    let mut stream = LedgerClient::new(ch).watch_operations(authed(watch, &admin, None)).await.unwrap().into_inner();
+    running.state.shutdown.begin();
+    // The open stream ends cleanly, then the server stops.
+    let end =
+        tokio::time::timeout(std::time::Duration::from_secs(5), stream.message()).await.expect("stream still open");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    tokio::time::timeout(std::time::Duration::from_secs(5), grpc.task).await.expect("server still running").unwrap();
+    running.handle.stop(true).await;
+}
+
 fn descriptor(bytes: &[u8]) -> prost_types::FileDescriptorSet {
     prost_types::FileDescriptorSet::decode(bytes).unwrap()
 }
