@@ -191,6 +191,23 @@ fn ledger_kind(raw: i32) -> Result<&'static str, Status> {
     }
 }
 
+/// The payment kinds filter of the payment lists (UNSPECIFIED: payments and refunds).
+fn payment_kind(raw: i32) -> Result<Option<String>, Status> {
+    let kind = proto::OperationKind::try_from(raw).map_err(|_| invalid("kind", format!("kind has no value {raw}")))?;
+    match convert::kind_name(kind) {
+        None => Ok(None),
+        Some(k @ ("payment" | "refund")) => Ok(Some(k.to_owned())),
+        Some(_) => Err(invalid("kind", "kind must be PAYMENT or REFUND")),
+    }
+}
+
+fn payments_page(page: crate::http::pagination::Page<OperationView>) -> proto::ListPaymentsResponse {
+    proto::ListPaymentsResponse {
+        items: page.items.into_iter().map(convert::operation).collect(),
+        next_cursor: page.next_cursor.unwrap_or_default(),
+    }
+}
+
 fn operation_id(raw: &str) -> Result<uuid::Uuid, Status> {
     raw.parse().map_err(|_| status(ApiError::not_found("operation")))
 }
@@ -408,5 +425,47 @@ impl proto::payments_server::Payments for Api {
                 .await
                 .map_err(status)?,
         )
+    }
+
+    async fn get_payment(&self, req: Request<proto::GetPaymentRequest>) -> Answer<proto::Operation> {
+        let user = convert::user(&req)?;
+        let id = req.into_inner().id.parse().map_err(|_| status(ApiError::not_found("payment")))?;
+        let view = crate::merchants::payments::payment(&self.state, user, id).await.map_err(status)?;
+        ok(convert::operation(view))
+    }
+
+    async fn list_payments(&self, req: Request<proto::ListPaymentsRequest>) -> Answer<proto::ListPaymentsResponse> {
+        use crate::merchants::payments::{list_for_owner, list_payments, PaymentListQuery, Viewer};
+        let user = convert::user(&req)?;
+        let m = req.into_inner();
+        let q = PaymentListQuery {
+            page: convert::page(m.page),
+            kind: payment_kind(m.kind)?,
+            ..PaymentListQuery::default()
+        };
+        let page = match m.merchant_id {
+            Some(id) => list_for_owner(&self.state, user, id, q).await,
+            None => {
+                let viewer = if user.is_admin() { Viewer::Admin } else { Viewer::Customer(user.user_id) };
+                list_payments(&self.state, viewer, q).await
+            }
+        };
+        ok(payments_page(page.map_err(status)?))
+    }
+
+    async fn list_merchant_payments(
+        &self,
+        req: Request<proto::ListMerchantPaymentsRequest>,
+    ) -> Answer<proto::ListPaymentsResponse> {
+        use crate::merchants::payments::{list_payments, PaymentListQuery, Viewer};
+        let key = convert::merchant(&req).ok_or_else(|| status(crate::merchants::MerchantError::MissingKey.into()))?;
+        let m = req.into_inner();
+        let q = PaymentListQuery {
+            page: convert::page(m.page),
+            kind: payment_kind(m.kind)?,
+            ..PaymentListQuery::default()
+        };
+        let page = list_payments(&self.state, Viewer::Merchant(key.merchant_id), q).await.map_err(status)?;
+        ok(payments_page(page))
     }
 }

@@ -447,17 +447,17 @@ pub async fn refund_payment(
     execute::run(state, refund).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct PaymentListQuery {
     #[serde(flatten)]
-    page: PageQuery,
-    merchant_id: Option<String>,
-    api_key_id: Option<String>,
-    card_id: Option<String>,
-    status: Option<String>,
-    kind: Option<String>,
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
+    pub page: PageQuery,
+    pub merchant_id: Option<String>,
+    pub api_key_id: Option<String>,
+    pub card_id: Option<String>,
+    pub status: Option<String>,
+    pub kind: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
 }
 
 fn int(v: &Option<String>, field: &'static str) -> Result<Option<i64>, ApiError> {
@@ -468,13 +468,21 @@ fn int(v: &Option<String>, field: &'static str) -> Result<Option<i64>, ApiError>
 }
 
 /// Who is asking, for the payment lists.
-enum Viewer {
+pub enum Viewer {
     Admin,
     Customer(i64),
     Merchant(i64),
 }
 
-async fn list_payments(state: &AppState, viewer: Viewer, q: PaymentListQuery) -> Result<HttpResponse, ApiError> {
+/// Payments and refunds as `viewer` may see them, newest first (both transports).
+///
+/// # Errors
+/// 422 for a bad filter or page; a storage error.
+pub async fn list_payments(
+    state: &AppState,
+    viewer: Viewer,
+    q: PaymentListQuery,
+) -> Result<Page<OperationView>, ApiError> {
     let (limit, cursor) = q.page.resolve()?;
     let merchant = int(&q.merchant_id, "merchant_id")?;
     let api_key = int(&q.api_key_id, "api_key_id")?;
@@ -539,7 +547,7 @@ async fn list_payments(state: &AppState, viewer: Viewer, q: PaymentListQuery) ->
     let mut items: Vec<Operation> = rows;
     items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next_cursor = if more { items.last().map(|o| encode_cursor(o.seq)) } else { None };
-    Ok(HttpResponse::Ok().json(Page { items: items.into_iter().map(OperationView::from).collect(), next_cursor }))
+    Ok(Page { items: items.into_iter().map(OperationView::from).collect(), next_cursor })
 }
 
 async fn list_for_user(
@@ -548,7 +556,7 @@ async fn list_for_user(
     q: web::Query<PaymentListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let viewer = if user.is_admin() { Viewer::Admin } else { Viewer::Customer(user.user_id) };
-    list_payments(&state, viewer, q.into_inner()).await
+    Ok(HttpResponse::Ok().json(list_payments(&state, viewer, q.into_inner()).await?))
 }
 
 async fn list_for_merchant(
@@ -557,9 +565,21 @@ async fn list_for_merchant(
     id: web::Path<i64>,
     q: web::Query<PaymentListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
+    Ok(HttpResponse::Ok().json(list_for_owner(&state, user, id.into_inner(), q.into_inner()).await?))
+}
+
+/// The payments of merchant `id` for its owner (or an admin).
+///
+/// # Errors
+/// 404 unknown or another owner's merchant; as [`list_payments`].
+pub async fn list_for_owner(
+    state: &AppState,
+    user: AuthUser,
+    id: i64,
+    q: PaymentListQuery,
+) -> Result<Page<OperationView>, ApiError> {
     storage::run(&state.db, move |conn| find_for(conn, id, &user)).await?;
-    list_payments(&state, Viewer::Merchant(id), q.into_inner()).await
+    list_payments(state, Viewer::Merchant(id), q).await
 }
 
 async fn list_for_key(
@@ -567,7 +587,7 @@ async fn list_for_key(
     key: MerchantPrincipal,
     q: web::Query<PaymentListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    list_payments(&state, Viewer::Merchant(key.merchant_id), q.into_inner()).await
+    Ok(HttpResponse::Ok().json(list_payments(&state, Viewer::Merchant(key.merchant_id), q.into_inner()).await?))
 }
 
 /// Whether a user may see a payment: admin, the card's owner, or the merchant's owner.
@@ -595,6 +615,14 @@ fn may_see(conn: &mut PgConnection, user: &AuthUser, p: &Operation) -> Result<bo
 
 async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
+    Ok(HttpResponse::Ok().json(payment(&state, user, id).await?))
+}
+
+/// A payment the user may see (admin, the card's holder, the merchant's owner); others answer 404.
+///
+/// # Errors
+/// 404; a storage error.
+pub async fn payment(state: &AppState, user: AuthUser, id: uuid::Uuid) -> Result<OperationView, ApiError> {
     let p = storage::run(&state.db, move |conn| {
         let p = find_payment(conn, id)?;
         if !may_see(conn, &user, &p)? {
@@ -603,7 +631,7 @@ async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<String>) 
         Ok(p)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(OperationView::from(p)))
+    Ok(OperationView::from(p))
 }
 
 async fn refunds_of(

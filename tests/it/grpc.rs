@@ -292,6 +292,43 @@ async fn merchant_payment_and_refund_with_an_api_key() {
     // The same payment over HTTP.
     let (s, hp) = app.get(&format!("/api/v1/payments/{}", paid.id), Some(&admin)).await;
     assert_eq!((s, hp["amount"].as_i64(), hp["order_ref"].as_str()), (200, Some(paid.amount), Some("order-1")));
+
+    // The payment views: the buyer and the owner see it; a stranger does not.
+    let got = payments.get_payment(authed(proto::GetPaymentRequest { id: paid.id.clone() }, &buyer, None)).await;
+    assert_eq!(got.unwrap().into_inner().order_ref, "order-1");
+    let (_, stranger) = merchant::verified(&app, &admin, "grpc-stranger@test.local").await;
+    let hidden = payments.get_payment(authed(proto::GetPaymentRequest { id: paid.id.clone() }, &stranger, None));
+    expect_status(&hidden.await.unwrap_err(), Code::NotFound, "not_found");
+    let mine = proto::ListPaymentsRequest { page: None, merchant_id: None, kind: 0 };
+    let buyer_list = payments.list_payments(authed(mine, &buyer, None)).await.unwrap().into_inner();
+    let (_, http_list) = app.get("/api/v1/payments", Some(&buyer)).await;
+    let http_ids: Vec<&str> =
+        http_list["items"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    assert_eq!(buyer_list.items.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(), http_ids);
+    // 1 payment + 2 refunds, and the buyer also sees the declined attempt on their card.
+    assert_eq!(buyer_list.items.len(), 4, "{buyer_list:?}");
+    let owned = proto::ListPaymentsRequest {
+        page: None,
+        merchant_id: Some(merchant_id),
+        kind: proto::OperationKind::Refund.into(),
+    };
+    let refunds = payments.list_payments(authed(owned.clone(), &owner, None)).await.unwrap().into_inner();
+    assert_eq!(refunds.items.len(), 2);
+    let not_owner = payments.list_payments(authed(owned, &buyer, None)).await.unwrap_err();
+    assert_eq!(not_owner.code(), Code::NotFound, "{not_owner:?}");
+    let mut r = Request::new(proto::ListMerchantPaymentsRequest {
+        page: Some(proto::PageRequest { limit: 1, cursor: String::new() }),
+        kind: 0,
+    });
+    r.metadata_mut().insert("x-api-key", api_key.parse().unwrap());
+    let by_key = payments.list_merchant_payments(r).await.unwrap().into_inner();
+    // The merchant never sees the card-data decline: refunds and the payment only, one per page.
+    assert_eq!(by_key.items.len(), 1);
+    assert!(!by_key.next_cursor.is_empty());
+    let bad_kind =
+        proto::ListPaymentsRequest { page: None, merchant_id: None, kind: proto::OperationKind::Topup.into() };
+    let s = payments.list_payments(authed(bad_kind, &buyer, None)).await.unwrap_err();
+    expect_status(&s, Code::InvalidArgument, "validation_failed");
 }
 
 #[actix_web::test]
