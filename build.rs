@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "payd/v1/cards.proto",
     "payd/v1/ledger.proto",
     "payd/v1/payments.proto",
+    "payd/v1/merchants.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -288,3 +288,33 @@ pub fn page(p: Option<proto::PageRequest>) -> crate::http::pagination::PageQuery
 pub fn opt(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
+
+pub fn merchant_message(m: crate::merchants::Merchant) -> proto::Merchant {
+    proto::Merchant {
+        id: m.id,
+        owner_id: m.owner_id,
+        account_id: m.account_id,
+        business_name: m.business_name,
+        contact_email: m.contact_email,
+        category: m.category,
+        website: m.website,
+        description: m.description,
+        status: m.status,
+        status_reason: m.status_reason.unwrap_or_default(),
+        created_at: Some(timestamp(m.created_at)),
+        updated_at: Some(timestamp(m.updated_at)),
+    }
+}
+
+pub fn api_key(k: crate::merchants::routes::KeyView) -> proto::ApiKey {
+    proto::ApiKey {
+        id: k.id,
+        merchant_id: k.merchant_id,
+        label: k.label,
+        key_id: k.key_id,
+        created_at: Some(timestamp(k.created_at)),
+        expires_at: ts(k.expires_at),
+        revoked_at: ts(k.revoked_at),
+        last_used_at: ts(k.last_used_at),
+    }
+}

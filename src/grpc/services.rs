@@ -39,6 +39,11 @@ pub fn add<L>(router: Router<L>, state: &AppState) -> Router<L> {
             proto::ledger_server::LedgerServer::new(st()).max_decoding_message_size(max).max_encoding_message_size(max),
         )
         .add_service(
+            proto::merchants_server::MerchantsServer::new(st())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
             proto::payments_server::PaymentsServer::new(st())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
@@ -467,5 +472,51 @@ impl proto::payments_server::Payments for Api {
         };
         let page = list_payments(&self.state, Viewer::Merchant(key.merchant_id), q).await.map_err(status)?;
         ok(payments_page(page))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::merchants_server::Merchants for Api {
+    async fn apply_merchant(&self, req: Request<proto::ApplyMerchantRequest>) -> Answer<proto::Merchant> {
+        let user = convert::user(&req)?;
+        let m = req.into_inner();
+        let body = validated(crate::merchants::routes::ApplyRequest {
+            business_name: m.business_name,
+            contact_email: m.contact_email,
+            category: m.category,
+            website: opt(m.website),
+            description: opt(m.description),
+        })?;
+        ok(convert::merchant_message(crate::merchants::service::apply(&self.state, user, body).await.map_err(status)?))
+    }
+
+    async fn get_merchant(&self, req: Request<proto::GetMerchantRequest>) -> Answer<proto::Merchant> {
+        let user = convert::user(&req)?;
+        let id = req.into_inner().id;
+        ok(convert::merchant_message(crate::merchants::service::get(&self.state, user, id).await.map_err(status)?))
+    }
+
+    async fn create_api_key(&self, req: Request<proto::CreateApiKeyRequest>) -> Answer<proto::CreatedApiKey> {
+        let user = convert::user(&req)?;
+        let m = req.into_inner();
+        let body = validated(crate::merchants::routes::KeyRequest { label: opt(m.label) })?;
+        let created =
+            crate::merchants::service::create_key(&self.state, user, m.merchant_id, body).await.map_err(status)?;
+        ok(proto::CreatedApiKey { key: Some(convert::api_key(created.key)), api_key: created.api_key })
+    }
+
+    async fn list_api_keys(&self, req: Request<proto::ListApiKeysRequest>) -> Answer<proto::ListApiKeysResponse> {
+        let user = convert::user(&req)?;
+        let id = req.into_inner().merchant_id;
+        let keys = crate::merchants::service::list_keys(&self.state, user, id).await.map_err(status)?;
+        ok(proto::ListApiKeysResponse { items: keys.into_iter().map(convert::api_key).collect() })
+    }
+
+    async fn revoke_api_key(&self, req: Request<proto::RevokeApiKeyRequest>) -> Answer<proto::ApiKey> {
+        let user = convert::user(&req)?;
+        let m = req.into_inner();
+        let view =
+            crate::merchants::service::revoke_key(&self.state, user, m.merchant_id, m.id).await.map_err(status)?;
+        ok(convert::api_key(view))
     }
 }

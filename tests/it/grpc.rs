@@ -325,6 +325,45 @@ async fn merchant_payment_and_refund_with_an_api_key() {
     // The merchant never sees the card-data decline: refunds and the payment only, one per page.
     assert_eq!(by_key.items.len(), 1);
     assert!(!by_key.next_cursor.is_empty());
+    // Merchants over gRPC: an application, and a key made, used and revoked.
+    let mut merchants = payd::grpc::proto::merchants_client::MerchantsClient::new(channel(&app).await);
+    let apply = proto::ApplyMerchantRequest {
+        business_name: "Second Shop".into(),
+        contact_email: "second@test.local".into(),
+        category: "retail".into(),
+        website: String::new(),
+        description: String::new(),
+    };
+    let applied = merchants.apply_merchant(authed(apply, &owner, None)).await.unwrap().into_inner();
+    assert_eq!(applied.status, "pending");
+    let (s, hm) = app.get(&format!("/api/v1/merchants/{}", applied.id), Some(&owner)).await;
+    assert_eq!((s, hm["business_name"].as_str()), (200, Some("Second Shop")));
+    let got = merchants.get_merchant(authed(proto::GetMerchantRequest { id: merchant_id }, &owner, None)).await;
+    assert_eq!(got.unwrap().into_inner().status, "active");
+    let hidden = merchants.get_merchant(authed(proto::GetMerchantRequest { id: merchant_id }, &buyer, None)).await;
+    expect_status(&hidden.unwrap_err(), Code::NotFound, "not_found");
+    let made = merchants
+        .create_api_key(authed(proto::CreateApiKeyRequest { merchant_id, label: "grpc-made".into() }, &owner, None))
+        .await
+        .unwrap()
+        .into_inner();
+    let new_key = made.api_key.clone();
+    let new_id = made.key.unwrap().id;
+    let keys = merchants.list_api_keys(authed(proto::ListApiKeysRequest { merchant_id }, &owner, None)).await;
+    let keys = keys.unwrap().into_inner().items;
+    assert_eq!(keys.iter().map(|k| k.label.as_str()).collect::<Vec<_>>(), vec!["grpc", "grpc-made"]);
+    payments.pay(keyed(pay("order-3", &card.cvv), &new_key, "p-3")).await.unwrap();
+    let revoked = merchants
+        .revoke_api_key(authed(proto::RevokeApiKeyRequest { merchant_id, id: new_id }, &owner, None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.revoked_at.is_some());
+    let refused = payments.pay(keyed(pay("order-4", &card.cvv), &new_key, "p-4")).await.unwrap_err();
+    expect_status(&refused, Code::Unauthenticated, "api_key_revoked");
+    let bad = merchants.apply_merchant(authed(proto::ApplyMerchantRequest::default(), &owner, None)).await;
+    expect_status(&bad.unwrap_err(), Code::InvalidArgument, "validation_failed");
+
     let bad_kind =
         proto::ListPaymentsRequest { page: None, merchant_id: None, kind: proto::OperationKind::Topup.into() };
     let s = payments.list_payments(authed(bad_kind, &buyer, None)).await.unwrap_err();
