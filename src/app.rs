@@ -117,6 +117,8 @@ pub async fn prepare_database(settings: &Settings, pool: &PgPool) -> anyhow::Res
 /// A running server.
 pub struct Running {
     pub port: u16,
+    /// The gRPC API (`grpc.enabled`, on API instances).
+    pub grpc: Option<crate::grpc::GrpcServer>,
     pub handle: ServerHandle,
     pub server: actix_web::dev::Server,
     pub state: AppState,
@@ -160,10 +162,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<Running> {
     if state.settings.server.workers > 0 {
         server = server.workers(state.settings.server.workers);
     }
+    let grpc = if serves_api && state.settings.grpc.enabled { Some(crate::grpc::start(&state).await?) } else { None };
     let server = server.run();
     spawn_background(&state);
     tracing::info!(port, role = state.settings.server.role.as_str(), "payd listening");
-    Ok(Running { port, handle: server.handle(), server, state })
+    Ok(Running { port, grpc, handle: server.handle(), server, state })
 }
 
 /// Periodic work inside the service: gauges everywhere; on worker instances (`server.role` worker or

@@ -193,6 +193,13 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
             handle.stop(true).await;
         });
         running.server.await?;
+        if let Some(grpc) = running.grpc {
+            // Shutdown has begun: the gRPC server drains its in-flight calls within the same bound.
+            let limit = std::time::Duration::from_secs(running.state.settings.server.shutdown_timeout_secs);
+            if tokio::time::timeout(limit, grpc.task).await.is_err() {
+                tracing::warn!("gRPC calls still running at the shutdown timeout");
+            }
+        }
         let stop = std::time::Duration::from_secs(running.state.settings.server.background_stop_secs);
         let left = running.state.shutdown.drain(stop + std::time::Duration::from_millis(500)).await;
         tracing::info!(background_tasks_left = left, "stopped");

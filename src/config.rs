@@ -55,6 +55,34 @@ pub struct Settings {
     pub stats: StatsSettings,
     #[serde(default)]
     pub notifications: NotificationSettings,
+    #[serde(default)]
+    pub grpc: GrpcSettings,
+}
+
+/// The gRPC API (`src/grpc`): served by `payd serve` next to the HTTP API, on the same state.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct GrpcSettings {
+    pub enabled: bool,
+    /// 0 picks a free port (the tests).
+    pub port: u16,
+    /// PEM certificate chain and private key; both empty serves plaintext HTTP/2 (behind a TLS proxy).
+    pub tls_cert_path: String,
+    pub tls_key_path: String,
+    /// Largest request or response message; larger requests are refused with RESOURCE_EXHAUSTED.
+    pub max_message_bytes: usize,
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: 50051,
+            tls_cert_path: String::new(),
+            tls_key_path: String::new(),
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -603,6 +631,12 @@ impl Settings {
         }
         if self.server.background_stop_secs == 0 || self.server.background_stop_secs > 300 {
             return Err(invalid("server.background_stop_secs", "must be between 1 and 300"));
+        }
+        if self.grpc.tls_cert_path.is_empty() != self.grpc.tls_key_path.is_empty() {
+            return Err(invalid("grpc.tls_key_path", "grpc.tls_cert_path and grpc.tls_key_path are set together"));
+        }
+        if self.grpc.max_message_bytes < 1024 {
+            return Err(invalid("grpc.max_message_bytes", "must be at least 1024"));
         }
         if self.ledger.verify_timeout_secs == 0 {
             return Err(invalid("ledger.verify_timeout_secs", "must be at least 1"));

@@ -1,6 +1,6 @@
 //! payd: an actor-based concurrent stored-value payment platform (a modular monolith).
 //!
-//! Request path: `http` (route table, access policy, errors) → domain module (`identity`, …) →
+//! Request path: `http` (route table, access policy, errors) or `grpc` (the same over gRPC) → domain module (`identity`, …) →
 //! `storage` (diesel on the blocking pool). See `docs/architecture.md`.
 
 pub mod app;
@@ -9,6 +9,7 @@ pub mod cards;
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod grpc;
 pub mod http;
 pub mod identity;
 pub mod ledger;

@@ -11,6 +11,9 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_errors: IntCounterVec,
     pub http_latency: HistogramVec,
+    /// gRPC calls by full method name and status code name.
+    pub grpc_requests: IntCounterVec,
+    pub grpc_latency: HistogramVec,
     /// Business counters: `kind` (register, login, topup, transfer, …) × `outcome`.
     pub operations: IntCounterVec,
     pub gauges: IntGaugeVec,
@@ -51,6 +54,15 @@ fn build() -> Result<Metrics, prometheus::Error> {
         HistogramOpts::new("http_request_duration_seconds", "HTTP latency by route template")
             .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
         &["method", "route"],
+    )?;
+    let grpc_requests = IntCounterVec::new(
+        Opts::new("grpc_requests_total", "gRPC calls by method and status code"),
+        &["method", "code"],
+    )?;
+    let grpc_latency = HistogramVec::new(
+        HistogramOpts::new("grpc_request_duration_seconds", "gRPC latency (until the response headers) by method")
+            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        &["method"],
     )?;
     let operations = IntCounterVec::new(
         Opts::new("operations_total", "Business operations by kind and outcome"),
@@ -106,6 +118,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(http_requests.clone()))?;
     registry.register(Box::new(http_errors.clone()))?;
     registry.register(Box::new(http_latency.clone()))?;
+    registry.register(Box::new(grpc_requests.clone()))?;
+    registry.register(Box::new(grpc_latency.clone()))?;
     registry.register(Box::new(operations.clone()))?;
     registry.register(Box::new(gauges.clone()))?;
     registry.register(Box::new(ledger_batch_size.clone()))?;
@@ -116,6 +130,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         http_requests,
         http_errors,
         http_latency,
+        grpc_requests,
+        grpc_latency,
         operations,
         gauges,
         ledger_batch_size,
@@ -152,6 +168,14 @@ pub fn observe_http(method: &str, route: &str, status: u16, seconds: f64) {
             m.http_errors.with_label_values(&[method, route, &status_s]).inc();
         }
         m.http_latency.with_label_values(&[method, route]).observe(seconds);
+    }
+}
+
+/// Records one gRPC call: `method` is a declared full method name (or `unmatched`), `code` a status name.
+pub fn observe_grpc(method: &str, code: &str, seconds: f64) {
+    if let Some(m) = METRICS.as_ref() {
+        m.grpc_requests.with_label_values(&[method, code]).inc();
+        m.grpc_latency.with_label_values(&[method]).observe(seconds);
     }
 }
 

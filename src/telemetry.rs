@@ -98,6 +98,25 @@ pub fn link_remote_parent(span: &tracing::Span, headers: &actix_web::http::heade
     }
 }
 
+struct GrpcMetadata<'a>(&'a http::HeaderMap);
+
+impl Extractor for GrpcMetadata<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// Continues a trace started by a gRPC caller (`traceparent` metadata), if any.
+pub fn link_remote_parent_grpc(span: &tracing::Span, headers: &http::HeaderMap) {
+    if headers.contains_key("traceparent") {
+        let cx = TraceContextPropagator::new().extract(&GrpcMetadata(headers));
+        let _ = span.set_parent(cx);
+    }
+}
+
 /// The span's OpenTelemetry trace id in hex, when tracing export is on.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
     let cx = span.context();

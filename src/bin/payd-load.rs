@@ -53,12 +53,31 @@ fn read_request(rng: &mut impl Rng, card: i64) -> (&'static str, String) {
     }
 }
 
+/// How the run's money requests reach payd (setup always uses the HTTP API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Transport {
+    Http,
+    /// The gRPC API (`--grpc-url`): Ledger.Transfer, or Payments.Pay in the merchant scenario; one
+    /// HTTP/2 connection per `--connections` worker.
+    Grpc,
+}
+
 #[derive(Parser, Debug)]
-#[command(name = "payd-load", version, about = "Load generator for a running payd (transfers over the HTTP API)")]
+#[command(
+    name = "payd-load",
+    version,
+    about = "Load generator for a running payd (transfers over the HTTP or gRPC API)"
+)]
 struct Args {
     /// Base URL of the running payd.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     base_url: String,
+    /// Transport of the measured requests (transfer and merchant scenarios for grpc).
+    #[arg(long, value_enum, default_value_t = Transport::Http)]
+    transport: Transport,
+    /// The gRPC endpoint, for `--transport grpc`.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    grpc_url: String,
     #[arg(long, env = "PAYD_BOOTSTRAP_ADMIN_EMAIL", default_value = "admin@payd.local")]
     admin_email: String,
     #[arg(long, env = "PAYD_BOOTSTRAP_ADMIN_PASSWORD", default_value = "admin-pass-123", hide_env_values = true)]
@@ -404,6 +423,8 @@ struct RunCfg {
     merchant: Option<Arc<MerchantDriver>>,
     retry_share: f64,
     scenario: Scenario,
+    /// `--transport grpc`: the gRPC endpoint.
+    grpc: Option<String>,
 }
 
 /// What the `merchant` scenario charges: one merchant's API key and the paying cards' credentials.
@@ -525,6 +546,16 @@ async fn run_scenario(cfg: Arc<RunCfg>) -> anyhow::Result<Outcome> {
             let mut tally = Tally::default();
             let mut rng =
                 rand::rngs::StdRng::seed_from_u64(cfg.seed ^ u64::try_from(w).unwrap_or(0).wrapping_mul(0x9E37_79B9));
+            let grpc = match &cfg.grpc {
+                Some(url) => Some(
+                    tonic::transport::Endpoint::from_shared(url.clone())?
+                        .tcp_nodelay(true)
+                        .connect()
+                        .await
+                        .with_context(|| format!("gRPC connect {url}"))?,
+                ),
+                None => None,
+            };
             loop {
                 if stop.load(Ordering::Relaxed) {
                     break;
@@ -575,6 +606,35 @@ async fn run_scenario(cfg: Arc<RunCfg>) -> anyhow::Result<Outcome> {
                         Err(e) => {
                             *tally.status.entry(format!("{label} transport")).or_default() += 1;
                             *tally.codes.entry(format!("{label}: {e}")).or_default() += 1;
+                        }
+                    }
+                    continue;
+                }
+                if let Some(channel) = &grpc {
+                    let res = if cfg.retry_share > 0.0 && rng.gen_bool(cfg.retry_share.min(1.0)) {
+                        // Both copies draw the same cards: the same request, sent twice at once.
+                        let mut twin = rng.clone();
+                        let (a, b) = tokio::join!(
+                            send_grpc(&cfg, channel.clone(), &mut twin, &key),
+                            send_grpc(&cfg, channel.clone(), &mut rng, &key)
+                        );
+                        tally.retried += 1;
+                        if a != b {
+                            tally.retry_mismatches += 1;
+                        }
+                        a
+                    } else {
+                        send_grpc(&cfg, channel.clone(), &mut rng, &key).await
+                    };
+                    let _ = hist.record(micros(due.elapsed()));
+                    match res {
+                        Ok(_) => {
+                            tally.ok += 1;
+                            *tally.status.entry("OK".into()).or_default() += 1;
+                        }
+                        Err((code, reason)) => {
+                            *tally.status.entry(code.clone()).or_default() += 1;
+                            *tally.codes.entry(format!("{code} {reason}")).or_default() += 1;
                         }
                     }
                     continue;
@@ -693,6 +753,60 @@ async fn send_read(request: reqwest::RequestBuilder) -> Result<(u16, Value), req
         return Ok((status, Value::Null));
     }
     Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+}
+
+/// Sends one money request over gRPC (the same draw of cards as HTTP): the operation id, or the
+/// status code name and the ErrorInfo reason.
+async fn send_grpc(
+    cfg: &RunCfg,
+    channel: tonic::transport::Channel,
+    rng: &mut rand::rngs::StdRng,
+    key: &str,
+) -> Result<String, (String, String)> {
+    use payd::grpc::proto;
+    use tonic_types::StatusExt;
+    let meta = |r: &mut tonic::metadata::MetadataMap, name: &'static str, value: &str| {
+        if let Ok(v) = value.parse() {
+            r.insert(name, v);
+        }
+    };
+    let answer = match &cfg.merchant {
+        Some(m) => {
+            let c = &m.cards[rng.gen_range(0..m.cards.len())];
+            let mut req = tonic::Request::new(proto::PayRequest {
+                card_number: c.number.clone(),
+                expiry_month: i32::try_from(c.month).unwrap_or(0),
+                expiry_year: i32::try_from(c.year).unwrap_or(0),
+                cvv: c.cvv.clone(),
+                amount: cfg.amount,
+                method: "visa".into(),
+                order_ref: key.to_owned(),
+                currency: String::new(),
+            });
+            meta(req.metadata_mut(), "x-api-key", &m.api_key);
+            meta(req.metadata_mut(), "idempotency-key", key);
+            proto::payments_client::PaymentsClient::new(channel).pay(req).await
+        }
+        None => {
+            let (a, b) = cfg.picker.pick(rng);
+            let mut req = tonic::Request::new(proto::TransferRequest {
+                from_card_id: cfg.cards.get(a).copied().unwrap_or(0),
+                to_card_id: cfg.cards.get(b).copied().unwrap_or(0),
+                amount: cfg.amount,
+                currency: String::new(),
+            });
+            meta(req.metadata_mut(), "authorization", &cfg.api.auth);
+            meta(req.metadata_mut(), "idempotency-key", key);
+            proto::ledger_client::LedgerClient::new(channel).transfer(req).await
+        }
+    };
+    match answer {
+        Ok(op) => Ok(op.into_inner().id),
+        Err(s) => {
+            let reason = s.get_details_error_info().map_or_else(|| s.message().to_owned(), |i| i.reason);
+            Err((format!("{:?}", s.code()), reason))
+        }
+    }
 }
 
 /// Sends one request; its status and JSON body (Null when not JSON).
@@ -920,6 +1034,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.duration.is_none() && args.requests.is_none() {
         bail!("give --duration (e.g. 30s) and/or --requests N");
     }
+    if args.transport == Transport::Grpc && matches!(args.scenario, Scenario::Reads | Scenario::Mixed) {
+        bail!("--transport grpc drives the transfer scenarios and `merchant`, not `{:?}`", args.scenario);
+    }
     if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         bail!("--rate must be > 0");
     }
@@ -1013,6 +1130,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             merchant: merchant.clone(),
             retry_share: args.retry_share,
             scenario: args.scenario,
+            grpc: (args.transport == Transport::Grpc).then(|| args.grpc_url.clone()),
         })
     };
     if args.history > 0 {

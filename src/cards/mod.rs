@@ -5,6 +5,7 @@ pub mod balance;
 pub mod cache;
 pub mod pan;
 pub mod routes;
+pub mod service;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;

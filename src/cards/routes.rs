@@ -2,14 +2,14 @@
 
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
 use crate::app::AppState;
 use crate::cards::pan::{self, Pan};
-use crate::cards::{find_for, Card, CardView, CardsError};
+use crate::cards::{find_for, service, Card, CardView, CardsError};
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
 use crate::http::pagination::{Page, PageQuery};
@@ -154,11 +154,11 @@ pub struct UpdateCardRequest {
 #[derive(Deserialize)]
 pub struct CardListQuery {
     #[serde(flatten)]
-    page: PageQuery,
-    user_id: Option<String>,
-    status: Option<String>,
+    pub page: PageQuery,
+    pub user_id: Option<String>,
+    pub status: Option<String>,
     #[serde(default)]
-    archived: StatusFilter,
+    pub archived: StatusFilter,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -187,7 +187,7 @@ pub struct StatementLine {
     pub created_at: DateTime<Utc>,
 }
 
-fn card_event(event_type: &str, card: &Card) -> NewEvent {
+pub(super) fn card_event(event_type: &str, card: &Card) -> NewEvent {
     NewEvent {
         event_id: uuid::Uuid::now_v7(),
         event_type: event_type.to_owned(),
@@ -201,7 +201,7 @@ fn card_event(event_type: &str, card: &Card) -> NewEvent {
     }
 }
 
-fn insert_event(conn: &mut PgConnection, e: &NewEvent) -> Result<(), CardsError> {
+pub(super) fn insert_event(conn: &mut PgConnection, e: &NewEvent) -> Result<(), CardsError> {
     diesel::insert_into(outbox::table).values(e.clone()).execute(conn)?;
     Ok(())
 }
@@ -211,83 +211,13 @@ async fn issue(
     user: AuthUser,
     body: Valid<IssueCardRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let owner = body.user_id.unwrap_or(user.user_id);
-    if owner != user.user_id && !user.is_admin() {
-        return Err(CardsError::AdminOnly("issue cards for other users").into());
-    }
-    let limit = body.credit_limit.unwrap_or(0);
-    if limit > 0 && !user.is_admin() {
-        return Err(CardsError::AdminOnly("grant a credit line").into());
-    }
-    if limit > 0 && body.card_type != "credit" {
-        return Err(ApiError::validation("credit_limit", "only credit cards have a credit_limit"));
-    }
-    let Some(brand) = pan::brand(&body.brand) else { return Err(ApiError::validation("brand", "unknown brand")) };
-    let st = state.clone();
-    let (card, number, cvv) = storage::transaction(&state.db, move |conn| {
-        let active: Option<Option<DateTime<Utc>>> =
-            users::table.find(owner).select(users::archived_at).first(conn).optional()?;
-        if !matches!(active, Some(None)) {
-            return Err(CardsError::UnknownUser);
-        }
-        let cs = &st.settings;
-        let account_id: i64 = diesel::insert_into(accounts::table)
-            .values((
-                accounts::kind.eq("card"),
-                accounts::currency.eq(&cs.money.currency),
-                accounts::min_balance.eq(Some(-limit)),
-            ))
-            .returning(accounts::id)
-            .get_result(conn)?;
-        let now = Utc::now();
-        let (month, year) = (i32::try_from(now.month()).unwrap_or(1), now.year() + cs.cards.expiry_years);
-        // Collisions are astronomically unlikely; the unique hash makes them harmless, and we retry.
-        for _ in 0..5 {
-            let number = pan::generate(brand);
-            let inserted = conn.transaction::<_, diesel::result::Error, _>(|conn| {
-                diesel::insert_into(cards::table)
-                    .values((
-                        cards::user_id.eq(owner),
-                        cards::account_id.eq(account_id),
-                        cards::card_type.eq(&body.card_type),
-                        cards::brand.eq(brand.0),
-                        cards::pan_hash.eq(pan::pan_hash(cs.cards.pan_key.expose(), &number)),
-                        cards::pan_masked.eq(number.masked()),
-                        cards::pan_last4.eq(number.last4()),
-                        cards::expiry_month.eq(month),
-                        cards::expiry_year.eq(year),
-                        cards::credit_limit.eq(limit),
-                        cards::label.eq(body.label.clone().unwrap_or_default()),
-                    ))
-                    .returning(Card::as_returning())
-                    .get_result(conn)
-            });
-            match inserted {
-                Ok(card) => {
-                    insert_event(conn, &card_event("card.issued", &card))?;
-                    let cvv = pan::cvv(cs.cards.cvv_key.expose(), &number, month, year, brand.3);
-                    return Ok((card, number, cvv));
-                }
-                Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {
-                    continue
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(CardsError::PanExhausted)
-    })
-    .await?;
-    crate::metrics::count("card_issue", "success");
-    tracing::info!(card_id = card.id, card = %number, "card issued");
-    let view = CardView::new(card, &state.settings.money.currency);
-    Ok(HttpResponse::Created().json(IssuedCard { card: view, card_number: number.digits().to_owned(), cvv }))
+    Ok(HttpResponse::Created().json(service::issue(&state, &user, body.into_inner()).await?))
 }
 
 /// One page of cards, newest first. Two fixed statements (prepared once per connection): a user's
 /// cards walk `cards (user_id, id)` backwards, every card (admins) the primary key; the status and
 /// archive filters are parameters whose absent value lets every row through.
-fn list_query(
+pub(super) fn list_query(
     conn: &mut PgConnection,
     user_filter: Option<i64>,
     q: &CardListQuery,
@@ -317,7 +247,7 @@ fn list_query(
     })
 }
 
-fn check_status_filter(q: &CardListQuery) -> Result<(), ApiError> {
+pub(super) fn check_status_filter(q: &CardListQuery) -> Result<(), ApiError> {
     match q.status.as_deref() {
         None | Some("active" | "frozen" | "closed") => Ok(()),
         Some(_) => Err(ApiError::validation("status", "status must be active, frozen or closed")),
@@ -329,25 +259,7 @@ async fn list(
     user: AuthUser,
     q: web::Query<CardListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = q.into_inner();
-    check_status_filter(&q)?;
-    let (limit, cursor) = q.page.resolve()?;
-    let requested = match q.user_id.as_deref() {
-        None | Some("") => None,
-        Some(u) => Some(u.parse::<i64>().map_err(|_| ApiError::validation("user_id", "user_id must be an integer"))?),
-    };
-    let filter = if user.is_admin() {
-        requested
-    } else {
-        if requested.is_some_and(|u| u != user.user_id) {
-            return Err(CardsError::AdminOnly("list other users' cards").into());
-        }
-        Some(user.user_id)
-    };
-    let rows = storage::run(&state.db, move |conn| list_query(conn, filter, &q, limit, cursor)).await?;
-    let currency = state.settings.money.currency.clone();
-    let views: Vec<CardView> = rows.into_iter().map(|c| CardView::new(c, &currency)).collect();
-    Ok(HttpResponse::Ok().json(Page::from_rows(views, limit, |c| c.id)))
+    Ok(HttpResponse::Ok().json(service::list(&state, &user, q.into_inner()).await?))
 }
 
 async fn by_user(
@@ -379,8 +291,7 @@ async fn by_user(
 }
 
 async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
-    let card = state.cards.get_for(&state.db, id.into_inner(), &user).await?;
-    Ok(HttpResponse::Ok().json(CardView::new(card, &state.settings.money.currency)))
+    Ok(HttpResponse::Ok().json(service::get(&state, &user, id.into_inner()).await?))
 }
 
 async fn lookup(

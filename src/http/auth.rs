@@ -33,7 +33,15 @@ impl AuthUser {
 /// # Errors
 /// 401 `missing_token`, `token_expired` or `invalid_token`; 503 when the session store is unreachable.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<AuthUser, ApiError> {
-    let raw = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+    authenticate_bearer(state, headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok())).await
+}
+
+/// Verifies the value of an `authorization` header (HTTP) or metadata entry (gRPC).
+///
+/// # Errors
+/// As [`authenticate`].
+pub async fn authenticate_bearer(state: &AppState, raw: Option<&str>) -> Result<AuthUser, ApiError> {
+    let raw = raw.ok_or_else(|| {
         ApiError::unauthorized("missing_token", "authentication required: send Authorization: Bearer <access token>")
     })?;
     let token = raw

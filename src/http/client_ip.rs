@@ -39,6 +39,13 @@ pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
     Some(resolve(peer, &forwarded, trusted))
 }
 
+/// The client address of a call from `peer` that carried `x-forwarded-for` values `forwarded` (the
+/// gRPC transport, whose metadata are not actix headers).
+pub fn client_ip_from(peer: IpAddr, forwarded: &[&str], trusted: &[IpNet]) -> IpAddr {
+    let hops: Vec<&str> = forwarded.iter().flat_map(|v| v.split(',')).map(str::trim).collect();
+    resolve(peer, &hops, trusted)
+}
+
 fn resolve(peer: IpAddr, forwarded: &[&str], trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     let mut client = peer;

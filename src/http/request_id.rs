@@ -17,6 +17,16 @@ tokio::task_local! {
     static REQUEST_ID: String;
 }
 
+/// Runs `fut` as the request `id` (gRPC calls use the same task-local id as HTTP requests).
+pub async fn scope<F: std::future::Future>(id: String, fut: F) -> F::Output {
+    REQUEST_ID.scope(id, fut).await
+}
+
+/// Whether a client-sent request id is acceptable (1-64 of `[A-Za-z0-9_-]`).
+pub fn valid(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// The id of the request being served on this task, if any.
 pub fn current() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
@@ -24,8 +34,7 @@ pub fn current() -> Option<String> {
 
 fn incoming_id(req: &ServiceRequest) -> Option<String> {
     let v = req.headers().get(HEADER)?.to_str().ok()?;
-    let ok = !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    ok.then(|| v.to_owned())
+    valid(v).then(|| v.to_owned())
 }
 
 /// Middleware: assigns the request id, opens the request span, records metrics, echoes the id.

@@ -13,7 +13,7 @@ use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::{Content, RefOr, Required, ResponseBuilder, Schema};
 
 use crate::app::AppState;
-use crate::http::auth::{authenticate, AuthUser};
+use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
 
 /// Who may call a route.
@@ -268,6 +268,44 @@ fn path_params(path: &str) -> Vec<String> {
         .collect()
 }
 
+/// Who a request was authorised as.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A public route: no credentials were looked at.
+    Anonymous,
+    User(AuthUser),
+    Merchant(crate::merchants::keys::MerchantPrincipal),
+}
+
+/// The one access decision, for both transports: `bearer` is the `Authorization` value, `api_key`
+/// the `X-Api-Key` value (`Some("")` when present but unreadable).
+///
+/// # Errors
+/// 401 for missing or bad credentials, 403 for a missing role or an inactive merchant.
+pub async fn authorize(
+    state: &AppState,
+    access: Access,
+    bearer: Option<&str>,
+    api_key: Option<&str>,
+) -> Result<Principal, ApiError> {
+    let by_key = match access {
+        Access::Public => return Ok(Principal::Anonymous),
+        Access::ApiKey => true,
+        Access::ApiKeyOrRole(_) => api_key.is_some(),
+        _ => false,
+    };
+    if by_key {
+        return crate::merchants::keys::authenticate_key(state, api_key).await.map(Principal::Merchant);
+    }
+    let user = crate::http::auth::authenticate_bearer(state, bearer).await?;
+    match access {
+        Access::AnyRole(roles) | Access::ApiKeyOrRole(roles) if !roles.iter().any(|r| user.has_role(r)) => {
+            Err(ApiError::forbidden(format!("requires role {}", roles.join(" or "))))
+        }
+        _ => Ok(Principal::User(user)),
+    }
+}
+
 /// The access check wrapped around every route.
 async fn enforce(
     access: Access,
@@ -281,32 +319,20 @@ async fn enforce(
         let err = ApiError::internal("application state missing");
         return Ok(req.into_response(err.error_response()).map_into_right_body());
     };
-    let by_key = match access {
-        Access::ApiKey => true,
-        Access::ApiKeyOrRole(_) => req.headers().contains_key(crate::merchants::keys::HEADER),
-        _ => false,
-    };
-    let denied = if by_key {
-        match crate::merchants::keys::authenticate(&state, req.headers()).await {
-            Ok(principal) => {
-                req.extensions_mut().insert(principal);
-                None
-            }
-            Err(e) => Some(e),
+    let headers = req.headers();
+    let bearer = headers.get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let key = headers.get(crate::merchants::keys::HEADER).map(|v| v.to_str().unwrap_or_default());
+    let denied = match authorize(&state, access, bearer, key).await {
+        Ok(Principal::User(user)) => {
+            req.extensions_mut().insert::<AuthUser>(user);
+            None
         }
-    } else {
-        match authenticate(&state, req.headers()).await {
-            Ok(user) => match access {
-                Access::AnyRole(roles) | Access::ApiKeyOrRole(roles) if !roles.iter().any(|r| user.has_role(r)) => {
-                    Some(ApiError::forbidden(format!("requires role {}", roles.join(" or "))))
-                }
-                _ => {
-                    req.extensions_mut().insert::<AuthUser>(user);
-                    None
-                }
-            },
-            Err(e) => Some(e),
+        Ok(Principal::Merchant(principal)) => {
+            req.extensions_mut().insert(principal);
+            None
         }
+        Ok(Principal::Anonymous) => None,
+        Err(e) => Some(e),
     };
     match denied {
         Some(err) => Ok(req.into_response(err.error_response()).map_into_right_body()),

@@ -281,9 +281,15 @@ async fn create_user(state: web::Data<AppState>, body: Valid<CreateUserRequest>)
 }
 
 async fn get_user(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let view = storage::run(&state.db, move |conn| model::user_view(conn, id)).await?;
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().json(user(&state, id.into_inner()).await?))
+}
+
+/// A user by id (for admins; both transports).
+///
+/// # Errors
+/// 404; a storage error.
+pub async fn user(state: &AppState, id: i64) -> Result<model::UserView, ApiError> {
+    Ok(storage::run(&state.db, move |conn| model::user_view(conn, id)).await?)
 }
 
 async fn update_user(

@@ -7,6 +7,7 @@ pub mod password;
 pub mod profiles;
 pub mod revocations;
 pub mod routes;
+pub mod service;
 pub mod sessions;
 pub mod tokens;
 

@@ -14,17 +14,17 @@ use crate::http::client_ip;
 use crate::http::error::ApiError;
 use crate::http::routes::{Access, Api};
 use crate::http::Valid;
-use crate::identity::model::{self, normalise_email, UserView, ROLE_USER};
-use crate::identity::sessions::{self, Rotation};
+use crate::identity::model::{self, UserView};
+use crate::identity::sessions;
 use crate::identity::tokens::{opaque_token, six_digit_code};
-use crate::identity::{password, IdentityError};
+use crate::identity::{password, service, IdentityError};
 use crate::notify::jobs::{self as mail_jobs, NewMailJob};
+use crate::storage;
 use crate::storage::schema::{email_verifications, password_resets, users};
-use crate::storage::{self, StorageError};
 
 const TAG: &str = "auth";
 /// Wrong codes allowed per verification code before a new one must be requested.
-const MAX_CODE_ATTEMPTS: i32 = 5;
+pub(super) const MAX_CODE_ATTEMPTS: i32 = 5;
 
 pub fn register(api: &mut Api) {
     use Access::{Authenticated, Public};
@@ -216,17 +216,21 @@ fn message(m: &str) -> HttpResponse {
 
 /// The client address used for rate limits: the TCP peer, or behind a trusted reverse proxy the
 /// address it forwarded (`server.trusted_proxies`, see `http::client_ip`).
-fn client(state: &AppState, req: &HttpRequest) -> String {
+pub(crate) fn client(state: &AppState, req: &HttpRequest) -> String {
     client_ip::client_ip(req, &state.settings.server.trusted_proxies)
         .map_or_else(|| "unknown".into(), |ip| ip.to_string())
 }
 
-async fn limit(state: &AppState, req: &HttpRequest) -> Result<(), IdentityError> {
-    sessions::rate_limit(state, "auth", &client(state, req), state.settings.auth.auth_rate_limit_per_minute).await
+pub(super) async fn limit(state: &AppState, client: &str) -> Result<(), IdentityError> {
+    sessions::rate_limit(state, "auth", client, state.settings.auth.auth_rate_limit_per_minute).await
 }
 
 /// Creates a fresh verification code for a user (older unused codes stop working); returns the plaintext.
-fn new_verification_code(conn: &mut PgConnection, state: &AppState, user_id: i64) -> Result<String, IdentityError> {
+pub(super) fn new_verification_code(
+    conn: &mut PgConnection,
+    state: &AppState,
+    user_id: i64,
+) -> Result<String, IdentityError> {
     diesel::update(
         email_verifications::table
             .filter(email_verifications::user_id.eq(user_id))
@@ -248,7 +252,7 @@ fn new_verification_code(conn: &mut PgConnection, state: &AppState, user_id: i64
 
 /// Queues an e-mail that carries a secret (code, token) in the caller's transaction. It never goes
 /// through the broker: the e-mail sender delivers it from `email_jobs` and scrubs the secret after.
-fn queue_secret_mail(
+pub(super) fn queue_secret_mail(
     conn: &mut PgConnection,
     kind: &str,
     to: &str,
@@ -289,12 +293,12 @@ pub(super) fn user_event(
 }
 
 /// Wakes the relay and the e-mail sender after a commit (they would find the rows on their next poll).
-fn nudge(state: &AppState) {
+pub(super) fn nudge(state: &AppState) {
     state.events.nudge_relay();
     state.events.nudge_mail();
 }
 
-fn verification_context(state: &AppState, code: &str) -> serde_json::Value {
+pub(super) fn verification_context(state: &AppState, code: &str) -> serde_json::Value {
     serde_json::json!({ "code": code, "minutes": state.settings.auth.verification_ttl_secs / 60 })
 }
 
@@ -303,38 +307,8 @@ async fn register_user(
     req: HttpRequest,
     body: Valid<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    limit(&state, &req).await?;
-    let body = body.into_inner();
-    let email = normalise_email(&body.email);
-    let hash = password::hash(body.password).await.map_err(ApiError::internal)?;
-    let st = state.clone();
-    let (first, last, em) = (body.first_name.trim().to_owned(), body.last_name.trim().to_owned(), email.clone());
-    let view = storage::transaction(&state.db, move |conn| {
-        let id: i64 = diesel::insert_into(users::table)
-            .values((
-                users::first_name.eq(&first),
-                users::last_name.eq(&last),
-                users::email.eq(&em),
-                users::password_hash.eq(&hash),
-            ))
-            .returning(users::id)
-            .get_result(conn)
-            .map_err(|e| match StorageError::from(e) {
-                StorageError::Conflict(_) => IdentityError::EmailTaken,
-                other => other.into(),
-            })?;
-        // Least privilege: a self-registered user gets `user` and nothing else.
-        model::grant_role(conn, id, ROLE_USER)?;
-        let code = new_verification_code(conn, &st, id)?;
-        user_event(conn, "user.registered", id, serde_json::json!({}))?;
-        queue_secret_mail(conn, "verify_email", &em, &first, verification_context(&st, &code))?;
-        model::user_view(conn, id)
-    })
-    .await?;
-    crate::metrics::count("register", "success");
-    tracing::info!(user_id = view.id, "user registered");
-    nudge(&state);
-    Ok(HttpResponse::Created().json(view))
+    let client = client(&state, &req);
+    Ok(HttpResponse::Created().json(service::register(&state, &client, body.into_inner()).await?))
 }
 
 async fn verify_email(
@@ -342,44 +316,8 @@ async fn verify_email(
     req: HttpRequest,
     body: Valid<VerifyEmailRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    limit(&state, &req).await?;
-    let body = body.into_inner();
-    let st = state.clone();
-    let user = storage::transaction(&state.db, move |conn| {
-        let user = model::find_user_by_email(conn, &body.email)?.ok_or(IdentityError::InvalidCode)?;
-        if user.email_verified_at.is_some() {
-            return Err(IdentityError::AlreadyVerified);
-        }
-        let pending: Option<(i64, String, i32)> = email_verifications::table
-            .filter(email_verifications::user_id.eq(user.id))
-            .filter(email_verifications::used_at.is_null())
-            .filter(email_verifications::expires_at.gt(Utc::now()))
-            .order(email_verifications::id.desc())
-            .select((email_verifications::id, email_verifications::code_hash, email_verifications::attempts))
-            .for_update()
-            .first(conn)
-            .optional()?;
-        let Some((id, hash, attempts)) = pending else { return Ok(Err(IdentityError::InvalidCode)) };
-        if attempts >= MAX_CODE_ATTEMPTS || hash != st.keys.hash(&body.code) {
-            // Count the wrong guess (committed), then refuse.
-            diesel::update(email_verifications::table.find(id))
-                .set(email_verifications::attempts.eq(attempts + 1))
-                .execute(conn)?;
-            return Ok(Err(IdentityError::InvalidCode));
-        }
-        diesel::update(email_verifications::table.find(id))
-            .set(email_verifications::used_at.eq(Utc::now()))
-            .execute(conn)?;
-        diesel::update(users::table.find(user.id))
-            .set((users::email_verified_at.eq(Utc::now()), users::updated_at.eq(Utc::now())))
-            .execute(conn)?;
-        user_event(conn, "user.verified", user.id, serde_json::json!({}))?;
-        Ok(Ok(user))
-    })
-    .await??;
-    tracing::info!(user_id = user.id, "e-mail verified");
-    nudge(&state);
-    Ok(message("e-mail verified"))
+    let client = client(&state, &req);
+    Ok(HttpResponse::Ok().json(service::verify_email(&state, &client, body.into_inner()).await?))
 }
 
 async fn resend_code(
@@ -387,7 +325,7 @@ async fn resend_code(
     req: HttpRequest,
     body: Valid<EmailRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    limit(&state, &req).await?;
+    limit(&state, &client(&state, &req)).await?;
     let email = body.into_inner().email;
     let st = state.clone();
     let sent = storage::transaction(&state.db, move |conn| {
@@ -406,7 +344,7 @@ async fn resend_code(
     Ok(message("if the address is registered and not yet verified, a new code has been sent"))
 }
 
-async fn issue_pair(
+pub(super) async fn issue_pair(
     state: &AppState,
     user_id: i64,
     family: uuid::Uuid,
@@ -428,37 +366,8 @@ async fn login(
     req: HttpRequest,
     body: Valid<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    limit(&state, &req).await?;
-    let body = body.into_inner();
-    let email = normalise_email(&body.email);
-    sessions::check_lock(&state, &email).await?;
-    let lookup = email.clone();
-    let user = storage::run(&state.db, move |conn| model::find_user_by_email(conn, &lookup)).await?;
-    let ok = password::verify(body.password, user.as_ref().map(|u| u.password_hash.clone())).await;
-    let user = match (ok, user) {
-        (true, Some(u)) => u,
-        _ => {
-            crate::metrics::count("login", "failed");
-            return Err(sessions::record_failure(&state, &email).await.into());
-        }
-    };
-    sessions::clear_failures(&state, &email).await?;
-    if user.archived_at.is_some() {
-        return Err(IdentityError::AccountArchived.into());
-    }
-    if user.email_verified_at.is_none() {
-        return Err(IdentityError::EmailNotVerified.into());
-    }
-    let st = state.clone();
-    let uid = user.id;
-    let (family, token, roles) = storage::transaction(&state.db, move |conn| {
-        let (family, token) = sessions::start(conn, &st, uid)?;
-        Ok::<_, IdentityError>((family, token, model::role_names(conn, uid)?))
-    })
-    .await?;
-    crate::metrics::count("login", "success");
-    tracing::info!(user_id = uid, "login");
-    Ok(HttpResponse::Ok().json(issue_pair(&state, uid, family, token, &roles).await?))
+    let client = client(&state, &req);
+    Ok(HttpResponse::Ok().json(service::login(&state, &client, body.into_inner()).await?))
 }
 
 async fn refresh(
@@ -466,57 +375,17 @@ async fn refresh(
     req: HttpRequest,
     body: Valid<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    limit(&state, &req).await?;
-    let presented = body.into_inner().refresh_token;
-    let st = state.clone();
-    let outcome = storage::transaction(&state.db, move |conn| {
-        let rotation = sessions::rotate(conn, &st, &presented)?;
-        let extra = match &rotation {
-            Rotation::Rotated { user_id, .. } => {
-                let user = model::find_user(conn, *user_id)?;
-                Some((user.archived_at.is_some(), model::role_names(conn, *user_id)?))
-            }
-            Rotation::Reused { .. } => None,
-        };
-        Ok::<_, IdentityError>((rotation, extra))
-    })
-    .await?;
-    match outcome {
-        (Rotation::Reused { family }, _) => {
-            sessions::flag_revoked(&state, &[family]).await?;
-            tracing::warn!(session = %family, "refresh token reuse: session revoked");
-            crate::metrics::count("refresh", "reuse");
-            Err(IdentityError::TokenReuse.into())
-        }
-        (Rotation::Rotated { user_id, family, token }, Some((archived, roles))) => {
-            if archived {
-                let fam = family;
-                storage::run(&state.db, move |conn| sessions::revoke_family(conn, fam)).await?;
-                return Err(IdentityError::AccountArchived.into());
-            }
-            crate::metrics::count("refresh", "success");
-            Ok(HttpResponse::Ok().json(issue_pair(&state, user_id, family, token, &roles).await?))
-        }
-        (Rotation::Rotated { .. }, None) => Err(ApiError::internal("rotation without user")),
-    }
+    let client = client(&state, &req);
+    Ok(HttpResponse::Ok().json(service::refresh(&state, &client, body.into_inner()).await?))
 }
 
 async fn logout(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
-    let family = user.session;
-    storage::run(&state.db, move |conn| sessions::revoke_family(conn, family)).await?;
-    sessions::flag_revoked(&state, &[family]).await?;
+    service::logout(&state, &user).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
-    let id = user.user_id;
-    if let Some(view) = state.profiles.get(id) {
-        return Ok(HttpResponse::Ok().json(view));
-    }
-    let generation = state.profiles.generation();
-    let view = storage::run(&state.db, move |conn| model::user_view(conn, id)).await?;
-    state.profiles.put(generation, view.clone());
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().json(service::me(&state, &user).await?))
 }
 
 async fn change_password(
@@ -551,7 +420,7 @@ async fn forgot_password(
     req: HttpRequest,
     body: Valid<EmailRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    limit(&state, &req).await?;
+    limit(&state, &client(&state, &req)).await?;
     let email = body.into_inner().email;
     let st = state.clone();
     let issued = storage::transaction(&state.db, move |conn| {
@@ -585,7 +454,7 @@ async fn reset_password(
     req: HttpRequest,
     body: Valid<ResetPasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    limit(&state, &req).await?;
+    limit(&state, &client(&state, &req)).await?;
     let body = body.into_inner();
     let hash = password::hash(body.new_password).await.map_err(ApiError::internal)?;
     let token_hash = state.keys.hash(&body.token);

@@ -94,7 +94,15 @@ type KeyRow = (i64, i64, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>, O
 /// # Errors
 /// 401 for a missing, malformed, unknown, revoked or expired key; 403 when the merchant is not active.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<MerchantPrincipal, ApiError> {
-    let raw = headers.get(HEADER).and_then(|v| v.to_str().ok()).ok_or(MerchantError::MissingKey)?;
+    authenticate_key(state, headers.get(HEADER).and_then(|v| v.to_str().ok())).await
+}
+
+/// Authenticates the value of an `x-api-key` header (HTTP) or metadata entry (gRPC).
+///
+/// # Errors
+/// As [`authenticate`].
+pub async fn authenticate_key(state: &AppState, raw: Option<&str>) -> Result<MerchantPrincipal, ApiError> {
+    let raw = raw.ok_or(MerchantError::MissingKey)?;
     let (key_id, secret) = parse(raw.trim()).ok_or(MerchantError::InvalidKey)?;
     let hash = state.keys.hash(secret);
     let key = match state.api_keys.get(key_id) {

@@ -5,6 +5,7 @@ pub mod blob;
 pub mod keys;
 pub mod payments;
 pub mod routes;
+pub mod service;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;

@@ -19,7 +19,7 @@ use crate::http::routes::{Access, Api, ADMIN};
 use crate::http::Valid;
 use crate::merchants::keys::MerchantPrincipal;
 use crate::merchants::{find_for, MerchantError};
-use crate::payments::execute::{self, Failure, MoneyOp};
+use crate::payments::execute::{self, Failure, MoneyOp, Reply};
 use crate::payments::{idempotency, limits, methods, Operation, OperationView, PaymentError};
 use crate::storage::schema::{cards, merchants, operations, refund_totals};
 use crate::storage::{self, StorageError};
@@ -143,11 +143,24 @@ async fn pay(
     key: MerchantPrincipal,
     body: Valid<PaymentRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    limits::check(&state, limits::Caller::ApiKey(key.key_id)).await?;
     let idem = idempotency::key(&req)?;
-    let body = body.into_inner();
+    Ok(execute::reply(charge(&state, &key, idem, body.into_inner()).await?))
+}
+
+/// Charges a card for a merchant (the API key `key`) under the idempotency key `idem`: the one
+/// payment rule set both transports call. `body` is validated already.
+///
+/// # Errors
+/// Validation (422), rate and decline limits (429), conflicts (409), back-pressure (503).
+pub async fn charge(
+    state: &AppState,
+    key: &MerchantPrincipal,
+    idem: String,
+    body: PaymentRequest,
+) -> Result<Reply, ApiError> {
+    limits::check(state, limits::Caller::ApiKey(key.key_id)).await?;
     let scope = format!("merchant:{}", key.merchant_id);
-    crate::payments::routes::check_money(&state, body.amount, body.currency.as_deref())?;
+    crate::payments::service::check_money(state, body.amount, body.currency.as_deref())?;
     if !body.cvv.chars().all(|c| c.is_ascii_digit()) {
         return Err(ApiError::validation("cvv", "cvv must be digits"));
     }
@@ -239,7 +252,7 @@ async fn pay(
                 return Ok(stored.replay(&hash)?);
             }
         }
-        return Ok(HttpResponse::PaymentRequired().json(answer));
+        return Ok(Reply { status: actix_web::http::StatusCode::PAYMENT_REQUIRED, body: answer, replayed: false });
     };
     let op = MoneyOp {
         method: Some(method.to_owned()),
@@ -271,10 +284,10 @@ async fn pay(
         CardAttempt::KeyBlocked { retry_after } => return Err(key_blocked(retry_after)),
         CardAttempt::Locked | CardAttempt::Declined => {
             if locked_at.is_none() {
-                lock_card(&state, card_id).await?;
+                lock_card(state, card_id).await?;
             }
             return execute::record_failed(
-                &state,
+                state,
                 op,
                 Failure::new("card_locked", "payments on this card are locked after too many wrong card details"),
             )
@@ -282,22 +295,22 @@ async fn pay(
         }
         CardAttempt::Failed { failures } => {
             if failures >= u64::from(m.card_failure_limit) {
-                lock_card(&state, card_id).await?;
+                lock_card(state, card_id).await?;
             }
             let f = if expiry_ok {
                 Failure::new("invalid_cvv", "the security code is wrong")
             } else {
                 Failure::new("invalid_expiry", "the expiry date does not match the card")
             };
-            return execute::record_failed(&state, op, f).await;
+            return execute::record_failed(state, op, f).await;
         }
         CardAttempt::Ok => {}
     }
     let now = Utc::now();
     if (year, u32::try_from(month).unwrap_or(12)) < (now.year(), now.month()) {
-        return execute::record_failed(&state, op, Failure::new("card_expired", "the card has expired")).await;
+        return execute::record_failed(state, op, Failure::new("card_expired", "the card has expired")).await;
     }
-    execute::run(&state, op).await
+    execute::run(state, op).await
 }
 
 fn key_blocked(retry_after: u64) -> ApiError {
@@ -340,7 +353,7 @@ fn find_payment(conn: &mut PgConnection, id: uuid::Uuid) -> Result<Operation, Me
         .ok_or(MerchantError::PaymentNotFound)
 }
 
-fn parse_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+pub(crate) fn parse_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found("payment"))
 }
 
@@ -355,9 +368,25 @@ async fn refund(
     let idem = idempotency::key(&req)?;
     let id = parse_id(&id)?;
     let body = body.map(Valid::into_inner).unwrap_or_default();
+    Ok(execute::reply(refund_payment(&state, key, admin, idem, id, body).await?))
+}
+
+/// Refunds (part of) a payment, for its merchant's API key or an admin, under the idempotency key
+/// `idem`: the one refund rule set both transports call. `body` is validated already.
+///
+/// # Errors
+/// 404 unknown (or another merchant's) payment, 409 not refundable or key conflict, 422 bad amount.
+pub async fn refund_payment(
+    state: &AppState,
+    key: Option<MerchantPrincipal>,
+    admin: Option<AuthUser>,
+    idem: String,
+    id: uuid::Uuid,
+    body: RefundRequest,
+) -> Result<Reply, ApiError> {
     match (&key, &admin) {
-        (Some(k), _) => limits::check(&state, limits::Caller::ApiKey(k.key_id)).await?,
-        (None, Some(a)) => limits::check(&state, limits::Caller::User(a.user_id)).await?,
+        (Some(k), _) => limits::check(state, limits::Caller::ApiKey(k.key_id)).await?,
+        (None, Some(a)) => limits::check(state, limits::Caller::User(a.user_id)).await?,
         (None, None) => {}
     }
     let scope = match (&key, &admin) {
@@ -416,20 +445,20 @@ async fn refund(
         refund_of: Some((payment.id, payment.amount)),
         ..MoneyOp::new("refund", (scope, idem, hash), amount, payment.credit_account_id, payment.debit_account_id)
     };
-    execute::run(&state, refund).await
+    execute::run(state, refund).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct PaymentListQuery {
     #[serde(flatten)]
-    page: PageQuery,
-    merchant_id: Option<String>,
-    api_key_id: Option<String>,
-    card_id: Option<String>,
-    status: Option<String>,
-    kind: Option<String>,
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
+    pub page: PageQuery,
+    pub merchant_id: Option<String>,
+    pub api_key_id: Option<String>,
+    pub card_id: Option<String>,
+    pub status: Option<String>,
+    pub kind: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
 }
 
 fn int(v: &Option<String>, field: &'static str) -> Result<Option<i64>, ApiError> {
@@ -440,13 +469,21 @@ fn int(v: &Option<String>, field: &'static str) -> Result<Option<i64>, ApiError>
 }
 
 /// Who is asking, for the payment lists.
-enum Viewer {
+pub enum Viewer {
     Admin,
     Customer(i64),
     Merchant(i64),
 }
 
-async fn list_payments(state: &AppState, viewer: Viewer, q: PaymentListQuery) -> Result<HttpResponse, ApiError> {
+/// Payments and refunds as `viewer` may see them, newest first (both transports).
+///
+/// # Errors
+/// 422 for a bad filter or page; a storage error.
+pub async fn list_payments(
+    state: &AppState,
+    viewer: Viewer,
+    q: PaymentListQuery,
+) -> Result<Page<OperationView>, ApiError> {
     let (limit, cursor) = q.page.resolve()?;
     let merchant = int(&q.merchant_id, "merchant_id")?;
     let api_key = int(&q.api_key_id, "api_key_id")?;
@@ -511,7 +548,7 @@ async fn list_payments(state: &AppState, viewer: Viewer, q: PaymentListQuery) ->
     let mut items: Vec<Operation> = rows;
     items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next_cursor = if more { items.last().map(|o| encode_cursor(o.seq)) } else { None };
-    Ok(HttpResponse::Ok().json(Page { items: items.into_iter().map(OperationView::from).collect(), next_cursor }))
+    Ok(Page { items: items.into_iter().map(OperationView::from).collect(), next_cursor })
 }
 
 async fn list_for_user(
@@ -520,7 +557,7 @@ async fn list_for_user(
     q: web::Query<PaymentListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let viewer = if user.is_admin() { Viewer::Admin } else { Viewer::Customer(user.user_id) };
-    list_payments(&state, viewer, q.into_inner()).await
+    Ok(HttpResponse::Ok().json(list_payments(&state, viewer, q.into_inner()).await?))
 }
 
 async fn list_for_merchant(
@@ -529,9 +566,21 @@ async fn list_for_merchant(
     id: web::Path<i64>,
     q: web::Query<PaymentListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
+    Ok(HttpResponse::Ok().json(list_for_owner(&state, user, id.into_inner(), q.into_inner()).await?))
+}
+
+/// The payments of merchant `id` for its owner (or an admin).
+///
+/// # Errors
+/// 404 unknown or another owner's merchant; as [`list_payments`].
+pub async fn list_for_owner(
+    state: &AppState,
+    user: AuthUser,
+    id: i64,
+    q: PaymentListQuery,
+) -> Result<Page<OperationView>, ApiError> {
     storage::run(&state.db, move |conn| find_for(conn, id, &user)).await?;
-    list_payments(&state, Viewer::Merchant(id), q.into_inner()).await
+    list_payments(state, Viewer::Merchant(id), q).await
 }
 
 async fn list_for_key(
@@ -539,7 +588,7 @@ async fn list_for_key(
     key: MerchantPrincipal,
     q: web::Query<PaymentListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    list_payments(&state, Viewer::Merchant(key.merchant_id), q.into_inner()).await
+    Ok(HttpResponse::Ok().json(list_payments(&state, Viewer::Merchant(key.merchant_id), q.into_inner()).await?))
 }
 
 /// Whether a user may see a payment: admin, the card's owner, or the merchant's owner.
@@ -567,6 +616,14 @@ fn may_see(conn: &mut PgConnection, user: &AuthUser, p: &Operation) -> Result<bo
 
 async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
+    Ok(HttpResponse::Ok().json(payment(&state, user, id).await?))
+}
+
+/// A payment the user may see (admin, the card's holder, the merchant's owner); others answer 404.
+///
+/// # Errors
+/// 404; a storage error.
+pub async fn payment(state: &AppState, user: AuthUser, id: uuid::Uuid) -> Result<OperationView, ApiError> {
     let p = storage::run(&state.db, move |conn| {
         let p = find_payment(conn, id)?;
         if !may_see(conn, &user, &p)? {
@@ -575,7 +632,7 @@ async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<String>) 
         Ok(p)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(OperationView::from(p)))
+    Ok(OperationView::from(p))
 }
 
 async fn refunds_of(

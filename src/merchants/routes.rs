@@ -20,7 +20,7 @@ use crate::http::Valid;
 use crate::identity::admin::StatusFilter;
 use crate::identity::model::{self, ROLE_MERCHANT};
 use crate::ledger::NewEvent;
-use crate::merchants::{find, find_for, keys, transition, Merchant, MerchantError};
+use crate::merchants::{find, find_for, keys, service, transition, Merchant, MerchantError};
 use crate::storage::schema::{accounts, merchant_api_keys, merchant_documents, merchants, outbox};
 use crate::storage::{self, StorageError};
 
@@ -292,7 +292,7 @@ pub fn merchant_event(event_type: &str, m: &Merchant, extra: serde_json::Value) 
     }
 }
 
-fn emit(conn: &mut PgConnection, e: NewEvent) -> Result<(), MerchantError> {
+pub(super) fn emit(conn: &mut PgConnection, e: NewEvent) -> Result<(), MerchantError> {
     diesel::insert_into(outbox::table).values(e).execute(conn)?;
     Ok(())
 }
@@ -302,35 +302,7 @@ async fn apply(
     user: AuthUser,
     body: Valid<ApplyRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let b = body.into_inner();
-    let currency = state.settings.money.currency.clone();
-    let m = storage::transaction(&state.db, move |conn| {
-        let account: i64 = diesel::insert_into(accounts::table)
-            .values((
-                accounts::kind.eq("merchant"),
-                accounts::currency.eq(&currency),
-                accounts::min_balance.eq(Some(0i64)),
-            ))
-            .returning(accounts::id)
-            .get_result(conn)?;
-        let m: Merchant = diesel::insert_into(merchants::table)
-            .values((
-                merchants::owner_id.eq(user.user_id),
-                merchants::account_id.eq(account),
-                merchants::business_name.eq(b.business_name.trim()),
-                merchants::contact_email.eq(b.contact_email.trim().to_lowercase()),
-                merchants::category.eq(b.category.trim()),
-                merchants::website.eq(b.website.unwrap_or_default()),
-                merchants::description.eq(b.description.unwrap_or_default()),
-            ))
-            .returning(Merchant::as_returning())
-            .get_result(conn)?;
-        emit(conn, merchant_event("merchant.applied", &m, serde_json::Value::Null))?;
-        Ok::<_, MerchantError>(m)
-    })
-    .await?;
-    crate::metrics::count("merchant_apply", "success");
-    Ok(HttpResponse::Created().json(m))
+    Ok(HttpResponse::Created().json(service::apply(&state, user, body.into_inner()).await?))
 }
 
 fn search_pattern(s: &str) -> String {
@@ -382,9 +354,7 @@ async fn list(
 }
 
 async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let m = storage::run(&state.db, move |conn| find_for(conn, id, &user)).await?;
-    Ok(HttpResponse::Ok().json(m))
+    Ok(HttpResponse::Ok().json(service::get(&state, user, id.into_inner()).await?))
 }
 
 async fn update(
@@ -740,7 +710,7 @@ async fn review(
     Ok(HttpResponse::Ok().json(doc))
 }
 
-fn owned_active(conn: &mut PgConnection, id: i64, user: &AuthUser) -> Result<Merchant, MerchantError> {
+pub(super) fn owned_active(conn: &mut PgConnection, id: i64, user: &AuthUser) -> Result<Merchant, MerchantError> {
     let m = find(conn, id)?;
     if m.owner_id != user.user_id {
         return Err(MerchantError::NotOwner);
@@ -751,7 +721,7 @@ fn owned_active(conn: &mut PgConnection, id: i64, user: &AuthUser) -> Result<Mer
     Ok(m)
 }
 
-fn insert_key(
+pub(super) fn insert_key(
     conn: &mut PgConnection,
     state: &AppState,
     m: &Merchant,
@@ -786,31 +756,12 @@ async fn create_key(
     id: web::Path<i64>,
     body: Option<Valid<KeyRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let label = body.and_then(|b| b.into_inner().label).unwrap_or_default();
-    let st = state.clone();
-    let created = storage::transaction(&state.db, move |conn| {
-        let m = owned_active(conn, id, &user)?;
-        insert_key(conn, &st, &m, &label, user.user_id)
-    })
-    .await?;
-    Ok(HttpResponse::Created().json(created))
+    let body = body.map(Valid::into_inner).unwrap_or_default();
+    Ok(HttpResponse::Created().json(service::create_key(&state, user, id.into_inner(), body).await?))
 }
 
 async fn list_keys(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let keys = storage::run(&state.db, move |conn| {
-        find_for(conn, id, &user)?;
-        Ok::<_, MerchantError>(
-            merchant_api_keys::table
-                .filter(merchant_api_keys::merchant_id.eq(id))
-                .select(KeyView::as_select())
-                .order(merchant_api_keys::id.asc())
-                .load(conn)?,
-        )
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(keys))
+    Ok(HttpResponse::Ok().json(service::list_keys(&state, user, id.into_inner()).await?))
 }
 
 async fn rotate_key(
@@ -858,28 +809,7 @@ async fn revoke_key(
     path: web::Path<(i64, i64)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, key) = path.into_inner();
-    let view = storage::transaction(&state.db, move |conn| {
-        let m = find_for(conn, id, &user)?;
-        let view: KeyView = diesel::update(
-            merchant_api_keys::table
-                .filter(merchant_api_keys::id.eq(key))
-                .filter(merchant_api_keys::merchant_id.eq(id))
-                .filter(merchant_api_keys::revoked_at.is_null()),
-        )
-        .set(merchant_api_keys::revoked_at.eq(Utc::now()))
-        .returning(KeyView::as_returning())
-        .get_result(conn)
-        .optional()?
-        .ok_or(MerchantError::KeyNotFound)?;
-        emit(
-            conn,
-            merchant_event("api_key.revoked", &m, serde_json::json!({"api_key_id": view.id, "key_id": view.key_id})),
-        )?;
-        Ok::<_, MerchantError>(view)
-    })
-    .await?;
-    state.api_keys.invalidate(&view.key_id);
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().json(service::revoke_key(&state, user, id, key).await?))
 }
 
 async fn balance(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {

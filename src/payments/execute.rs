@@ -108,6 +108,25 @@ pub fn declined_body(request_id: &str) -> serde_json::Value {
     serde_json::json!({ "error": { "code": DECLINED, "message": DECLINED_MESSAGE, "request_id": request_id } })
 }
 
+/// The answer to a money-moving request, as stored with its idempotency key: a status (201, or the
+/// status of a recorded failure), the JSON body, and whether it replays an earlier answer. Both
+/// transports send it: HTTP as is ([`reply`]), gRPC as an `Operation` or a status with details.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: serde_json::Value,
+    pub replayed: bool,
+}
+
+/// The HTTP response of a [`Reply`] (`Idempotent-Replayed: true` on replays).
+pub fn reply(r: Reply) -> HttpResponse {
+    let mut resp = HttpResponse::build(r.status);
+    if r.replayed {
+        resp.insert_header(("idempotent-replayed", "true"));
+    }
+    resp.json(r.body)
+}
+
 /// A business failure: stable code, message, HTTP status.
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -274,7 +293,7 @@ impl Prepared {
 ///
 /// # Errors
 /// `ApiError` for conflicts, unknown cards, back-pressure (503) and unknown outcomes (503, retry with the same key).
-pub async fn run(state: &AppState, op: MoneyOp) -> Result<HttpResponse, ApiError> {
+pub async fn run(state: &AppState, op: MoneyOp) -> Result<Reply, ApiError> {
     let op = &op;
     once(state, op, |leader| async move {
         let answer = execute(state, op).await;
@@ -287,7 +306,7 @@ pub async fn run(state: &AppState, op: MoneyOp) -> Result<HttpResponse, ApiError
 ///
 /// # Errors
 /// As [`run`].
-pub async fn record_failed(state: &AppState, op: MoneyOp, failure: Failure) -> Result<HttpResponse, ApiError> {
+pub async fn record_failed(state: &AppState, op: MoneyOp, failure: Failure) -> Result<Reply, ApiError> {
     let (op, failure) = (&op, &failure);
     once(state, op, |leader| async move {
         let answer = record(state, op, failure).await;
@@ -299,10 +318,10 @@ pub async fn record_failed(state: &AppState, op: MoneyOp, failure: Failure) -> R
 /// Runs `body` unless the same key is already in flight here: then waits for that request's answer.
 /// A different request under a running key waits for it to end, then runs (the database answers 409
 /// if the key belongs to another request).
-async fn once<F, Fut>(state: &AppState, op: &MoneyOp, body: F) -> Result<HttpResponse, ApiError>
+async fn once<F, Fut>(state: &AppState, op: &MoneyOp, body: F) -> Result<Reply, ApiError>
 where
     F: FnOnce(inflight::Leader) -> Fut,
-    Fut: std::future::Future<Output = Result<HttpResponse, ApiError>>,
+    Fut: std::future::Future<Output = Result<Reply, ApiError>>,
 {
     loop {
         match state.ledger.inflight.claim(&op.scope, &op.key, &op.request_hash.current) {
@@ -315,7 +334,7 @@ where
             Claim::Follower(rx) => match inflight::wait(rx).await {
                 Some(Answer::Json(status, body, _)) => {
                     crate::metrics::count(op.kind, "inflight_replay");
-                    return Ok(HttpResponse::build(status).insert_header(("idempotent-replayed", "true")).json(body));
+                    return Ok(Reply { status, body, replayed: true });
                 }
                 Some(Answer::Error(e)) => return Err(e),
                 // The first request went away without an answer: try again (as leader, or behind
@@ -326,14 +345,11 @@ where
     }
 }
 
-fn finish(leader: inflight::Leader, answer: Result<Answer, ApiError>) -> Result<HttpResponse, ApiError> {
+fn finish(leader: inflight::Leader, answer: Result<Answer, ApiError>) -> Result<Reply, ApiError> {
     let answer = answer.unwrap_or_else(Answer::Error);
     leader.finish(&answer);
     match answer {
-        Answer::Json(status, body, false) => Ok(HttpResponse::build(status).json(body)),
-        Answer::Json(status, body, true) => {
-            Ok(HttpResponse::build(status).insert_header(("idempotent-replayed", "true")).json(body))
-        }
+        Answer::Json(status, body, replayed) => Ok(Reply { status, body, replayed }),
         Answer::Error(e) => Err(e),
     }
 }

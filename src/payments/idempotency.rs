@@ -6,7 +6,7 @@
 //! stored row cannot be brute-forced back into a card. Rows older than `idempotency.ttl_hours` are purged.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::HttpRequest;
 use diesel::prelude::*;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -14,6 +14,7 @@ use sha2::Sha256;
 use crate::config::IdempotencySettings;
 
 use crate::http::error::ApiError;
+use crate::payments::execute::Reply;
 use crate::payments::PaymentError;
 use crate::storage::schema::idempotency_keys;
 use crate::storage::{self, PgPool, StorageError};
@@ -26,7 +27,15 @@ pub const HEADER: &str = "idempotency-key";
 /// `MissingIdempotencyKey` or `BadIdempotencyKey`.
 pub fn key(req: &HttpRequest) -> Result<String, PaymentError> {
     let raw = req.headers().get(HEADER).ok_or(PaymentError::MissingIdempotencyKey)?;
-    let s = raw.to_str().map_err(|_| PaymentError::BadIdempotencyKey)?;
+    check_key(raw.to_str().ok())
+}
+
+/// Checks a key as received by either transport (`None`: present but not visible ASCII).
+///
+/// # Errors
+/// `BadIdempotencyKey`.
+pub fn check_key(raw: Option<&str>) -> Result<String, PaymentError> {
+    let s = raw.ok_or(PaymentError::BadIdempotencyKey)?;
     if s.is_empty() || s.len() > 128 || !s.chars().all(|c| c.is_ascii_graphic()) {
         return Err(PaymentError::BadIdempotencyKey);
     }
@@ -95,12 +104,12 @@ impl Stored {
     ///
     /// # Errors
     /// `IdempotencyConflict` when the request differs.
-    pub fn replay(self, fingerprint: &Fingerprint) -> Result<HttpResponse, PaymentError> {
+    pub fn replay(self, fingerprint: &Fingerprint) -> Result<Reply, PaymentError> {
         if !fingerprint.matches(&self.request_hash) {
             return Err(PaymentError::IdempotencyConflict);
         }
         let status = StatusCode::from_u16(u16::try_from(self.status).unwrap_or(200)).unwrap_or(StatusCode::OK);
-        Ok(HttpResponse::build(status).insert_header(("idempotent-replayed", "true")).json(self.body))
+        Ok(Reply { status, body: self.body, replayed: true })
     }
 }
 

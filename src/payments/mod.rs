@@ -8,6 +8,7 @@ pub mod inflight;
 pub mod limits;
 pub mod methods;
 pub mod routes;
+pub mod service;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -80,8 +81,8 @@ pub struct Operation {
     pub order_ref: Option<String>,
 }
 
-/// An operation as the API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// An operation as the API shows it (and as stored with its idempotency key, read back by gRPC).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct OperationView {
     pub id: uuid::Uuid,
     pub kind: String,

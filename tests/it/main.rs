@@ -15,6 +15,7 @@ mod events_kafka;
 mod events_outbox;
 mod events_rabbitmq;
 mod events_webhooks;
+mod grpc;
 mod identity_abuse;
 mod identity_admin;
 mod identity_flow;

@@ -118,6 +118,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub settings: Settings,
     pub handle: actix_web::dev::ServerHandle,
+    /// The gRPC port (0 when `grpc.enabled` is off).
+    pub grpc_port: u16,
 }
 
 impl TestApp {
@@ -138,7 +140,8 @@ impl TestApp {
         actix_web::rt::spawn(running.server);
         let base = format!("http://127.0.0.1:{}", running.port);
         let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap();
-        Self { base, port: running.port, client, settings, handle }
+        let grpc_port = running.grpc.as_ref().map_or(0, |g| g.port);
+        Self { base, port: running.port, client, settings, handle, grpc_port }
     }
 
     pub fn url(&self, path: &str) -> String {

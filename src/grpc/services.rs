@@ -1,0 +1,522 @@
+//! The gRPC services: each method parses its message into the HTTP route's request type (the same
+//! validation), calls the one domain function with the caller's identity, and maps the answer.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Router;
+use tonic::{Request, Response, Status};
+
+use crate::app::AppState;
+use crate::http::auth::AuthUser;
+use crate::http::error::ApiError;
+use crate::http::pagination::encode_cursor;
+use crate::payments::{Operation, OperationView};
+use crate::storage::schema::operations;
+use crate::storage::{self, StorageError};
+
+use super::convert::{self, invalid, opt, status, validated};
+use super::proto;
+
+/// Adds every payd service, with the configured message size limit, to `router`.
+pub fn add<L>(router: Router<L>, state: &AppState) -> Router<L> {
+    let max = state.settings.grpc.max_message_bytes;
+    let st = || Api { state: state.clone() };
+    router
+        .add_service(
+            proto::auth_server::AuthServer::new(st()).max_decoding_message_size(max).max_encoding_message_size(max),
+        )
+        .add_service(
+            proto::users_server::UsersServer::new(st()).max_decoding_message_size(max).max_encoding_message_size(max),
+        )
+        .add_service(
+            proto::cards_server::CardsServer::new(st()).max_decoding_message_size(max).max_encoding_message_size(max),
+        )
+        .add_service(
+            proto::ledger_server::LedgerServer::new(st()).max_decoding_message_size(max).max_encoding_message_size(max),
+        )
+        .add_service(
+            proto::merchants_server::MerchantsServer::new(st())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            proto::payments_server::PaymentsServer::new(st())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+}
+
+/// Every service is this one adapter over the application state.
+#[derive(Clone)]
+pub struct Api {
+    state: AppState,
+}
+
+type Answer<T> = Result<Response<T>, Status>;
+
+fn ok<T>(value: T) -> Answer<T> {
+    Ok(Response::new(value))
+}
+
+#[tonic::async_trait]
+impl proto::auth_server::Auth for Api {
+    async fn register(&self, req: Request<proto::RegisterRequest>) -> Answer<proto::User> {
+        let client = convert::client(&req, &self.state.settings.server.trusted_proxies);
+        let m = req.into_inner();
+        let body = validated(crate::identity::routes::RegisterRequest {
+            first_name: m.first_name,
+            last_name: m.last_name,
+            email: m.email,
+            password: m.password,
+            confirm_password: m.confirm_password,
+        })?;
+        let user = crate::identity::service::register(&self.state, &client, body).await.map_err(status)?;
+        ok(convert::user_message(user))
+    }
+
+    async fn verify_email(&self, req: Request<proto::VerifyEmailRequest>) -> Answer<proto::VerifyEmailResponse> {
+        let client = convert::client(&req, &self.state.settings.server.trusted_proxies);
+        let m = req.into_inner();
+        let body = validated(crate::identity::routes::VerifyEmailRequest { email: m.email, code: m.code })?;
+        let answer = crate::identity::service::verify_email(&self.state, &client, body).await.map_err(status)?;
+        ok(proto::VerifyEmailResponse { message: answer.message })
+    }
+
+    async fn login(&self, req: Request<proto::LoginRequest>) -> Answer<proto::TokenPair> {
+        let client = convert::client(&req, &self.state.settings.server.trusted_proxies);
+        let m = req.into_inner();
+        let body = validated(crate::identity::routes::LoginRequest { email: m.email, password: m.password })?;
+        let pair = crate::identity::service::login(&self.state, &client, body).await.map_err(status)?;
+        ok(token_pair(pair))
+    }
+
+    async fn refresh(&self, req: Request<proto::RefreshRequest>) -> Answer<proto::TokenPair> {
+        let client = convert::client(&req, &self.state.settings.server.trusted_proxies);
+        let body =
+            validated(crate::identity::routes::RefreshRequest { refresh_token: req.into_inner().refresh_token })?;
+        let pair = crate::identity::service::refresh(&self.state, &client, body).await.map_err(status)?;
+        ok(token_pair(pair))
+    }
+
+    async fn logout(&self, req: Request<proto::LogoutRequest>) -> Answer<proto::LogoutResponse> {
+        let user = convert::user(&req)?;
+        crate::identity::service::logout(&self.state, &user).await.map_err(status)?;
+        ok(proto::LogoutResponse {})
+    }
+
+    async fn me(&self, req: Request<proto::MeRequest>) -> Answer<proto::User> {
+        let user = convert::user(&req)?;
+        ok(convert::user_message(crate::identity::service::me(&self.state, &user).await.map_err(status)?))
+    }
+}
+
+fn token_pair(p: crate::identity::routes::TokenPair) -> proto::TokenPair {
+    proto::TokenPair {
+        access_token: p.access_token,
+        token_type: p.token_type.to_owned(),
+        expires_in: p.expires_in,
+        refresh_token: p.refresh_token,
+        refresh_expires_in: p.refresh_expires_in,
+    }
+}
+
+#[tonic::async_trait]
+impl proto::users_server::Users for Api {
+    async fn get_user(&self, req: Request<proto::GetUserRequest>) -> Answer<proto::User> {
+        let id = req.into_inner().id;
+        let view = crate::identity::admin::user(&self.state, id).await.map_err(status)?;
+        ok(convert::user_message(view))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::cards_server::Cards for Api {
+    async fn issue_card(&self, req: Request<proto::IssueCardRequest>) -> Answer<proto::IssuedCard> {
+        let user = convert::user(&req)?;
+        let m = req.into_inner();
+        let card_type = match convert::required_enum::<proto::CardType>("card_type", m.card_type)? {
+            proto::CardType::Credit => "credit",
+            _ => "debit",
+        };
+        let body = validated(crate::cards::routes::IssueCardRequest {
+            card_type: card_type.to_owned(),
+            brand: m.brand,
+            user_id: m.user_id,
+            credit_limit: m.credit_limit,
+            label: opt(m.label),
+        })?;
+        let issued = crate::cards::service::issue(&self.state, &user, body).await.map_err(status)?;
+        ok(proto::IssuedCard {
+            card: Some(convert::card(issued.card)),
+            card_number: issued.card_number,
+            cvv: issued.cvv,
+        })
+    }
+
+    async fn get_card(&self, req: Request<proto::GetCardRequest>) -> Answer<proto::Card> {
+        let user = convert::user(&req)?;
+        let card = crate::cards::service::get(&self.state, &user, req.into_inner().id).await.map_err(status)?;
+        ok(convert::card(card))
+    }
+
+    async fn list_cards(&self, req: Request<proto::ListCardsRequest>) -> Answer<proto::ListCardsResponse> {
+        let user = convert::user(&req)?;
+        let m = req.into_inner();
+        let q = crate::cards::routes::CardListQuery {
+            page: convert::page(m.page),
+            user_id: m.user_id.map(|u| u.to_string()),
+            status: opt(m.status),
+            archived: crate::identity::admin::StatusFilter::Active,
+        };
+        let page = crate::cards::service::list(&self.state, &user, q).await.map_err(status)?;
+        ok(proto::ListCardsResponse {
+            items: page.items.into_iter().map(convert::card).collect(),
+            next_cursor: page.next_cursor.unwrap_or_default(),
+        })
+    }
+
+    async fn get_balance(&self, req: Request<proto::GetBalanceRequest>) -> Answer<proto::Balance> {
+        let user = convert::user(&req)?;
+        let card = req.into_inner().card_id;
+        let view = crate::cards::balance::current(&self.state, &user, card).await.map_err(status)?;
+        ok(convert::balance(view))
+    }
+}
+
+/// The kinds the Ledger service serves (payments and refunds are the Payments service's).
+fn ledger_kind(raw: i32) -> Result<&'static str, Status> {
+    let kind = convert::required_enum::<proto::OperationKind>("kind", raw)?;
+    match convert::kind_name(kind) {
+        Some(k @ ("topup" | "withdrawal" | "transfer" | "reversal")) => Ok(k),
+        _ => Err(invalid("kind", "kind must be TOPUP, WITHDRAWAL, TRANSFER or REVERSAL")),
+    }
+}
+
+/// The payment kinds filter of the payment lists (UNSPECIFIED: payments and refunds).
+fn payment_kind(raw: i32) -> Result<Option<String>, Status> {
+    let kind = proto::OperationKind::try_from(raw).map_err(|_| invalid("kind", format!("kind has no value {raw}")))?;
+    match convert::kind_name(kind) {
+        None => Ok(None),
+        Some(k @ ("payment" | "refund")) => Ok(Some(k.to_owned())),
+        Some(_) => Err(invalid("kind", "kind must be PAYMENT or REFUND")),
+    }
+}
+
+fn payments_page(page: crate::http::pagination::Page<OperationView>) -> proto::ListPaymentsResponse {
+    proto::ListPaymentsResponse {
+        items: page.items.into_iter().map(convert::operation).collect(),
+        next_cursor: page.next_cursor.unwrap_or_default(),
+    }
+}
+
+fn operation_id(raw: &str) -> Result<uuid::Uuid, Status> {
+    raw.parse().map_err(|_| status(ApiError::not_found("operation")))
+}
+
+#[tonic::async_trait]
+impl proto::ledger_server::Ledger for Api {
+    async fn top_up(&self, req: Request<proto::TopUpRequest>) -> Answer<proto::Operation> {
+        let user = convert::user(&req)?;
+        let key = convert::idempotency_key(&req)?;
+        let m = req.into_inner();
+        let body = validated(crate::payments::routes::TopupRequest {
+            card_id: m.card_id,
+            amount: m.amount,
+            method: m.method,
+            currency: opt(m.currency),
+        })?;
+        convert::operation_reply(crate::payments::service::topup(&self.state, &user, key, body).await.map_err(status)?)
+    }
+
+    async fn withdraw(&self, req: Request<proto::WithdrawRequest>) -> Answer<proto::Operation> {
+        let user = convert::user(&req)?;
+        let key = convert::idempotency_key(&req)?;
+        let m = req.into_inner();
+        let body = validated(crate::payments::routes::WithdrawalRequest {
+            card_id: m.card_id,
+            amount: m.amount,
+            currency: opt(m.currency),
+        })?;
+        convert::operation_reply(
+            crate::payments::service::withdraw(&self.state, &user, key, body).await.map_err(status)?,
+        )
+    }
+
+    async fn transfer(&self, req: Request<proto::TransferRequest>) -> Answer<proto::Operation> {
+        let user = convert::user(&req)?;
+        let key = convert::idempotency_key(&req)?;
+        let m = req.into_inner();
+        let body = validated(crate::payments::routes::TransferRequest {
+            from_card_id: m.from_card_id,
+            to_card_id: m.to_card_id,
+            amount: m.amount,
+            currency: opt(m.currency),
+        })?;
+        convert::operation_reply(
+            crate::payments::service::transfer(&self.state, &user, key, body).await.map_err(status)?,
+        )
+    }
+
+    async fn get_operation(&self, req: Request<proto::GetOperationRequest>) -> Answer<proto::Operation> {
+        let user = convert::user(&req)?;
+        let m = req.into_inner();
+        let kind = ledger_kind(m.kind)?;
+        let id = operation_id(&m.id)?;
+        let view = crate::payments::service::get_operation(&self.state, user, kind, id).await.map_err(status)?;
+        ok(convert::operation(view))
+    }
+
+    async fn list_operations(
+        &self,
+        req: Request<proto::ListOperationsRequest>,
+    ) -> Answer<proto::ListOperationsResponse> {
+        let user = convert::user(&req)?;
+        let m = req.into_inner();
+        let kind = ledger_kind(m.kind)?;
+        let q = crate::payments::routes::OpListQuery {
+            page: convert::page(m.page),
+            card_id: m.card_id.map(|c| c.to_string()),
+            from_card_id: None,
+            to_card_id: None,
+            status: None,
+            from: None,
+            to: None,
+            archived: crate::identity::admin::StatusFilter::Active,
+        };
+        let page = crate::payments::service::list_operations(&self.state, user, kind, q).await.map_err(status)?;
+        ok(proto::ListOperationsResponse {
+            items: page.items.into_iter().map(convert::operation).collect(),
+            next_cursor: page.next_cursor.unwrap_or_default(),
+        })
+    }
+
+    type WatchOperationsStream = ReceiverStream<Result<proto::OperationEvent, Status>>;
+
+    async fn watch_operations(
+        &self,
+        req: Request<proto::WatchOperationsRequest>,
+    ) -> Answer<Self::WatchOperationsStream> {
+        let user = convert::user(&req)?;
+        let m = req.into_inner();
+        let cursor =
+            crate::http::pagination::PageQuery { limit: None, cursor: opt(m.cursor) }.resolve().map_err(status)?.1;
+        let card = m.card_id;
+        // The card must be the caller's (any card for an admin): answered before the stream opens.
+        crate::cards::service::get(&self.state, &user, card).await.map_err(status)?;
+        let state = self.state.clone();
+        let start = match cursor {
+            Some(c) => c,
+            None => storage::run(&state.db, |conn| {
+                operations::table
+                    .select(diesel::dsl::max(operations::seq))
+                    .first::<Option<i64>>(conn)
+                    .map_err(StorageError::from)
+            })
+            .await
+            .map_err(|e| status(e.into()))?
+            .unwrap_or(0),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move { watch(&state, card, start, &tx).await });
+        ok(ReceiverStream::new(rx))
+    }
+}
+
+/// How often a watch looks for new operations.
+const WATCH_POLL: Duration = Duration::from_millis(200);
+/// How long a watch keeps looking behind its newest operation for ones that committed late (a
+/// transaction holding a lower `seq` can commit after a higher one was seen).
+const WATCH_LATE: chrono::Duration = chrono::Duration::seconds(10);
+/// Most operations one poll takes in.
+const WATCH_BATCH: i64 = 500;
+
+/// Sends the card's operations with `seq > start` as they commit, oldest first, until the client
+/// goes away or shutdown begins. Each event's cursor resumes after it.
+async fn watch(
+    state: &AppState,
+    card: i64,
+    start: i64,
+    tx: &tokio::sync::mpsc::Sender<Result<proto::OperationEvent, Status>>,
+) {
+    // Operations at or below `floor` are settled; `sent` holds the newer ones already sent, with
+    // their creation time, until they are older than WATCH_LATE.
+    let mut floor = start;
+    let mut sent: BTreeMap<i64, DateTime<Utc>> = BTreeMap::new();
+    loop {
+        let from = floor;
+        let rows = storage::run(&state.db, move |conn| {
+            operations::table
+                .select(Operation::as_select())
+                .filter(operations::source_card_id.eq(card).or(operations::dest_card_id.eq(card)))
+                .filter(operations::seq.gt(from))
+                .order(operations::seq.asc())
+                .limit(WATCH_BATCH)
+                .load::<Operation>(conn)
+                .map_err(StorageError::from)
+        })
+        .await;
+        match rows {
+            Ok(rows) => {
+                for op in rows {
+                    if sent.contains_key(&op.seq) {
+                        continue;
+                    }
+                    let (seq, at) = (op.seq, op.created_at);
+                    let event = proto::OperationEvent {
+                        operation: Some(convert::operation(OperationView::from(op))),
+                        cursor: encode_cursor(seq),
+                    };
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                    sent.insert(seq, at);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, card, "watch could not read operations");
+                let _ = tx.send(Err(status(e.into()))).await;
+                return;
+            }
+        }
+        let settled = Utc::now() - WATCH_LATE;
+        while let Some((&seq, &at)) = sent.first_key_value() {
+            if at >= settled {
+                break;
+            }
+            floor = seq;
+            sent.remove(&seq);
+        }
+        tokio::select! {
+            () = tx.closed() => return,
+            stop = state.shutdown.sleep(WATCH_POLL) => if stop { return },
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::payments_server::Payments for Api {
+    async fn pay(&self, req: Request<proto::PayRequest>) -> Answer<proto::Operation> {
+        let key = convert::merchant(&req).ok_or_else(|| status(crate::merchants::MerchantError::MissingKey.into()))?;
+        let idem = convert::idempotency_key(&req)?;
+        let m = req.into_inner();
+        let body = validated(crate::merchants::payments::PaymentRequest {
+            card_number: m.card_number,
+            expiry_month: m.expiry_month,
+            expiry_year: m.expiry_year,
+            cvv: m.cvv,
+            amount: m.amount,
+            method: m.method,
+            order_ref: m.order_ref,
+            currency: opt(m.currency),
+        })?;
+        convert::operation_reply(
+            crate::merchants::payments::charge(&self.state, &key, idem, body).await.map_err(status)?,
+        )
+    }
+
+    async fn refund(&self, req: Request<proto::RefundRequest>) -> Answer<proto::Operation> {
+        let key = convert::merchant(&req);
+        let admin: Option<AuthUser> = req.extensions().get::<AuthUser>().cloned();
+        let idem = convert::idempotency_key(&req)?;
+        let m = req.into_inner();
+        let id = m.payment_id.parse().map_err(|_| status(ApiError::not_found("payment")))?;
+        let body = validated(crate::merchants::payments::RefundRequest { amount: m.amount, reason: opt(m.reason) })?;
+        convert::operation_reply(
+            crate::merchants::payments::refund_payment(&self.state, key, admin, idem, id, body)
+                .await
+                .map_err(status)?,
+        )
+    }
+
+    async fn get_payment(&self, req: Request<proto::GetPaymentRequest>) -> Answer<proto::Operation> {
+        let user = convert::user(&req)?;
+        let id = req.into_inner().id.parse().map_err(|_| status(ApiError::not_found("payment")))?;
+        let view = crate::merchants::payments::payment(&self.state, user, id).await.map_err(status)?;
+        ok(convert::operation(view))
+    }
+
+    async fn list_payments(&self, req: Request<proto::ListPaymentsRequest>) -> Answer<proto::ListPaymentsResponse> {
+        use crate::merchants::payments::{list_for_owner, list_payments, PaymentListQuery, Viewer};
+        let user = convert::user(&req)?;
+        let m = req.into_inner();
+        let q = PaymentListQuery {
+            page: convert::page(m.page),
+            kind: payment_kind(m.kind)?,
+            ..PaymentListQuery::default()
+        };
+        let page = match m.merchant_id {
+            Some(id) => list_for_owner(&self.state, user, id, q).await,
+            None => {
+                let viewer = if user.is_admin() { Viewer::Admin } else { Viewer::Customer(user.user_id) };
+                list_payments(&self.state, viewer, q).await
+            }
+        };
+        ok(payments_page(page.map_err(status)?))
+    }
+
+    async fn list_merchant_payments(
+        &self,
+        req: Request<proto::ListMerchantPaymentsRequest>,
+    ) -> Answer<proto::ListPaymentsResponse> {
+        use crate::merchants::payments::{list_payments, PaymentListQuery, Viewer};
+        let key = convert::merchant(&req).ok_or_else(|| status(crate::merchants::MerchantError::MissingKey.into()))?;
+        let m = req.into_inner();
+        let q = PaymentListQuery {
+            page: convert::page(m.page),
+            kind: payment_kind(m.kind)?,
+            ..PaymentListQuery::default()
+        };
+        let page = list_payments(&self.state, Viewer::Merchant(key.merchant_id), q).await.map_err(status)?;
+        ok(payments_page(page))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::merchants_server::Merchants for Api {
+    async fn apply_merchant(&self, req: Request<proto::ApplyMerchantRequest>) -> Answer<proto::Merchant> {
+        let user = convert::user(&req)?;
+        let m = req.into_inner();
+        let body = validated(crate::merchants::routes::ApplyRequest {
+            business_name: m.business_name,
+            contact_email: m.contact_email,
+            category: m.category,
+            website: opt(m.website),
+            description: opt(m.description),
+        })?;
+        ok(convert::merchant_message(crate::merchants::service::apply(&self.state, user, body).await.map_err(status)?))
+    }
+
+    async fn get_merchant(&self, req: Request<proto::GetMerchantRequest>) -> Answer<proto::Merchant> {
+        let user = convert::user(&req)?;
+        let id = req.into_inner().id;
+        ok(convert::merchant_message(crate::merchants::service::get(&self.state, user, id).await.map_err(status)?))
+    }
+
+    async fn create_api_key(&self, req: Request<proto::CreateApiKeyRequest>) -> Answer<proto::CreatedApiKey> {
+        let user = convert::user(&req)?;
+        let m = req.into_inner();
+        let body = validated(crate::merchants::routes::KeyRequest { label: opt(m.label) })?;
+        let created =
+            crate::merchants::service::create_key(&self.state, user, m.merchant_id, body).await.map_err(status)?;
+        ok(proto::CreatedApiKey { key: Some(convert::api_key(created.key)), api_key: created.api_key })
+    }
+
+    async fn list_api_keys(&self, req: Request<proto::ListApiKeysRequest>) -> Answer<proto::ListApiKeysResponse> {
+        let user = convert::user(&req)?;
+        let id = req.into_inner().merchant_id;
+        let keys = crate::merchants::service::list_keys(&self.state, user, id).await.map_err(status)?;
+        ok(proto::ListApiKeysResponse { items: keys.into_iter().map(convert::api_key).collect() })
+    }
+
+    async fn revoke_api_key(&self, req: Request<proto::RevokeApiKeyRequest>) -> Answer<proto::ApiKey> {
+        let user = convert::user(&req)?;
+        let m = req.into_inner();
+        let view =
+            crate::merchants::service::revoke_key(&self.state, user, m.merchant_id, m.id).await.map_err(status)?;
+        ok(convert::api_key(view))
+    }
+}
