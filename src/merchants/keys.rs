@@ -36,6 +36,7 @@ pub struct CachedKey {
     secret_hash: String,
     revoked: bool,
     expires_at: Option<DateTime<Utc>>,
+    blocked_until: Option<DateTime<Utc>>,
     merchant_status: String,
     account_id: i64,
     /// Unix seconds of the last `last_used_at` write (shared by the clones of this entry).
@@ -58,6 +59,10 @@ pub struct MerchantPrincipal {
     pub merchant_id: i64,
     pub key_id: i64,
     pub account_id: i64,
+    /// The public key id (`pk_<key id>_…`).
+    pub public_id: String,
+    /// Until when the key's payments are refused for too many declined card-data attempts.
+    pub blocked_until: Option<DateTime<Utc>>,
 }
 
 /// A new key: (public key id, full key to show once).
@@ -83,7 +88,17 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-type KeyRow = (i64, i64, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>, String, i64);
+type KeyRow = (
+    i64,
+    i64,
+    String,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    String,
+    i64,
+);
 
 /// Authenticates `X-Api-Key`: from the instance's key cache when it is provably current, otherwise
 /// from the database (and then cached).
@@ -110,6 +125,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Merch
                         merchant_api_keys::revoked_at,
                         merchant_api_keys::expires_at,
                         merchant_api_keys::last_used_at,
+                        merchant_api_keys::blocked_until,
                         merchants::status,
                         merchants::account_id,
                     ))
@@ -118,14 +134,24 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Merch
                     .map_err(StorageError::from)
             })
             .await?;
-            let (id, merchant_id, secret_hash, revoked, expires_at, last_used, merchant_status, account_id) =
-                row.ok_or(MerchantError::InvalidKey)?;
+            let (
+                id,
+                merchant_id,
+                secret_hash,
+                revoked,
+                expires_at,
+                last_used,
+                blocked_until,
+                merchant_status,
+                account_id,
+            ) = row.ok_or(MerchantError::InvalidKey)?;
             let key = CachedKey {
                 id,
                 merchant_id,
                 secret_hash,
                 revoked: revoked.is_some(),
                 expires_at,
+                blocked_until,
                 merchant_status,
                 account_id,
                 last_used: Arc::new(AtomicI64::new(last_used.map_or(0, |t| t.timestamp()))),
@@ -162,7 +188,13 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Merch
             }
         });
     }
-    Ok(MerchantPrincipal { merchant_id: key.merchant_id, key_id: key.id, account_id: key.account_id })
+    Ok(MerchantPrincipal {
+        merchant_id: key.merchant_id,
+        key_id: key.id,
+        account_id: key.account_id,
+        public_id: key_id.to_owned(),
+        blocked_until: key.blocked_until.filter(|t| *t > now),
+    })
 }
 
 impl FromRequest for MerchantPrincipal {
