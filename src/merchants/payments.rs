@@ -331,8 +331,14 @@ async fn note_key_declines(state: &AppState, key: &MerchantPrincipal, declines: 
     if declines.count < u64::from(m.key_failure_limit) || key.blocked_until.is_some() {
         return;
     }
-    let secs = if declines.ttl_secs > 0 { declines.ttl_secs } else { m.key_failure_window_secs };
-    let until = Utc::now() + chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1_000_000));
+    // Until the key's window ends (never longer than a whole window).
+    let window = m.key_failure_window_secs.max(1);
+    let secs = if declines.ttl_secs == 0 { window } else { declines.ttl_secs.min(window) };
+    let Some(until) =
+        i64::try_from(secs).ok().and_then(chrono::Duration::try_seconds).and_then(|d| Utc::now().checked_add_signed(d))
+    else {
+        return;
+    };
     let id = key.key_id;
     let stored = storage::run(&state.db, move |conn| {
         diesel::update(
