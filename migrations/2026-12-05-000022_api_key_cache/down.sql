@@ -5,4 +5,3 @@ DROP TRIGGER merchants_key_state_changed ON merchants;
 DROP TRIGGER merchant_api_keys_deleted ON merchant_api_keys;
 DROP TRIGGER merchant_api_keys_changed ON merchant_api_keys;
 DROP FUNCTION payd_api_key_changed();
-ALTER TABLE merchant_api_keys DROP COLUMN blocked_until;

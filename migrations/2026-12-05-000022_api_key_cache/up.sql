@@ -1,10 +1,5 @@
--- A key that reached its limit of declined card-data attempts (the Redis counter of its window) is
--- blocked until the window ends; recorded here so that every instance's key cache refuses its payments
--- without asking Redis on the success path.
-ALTER TABLE merchant_api_keys ADD COLUMN blocked_until TIMESTAMPTZ;
-
 -- API keys are cached in process; the database invalidates the caches: a change to a key's secret,
--- revocation, expiry, block or merchant, and a change of a merchant's status or account, notifies channel
+-- revocation, expiry or merchant, and a change of a merchant's status or account, notifies channel
 -- `payd_api_keys` with the public key id(s) concerned when the transaction commits, whichever code
 -- path made it. `last_used_at` (written at most once a minute per key) notifies nothing.
 CREATE FUNCTION payd_api_key_changed() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -21,7 +16,7 @@ CREATE TRIGGER merchant_api_keys_changed AFTER UPDATE ON merchant_api_keys
   FOR EACH ROW
   WHEN (OLD.secret_hash IS DISTINCT FROM NEW.secret_hash OR OLD.revoked_at IS DISTINCT FROM NEW.revoked_at
         OR OLD.expires_at IS DISTINCT FROM NEW.expires_at OR OLD.merchant_id IS DISTINCT FROM NEW.merchant_id
-        OR OLD.key_id IS DISTINCT FROM NEW.key_id OR OLD.blocked_until IS DISTINCT FROM NEW.blocked_until)
+        OR OLD.key_id IS DISTINCT FROM NEW.key_id)
   EXECUTE FUNCTION payd_api_key_changed();
 CREATE TRIGGER merchant_api_keys_deleted AFTER DELETE ON merchant_api_keys
   FOR EACH ROW EXECUTE FUNCTION payd_api_key_changed();
