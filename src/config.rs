@@ -253,7 +253,8 @@ pub struct LedgerSettings {
     #[serde(default = "default_commit_retry_backoff_ms")]
     pub commit_retry_backoff_ms: u64,
     /// How old an account actor's confirmed state may be for a balance read to be answered from
-    /// memory; older state is reloaded first (docs/architecture.md, "Reads").
+    /// memory; older state is reloaded first. Also the bound of the card cache: a card read reflects
+    /// every change committed at least this long before it (docs/architecture.md, "Reads").
     #[serde(default = "default_read_staleness_ms")]
     pub read_staleness_ms: u64,
 }

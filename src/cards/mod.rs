@@ -2,6 +2,7 @@
 //! → closed), archive/restore, lookups, balances and statements.
 
 pub mod balance;
+pub mod cache;
 pub mod pan;
 pub mod routes;
 

@@ -284,6 +284,9 @@ async fn issue(
     Ok(HttpResponse::Created().json(IssuedCard { card: view, card_number: number.digits().to_owned(), cvv }))
 }
 
+/// One page of cards, newest first. Two fixed statements (prepared once per connection): a user's
+/// cards walk `cards (user_id, id)` backwards, every card (admins) the primary key; the status and
+/// archive filters are parameters whose absent value lets every row through.
 fn list_query(
     conn: &mut PgConnection,
     user_filter: Option<i64>,
@@ -291,22 +294,27 @@ fn list_query(
     limit: i64,
     cursor: Option<i64>,
 ) -> Result<Vec<Card>, CardsError> {
-    let mut query = cards::table.select(Card::as_select()).order(cards::id.desc()).limit(limit + 1).into_boxed();
-    if let Some(u) = user_filter {
-        query = query.filter(cards::user_id.eq(u));
-    }
-    if let Some(s) = &q.status {
-        query = query.filter(cards::status.eq(s.clone()));
-    }
-    query = match q.archived {
-        StatusFilter::Active => query.filter(cards::archived_at.is_null()),
-        StatusFilter::Archived => query.filter(cards::archived_at.is_not_null()),
-        StatusFilter::All => query,
+    let statuses: Vec<String> = match &q.status {
+        Some(s) => vec![s.clone()],
+        None => ["active", "frozen", "closed"].map(str::to_owned).to_vec(),
     };
-    if let Some(c) = cursor {
-        query = query.filter(cards::id.lt(c));
-    }
-    Ok(query.load(conn)?)
+    let archived: Vec<bool> = match q.archived {
+        StatusFilter::Active => vec![false],
+        StatusFilter::Archived => vec![true],
+        StatusFilter::All => vec![false, true],
+    };
+    let cursor = cursor.unwrap_or(i64::MAX);
+    let base = cards::table
+        .select(Card::as_select())
+        .filter(cards::id.lt(cursor))
+        .filter(cards::status.eq_any(statuses))
+        .filter(cards::archived_at.is_not_null().eq_any(archived))
+        .order(cards::id.desc())
+        .limit(limit + 1);
+    Ok(match user_filter {
+        Some(u) => base.filter(cards::user_id.eq(u)).load(conn)?,
+        None => base.load(conn)?,
+    })
 }
 
 fn check_status_filter(q: &CardListQuery) -> Result<(), ApiError> {
@@ -371,8 +379,7 @@ async fn by_user(
 }
 
 async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let card = storage::run(&state.db, move |conn| find_for(conn, id, &user)).await?;
+    let card = state.cards.get_for(&state.db, id.into_inner(), &user).await?;
     Ok(HttpResponse::Ok().json(CardView::new(card, &state.settings.money.currency)))
 }
 
@@ -415,6 +422,7 @@ async fn update(
         )
     })
     .await?;
+    state.cards.changed(card.id);
     Ok(HttpResponse::Ok().json(CardView::new(card, &state.settings.money.currency)))
 }
 
@@ -495,6 +503,7 @@ async fn lifecycle(
         Ok(upd)
     })
     .await?;
+    state.cards.changed(card.id);
     // Tell a live card actor at once (the ledger guard already refuses debits either way).
     let snapshot = {
         let pool = state.db.clone();
@@ -521,6 +530,7 @@ async fn unlock(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) 
         )
     })
     .await?;
+    state.cards.changed(id);
     state.cache.delete(&format!("cardfail:{id}")).await.map_err(|e| {
         tracing::warn!(error = %e, "redis unavailable");
         ApiError::unavailable("rate-limit store unavailable, retry later")
@@ -623,9 +633,9 @@ async fn statement(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let (limit, cursor, window) = q.resolve()?;
+    let account_id = state.cards.get_for(&state.db, id, &user).await?.account_id;
     let lines = storage::run(&state.db, move |conn| {
-        let card = find_for(conn, id, &user)?;
-        Ok::<_, CardsError>(statement_lines(conn, card.account_id, window, limit, cursor)?)
+        statement_lines(conn, account_id, window, limit, cursor).map_err(StorageError::from)
     })
     .await?;
     Ok(HttpResponse::Ok().json(Page::from_rows(lines, limit, |l| l.posting_id)))

@@ -5,7 +5,7 @@
 //! Triggers on `merchant_api_keys` and `merchants` notify channel `payd_api_keys` with the key ids
 //! concerned when a revocation, rotation, expiry or merchant status change commits; every instance's
 //! listener drops them. The bound is `auth.revocation_staleness_ms`, proved by the listener's own
-//! heartbeat (see `storage::listen`): once the revoking request has been answered, the key is refused
+//! heartbeat (see `storage::notified`): once the revoking request has been answered, the key is refused
 //! on every instance within the bound. Expiry is checked against the clock on every request.
 
 use std::future::{ready, Ready};
@@ -21,7 +21,7 @@ use rand::RngCore;
 use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::merchants::MerchantError;
-use crate::storage::listen::ListenedCache;
+use crate::storage::notified::Notified;
 use crate::storage::schema::{merchant_api_keys, merchants};
 use crate::storage::{self, StorageError};
 
@@ -44,11 +44,14 @@ pub struct CachedKey {
 }
 
 /// The API keys of one instance, invalidated by the database (see the module documentation).
-pub type KeyCache = ListenedCache<CachedKey>;
+pub type KeyCache = Notified<String, CachedKey>;
+
+/// Keys cached at most per instance (a full cache starts over).
+const MAX_CACHED: usize = 100_000;
 
 /// Starts this instance's key cache (its own listening connection to `url`).
 pub fn cache(url: &str, bound: std::time::Duration) -> KeyCache {
-    ListenedCache::start(url, CHANNEL, bound)
+    Notified::start(url, CHANNEL, bound, MAX_CACHED)
 }
 
 pub const HEADER: &str = "x-api-key";

@@ -371,6 +371,7 @@ async fn lock_card(state: &AppState, card_id: i64) -> Result<(), ApiError> {
     })
     .await?;
     if n > 0 {
+        state.cards.changed(card_id);
         crate::metrics::count("card_lock", "locked");
         tracing::warn!(card_id, "card locked for payments after too many wrong card details");
     }

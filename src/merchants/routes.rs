@@ -498,7 +498,7 @@ async fn decide(
     .await?;
     crate::metrics::count("merchant_decision", action);
     // Keys of a merchant that is no longer active stop at once here (elsewhere within the bound).
-    state.api_keys.invalidate("*");
+    state.api_keys.invalidate_all();
     Ok(HttpResponse::Ok().json(m))
 }
 

@@ -56,7 +56,7 @@ impl From<diesel::result::Error> for PaymentError {
     }
 }
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = operations)]
 pub struct Operation {
     pub id: uuid::Uuid,

@@ -324,6 +324,47 @@ fn int_param(v: &Option<String>, field: &'static str) -> Result<Option<i64>, Api
     }
 }
 
+/// One page of an operation list: `payd_operation_page` (a migration) picks the index that bounds the
+/// walk from the filters present and runs one of its fixed, plan-cached queries, so the statement text
+/// sent is the same whatever the filters.
+struct OperationPage {
+    kind: &'static str,
+    /// The caller when not an admin: only operations touching the caller's cards.
+    user: Option<i64>,
+    card: Option<i64>,
+    from_card: Option<i64>,
+    to_card: Option<i64>,
+    status: Option<String>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    /// 0 = not archived, 1 = archived only, 2 = both.
+    archived: i16,
+    /// Operations with `seq` below this one.
+    cursor: i64,
+    limit: i64,
+}
+
+const OPERATION_PAGE: &str = "SELECT * FROM payd_operation_page($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+impl OperationPage {
+    fn load(self, conn: &mut PgConnection) -> Result<Vec<Operation>, diesel::result::Error> {
+        use diesel::sql_types::{BigInt, Nullable, SmallInt, Text, Timestamptz};
+        diesel::sql_query(OPERATION_PAGE)
+            .bind::<Text, _>(self.kind)
+            .bind::<Nullable<BigInt>, _>(self.user)
+            .bind::<Nullable<BigInt>, _>(self.card)
+            .bind::<Nullable<BigInt>, _>(self.from_card)
+            .bind::<Nullable<BigInt>, _>(self.to_card)
+            .bind::<Nullable<Text>, _>(self.status)
+            .bind::<Nullable<Timestamptz>, _>(self.from)
+            .bind::<Nullable<Timestamptz>, _>(self.to)
+            .bind::<SmallInt, _>(self.archived)
+            .bind::<BigInt, _>(self.cursor)
+            .bind::<BigInt, _>(self.limit)
+            .load(conn)
+    }
+}
+
 async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -346,46 +387,24 @@ async fn list(
             return Err(ApiError::validation("from", "from must not be after to"));
         }
     }
-    let rows = storage::run(&state.db, move |conn| {
-        let mut query = operations::table
-            .select(Operation::as_select())
-            .filter(operations::kind.eq(kind))
-            .order(operations::seq.desc())
-            .limit(limit + 1)
-            .into_boxed();
-        if !user.is_admin() {
-            let mine = cards::table.filter(cards::user_id.eq(user.user_id)).select(cards::id.nullable());
-            query = query.filter(operations::source_card_id.eq_any(mine).or(operations::dest_card_id.eq_any(mine)));
-        }
-        if let Some(c) = card {
-            query = query.filter(operations::source_card_id.eq(c).or(operations::dest_card_id.eq(c)));
-        }
-        if let Some(c) = from_card {
-            query = query.filter(operations::source_card_id.eq(c));
-        }
-        if let Some(c) = to_card {
-            query = query.filter(operations::dest_card_id.eq(c));
-        }
-        if let Some(s) = q.status {
-            query = query.filter(operations::status.eq(s));
-        }
-        if let Some(f) = q.from {
-            query = query.filter(operations::created_at.ge(f));
-        }
-        if let Some(t) = q.to {
-            query = query.filter(operations::created_at.le(t));
-        }
-        query = match q.archived {
-            StatusFilter::Active => query.filter(operations::archived_at.is_null()),
-            StatusFilter::Archived => query.filter(operations::archived_at.is_not_null()),
-            StatusFilter::All => query,
-        };
-        if let Some(c) = cursor {
-            query = query.filter(operations::seq.lt(c));
-        }
-        query.load::<Operation>(conn).map_err(StorageError::from)
-    })
-    .await?;
+    let page = OperationPage {
+        kind,
+        user: if user.is_admin() { None } else { Some(user.user_id) },
+        card,
+        from_card,
+        to_card,
+        status: q.status,
+        from: q.from,
+        to: q.to,
+        archived: match q.archived {
+            StatusFilter::Active => 0,
+            StatusFilter::Archived => 1,
+            StatusFilter::All => 2,
+        },
+        cursor: cursor.unwrap_or(i64::MAX),
+        limit: limit + 1,
+    };
+    let rows = storage::run(&state.db, move |conn| page.load(conn).map_err(StorageError::from)).await?;
     let seqs: Vec<i64> = rows.iter().map(|o| o.seq).collect();
     let mut page = Page::from_rows(rows.into_iter().map(OperationView::from).collect::<Vec<_>>(), limit, |_| 0);
     if page.next_cursor.is_some() {

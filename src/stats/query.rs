@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{Datelike, NaiveDate};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Date, Integer, Nullable, Text};
+use diesel::sql_types::{BigInt, Bool, Date, Integer, Text};
 use serde::Serialize;
 
-use super::rollup::{self, Freshness};
+use super::rollup::{self, Freshness, NET};
 use super::StatsError;
 
 /// What a series counts.
@@ -397,8 +397,6 @@ struct BalanceRow {
     postings: i64,
     #[diesel(sql_type = BigInt)]
     net: i64,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    closing: Option<i64>,
 }
 
 /// The card roles a query reads: (role in `stats_daily`, direction label).
@@ -442,10 +440,13 @@ pub fn series(conn: &mut PgConnection, q: &SeriesQuery, default_currency: &str) 
     let mut map: BTreeMap<SeriesKey, Vec<Point>> = BTreeMap::new();
     let wanted = |c: &str| q.currency.as_deref().is_none_or(|w| w == c);
     if q.kind == Kind::Balance {
-        let rows: Vec<BalanceRow> = diesel::sql_query(
-            "SELECT currency::text AS currency, day, postings, net, closing FROM stats_balance_daily \
-             WHERE scope = $1 AND scope_id = $2 AND day < $3 ORDER BY currency, day",
-        )
+        // A card's rows by role, or the platform's `balance` rows: the daily net flow of card money.
+        let rows: Vec<BalanceRow> = diesel::sql_query(format!(
+            "SELECT currency::text AS currency, day, sum(n)::bigint AS postings, sum({NET})::bigint AS net \
+             FROM stats_daily WHERE scope = $1 AND scope_id = $2 AND {} AND status = 'success' AND day < $3 \
+             GROUP BY currency, day ORDER BY currency, day",
+            if matches!(q.scope, Scope::Card(_)) { "role <> ''" } else { "kind = 'balance'" }
+        ))
         .bind::<Text, _>(scope)
         .bind::<BigInt, _>(scope_id)
         .bind::<Date, _>(to)
@@ -463,11 +464,11 @@ pub fn series(conn: &mut PgConnection, q: &SeriesQuery, default_currency: &str) 
             let mut it = cur_rows.iter().peekable();
             // Before the window: the opening balance.
             while let Some(r) = it.next_if(|r| r.day < from) {
-                balance = r.closing.unwrap_or_else(|| balance.saturating_add(r.net));
+                balance = balance.saturating_add(r.net);
             }
             for (i, p) in periods.iter().enumerate() {
                 while let Some(r) = it.next_if(|r| r.day < p.to) {
-                    balance = r.closing.unwrap_or_else(|| balance.saturating_add(r.net));
+                    balance = balance.saturating_add(r.net);
                     change[i].count += r.postings;
                     change[i].amount = change[i].amount.saturating_add(r.net);
                     closing[i].count += r.postings;
@@ -658,10 +659,10 @@ pub fn dashboard(conn: &mut PgConnection, scope: Scope, default_currency: &str) 
     .bind::<BigInt, _>(id)
     .load(conn)?;
     let balances: Vec<CurrencyBalance> = match scope {
-        Scope::Platform => diesel::sql_query(
-            "SELECT currency::text AS currency, sum(net)::bigint AS balance FROM stats_balance_daily \
-             WHERE scope = 'all' AND scope_id = 0 GROUP BY currency",
-        )
+        Scope::Platform => diesel::sql_query(format!(
+            "SELECT currency::text AS currency, sum({NET})::bigint AS balance FROM stats_daily \
+             WHERE scope = 'all' AND scope_id = 0 AND kind = 'balance' GROUP BY currency"
+        ))
         .load(conn)?,
         Scope::Card(id) => diesel::sql_query(
             "SELECT a.currency::text AS currency, a.balance FROM cards c JOIN accounts a ON a.id = c.account_id WHERE c.id = $1",

@@ -56,7 +56,10 @@ fn batch(ops: &str) -> String {
     format!("{BATCH_COLUMNS}{ops} LEFT JOIN operations orig ON orig.id = o.reverses_id)")
 }
 
-/// The figure rows of a batch, one per scope an operation belongs to.
+/// The figure rows of a batch, one per scope an operation belongs to, plus the platform's card-balance
+/// rows: kind `balance`, role `src` / `dst` for the card side of each successful operation, which
+/// aggregate to a handful of rows per day. Card balances need no rollup of their own: a card's money
+/// moves only through the operations counted here, so its daily net flow is [`NET`] over its own rows.
 const FACTS: &str = "f AS ( \
     SELECT 'all'::text AS scope, 0::bigint AS scope_id, ''::text AS role, kind, correction, status, reason, \
            method, currency, day, amount FROM b \
@@ -67,45 +70,42 @@ const FACTS: &str = "f AS ( \
     UNION ALL SELECT 'merchant', merchant_id, '', kind, correction, status, '', method, currency, day, amount \
            FROM b WHERE merchant_id IS NOT NULL \
     UNION ALL SELECT 'api_key', api_key_id, '', kind, correction, status, '', method, currency, day, amount \
-           FROM b WHERE api_key_id IS NOT NULL)";
+           FROM b WHERE api_key_id IS NOT NULL \
+    UNION ALL SELECT 'all', 0, 'src', 'balance', correction, status, '', '', currency, day, amount \
+           FROM b WHERE src_card IS NOT NULL AND status = 'success' \
+    UNION ALL SELECT 'all', 0, 'dst', 'balance', correction, status, '', '', currency, day, amount \
+           FROM b WHERE dst_card IS NOT NULL AND status = 'success')";
 
 const FACT_GROUP: &str = "SELECT scope, scope_id, role, kind, correction, status, reason, method, currency, day, \
            count(*)::bigint AS n, sum(amount)::bigint AS amount FROM f \
     GROUP BY scope, scope_id, role, kind, correction, status, reason, method, currency, day";
 
-/// Card-account postings of a batch.
+/// The signed amount of a `stats_daily` row for the balance of the card it belongs to: the card side
+/// that receives money is `dst` of an operation, `src` of a correction (money flows back).
+pub const NET: &str = "CASE WHEN (role = 'dst') <> correction THEN amount ELSE -amount END";
+
+/// `verify` only: the card-account postings of the covered operations, straight from the ledger.
 const POSTINGS: &str = "p AS ( \
-    SELECT c.id AS card_id, a.currency, b.day, p.id AS pid, p.amount, p.balance_after \
+    SELECT c.id AS card_id, a.currency, b.day, p.amount \
     FROM b JOIN postings p ON p.operation_id = b.id \
     JOIN accounts a ON a.id = p.account_id AND a.kind = 'card' \
     JOIN cards c ON c.account_id = a.id)";
 
-const BALANCE_GROUP: &str =
-    "SELECT 'card'::text AS scope, card_id AS scope_id, currency, day, count(*)::bigint AS postings, \
-           sum(amount)::bigint AS net, (array_agg(balance_after ORDER BY pid DESC))[1] AS closing, \
-           max(pid) AS last_posting FROM p GROUP BY card_id, currency, day \
+/// `verify` only: daily postings and net flow per card and for the platform, from the postings.
+const POSTED: &str = "SELECT 'card'::text AS scope, card_id AS scope_id, currency, day, count(*)::bigint AS postings, \
+           sum(amount)::bigint AS net FROM p GROUP BY card_id, currency, day \
     UNION ALL \
-    SELECT 'all', 0, currency, day, count(*)::bigint, sum(amount)::bigint, NULL::bigint, NULL::bigint \
-    FROM p GROUP BY currency, day";
+    SELECT 'all', 0, currency, day, count(*)::bigint, sum(amount)::bigint FROM p GROUP BY currency, day";
 
-/// One statement per round: the batch is read once (a CTE referenced twice is materialised) and both
-/// rollups are upserted from it (the figures through a data-modifying CTE).
+/// One statement per round: the batch is read once and every figure upserted from it.
 fn apply_sql() -> String {
     let b = batch(ROUND_OPS);
     format!(
-        "WITH {b}, {FACTS}, {POSTINGS}, figures AS ( \
-           INSERT INTO stats_daily (scope, scope_id, role, kind, correction, status, reason, method, currency, day, n, amount) \
-           {FACT_GROUP} \
-           ON CONFLICT (scope, scope_id, kind, day, role, correction, status, reason, method, currency) \
-           DO UPDATE SET n = stats_daily.n + EXCLUDED.n, amount = stats_daily.amount + EXCLUDED.amount) \
-         INSERT INTO stats_balance_daily (scope, scope_id, currency, day, postings, net, closing, last_posting) \
-         {BALANCE_GROUP} \
-         ON CONFLICT (scope, scope_id, currency, day) DO UPDATE SET \
-           postings = stats_balance_daily.postings + EXCLUDED.postings, \
-           net = stats_balance_daily.net + EXCLUDED.net, \
-           closing = CASE WHEN EXCLUDED.last_posting > stats_balance_daily.last_posting \
-                          THEN EXCLUDED.closing ELSE stats_balance_daily.closing END, \
-           last_posting = GREATEST(stats_balance_daily.last_posting, EXCLUDED.last_posting)"
+        "WITH {b}, {FACTS} \
+         INSERT INTO stats_daily (scope, scope_id, role, kind, correction, status, reason, method, currency, day, n, amount) \
+         {FACT_GROUP} \
+         ON CONFLICT (scope, scope_id, kind, day, role, correction, status, reason, method, currency) \
+         DO UPDATE SET n = stats_daily.n + EXCLUDED.n, amount = stats_daily.amount + EXCLUDED.amount"
     )
 }
 
@@ -272,7 +272,6 @@ const REBUILD_GAP_WINDOW: i64 = 10_000;
 
 fn rebuild_locked(conn: &mut PgConnection, tz: &str) -> QueryResult<Round> {
     diesel::sql_query("DELETE FROM stats_daily").execute(conn)?;
-    diesel::sql_query("DELETE FROM stats_balance_daily").execute(conn)?;
     diesel::sql_query("DELETE FROM stats_gaps").execute(conn)?;
     let hi: Count = diesel::sql_query("SELECT COALESCE(max(seq), 0) AS n FROM operations").get_result(conn)?;
     let hi = hi.n;
@@ -308,8 +307,9 @@ struct Example {
 }
 
 /// The rollups equal a fresh aggregation of the operations they cover (seq <= watermark, minus the
-/// open gaps), and each card's closing balances equal the running sum of its daily flows. Runs in one
-/// snapshot: a round commits rollups and watermark together, so no false alarm while it runs.
+/// open gaps), and the daily card-balance flows derived from them equal those of the ledger's postings
+/// on card accounts (an independent source: the postings' running balances are checked by the ledger's
+/// own `verify`, so a card's balance figure is its ledger balance). Runs in one snapshot: a round commits rollups and watermark together, so no false alarm while it runs.
 ///
 /// # Errors
 /// A diesel error.
@@ -332,22 +332,19 @@ pub fn verify(conn: &mut PgConnection) -> QueryResult<Vec<Check>> {
                     || ' amount ' || amount::text AS example FROM diff"
         );
         let balances = format!(
-            "WITH {covered}, {POSTINGS}, fresh AS ({BALANCE_GROUP}), \
-             stored AS (SELECT scope, scope_id, currency, day, postings, net, closing, last_posting FROM stats_balance_daily), \
+            "WITH {covered}, {POSTINGS}, fresh AS ({POSTED}), \
+             stored AS (SELECT scope, scope_id, currency, day, sum(n)::bigint AS postings, sum({NET})::bigint AS net \
+                        FROM stats_daily WHERE status = 'success' \
+                          AND ((scope = 'card' AND role <> '') OR (scope = 'all' AND kind = 'balance')) \
+                        GROUP BY scope, scope_id, currency, day), \
              diff AS ((SELECT * FROM fresh EXCEPT ALL SELECT * FROM stored) UNION ALL \
                       (SELECT * FROM stored EXCEPT ALL SELECT * FROM fresh)) \
              SELECT scope || ' ' || scope_id::text || ' ' || day::text || ' net ' || net::text AS example FROM diff"
         );
-        let running = "SELECT 'card ' || scope_id::text || ' ' || day::text || ' closing ' || closing::text \
-                       || ' running sum ' || run::text AS example FROM ( \
-                         SELECT scope_id, day, closing, sum(net) OVER (PARTITION BY scope_id, currency ORDER BY day) AS run \
-                         FROM stats_balance_daily WHERE scope = 'card') x WHERE closing <> run"
-            .to_owned();
         let mut checks = Vec::new();
-        for (name, sql, bound) in [
-            ("statistics rollups equal a fresh aggregation", figures, true),
-            ("balance rollups equal a fresh aggregation", balances, true),
-            ("card closing balances equal their running sums", running, false),
+        for (name, sql) in [
+            ("statistics rollups equal a fresh aggregation", figures),
+            ("card balance flows equal the ledger's postings", balances),
         ] {
             let q = |limit: &str| {
                 let base = if limit.is_empty() {
@@ -356,27 +353,18 @@ pub fn verify(conn: &mut PgConnection) -> QueryResult<Vec<Check>> {
                     format!("{sql} {limit}")
                 };
                 diesel::sql_query(base)
-            };
-            let (count, examples) = if bound {
-                let n: Count = q("")
                     .bind::<Text, _>(&wm.time_zone)
                     .bind::<BigInt, _>(0)
                     .bind::<BigInt, _>(wm.upto)
                     .bind::<Array<BigInt>, _>(&gaps)
-                    .get_result(conn)?;
-                let ex: Vec<Example> = q("LIMIT 5")
-                    .bind::<Text, _>(&wm.time_zone)
-                    .bind::<BigInt, _>(0)
-                    .bind::<BigInt, _>(wm.upto)
-                    .bind::<Array<BigInt>, _>(&gaps)
-                    .load(conn)?;
-                (n.n, ex)
-            } else {
-                let n: Count = q("").get_result(conn)?;
-                let ex: Vec<Example> = q("LIMIT 5").load(conn)?;
-                (n.n, ex)
             };
-            checks.push(Check { name, violations: count, examples: examples.into_iter().map(|e| e.example).collect() });
+            let count: Count = q("").get_result(conn)?;
+            let examples: Vec<Example> = q("LIMIT 5").load(conn)?;
+            checks.push(Check {
+                name,
+                violations: count.n,
+                examples: examples.into_iter().map(|e| e.example).collect(),
+            });
         }
         Ok(checks)
     })

@@ -1,7 +1,7 @@
 //! PostgreSQL access: the r2d2 pool, running diesel off the async executor, transactions, migrations,
 //! database creation, and the one translation of database errors.
 
-pub mod listen;
+pub mod notified;
 pub mod schema;
 
 use diesel::connection::SimpleConnection;

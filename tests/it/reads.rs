@@ -271,3 +271,370 @@ async fn profile_changes_reach_every_instance_within_the_bound() {
     assert_eq!(s, 200, "{v}");
     assert!(v["roles"].as_array().unwrap().iter().any(|r| r == "admin"), "{v}");
 }
+
+async fn card(app: &TestApp, token: &str, card: i64) -> Value {
+    let (s, b) = app.get(&format!("/api/v1/cards/{card}"), Some(token)).await;
+    assert_eq!(s, 200, "{b}");
+    b
+}
+
+/// Two instances on one database, both caching a card: a change made through one instance shows on
+/// that instance at once and on the other within `ledger.read_staleness_ms`, whichever field changed
+/// and whichever instance changed it; the statement (which reads the card first) follows the owner's
+/// access as before.
+#[actix_web::test]
+async fn card_changes_reach_every_instance_within_the_bound() {
+    let settings = read_settings();
+    let a = TestApp::spawn_with(settings.clone()).await;
+    let b = TestApp::spawn_with(settings).await;
+    let (_, owner) = {
+        let (uid, token, _) = a.user("cardholder@example.com").await;
+        (uid, token)
+    };
+    let (_, stranger, _) = a.user("stranger@example.com").await;
+    let id = issue(&a, &owner).await;
+    // Warm both caches.
+    for app in [&a, &b] {
+        for _ in 0..3 {
+            assert_eq!(card(app, &owner, id).await["status"], "active");
+        }
+    }
+    let bound = Duration::from_millis(READ_STALENESS_MS + MARGIN_MS);
+    // (writer, reader, lifecycle action or a PATCH body, the field that changes, its new value)
+    type Step<'a> = (&'a TestApp, &'a TestApp, &'a str, Option<Value>, &'a str, Value);
+    let steps: [Step; 4] = [
+        (&a, &b, "freeze", None, "status", json!("frozen")),
+        (&b, &a, "unfreeze", None, "status", json!("active")),
+        (&a, &b, "", Some(json!({"label": "groceries"})), "label", json!("groceries")),
+        (&b, &a, "close", None, "status", json!("closed")),
+    ];
+    for (i, (writer, reader, action, patch, field, want)) in steps.into_iter().enumerate() {
+        let (s, v) = match patch {
+            Some(body) => writer.call("PATCH", &format!("/api/v1/cards/{id}"), Some(&owner), Some(body)).await,
+            None => writer.post(&format!("/api/v1/cards/{id}/{action}"), Some(&owner), json!({})).await,
+        };
+        assert_eq!(s, 200, "step {i}: {v}");
+        assert_eq!(card(writer, &owner, id).await[field], want, "step {i}: at once on the writer");
+        actix_web::rt::time::sleep(bound).await;
+        let seen = card(reader, &owner, id).await;
+        assert_eq!(seen[field], want, "step {i}: on the other instance after the bound: {seen}");
+        assert_eq!(seen, card(writer, &owner, id).await, "step {i}: both instances answer the same card");
+    }
+    // Someone else's card stays invisible through the cache (and its statement too).
+    for app in [&a, &b] {
+        let (s, _) = app.get(&format!("/api/v1/cards/{id}"), Some(&stranger)).await;
+        assert_eq!(s, 404);
+        let (s, _) = app.get(&format!("/api/v1/cards/{id}/statement"), Some(&stranger)).await;
+        assert_eq!(s, 404);
+        let (s, v) = app.get(&format!("/api/v1/cards/{id}/statement"), Some(&owner)).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    // A card changed behind the service's back (any code path, here plain SQL) is dropped too.
+    {
+        use diesel::RunQueryDsl;
+        let mut conn = a.db();
+        diesel::sql_query(format!("UPDATE cards SET label = 'by sql' WHERE id = {id}")).execute(&mut conn).unwrap();
+    }
+    actix_web::rt::time::sleep(bound).await;
+    for app in [&a, &b] {
+        assert_eq!(card(app, &owner, id).await["label"], "by sql");
+    }
+}
+
+/// The operation lists as they were answered before they became one fixed statement: the same
+/// filters as a query built per request (the former implementation, kept here as the reference),
+/// page by page, for an admin and for card holders.
+#[actix_web::test]
+async fn operation_lists_answer_as_the_reference_query() {
+    use diesel::prelude::*;
+    use payd::payments::Operation;
+    use payd::storage::schema::{cards, operations};
+
+    let app = TestApp::spawn_with(read_settings()).await;
+    let admin = app.admin_token().await;
+    let (u1, t1, _) = app.user("lists-one@example.com").await;
+    let (u2, t2, _) = app.user("lists-two@example.com").await;
+    let (ca, cb, cc) = (issue(&app, &t1).await, issue(&app, &t1).await, issue(&app, &t2).await);
+    let mut n = 0;
+    let mut op = |token: String, path: &'static str, body: Value| {
+        n += 1;
+        let key = format!("list-{n}");
+        let app = &app;
+        async move { money(app, &token, path, &key, body).await }
+    };
+    for c in [ca, cb, cc] {
+        let (s, v) =
+            op(admin.clone(), "/api/v1/topups", json!({"card_id": c, "amount": 3_000_000, "method": "ovo"})).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let mut transfer_ids = Vec::new();
+    for (token, from, to, amount) in [
+        (&t1, ca, cb, 100_000),
+        (&t1, ca, cc, 200_000),
+        (&t2, cc, ca, 50_000),
+        (&t1, cb, cc, 70_000),
+        (&t1, ca, cc, 90_000_000),
+        (&t2, cc, cb, 60_000),
+        (&t1, cb, ca, 80_000),
+    ] {
+        let (s, v) =
+            op(token.clone(), "/api/v1/transfers", json!({"from_card_id": from, "to_card_id": to, "amount": amount}))
+                .await;
+        assert_eq!(s, if amount == 90_000_000 { 402 } else { 201 }, "{v}");
+        if let Some(id) = v["id"].as_str() {
+            transfer_ids.push(id.to_owned());
+        }
+    }
+    let (s, v) = op(admin.clone(), "/api/v1/withdrawals", json!({"card_id": ca, "amount": 55_000})).await;
+    assert_eq!(s, 201, "{v}");
+    let first = transfer_ids.first().cloned().unwrap();
+    let (s, v) = app.post(&format!("/api/v1/transfers/{first}/archive"), Some(&admin), json!({})).await;
+    assert_eq!(s, 200, "{v}");
+
+    // The former per-request query.
+    struct Filter {
+        kind: &'static str,
+        user: Option<i64>,
+        card: Option<i64>,
+        from_card: Option<i64>,
+        to_card: Option<i64>,
+        status: Option<&'static str>,
+        archived: Option<bool>,
+    }
+    let mut conn = app.db();
+    let mut reference = |f: &Filter| -> Vec<String> {
+        let mut q = operations::table
+            .select(Operation::as_select())
+            .filter(operations::kind.eq(f.kind))
+            .order(operations::seq.desc())
+            .into_boxed();
+        if let Some(u) = f.user {
+            let mine = cards::table.filter(cards::user_id.eq(u)).select(cards::id.nullable());
+            q = q.filter(operations::source_card_id.eq_any(mine).or(operations::dest_card_id.eq_any(mine)));
+        }
+        if let Some(c) = f.card {
+            q = q.filter(operations::source_card_id.eq(c).or(operations::dest_card_id.eq(c)));
+        }
+        if let Some(c) = f.from_card {
+            q = q.filter(operations::source_card_id.eq(c));
+        }
+        if let Some(c) = f.to_card {
+            q = q.filter(operations::dest_card_id.eq(c));
+        }
+        if let Some(s) = f.status {
+            q = q.filter(operations::status.eq(s));
+        }
+        q = match f.archived {
+            Some(false) => q.filter(operations::archived_at.is_null()),
+            Some(true) => q.filter(operations::archived_at.is_not_null()),
+            None => q,
+        };
+        q.load::<Operation>(&mut conn).unwrap().into_iter().map(|o| o.id.to_string()).collect()
+    };
+    let (mut checked, mut paged) = (0, 0);
+    for (token, user) in [(&admin, None), (&t1, Some(u1)), (&t2, Some(u2))] {
+        for kind in ["transfer", "topup", "withdrawal"] {
+            for card in [None, Some(ca), Some(cb), Some(cc)] {
+                for (from_card, to_card) in [(None, None), (Some(ca), None), (None, Some(cc)), (Some(cb), Some(ca))] {
+                    for status in [None, Some("success"), Some("failed")] {
+                        for archived in [Some(false), Some(true), None] {
+                            let f = Filter { kind, user, card, from_card, to_card, status, archived };
+                            let want = reference(&f);
+                            let mut query = vec![format!("limit={}", if checked % 2 == 0 { 2 } else { 20 })];
+                            let params = [("card_id", card), ("from_card_id", from_card), ("to_card_id", to_card)];
+                            for (name, v) in params {
+                                if let Some(v) = v {
+                                    query.push(format!("{name}={v}"));
+                                }
+                            }
+                            if let Some(s) = status {
+                                query.push(format!("status={s}"));
+                            }
+                            query.push(
+                                match archived {
+                                    Some(false) => "archived=active",
+                                    Some(true) => "archived=archived",
+                                    None => "archived=all",
+                                }
+                                .to_owned(),
+                            );
+                            let segment = format!("{kind}s");
+                            let mut got = Vec::new();
+                            let mut cursor: Option<String> = None;
+                            loop {
+                                let mut q = query.clone();
+                                if let Some(c) = &cursor {
+                                    q.push(format!("cursor={c}"));
+                                }
+                                let path = format!("/api/v1/{segment}?{}", q.join("&"));
+                                let (s, page) = app.get(&path, Some(token)).await;
+                                assert_eq!(s, 200, "{path}: {page}");
+                                for item in page["items"].as_array().unwrap() {
+                                    got.push(item["id"].as_str().unwrap().to_owned());
+                                }
+                                match page["next_cursor"].as_str() {
+                                    Some(c) => cursor = Some(c.to_owned()),
+                                    None => break,
+                                }
+                            }
+                            assert_eq!(got, want, "{segment}?{} as user {user:?}", query.join("&"));
+                            checked += 1;
+                            if got.len() > 2 {
+                                paged += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 3 * 4 * 4 * 3 * 3);
+    assert!(paged > 50, "only {paged} lists longer than a page: the data does not exercise the lists");
+}
+
+/// Follows `next_cursor` from `path` (which has a query string) to the end; every item's `field`.
+async fn all_pages(app: &TestApp, token: &str, path: &str, field: &str) -> Vec<Value> {
+    let mut got = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}&cursor={c}"),
+            None => path.to_owned(),
+        };
+        let (s, page) = app.get(&url, Some(token)).await;
+        assert_eq!(s, 200, "{url}: {page}");
+        got.extend(page["items"].as_array().unwrap().iter().map(|i| i[field].clone()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return got,
+        }
+    }
+}
+
+/// Card lists (two fixed statements now) and statements (the card from the cache, then one fixed
+/// statement) answer as the queries built per request did (kept here as the reference), page by page.
+#[actix_web::test]
+async fn card_lists_and_statements_answer_as_the_reference_queries() {
+    use diesel::prelude::*;
+    use payd::storage::schema::{cards, operations, postings};
+
+    let app = TestApp::spawn_with(read_settings()).await;
+    let admin = app.admin_token().await;
+    let (u1, t1, _) = app.user("cards-one@example.com").await;
+    let (u2, t2, _) = app.user("cards-two@example.com").await;
+    let mut mine = Vec::new();
+    for t in [&t1, &t1, &t2, &t1, &t2, &t1] {
+        mine.push(issue(&app, t).await);
+    }
+    let (s, v) = app.post(&format!("/api/v1/cards/{}/freeze", mine[1]), Some(&t1), json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    for action in ["close", "archive"] {
+        let (s, v) = app.post(&format!("/api/v1/cards/{}/{action}", mine[3]), Some(&t1), json!({})).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (s, v) = app.post(&format!("/api/v1/cards/{}/close", mine[4]), Some(&t2), json!({})).await;
+    assert_eq!(s, 200, "{v}");
+
+    let mut conn = app.db();
+    let mut checked = 0;
+    for (token, user, path_user) in
+        [(&admin, None, None), (&admin, Some(u1), None), (&t1, Some(u1), None), (&t2, Some(u2), Some(u2))]
+    {
+        for status in [None, Some("active"), Some("frozen"), Some("closed")] {
+            for archived in ["active", "archived", "all"] {
+                let mut q = cards::table.select(cards::id).order(cards::id.desc()).into_boxed();
+                if let Some(u) = user {
+                    q = q.filter(cards::user_id.eq(u));
+                }
+                if let Some(s) = status {
+                    q = q.filter(cards::status.eq(s));
+                }
+                q = match archived {
+                    "active" => q.filter(cards::archived_at.is_null()),
+                    "archived" => q.filter(cards::archived_at.is_not_null()),
+                    _ => q,
+                };
+                let want: Vec<Value> = q.load::<i64>(&mut conn).unwrap().into_iter().map(Value::from).collect();
+                let mut query = format!("limit=2&archived={archived}");
+                if let Some(s) = status {
+                    query.push_str(&format!("&status={s}"));
+                }
+                let path = match (path_user, user) {
+                    (Some(u), _) => format!("/api/v1/users/{u}/cards?{query}"),
+                    (None, Some(u)) if token == &admin => format!("/api/v1/cards?user_id={u}&{query}"),
+                    _ => format!("/api/v1/cards?{query}"),
+                };
+                assert_eq!(all_pages(&app, token, &path, "id").await, want, "{path}");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 4 * 4 * 3);
+
+    // Statements: a card with postings on both sides, whole and in time windows.
+    let (a, b) = (mine[0], mine[2]);
+    let mut n = 0;
+    for (token, path, body) in [
+        (&admin, "/api/v1/topups", json!({"card_id": a, "amount": 1_000_000, "method": "ovo"})),
+        (&admin, "/api/v1/topups", json!({"card_id": b, "amount": 1_000_000, "method": "ovo"})),
+        (&t1, "/api/v1/transfers", json!({"from_card_id": a, "to_card_id": b, "amount": 100_000})),
+        (&t2, "/api/v1/transfers", json!({"from_card_id": b, "to_card_id": a, "amount": 60_000})),
+        (&admin, "/api/v1/withdrawals", json!({"card_id": a, "amount": 70_000})),
+        (&t1, "/api/v1/transfers", json!({"from_card_id": a, "to_card_id": b, "amount": 50_000})),
+    ] {
+        n += 1;
+        let (s, v) = money(&app, token, path, &format!("st-{n}"), body).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let account: i64 = cards::table.find(a).select(cards::account_id).first(&mut conn).unwrap();
+    let times: Vec<DateTime<Utc>> = postings::table
+        .filter(postings::account_id.eq(account))
+        .order(postings::id)
+        .select(postings::created_at)
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(times.len(), 5);
+    let param = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).replace('+', "%2B");
+    for (from, to) in [(None, None), (Some(times[1]), None), (None, Some(times[3])), (Some(times[2]), Some(times[4]))] {
+        let mut q = postings::table
+            .inner_join(operations::table)
+            .filter(postings::account_id.eq(account))
+            .select((postings::id, operations::kind, postings::amount, postings::balance_after))
+            .order(postings::id.desc())
+            .into_boxed();
+        if let Some(f) = from {
+            q = q.filter(postings::created_at.ge(f));
+        }
+        if let Some(t) = to {
+            q = q.filter(postings::created_at.le(t));
+        }
+        let want: Vec<(i64, String, i64, i64)> = q.load(&mut conn).unwrap();
+        assert!(!want.is_empty());
+        let mut path = format!("/api/v1/cards/{a}/statement?limit=2");
+        if let Some(f) = &from {
+            path.push_str(&format!("&from={}", param(f)));
+        }
+        if let Some(t) = &to {
+            path.push_str(&format!("&to={}", param(t)));
+        }
+        for token in [&admin, &t1] {
+            let ids = all_pages(&app, token, &path, "posting_id").await;
+            let kinds = all_pages(&app, token, &path, "kind").await;
+            let amounts = all_pages(&app, token, &path, "amount").await;
+            let after = all_pages(&app, token, &path, "balance_after").await;
+            let got: Vec<(i64, String, i64, i64)> = (0..ids.len())
+                .map(|i| {
+                    (
+                        ids[i].as_i64().unwrap(),
+                        kinds[i].as_str().unwrap().to_owned(),
+                        amounts[i].as_i64().unwrap(),
+                        after[i].as_i64().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{path}");
+        }
+        let (s, _) = app.get(&path, Some(&t2)).await;
+        assert_eq!(s, 404, "someone else's statement");
+    }
+}

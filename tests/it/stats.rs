@@ -528,12 +528,21 @@ async fn statistics_reconcile_with_the_ledger_across_months() {
     assert_eq!(d["totals"][0]["figures"][0]["amount"].as_i64().unwrap(), e.gross.1 - e.reversed.1, "{d}");
     assert_eq!(d["totals"][0]["figures"][0]["reversed"].as_i64().unwrap(), e.reversed.1, "{d}");
 
-    // `payd verify`'s statistics checks notice a tampered rollup.
-    diesel::sql_query("UPDATE stats_daily SET amount = amount + 1 WHERE ctid = (SELECT ctid FROM stats_daily LIMIT 1)")
-        .execute(&mut conn)
-        .unwrap();
+    // `payd verify`'s statistics checks notice a tampered rollup: a platform balance row disagrees with
+    // the fresh aggregation and with the ledger's postings on card accounts.
+    for c in payd::stats::rollup::verify(&mut conn).unwrap() {
+        assert_eq!(c.violations, 0, "{}: {:?}", c.name, c.examples);
+    }
+    let tampered = diesel::sql_query(
+        "UPDATE stats_daily SET amount = amount + 1 \
+         WHERE ctid = (SELECT ctid FROM stats_daily WHERE scope = 'all' AND kind = 'balance' LIMIT 1)",
+    )
+    .execute(&mut conn)
+    .unwrap();
+    assert_eq!(tampered, 1);
     let checks = payd::stats::rollup::verify(&mut conn).unwrap();
-    assert!(checks[0].violations > 0, "tampering not detected");
+    assert!(checks[0].violations > 0, "tampered figures not detected");
+    assert!(checks[1].violations > 0, "tampered balance flow not detected");
     app.handle.stop(false).await;
 }
 

@@ -1,0 +1,2 @@
+DROP TRIGGER cards_changed ON cards;
+DROP FUNCTION payd_card_changed();
