@@ -145,7 +145,9 @@ impl Cache {
 
     /// Records one payment attempt's card-data outcome against the per-API-key and per-card failure
     /// counters, atomically (one Lua script, so concurrent attempts are decided one after another):
-    /// see [`CardAttempt`]. `card` is `None` when no card has the number.
+    /// see [`CardAttempt`]. `card` is `None` when no card has the number. Also returns the API key's
+    /// counter after the attempt (declines in its window and the seconds the window has left), so the
+    /// caller can record in the database that the key has reached its limit.
     ///
     /// # Errors
     /// `CacheError` when Redis is unavailable.
@@ -154,7 +156,7 @@ impl Cache {
         api_key: (&str, u32, u64),
         card: Option<(&str, u32, u64)>,
         outcome: AttemptOutcome,
-    ) -> Result<CardAttempt, CacheError> {
+    ) -> Result<(CardAttempt, KeyDeclines), CacheError> {
         let mut conn = self.pool.get().await?;
         let mut inv = CARD_ATTEMPT.prepare_invoke();
         inv.key(self.key(api_key.0));
@@ -166,14 +168,16 @@ impl Cache {
             None => (1, 1),
         };
         inv.arg(card_limit).arg(card_window).arg(api_key.1).arg(api_key.2).arg(outcome.as_str());
-        let (verdict, a, b): (String, i64, i64) = inv.invoke_async(&mut *conn).await?;
-        Ok(match verdict.as_str() {
+        let (verdict, a, b, kn, kttl): (String, i64, i64, i64, i64) = inv.invoke_async(&mut *conn).await?;
+        let attempt = match verdict.as_str() {
             "key_blocked" => CardAttempt::KeyBlocked { retry_after: u64::try_from(a).unwrap_or(1).max(1) },
             "locked" => CardAttempt::Locked,
             "failed" => CardAttempt::Failed { failures: u64::try_from(b).unwrap_or(0) },
             "declined" => CardAttempt::Declined,
             _ => CardAttempt::Ok,
-        })
+        };
+        let key = KeyDeclines { count: u64::try_from(kn).unwrap_or(0), ttl_secs: u64::try_from(kttl).unwrap_or(0) };
+        Ok((attempt, key))
     }
 
     /// Readiness probe.
@@ -211,6 +215,14 @@ impl AttemptOutcome {
     }
 }
 
+/// An API key's declined attempts in its current window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyDeclines {
+    pub count: u64,
+    /// Seconds until the window (and a block it holds) ends; 0 when unknown.
+    pub ttl_secs: u64,
+}
+
 /// The counters' verdict on one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CardAttempt {
@@ -227,6 +239,7 @@ pub enum CardAttempt {
 }
 
 /// KEYS: [api key counter, card counter?]; ARGV: [card limit, card window, key limit, key window, outcome].
+/// Returns [verdict, retry after, card count, key count, key window seconds left].
 /// A card counter that reaches its limit loses its expiry: the lock holds until the holder unlocks it.
 static CARD_ATTEMPT: once_cell::sync::Lazy<redis::Script> = once_cell::sync::Lazy::new(|| {
     redis::Script::new(
@@ -234,29 +247,31 @@ static CARD_ATTEMPT: once_cell::sync::Lazy<redis::Script> = once_cell::sync::Laz
 local function fail_key()
   local n = redis.call('INCR', KEYS[1])
   if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+  return n
 end
 local kn = tonumber(redis.call('GET', KEYS[1]) or '0')
 if kn >= tonumber(ARGV[3]) then
-  return {'key_blocked', redis.call('TTL', KEYS[1]), kn}
+  local ttl = redis.call('TTL', KEYS[1])
+  return {'key_blocked', ttl, kn, kn, ttl}
 end
 if ARGV[5] == 'unknown' or #KEYS < 2 then
-  fail_key()
-  return {'declined', 0, 0}
+  kn = fail_key()
+  return {'declined', 0, 0, kn, redis.call('TTL', KEYS[1])}
 end
 local limit = tonumber(ARGV[1])
 local cn = tonumber(redis.call('GET', KEYS[2]) or '0')
 if cn >= limit or ARGV[5] == 'locked' then
-  fail_key()
-  return {'locked', 0, cn}
+  kn = fail_key()
+  return {'locked', 0, cn, kn, redis.call('TTL', KEYS[1])}
 end
 if ARGV[5] == 'ok' then
-  return {'ok', 0, cn}
+  return {'ok', 0, cn, kn, redis.call('TTL', KEYS[1])}
 end
-fail_key()
+kn = fail_key()
 cn = redis.call('INCR', KEYS[2])
 if cn == 1 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
 if cn >= limit then redis.call('PERSIST', KEYS[2]) end
-return {'failed', 0, cn}
+return {'failed', 0, cn, kn, redis.call('TTL', KEYS[1])}
 ",
     )
 });

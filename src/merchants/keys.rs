@@ -36,6 +36,7 @@ pub struct CachedKey {
     secret_hash: String,
     revoked: bool,
     expires_at: Option<DateTime<Utc>>,
+    blocked_until: Option<DateTime<Utc>>,
     merchant_status: String,
     account_id: i64,
     /// Unix seconds of the last `last_used_at` write (shared by the clones of this entry).
@@ -61,6 +62,10 @@ pub struct MerchantPrincipal {
     pub merchant_id: i64,
     pub key_id: i64,
     pub account_id: i64,
+    /// The public key id (`pk_<key id>_…`).
+    pub public_id: String,
+    /// Until when the key's payments are refused for too many declined card-data attempts.
+    pub blocked_until: Option<DateTime<Utc>>,
 }
 
 /// A new key: (public key id, full key to show once).
@@ -86,7 +91,17 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-type KeyRow = (i64, i64, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>, String, i64);
+type KeyRow = (
+    i64,
+    i64,
+    String,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    String,
+    i64,
+);
 
 /// Authenticates `X-Api-Key`: from the instance's key cache when it is provably current, otherwise
 /// from the database (and then cached).
@@ -121,6 +136,7 @@ pub async fn authenticate_key(state: &AppState, raw: Option<&str>) -> Result<Mer
                         merchant_api_keys::revoked_at,
                         merchant_api_keys::expires_at,
                         merchant_api_keys::last_used_at,
+                        merchant_api_keys::blocked_until,
                         merchants::status,
                         merchants::account_id,
                     ))
@@ -129,14 +145,24 @@ pub async fn authenticate_key(state: &AppState, raw: Option<&str>) -> Result<Mer
                     .map_err(StorageError::from)
             })
             .await?;
-            let (id, merchant_id, secret_hash, revoked, expires_at, last_used, merchant_status, account_id) =
-                row.ok_or(MerchantError::InvalidKey)?;
+            let (
+                id,
+                merchant_id,
+                secret_hash,
+                revoked,
+                expires_at,
+                last_used,
+                blocked_until,
+                merchant_status,
+                account_id,
+            ) = row.ok_or(MerchantError::InvalidKey)?;
             let key = CachedKey {
                 id,
                 merchant_id,
                 secret_hash,
                 revoked: revoked.is_some(),
                 expires_at,
+                blocked_until,
                 merchant_status,
                 account_id,
                 last_used: Arc::new(AtomicI64::new(last_used.map_or(0, |t| t.timestamp()))),
@@ -173,7 +199,13 @@ pub async fn authenticate_key(state: &AppState, raw: Option<&str>) -> Result<Mer
             }
         });
     }
-    Ok(MerchantPrincipal { merchant_id: key.merchant_id, key_id: key.id, account_id: key.account_id })
+    Ok(MerchantPrincipal {
+        merchant_id: key.merchant_id,
+        key_id: key.id,
+        account_id: key.account_id,
+        public_id: key_id.to_owned(),
+        blocked_until: key.blocked_until.filter(|t| *t > now),
+    })
 }
 
 impl FromRequest for MerchantPrincipal {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use validator::Validate;
 
 use crate::app::AppState;
-use crate::cache::{AttemptOutcome, CardAttempt};
+use crate::cache::{AttemptOutcome, CardAttempt, KeyDeclines};
 use crate::cards::pan::{self, Pan};
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
@@ -21,7 +21,7 @@ use crate::merchants::keys::MerchantPrincipal;
 use crate::merchants::{find_for, MerchantError};
 use crate::payments::execute::{self, Failure, MoneyOp, Reply};
 use crate::payments::{idempotency, limits, methods, Operation, OperationView, PaymentError};
-use crate::storage::schema::{cards, merchants, operations, refund_totals};
+use crate::storage::schema::{cards, merchant_api_keys, merchants, operations, refund_totals};
 use crate::storage::{self, StorageError};
 
 pub fn register(api: &mut Api) {
@@ -232,11 +232,12 @@ pub async fn charge(
     let Some((card_id, account, brand, month, year, locked_at)) = card else {
         // No card has this number. The answer is the same as for every other card-data failure, and is
         // stored like theirs, so a retry replays it too; only the API key's counter records it.
-        let verdict = state
+        let (verdict, declines) = state
             .cache
             .card_attempt(key_limits, None, AttemptOutcome::Unknown)
             .await
             .map_err(|e| PaymentError::Unavailable(e.0))?;
+        note_key_declines(&state, &key, declines).await;
         if let CardAttempt::KeyBlocked { retry_after } = verdict {
             return Err(key_blocked(retry_after));
         }
@@ -274,12 +275,25 @@ pub async fn charge(
         (false, true) => AttemptOutcome::Ok,
         (false, false) => AttemptOutcome::Wrong,
     };
-    let card_counter = format!("cardfail:{card_id}");
-    let verdict = state
-        .cache
-        .card_attempt(key_limits, Some((&card_counter, m.card_failure_limit, m.card_failure_window_secs)), outcome)
-        .await
-        .map_err(|e| PaymentError::Unavailable(e.0))?;
+    // The success path asks no counter: a card at its failure limit is locked in the database (the
+    // request that reached the limit locks it before answering), and a key at its limit is blocked in
+    // the database and so in every instance's key cache (within `auth.revocation_staleness_ms`).
+    let verdict = if outcome == AttemptOutcome::Ok {
+        if let Some(until) = key.blocked_until {
+            let secs = u64::try_from((until - Utc::now()).num_seconds()).unwrap_or(0).max(1);
+            return Err(key_blocked(secs));
+        }
+        CardAttempt::Ok
+    } else {
+        let card_counter = format!("cardfail:{card_id}");
+        let (verdict, declines) = state
+            .cache
+            .card_attempt(key_limits, Some((&card_counter, m.card_failure_limit, m.card_failure_window_secs)), outcome)
+            .await
+            .map_err(|e| PaymentError::Unavailable(e.0))?;
+        note_key_declines(&state, &key, declines).await;
+        verdict
+    };
     match verdict {
         CardAttempt::KeyBlocked { retry_after } => return Err(key_blocked(retry_after)),
         CardAttempt::Locked | CardAttempt::Declined => {
@@ -319,6 +333,44 @@ fn key_blocked(retry_after: u64) -> ApiError {
         "too many declined card payments from this API key; retry later",
         retry_after,
     )
+}
+
+/// Records in the database that an API key has reached its limit of declined attempts, until its
+/// counter's window ends, so its payments with correct card data are refused too without a Redis
+/// round trip (every instance's key cache learns it through `payd_api_keys`). A failure to record it
+/// is logged: the counter in Redis still refuses the key's declines.
+async fn note_key_declines(state: &AppState, key: &MerchantPrincipal, declines: KeyDeclines) {
+    let m = &state.settings.merchants;
+    if declines.count < u64::from(m.key_failure_limit) || key.blocked_until.is_some() {
+        return;
+    }
+    // Until the key's window ends (never longer than a whole window).
+    let window = m.key_failure_window_secs.max(1);
+    let secs = if declines.ttl_secs == 0 { window } else { declines.ttl_secs.min(window) };
+    let Some(until) =
+        i64::try_from(secs).ok().and_then(chrono::Duration::try_seconds).and_then(|d| Utc::now().checked_add_signed(d))
+    else {
+        return;
+    };
+    let id = key.key_id;
+    let stored = storage::run(&state.db, move |conn| {
+        diesel::update(
+            merchant_api_keys::table
+                .find(id)
+                .filter(merchant_api_keys::blocked_until.is_null().or(merchant_api_keys::blocked_until.lt(until))),
+        )
+        .set(merchant_api_keys::blocked_until.eq(until))
+        .execute(conn)
+        .map_err(StorageError::from)
+    })
+    .await;
+    state.api_keys.invalidate(&key.public_id);
+    match stored {
+        Ok(_) => {
+            tracing::warn!(api_key_id = id, until = %until, "API key blocked after too many declined card-data attempts")
+        }
+        Err(e) => tracing::warn!(api_key_id = id, error = %e, "could not record an API key's block"),
+    }
 }
 
 /// Records in the database that a card's payments are locked (the counter in Redis already refuses

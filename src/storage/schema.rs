@@ -195,6 +195,7 @@ diesel::table! {
         revoked_at -> Nullable<Timestamptz>,
         last_used_at -> Nullable<Timestamptz>,
         rotated_to -> Nullable<Int8>,
+        blocked_until -> Nullable<Timestamptz>,
     }
 }
 
