@@ -237,7 +237,7 @@ pub async fn charge(
             .card_attempt(key_limits, None, AttemptOutcome::Unknown)
             .await
             .map_err(|e| PaymentError::Unavailable(e.0))?;
-        note_key_declines(&state, &key, declines).await;
+        note_key_declines(state, key, declines).await;
         if let CardAttempt::KeyBlocked { retry_after } = verdict {
             return Err(key_blocked(retry_after));
         }
@@ -291,7 +291,7 @@ pub async fn charge(
             .card_attempt(key_limits, Some((&card_counter, m.card_failure_limit, m.card_failure_window_secs)), outcome)
             .await
             .map_err(|e| PaymentError::Unavailable(e.0))?;
-        note_key_declines(&state, &key, declines).await;
+        note_key_declines(state, key, declines).await;
         verdict
     };
     match verdict {
