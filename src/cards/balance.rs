@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use payd_actors::{AccountError, CardError};
 
 use crate::app::AppState;
-use crate::cards::routes::BalanceView;
+use crate::cards::routes::{account_postings_below, BalanceView};
 use crate::cards::{find_for, CardsError};
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
@@ -86,9 +86,9 @@ pub async fn at(state: &AppState, user: AuthUser, card_id: i64, at: DateTime<Utc
     let view = storage::run(&state.db, move |conn| {
         let card = find_for(conn, card_id, &user)?;
         let balance: Option<i64> = postings::table
-            .filter(postings::account_id.eq(card.account_id))
+            .filter(account_postings_below(card.account_id, i64::MAX))
             .filter(postings::created_at.le(at))
-            .order(postings::id.desc())
+            .order((postings::account_id.desc(), postings::id.desc()))
             .select(postings::balance_after)
             .first(conn)
             .optional()?;
