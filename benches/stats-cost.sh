@@ -16,7 +16,7 @@ INTERVALS=${INTERVALS:-0 1000}
 DB=${DB:-payd_stats_cost_$(date +%s)}
 export PAYD_ENV=development PAYD_BOOTSTRAP_ADMIN_EMAIL=admin@payd.local PAYD_BOOTSTRAP_ADMIN_PASSWORD=admin-pass-123 \
   PAYD_TELEMETRY__LOG_LEVEL=warn PAYD_SERVER__PORT=$PORT PAYD_CONFIG_DIR=$PWD/config \
-  PAYD_EVENTS__RELAY_ENABLED=false PAYD_EVENTS__CONSUMERS_ENABLED=false \
+  PAYD_EVENTS__RELAY_ENABLED=false PAYD_EVENTS__CONSUMERS_ENABLED=false PAYD_RATE_LIMITS__ENABLED=false \
   PAYD_DATABASE__URL="postgres://postgres@127.0.0.1:5432/$DB"
 URL="postgres://postgres@127.0.0.1:5432/$DB"
 CARDS=target/stats-cost-cards-$DB.txt
