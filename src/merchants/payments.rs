@@ -275,25 +275,22 @@ pub async fn charge(
         (false, true) => AttemptOutcome::Ok,
         (false, false) => AttemptOutcome::Wrong,
     };
-    // The success path asks no counter: a card at its failure limit is locked in the database (the
-    // request that reached the limit locks it before answering), and a key at its limit is blocked in
-    // the database and so in every instance's key cache (within `auth.revocation_staleness_ms`).
-    let verdict = if outcome == AttemptOutcome::Ok {
-        if let Some(until) = key.blocked_until {
-            let secs = u64::try_from((until - Utc::now()).num_seconds()).unwrap_or(0).max(1);
-            return Err(key_blocked(secs));
-        }
-        CardAttempt::Ok
-    } else {
-        let card_counter = format!("cardfail:{card_id}");
-        let (verdict, declines) = state
-            .cache
-            .card_attempt(key_limits, Some((&card_counter, m.card_failure_limit, m.card_failure_window_secs)), outcome)
-            .await
-            .map_err(|e| PaymentError::Unavailable(e.0))?;
-        note_key_declines(state, key, declines).await;
-        verdict
-    };
+    // A key blocked in the database (every instance's key cache knows it) is refused without a Redis
+    // round trip. Every other attempt, correct card data included, goes through the counters: a
+    // correct guess sent in the same burst as the wrong ones that reach the card's limit must be
+    // decided after them (the lock those write in the database could still be uncommitted when this
+    // request read the card).
+    if let Some(until) = key.blocked_until {
+        let secs = u64::try_from((until - Utc::now()).num_seconds()).unwrap_or(0).max(1);
+        return Err(key_blocked(secs));
+    }
+    let card_counter = format!("cardfail:{card_id}");
+    let (verdict, declines) = state
+        .cache
+        .card_attempt(key_limits, Some((&card_counter, m.card_failure_limit, m.card_failure_window_secs)), outcome)
+        .await
+        .map_err(|e| PaymentError::Unavailable(e.0))?;
+    note_key_declines(state, key, declines).await;
     match verdict {
         CardAttempt::KeyBlocked { retry_after } => return Err(key_blocked(retry_after)),
         CardAttempt::Locked | CardAttempt::Declined => {
