@@ -240,8 +240,8 @@ test: setup services clean-testdbs lint compose-check prom-check ## Full check: 
 bench: ## Criterion benchmarks (cargo bench; ARGS passed through)
 	@$(CARGO) bench --workspace $(ARGS)
 
-load: ## Load generator: cargo run --release --bin payd-load -- $(ARGS)
-	@$(CARGO) run --release --bin payd-load -- $(ARGS)
+load: ## Load generator (load/): cargo run --release -p payd-load -- $(ARGS)
+	@$(CARGO) run --release -p payd-load -- $(ARGS)
 
 # ---- deployment files ----------------------------------------------------------------------------
 

@@ -10,6 +10,9 @@ pub mod card;
 pub mod coordinator;
 pub mod faults;
 pub mod gauges;
+/// The in-memory [`LedgerStore`] the actor tests, the model tests and the actor-path benchmark run
+/// against; not part of the service (feature `memory-store`).
+#[cfg(feature = "memory-store")]
 pub mod memory;
 pub mod registry;
 mod shard;
@@ -25,6 +28,7 @@ pub use card::{CardActor, CardError, CardLoader, CardsHandle, CheckCredit, Check
 pub use coordinator::{
     Committed, ExecError, Execute, FailureReason, Ledger, OpFailure, Operation, PaymentsCoordinator,
 };
+#[cfg(feature = "memory-store")]
 pub use memory::{MemoryRecord, MemoryStore, UniqueKey};
 pub use store::{
     AccountId, AccountSnapshot, AccountState, CardId, CardSnapshot, CardStatus, EntryOutcome, JournalEntry,
