@@ -107,8 +107,8 @@ fn entry(user: i64, seq: u64, from: (i64, i64), to: (i64, i64)) -> JournalEntry<
     let amount = 50_000;
     let op = NewOperation {
         id: Uuid::now_v7(),
-        kind: "transfer".into(),
-        status: "success".into(),
+        kind: payd::payments::OperationKind::Transfer,
+        status: payd::payments::OperationStatus::Success,
         failure_reason: None,
         amount,
         currency: "IDR".into(),

@@ -17,7 +17,7 @@ use crate::http::request_id;
 use crate::identity::model::UserView;
 use crate::merchants::keys::MerchantPrincipal;
 use crate::payments::execute::Reply;
-use crate::payments::OperationView;
+use crate::payments::{OperationKind, OperationView};
 
 use super::proto;
 
@@ -172,16 +172,15 @@ pub fn kind_name(kind: proto::OperationKind) -> Option<&'static str> {
     }
 }
 
-fn kind_of(name: &str) -> proto::OperationKind {
+fn kind_of(kind: OperationKind) -> proto::OperationKind {
     use proto::OperationKind as K;
-    match name {
-        "topup" => K::Topup,
-        "withdrawal" => K::Withdrawal,
-        "transfer" => K::Transfer,
-        "reversal" => K::Reversal,
-        "payment" => K::Payment,
-        "refund" => K::Refund,
-        _ => K::Unspecified,
+    match kind {
+        OperationKind::Topup => K::Topup,
+        OperationKind::Withdrawal => K::Withdrawal,
+        OperationKind::Transfer => K::Transfer,
+        OperationKind::Reversal => K::Reversal,
+        OperationKind::Payment => K::Payment,
+        OperationKind::Refund => K::Refund,
     }
 }
 
@@ -205,7 +204,7 @@ pub fn operation(o: OperationView) -> proto::Operation {
     };
     proto::Operation {
         id: o.id.to_string(),
-        kind: kind_of(&o.kind).into(),
+        kind: kind_of(o.kind).into(),
         status: status.into(),
         failure_reason: o.failure_reason.unwrap_or_default(),
         amount: o.amount,

@@ -15,6 +15,7 @@ use payd_actors::{
 };
 use uuid::Uuid;
 
+use crate::payments::{OperationKind, OperationStatus};
 use crate::storage::schema::{accounts, cards, idempotency_keys, operations, outbox};
 use crate::storage::PgPool;
 
@@ -23,8 +24,8 @@ use crate::storage::PgPool;
 #[diesel(table_name = operations)]
 pub struct NewOperation {
     pub id: Uuid,
-    pub kind: String,
-    pub status: String,
+    pub kind: OperationKind,
+    pub status: OperationStatus,
     pub failure_reason: Option<String>,
     pub amount: i64,
     pub currency: String,

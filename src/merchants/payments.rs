@@ -20,7 +20,7 @@ use crate::http::Valid;
 use crate::merchants::keys::MerchantPrincipal;
 use crate::merchants::{find_for, MerchantError};
 use crate::payments::execute::{self, Failure, MoneyOp, Reply};
-use crate::payments::{idempotency, limits, methods, Operation, OperationView, PaymentError};
+use crate::payments::{idempotency, limits, methods, Operation, OperationKind, OperationView, PaymentError};
 use crate::storage::schema::{cards, merchant_api_keys, merchants, operations, refund_totals};
 use crate::storage::{self, StorageError};
 
@@ -263,7 +263,7 @@ pub async fn charge(
         api_key_id: Some(key.key_id),
         order_ref: Some(body.order_ref.clone()),
         uniform_declines: true,
-        ..MoneyOp::new("payment", (scope, idem, hash), body.amount, account, key.account_id)
+        ..MoneyOp::new(OperationKind::Payment, (scope, idem, hash), body.amount, account, key.account_id)
     };
     // Decide the presented data first (pure computation), then let the counters rule on it atomically:
     // concurrent guesses are decided one after another, so no more than the limit are ever evaluated.
@@ -492,7 +492,13 @@ pub async fn refund_payment(
         api_key_id: key.map(|k| k.key_id),
         order_ref: payment.order_ref.clone(),
         refund_of: Some((payment.id, payment.amount)),
-        ..MoneyOp::new("refund", (scope, idem, hash), amount, payment.credit_account_id, payment.debit_account_id)
+        ..MoneyOp::new(
+            OperationKind::Refund,
+            (scope, idem, hash),
+            amount,
+            payment.credit_account_id,
+            payment.debit_account_id,
+        )
     };
     execute::run(state, refund).await
 }

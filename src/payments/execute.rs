@@ -14,12 +14,12 @@ use crate::http::request_id;
 use crate::ledger::{NewEvent, NewIdempotency, NewOperation, OpRecord, WithdrawnDelta};
 use crate::payments::idempotency::{self, Fingerprint};
 use crate::payments::inflight::{self, Answer, Claim};
-use crate::payments::{OperationView, PaymentError};
+use crate::payments::{OperationKind, OperationStatus, OperationView, PaymentError};
 
 /// A money movement, fully resolved to accounts.
 #[derive(Debug, Clone)]
 pub struct MoneyOp {
-    pub kind: &'static str,
+    pub kind: OperationKind,
     pub scope: String,
     pub key: String,
     pub request_hash: Fingerprint,
@@ -53,7 +53,7 @@ impl MoneyOp {
     /// key `key` of `scope`, with every optional part empty; callers set the cards, method, merchant
     /// or original they involve with struct update syntax (`MoneyOp { dest_card: …, ..MoneyOp::new(…) }`).
     pub fn new(
-        kind: &'static str,
+        kind: OperationKind,
         (scope, key, request_hash): (String, String, Fingerprint),
         amount: i64,
         debit_account: i64,
@@ -86,8 +86,10 @@ impl MoneyOp {
     /// How this operation, once written, moves its card's withdrawal totals.
     fn withdrawn(&self, at: DateTime<Utc>) -> Option<WithdrawnDelta> {
         match self.kind {
-            "withdrawal" => Some(WithdrawnDelta { account: self.debit_account, amount: self.amount, at: Some(at) }),
-            "reversal" if self.reverses_withdrawal => {
+            OperationKind::Withdrawal => {
+                Some(WithdrawnDelta { account: self.debit_account, amount: self.amount, at: Some(at) })
+            }
+            OperationKind::Reversal if self.reverses_withdrawal => {
                 Some(WithdrawnDelta { account: self.credit_account, amount: -self.amount, at: None })
             }
             _ => None,
@@ -177,8 +179,8 @@ impl Prepared {
     fn new(state: &AppState, op: MoneyOp, now: DateTime<Utc>) -> Self {
         let row = NewOperation {
             id: Uuid::now_v7(),
-            kind: op.kind.to_owned(),
-            status: "success".into(),
+            kind: op.kind,
+            status: OperationStatus::Success,
             failure_reason: None,
             amount: op.amount,
             currency: state.settings.money.currency.clone(),
@@ -196,8 +198,8 @@ impl Prepared {
         };
         let view = OperationView {
             id: row.id,
-            kind: row.kind.clone(),
-            status: row.status.clone(),
+            kind: row.kind,
+            status: row.status,
             failure_reason: None,
             amount: row.amount,
             currency: row.currency.clone(),
@@ -221,7 +223,11 @@ impl Prepared {
         };
         NewEvent {
             event_id: Uuid::now_v7(),
-            event_type: format!("{}.{}", self.op.kind, if view.status == "success" { "completed" } else { "failed" }),
+            event_type: format!(
+                "{}.{}",
+                self.op.kind,
+                if view.status == OperationStatus::Success { "completed" } else { "failed" }
+            ),
             schema_version: 1,
             aggregate_type: if self.op.merchant_id.is_some() { "merchant".into() } else { "card".into() },
             aggregate_key: key,
@@ -255,7 +261,7 @@ impl Prepared {
     }
 
     fn failed_view(&self, f: &Failure) -> OperationView {
-        OperationView { status: "failed".into(), failure_reason: Some(f.code.clone()), ..self.view.clone() }
+        OperationView { status: OperationStatus::Failed, failure_reason: Some(f.code.clone()), ..self.view.clone() }
     }
 
     fn failure_body(&self, f: &Failure) -> serde_json::Value {
@@ -272,7 +278,7 @@ impl Prepared {
         let view = self.failed_view(f);
         OpRecord {
             operation: NewOperation {
-                status: "failed".into(),
+                status: OperationStatus::Failed,
                 failure_reason: Some(f.code.clone()),
                 ..self.row.clone()
             },
@@ -333,7 +339,7 @@ where
             }
             Claim::Follower(rx) => match inflight::wait(rx).await {
                 Some(Answer::Json(status, body, _)) => {
-                    crate::metrics::count(op.kind, "inflight_replay");
+                    crate::metrics::count(op.kind.as_str(), "inflight_replay");
                     return Ok(Reply { status, body, replayed: true });
                 }
                 Some(Answer::Error(e)) => return Err(e),
@@ -375,12 +381,12 @@ async fn execute(state: &AppState, op: &MoneyOp) -> Result<Answer, ApiError> {
     };
     match state.ledger.ledger.execute(operation).await {
         Ok(_) => {
-            crate::metrics::count(op.kind, "success");
+            crate::metrics::count(op.kind.as_str(), "success");
             Ok(Answer::Json(StatusCode::CREATED, prepared.success_body(), false))
         }
         Err(OpFailure::Recorded { reason }) => {
             let f = Failure::from(&reason);
-            crate::metrics::count(op.kind, reason.code());
+            crate::metrics::count(op.kind.as_str(), reason.code());
             Ok(Answer::Json(f.status, prepared.failure_body(&f), false))
         }
         Err(OpFailure::Duplicate | OpFailure::Conflict(_)) => duplicate(state, op).await,
@@ -398,7 +404,7 @@ async fn record(state: &AppState, op: &MoneyOp, failure: &Failure) -> Result<Ans
     let entry = JournalEntry { postings: Vec::new(), record: prepared.failure(failure) };
     match state.ledger.ledger.writer().commit(entry).await {
         Ok(_) => {
-            crate::metrics::count(op.kind, "failed");
+            crate::metrics::count(op.kind.as_str(), "failed");
             Ok(Answer::Json(failure.status, prepared.failure_body(failure), false))
         }
         Err(payd_actors::CommitError::Duplicate | payd_actors::CommitError::Conflict { .. }) => {
@@ -412,15 +418,15 @@ async fn duplicate(state: &AppState, op: &MoneyOp) -> Result<Answer, ApiError> {
     // A concurrent request with the same key won, or a uniqueness rule of the operation itself refused it.
     match idempotency::lookup(&state.db, op.scope.clone(), op.key.clone()).await? {
         Some(stored) if op.request_hash.matches(&stored.request_hash) => {
-            crate::metrics::count(op.kind, "replay");
+            crate::metrics::count(op.kind.as_str(), "replay");
             let status = StatusCode::from_u16(u16::try_from(stored.status).unwrap_or(200)).unwrap_or(StatusCode::OK);
             Ok(Answer::Json(status, stored.body, true))
         }
         Some(_) => Err(PaymentError::IdempotencyConflict.into()),
-        None if op.kind == "reversal" => {
+        None if op.kind == OperationKind::Reversal => {
             Err(PaymentError::NotReversible("the operation was already reversed".into()).into())
         }
-        None if op.kind == "payment" => Err(PaymentError::OrderRefTaken.into()),
+        None if op.kind == OperationKind::Payment => Err(PaymentError::OrderRefTaken.into()),
         None => Err(PaymentError::OutcomeUnknown.into()),
     }
 }

@@ -5,6 +5,7 @@
 pub mod execute;
 pub mod idempotency;
 pub mod inflight;
+pub mod kind;
 pub mod limits;
 pub mod methods;
 pub mod routes;
@@ -13,6 +14,8 @@ pub mod service;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::Serialize;
+
+pub use kind::{OperationKind, OperationStatus};
 
 use crate::storage::schema::operations;
 use crate::storage::StorageError;
@@ -62,8 +65,8 @@ impl From<diesel::result::Error> for PaymentError {
 pub struct Operation {
     pub id: uuid::Uuid,
     pub seq: i64,
-    pub kind: String,
-    pub status: String,
+    pub kind: OperationKind,
+    pub status: OperationStatus,
     pub failure_reason: Option<String>,
     pub amount: i64,
     pub currency: String,
@@ -85,9 +88,8 @@ pub struct Operation {
 #[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct OperationView {
     pub id: uuid::Uuid,
-    pub kind: String,
-    /// `success` or `failed`.
-    pub status: String,
+    pub kind: OperationKind,
+    pub status: OperationStatus,
     pub failure_reason: Option<String>,
     pub amount: i64,
     pub currency: String,

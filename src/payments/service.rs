@@ -12,7 +12,7 @@ use crate::http::pagination::Page;
 use crate::identity::admin::StatusFilter;
 use crate::payments::execute::{self, MoneyOp, Reply};
 use crate::payments::routes::{OpListQuery, TopupRequest, TransferRequest, WithdrawalRequest};
-use crate::payments::{idempotency, limits, methods, Operation, OperationView, PaymentError};
+use crate::payments::{idempotency, limits, methods, Operation, OperationKind, OperationView, PaymentError};
 use crate::storage::schema::{cards, operations};
 use crate::storage::{self, StorageError};
 
@@ -80,7 +80,7 @@ pub async fn topup(state: &AppState, user: &AuthUser, key: String, body: TopupRe
         dest_card: Some(body.card_id),
         credit_card: Some(body.card_id),
         initiated_by: Some(user.user_id),
-        ..MoneyOp::new("topup", (scope(user), key, hash), body.amount, funding, account)
+        ..MoneyOp::new(OperationKind::Topup, (scope(user), key, hash), body.amount, funding, account)
     };
     execute::run(state, op).await
 }
@@ -103,7 +103,13 @@ pub async fn withdraw(
         source_card: Some(body.card_id),
         debit_card: Some(body.card_id),
         initiated_by: Some(user.user_id),
-        ..MoneyOp::new("withdrawal", (scope(user), key, hash), body.amount, account, state.ledger.system.withdrawals)
+        ..MoneyOp::new(
+            OperationKind::Withdrawal,
+            (scope(user), key, hash),
+            body.amount,
+            account,
+            state.ledger.system.withdrawals,
+        )
     };
     execute::run(state, op).await
 }
@@ -129,7 +135,7 @@ pub async fn transfer(
         debit_card: Some(body.from_card_id),
         credit_card: Some(body.to_card_id),
         initiated_by: Some(user.user_id),
-        ..MoneyOp::new("transfer", (scope(user), key, hash), body.amount, from, to)
+        ..MoneyOp::new(OperationKind::Transfer, (scope(user), key, hash), body.amount, from, to)
     };
     execute::run(state, op).await
 }
@@ -301,7 +307,7 @@ pub async fn reverse(
     })
     .await?;
     let (op, reversed) = original;
-    if op.kind == "reversal" {
+    if op.kind == OperationKind::Reversal {
         return Err(PaymentError::NotReversible("a reversal cannot itself be reversed".into()).into());
     }
     if op.status != "success" {
@@ -322,9 +328,15 @@ pub async fn reverse(
         debit_card: op.dest_card_id,
         credit_card: op.source_card_id,
         reverses: Some(op.id),
-        reverses_withdrawal: op.kind == "withdrawal",
+        reverses_withdrawal: op.kind == OperationKind::Withdrawal,
         initiated_by: Some(user.user_id),
-        ..MoneyOp::new("reversal", (scope(user), key, hash), op.amount, op.credit_account_id, op.debit_account_id)
+        ..MoneyOp::new(
+            OperationKind::Reversal,
+            (scope(user), key, hash),
+            op.amount,
+            op.credit_account_id,
+            op.debit_account_id,
+        )
     };
     execute::run(state, reversal).await
 }
