@@ -418,11 +418,18 @@ pub struct RateLimitSettings {
     pub user_money_per_minute: u32,
     /// Payments and refunds per API key per minute.
     pub key_money_per_minute: u32,
+    /// Recipient previews (`POST /transfers/recipient-preview`) per user per minute.
+    pub recipient_previews_per_minute: u32,
 }
 
 impl Default for RateLimitSettings {
     fn default() -> Self {
-        Self { enabled: true, user_money_per_minute: 120, key_money_per_minute: 1200 }
+        Self {
+            enabled: true,
+            user_money_per_minute: 120,
+            key_money_per_minute: 1200,
+            recipient_previews_per_minute: 20,
+        }
     }
 }
 
@@ -733,6 +740,12 @@ impl Settings {
             return Err(invalid("merchants.max_upload_parts", "at least 2 parts and 16 bytes per field"));
         }
         let rl = &self.rate_limits;
+        if rl.enabled && rl.recipient_previews_per_minute == 0 {
+            return Err(invalid(
+                "rate_limits.recipient_previews_per_minute",
+                "must be at least 1 (or rate_limits.enabled = false)",
+            ));
+        }
         if rl.enabled && (rl.user_money_per_minute == 0 || rl.key_money_per_minute == 0) {
             return Err(invalid(
                 "rate_limits.user_money_per_minute",

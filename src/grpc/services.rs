@@ -252,7 +252,8 @@ impl proto::ledger_server::Ledger for Api {
         let m = req.into_inner();
         let body = validated(crate::payments::routes::TransferRequest {
             from_card_id: m.from_card_id,
-            to_card_id: m.to_card_id,
+            to_card_id: Some(m.to_card_id),
+            to_card_number: None,
             amount: m.amount,
             currency: opt(m.currency),
         })?;

@@ -62,6 +62,15 @@ pub fn register(api: &mut Api) {
         "Purge an archived user with no records",
         web::delete().to(purge_user),
     );
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/users/{id}/roles",
+        ADMIN,
+        t,
+        "A user's roles (admin; a user reads their own in /auth/me)",
+        web::get().to(user_roles_of),
+    );
+    r.responds::<UserRolesView>(200, s);
     let (r, s) =
         api.route(Method::POST, "/api/v1/users/{id}/roles", ADMIN, t, "Assign a role", web::post().to(assign_role));
     r.body::<AssignRoleRequest>(s).responds::<UserView>(200, s);
@@ -381,6 +390,24 @@ async fn purge_user(state: web::Data<AppState>, id: web::Path<i64>, me: AuthUser
     })
     .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /users/{id}/roles`: the active roles of a user, by name.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct UserRolesView {
+    pub user_id: i64,
+    /// Role names, sorted (archived roles are not listed).
+    pub roles: Vec<String>,
+}
+
+async fn user_roles_of(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let roles = storage::run(&state.db, move |conn| {
+        model::find_user(conn, id)?;
+        model::role_names(conn, id)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(UserRolesView { user_id: id, roles }))
 }
 
 async fn assign_role(
