@@ -292,6 +292,27 @@ pub(super) fn user_event(
     Ok(())
 }
 
+/// Issues a password-reset token for `user` and queues the e-mail carrying it (the forgot-password
+/// flow and an admin's forced reset).
+pub(super) fn issue_reset_token(
+    conn: &mut PgConnection,
+    st: &AppState,
+    user: &model::User,
+) -> Result<(), IdentityError> {
+    let token = opaque_token("pr_");
+    diesel::insert_into(password_resets::table)
+        .values((
+            password_resets::user_id.eq(user.id),
+            password_resets::token_hash.eq(st.keys.hash(&token)),
+            password_resets::expires_at.eq(Utc::now() + Duration::seconds(st.settings.auth.reset_ttl_secs)),
+        ))
+        .execute(conn)?;
+    user_event(conn, "password.reset_requested", user.id, serde_json::json!({}))?;
+    let minutes = st.settings.auth.reset_ttl_secs / 60;
+    let context = serde_json::json!({ "token": token, "minutes": minutes });
+    queue_secret_mail(conn, "password_reset", &user.email, &user.first_name, context)
+}
+
 /// Wakes the relay and the e-mail sender after a commit (they would find the rows on their next poll).
 pub(super) fn nudge(state: &AppState) {
     state.events.nudge_relay();
@@ -428,18 +449,7 @@ async fn forgot_password(
         if user.archived_at.is_some() {
             return Ok(None);
         }
-        let token = opaque_token("pr_");
-        diesel::insert_into(password_resets::table)
-            .values((
-                password_resets::user_id.eq(user.id),
-                password_resets::token_hash.eq(st.keys.hash(&token)),
-                password_resets::expires_at.eq(Utc::now() + Duration::seconds(st.settings.auth.reset_ttl_secs)),
-            ))
-            .execute(conn)?;
-        user_event(conn, "password.reset_requested", user.id, serde_json::json!({}))?;
-        let minutes = st.settings.auth.reset_ttl_secs / 60;
-        let context = serde_json::json!({ "token": token, "minutes": minutes });
-        queue_secret_mail(conn, "password_reset", &user.email, &user.first_name, context)?;
+        issue_reset_token(conn, &st, &user)?;
         Ok::<_, IdentityError>(Some(()))
     })
     .await?;
