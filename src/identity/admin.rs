@@ -449,7 +449,11 @@ async fn set_password(
     Ok(HttpResponse::Ok().json(view))
 }
 
-async fn force_reset(state: web::Data<AppState>, admin: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn force_reset(
+    state: web::Data<AppState>,
+    admin: AuthUser,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let by = admin.user_id;
     let st = state.clone();

@@ -103,3 +103,96 @@ async fn user_roles_are_listed_for_admins_only() {
     let (s, _) = app.get(&format!("/api/v1/users/{bob_id}/roles"), None).await;
     assert_eq!(s, 401);
 }
+
+#[actix_web::test]
+async fn admin_password_set_revokes_sessions_and_mails_the_user() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let email = "dora.pw@example.com";
+    let (id, access, refresh) = app.user(email).await;
+    let path = format!("/api/v1/users/{id}/password");
+
+    // Not for users (themselves included), and bad passwords name the field.
+    let (s, b) = app.post(&path, Some(&access), json!({"password": "New-pass-456"})).await;
+    expect_error(s, &b, 403, "forbidden");
+    for bad in
+        [json!({"password": "short"}), json!({"password": "x".repeat(10_000)}), json!({"password": 5}), json!({})]
+    {
+        let (s, b) = app.post(&path, Some(&admin), bad.clone()).await;
+        assert!((400..500).contains(&s), "{bad}: {s} {b}");
+        assert_eq!(b["error"]["field"], "password", "{bad}: {b}");
+    }
+    let (s, b) = app.post("/api/v1/users/987654321/password", Some(&admin), json!({"password": "New-pass-456"})).await;
+    assert_eq!(s, 404, "{b}");
+
+    let (s, b) = app.post(&path, Some(&admin), json!({"password": "New-pass-456"})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["id"], id);
+    // Every session ends: the old refresh token and access token no longer work.
+    let (s, b) = app.post("/api/v1/auth/refresh", None, json!({"refresh_token": refresh})).await;
+    assert_eq!(s, 401, "{b}");
+    let (s, _) = app.get("/api/v1/auth/me", Some(&access)).await;
+    assert_eq!(s, 401);
+    // The old password is refused, the new one works.
+    let (s, _) = app.login(email, PASSWORD).await;
+    assert_eq!(s, 401);
+    let (s, b) = app.login(email, "New-pass-456").await;
+    assert_eq!(s, 200, "{b}");
+    // The user is told, in both parts of the e-mail, and the password itself is not in it.
+    let mail = app.last_mail(email).await;
+    let (text, html) = (mail["text"].as_str().unwrap(), mail["html"].as_str().unwrap());
+    assert!(text.contains("An administrator set a new password"), "{mail}");
+    assert!(html.contains("An administrator set a new password"), "{mail}");
+    assert!(!text.contains("New-pass-456") && !html.contains("New-pass-456"), "{mail}");
+    // Audited.
+    let mut conn = app.db();
+    let n = crate::common::merchant::scalar(
+        &mut conn,
+        &format!(
+            "SELECT count(*) AS n FROM outbox WHERE event_type = 'password.changed' AND payload->>'via' = 'admin' \
+             AND (payload->>'user_id')::bigint = {id}"
+        ),
+    );
+    assert_eq!(n, 1);
+}
+
+#[actix_web::test]
+async fn admin_forced_reset_locks_the_password_until_the_user_resets_it() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let email = "erin.reset@example.com";
+    let (id, access, refresh) = app.user(email).await;
+
+    let (s, b) = app.post(&format!("/api/v1/users/{id}/password/reset"), Some(&access), json!({})).await;
+    expect_error(s, &b, 403, "forbidden");
+    let (s, b) = app.post(&format!("/api/v1/users/{id}/password/reset"), Some(&admin), json!({})).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _) = app.post("/api/v1/auth/refresh", None, json!({"refresh_token": refresh})).await;
+    assert_eq!(s, 401);
+    // The old password no longer works.
+    let (s, b) = app.login(email, PASSWORD).await;
+    assert_eq!(s, 401, "{b}");
+    // The reset token e-mailed to the user sets a new one.
+    let token = app.reset_token(email).await;
+    let (s, b) = app
+        .post(
+            "/api/v1/auth/password/reset",
+            None,
+            json!({"token": token, "new_password": "Fresh-pass-789", "confirm_password": "Fresh-pass-789"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = app.login(email, "Fresh-pass-789").await;
+    assert_eq!(s, 200, "{b}");
+    // Told why, in the notice.
+    let (s, b) = app.get(&format!("/api/v1/admin/mailbox?to={email}&limit=50"), Some(&admin)).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        b["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["text"].as_str().unwrap_or_default().contains("An administrator reset your password")),
+        "{b}"
+    );
+}
