@@ -112,7 +112,10 @@ pub struct IssueCardRequest {
     /// `debit` or `credit`.
     #[validate(custom(function = "card_type_rule"))]
     pub card_type: String,
-    #[validate(custom(function = "pan::validate_brand"))]
+    /// A configured card network (`cards.networks`; by default visa, mastercard, american express,
+    /// discover).
+    #[validate(length(min = 1, max = 50, message = "brand must be 1-50 characters"))]
+    #[schema(min_length = 1, max_length = 50, example = "visa")]
     pub brand: String,
     /// Admins only: issue for another user.
     pub user_id: Option<i64>,

@@ -34,7 +34,10 @@ pub async fn issue(state: &AppState, user: &AuthUser, body: IssueCardRequest) ->
     if limit > 0 && body.card_type != "credit" {
         return Err(ApiError::validation("credit_limit", "only credit cards have a credit_limit"));
     }
-    let Some(brand) = pan::brand(&body.brand) else { return Err(ApiError::validation("brand", "unknown brand")) };
+    let Some(network) = state.settings.cards.network(&body.brand).cloned() else {
+        let names: Vec<&str> = state.settings.cards.networks.iter().map(|n| n.name.as_str()).collect();
+        return Err(ApiError::validation("brand", format!("brand must be one of: {}", names.join(", "))));
+    };
     let st = state.clone();
     let (card, number, cvv) = storage::transaction(&state.db, move |conn| {
         let active: Option<Option<DateTime<Utc>>> =
@@ -55,14 +58,14 @@ pub async fn issue(state: &AppState, user: &AuthUser, body: IssueCardRequest) ->
         let (month, year) = (i32::try_from(now.month()).unwrap_or(1), now.year() + cs.cards.expiry_years);
         // Collisions are astronomically unlikely; the unique hash makes them harmless, and we retry.
         for _ in 0..5 {
-            let number = pan::generate(brand);
+            let number = pan::generate_for(&network.prefixes, network.pan_length);
             let inserted = conn.transaction::<_, diesel::result::Error, _>(|conn| {
                 diesel::insert_into(cards::table)
                     .values((
                         cards::user_id.eq(owner),
                         cards::account_id.eq(account_id),
                         cards::card_type.eq(&body.card_type),
-                        cards::brand.eq(brand.0),
+                        cards::brand.eq(&network.name),
                         cards::pan_hash.eq(pan::pan_hash(cs.cards.pan_key.expose(), &number)),
                         cards::pan_masked.eq(number.masked()),
                         cards::pan_last4.eq(number.last4()),
@@ -77,7 +80,7 @@ pub async fn issue(state: &AppState, user: &AuthUser, body: IssueCardRequest) ->
             match inserted {
                 Ok(card) => {
                     insert_event(conn, &card_event("card.issued", &card))?;
-                    let cvv = pan::cvv(cs.cards.cvv_key.expose(), &number, month, year, brand.3);
+                    let cvv = pan::cvv(cs.cards.cvv_key.expose(), &number, month, year, network.cvv_length);
                     return Ok((card, number, cvv));
                 }
                 Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {

@@ -196,3 +196,56 @@ async fn admin_forced_reset_locks_the_password_until_the_user_resets_it() {
         "{b}"
     );
 }
+
+#[actix_web::test]
+async fn card_networks_are_configuration() {
+    // The default list: today's four networks, as they were.
+    let defaults = settings();
+    let names: Vec<&str> = defaults.cards.networks.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["visa", "mastercard", "american express", "discover"]);
+    defaults.validate().unwrap();
+    // Start-up refuses a bad list, naming the key.
+    let bad_lists: Vec<Box<dyn Fn(&mut payd::config::Settings)>> = vec![
+        Box::new(|s| s.cards.networks.clear()),
+        Box::new(|s| s.cards.networks[0].pan_length = 40),
+        Box::new(|s| s.cards.networks[0].prefixes = vec!["4x".into()]),
+        Box::new(|s| s.cards.networks[0].cvv_length = 7),
+        Box::new(|s| s.cards.networks[1].name = "visa".into()),
+    ];
+    for (i, spoil) in bad_lists.iter().enumerate() {
+        let mut s = settings();
+        spoil(&mut s);
+        let e = s.validate().expect_err(&format!("bad list {i} was accepted"));
+        assert!(e.to_string().contains("cards.networks"), "{i}: {e}");
+    }
+
+    // A network added by configuration issues cards; anything else is refused naming `brand`.
+    let mut s = merchant_settings();
+    s.cards.networks.push(payd::config::CardNetwork {
+        name: "jcb".into(),
+        prefixes: vec!["3528".into()],
+        pan_length: 16,
+        cvv_length: 3,
+    });
+    let app = TestApp::spawn_with(s).await;
+    let admin = app.admin_token().await;
+    let (_, alice) = verified(&app, &admin, "alice.networks@example.com").await;
+    let (s, c) = app.post("/api/v1/cards", Some(&alice), json!({"card_type": "debit", "brand": "JCB"})).await;
+    assert_eq!(s, 201, "{c}");
+    let number = c["card_number"].as_str().unwrap();
+    assert!(number.starts_with("3528") && number.len() == 16, "{number}");
+    assert!(payd::cards::pan::luhn_valid(number));
+    assert_eq!(c["card"]["brand"], "jcb");
+    assert_eq!(c["cvv"].as_str().unwrap().len(), 3);
+    for brand in [json!("dana"), json!("alfamart"), json!(""), json!("x".repeat(10_000)), json!(7)] {
+        let (s, b) = app.post("/api/v1/cards", Some(&alice), json!({"card_type": "debit", "brand": brand})).await;
+        assert!((400..500).contains(&s), "{brand}: {s} {b}");
+        assert_eq!(b["error"]["field"], "brand", "{brand}: {b}");
+    }
+    let (s, b) = app.post("/api/v1/cards", Some(&alice), json!({"card_type": "debit", "brand": "ovo"})).await;
+    expect_error(s, &b, 422, "validation_failed");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("visa, mastercard, american express, discover, jcb"),
+        "{b}"
+    );
+}
