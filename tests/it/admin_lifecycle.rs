@@ -205,12 +205,13 @@ async fn card_networks_are_configuration() {
     assert_eq!(names, ["visa", "mastercard", "american express", "discover"]);
     defaults.validate().unwrap();
     // Start-up refuses a bad list, naming the key.
-    let bad_lists: Vec<Box<dyn Fn(&mut payd::config::Settings)>> = vec![
-        Box::new(|s| s.cards.networks.clear()),
-        Box::new(|s| s.cards.networks[0].pan_length = 40),
-        Box::new(|s| s.cards.networks[0].prefixes = vec!["4x".into()]),
-        Box::new(|s| s.cards.networks[0].cvv_length = 7),
-        Box::new(|s| s.cards.networks[1].name = "visa".into()),
+    type Spoil = fn(&mut payd::config::Settings);
+    let bad_lists: [Spoil; 5] = [
+        |s| s.cards.networks.clear(),
+        |s| s.cards.networks[0].pan_length = 40,
+        |s| s.cards.networks[0].prefixes = vec!["4x".into()],
+        |s| s.cards.networks[0].cvv_length = 7,
+        |s| s.cards.networks[1].name = "visa".into(),
     ];
     for (i, spoil) in bad_lists.iter().enumerate() {
         let mut s = settings();
