@@ -250,3 +250,47 @@ async fn card_networks_are_configuration() {
         "{b}"
     );
 }
+
+#[actix_web::test]
+async fn lowering_a_credit_limit_while_debits_run_never_leaves_a_card_below_its_floor() {
+    let app = TestApp::spawn_with(merchant_settings()).await;
+    let admin = app.admin_token().await;
+    let (alice_id, alice) = verified(&app, &admin, "alice.race@example.com").await;
+    let (s, c) = app
+        .post(
+            "/api/v1/cards",
+            Some(&admin),
+            json!({"card_type": "credit", "brand": "visa", "user_id": alice_id, "credit_limit": 2_000_000}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let card = c["card"]["id"].as_i64().unwrap();
+    // Twenty 60,000 withdrawals (1,200,000 in all) race limit changes down to 500,000.
+    let debits = (0..20).map(|i| {
+        let (app, alice) = (&app, &alice);
+        async move {
+            let key = format!("race-{i}");
+            money(app, alice, "/api/v1/withdrawals", &key, json!({"card_id": card, "amount": 60_000})).await.0
+        }
+    });
+    let limits = [1_500_000, 1_000_000, 700_000, 500_000].map(|l| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            app.call("PATCH", &format!("/api/v1/cards/{card}"), Some(admin), Some(json!({"credit_limit": l}))).await.0
+        }
+    });
+    let (debits, limits) = tokio::join!(futures::future::join_all(debits), futures::future::join_all(limits));
+    assert!(debits.iter().all(|s| *s == 201 || *s == 402), "{debits:?}");
+    assert!(limits.iter().all(|s| *s == 200 || *s == 409), "{limits:?}");
+    let mut conn = app.db();
+    let below = crate::common::merchant::scalar(
+        &mut conn,
+        &format!(
+            "SELECT count(*) AS n FROM cards c JOIN accounts a ON a.id = c.account_id \
+             WHERE c.id = {card} AND (a.balance < a.min_balance OR a.min_balance <> -c.credit_limit)"
+        ),
+    );
+    assert_eq!(below, 0, "the card's balance went below its floor, or card and account disagree");
+    let paid = i64::try_from(debits.iter().filter(|s| **s == 201).count()).unwrap() * 60_000;
+    assert_eq!(card_balance(&mut conn, card), -paid);
+}

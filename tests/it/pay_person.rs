@@ -217,3 +217,29 @@ async fn recipient_previews_are_rate_limited_per_user() {
     let (s, b) = app.post("/api/v1/transfers/recipient-preview", Some(&bob), json!({"card_number": to.number})).await;
     assert_eq!(s, 200, "{b}");
 }
+
+#[actix_web::test]
+async fn the_openapi_document_shows_the_new_schemas_with_their_constraints() {
+    let app = TestApp::spawn().await;
+    let (s, doc) = app.get("/api-docs/openapi.json", None).await;
+    assert_eq!(s, 200);
+    let schemas = &doc["components"]["schemas"];
+    let number = &schemas["TransferRequest"]["properties"]["to_card_number"];
+    assert_eq!((number["minLength"].as_u64(), number["maxLength"].as_u64()), (Some(12), Some(30)), "{number}");
+    assert_eq!(number["pattern"], "^[0-9 -]{12,30}$");
+    let preview = &schemas["RecipientPreviewRequest"]["properties"]["card_number"];
+    assert_eq!(preview["maxLength"].as_u64(), Some(30), "{preview}");
+    assert!(schemas["RecipientPreview"]["properties"]["display_name"].is_object());
+    let limit = &schemas["UpdateCardRequest"]["properties"]["credit_limit"];
+    assert_eq!(limit["minimum"].as_f64(), Some(0.0), "{limit}");
+    assert_eq!(schemas["SetPasswordRequest"]["properties"]["password"]["minLength"].as_u64(), Some(8));
+    assert!(schemas["UserRolesView"]["properties"]["roles"].is_object());
+    for path in [
+        "/api/v1/transfers/recipient-preview",
+        "/api/v1/users/{id}/roles",
+        "/api/v1/users/{id}/password",
+        "/api/v1/users/{id}/password/reset",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing from the document");
+    }
+}
