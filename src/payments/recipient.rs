@@ -33,7 +33,8 @@ pub struct RecipientPreviewRequest {
 pub struct RecipientPreview {
     /// The number masked but for its last four digits, e.g. `**** **** **** 1234`.
     pub card_number: String,
-    /// The holder's name as shown to payers: first name and the initial of the last name.
+    /// The holder's name as they chose to show it to payers (`PUT /api/v1/auth/me/display-name`); by
+    /// default their first name and the initial of their last name.
     pub display_name: String,
 }
 
@@ -51,7 +52,8 @@ pub fn mask_last4(last4: &str) -> String {
     format!("**** **** **** {}", last4.trim())
 }
 
-/// The name payers see: first name and the initial of the last name ("Budi S.").
+/// The default name payers see, until the holder chooses one: first name and the initial of the last
+/// name ("Budi S.").
 pub fn display_name(first: &str, last: &str) -> String {
     match last.trim().chars().next() {
         Some(c) => format!("{} {}.", first.trim(), c.to_uppercase()),
@@ -79,21 +81,29 @@ pub fn fingerprint(state: &AppState, number: &Pan) -> String {
 pub async fn resolve(state: &AppState, field: &'static str, number: &Pan) -> Result<Recipient, PaymentError> {
     let hash = fingerprint(state, number);
     // One row by the unique index on `cards.pan_hash`.
-    let row: Option<(i64, i64, String, String, String)> = storage::run(&state.db, move |conn| {
+    let row: Option<(i64, i64, String, String, String, Option<String>)> = storage::run(&state.db, move |conn| {
         cards::table
             .inner_join(users::table)
             .filter(cards::pan_hash.eq(hash))
             .filter(cards::status.ne("closed"))
             .filter(cards::archived_at.is_null())
             .filter(users::archived_at.is_null())
-            .select((cards::id, cards::user_id, cards::pan_last4, users::first_name, users::last_name))
+            .select((
+                cards::id,
+                cards::user_id,
+                cards::pan_last4,
+                users::first_name,
+                users::last_name,
+                users::display_name,
+            ))
             .first(conn)
             .optional()
             .map_err(StorageError::from)
     })
     .await?;
-    let (card_id, user_id, last4, first, last) = row.ok_or(PaymentError::RecipientNotFound(field))?;
-    Ok(Recipient { card_id, user_id, masked: mask_last4(&last4), display_name: display_name(&first, &last) })
+    let (card_id, user_id, last4, first, last, chosen) = row.ok_or(PaymentError::RecipientNotFound(field))?;
+    let display_name = chosen.unwrap_or_else(|| display_name(&first, &last));
+    Ok(Recipient { card_id, user_id, masked: mask_last4(&last4), display_name })
 }
 
 /// The recipient preview for the caller (rate-limited per user).

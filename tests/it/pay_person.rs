@@ -48,6 +48,34 @@ async fn pay_a_person_by_card_number_end_to_end() {
     assert_eq!(p.as_object().unwrap().len(), 2, "the preview shows only number and name: {p}");
     assert!(!p.to_string().contains(&to.number), "{p}");
 
+    // The holder chooses the name payers see; null returns to the default.
+    let preview_name = |token: String| {
+        let (app, number) = (&app, to.number.clone());
+        async move {
+            let (s, p) =
+                app.post("/api/v1/transfers/recipient-preview", Some(&token), json!({"card_number": number})).await;
+            assert_eq!(s, 200, "{p}");
+            p["display_name"].as_str().unwrap().to_owned()
+        }
+    };
+    let (s, me) = app
+        .call("PUT", "/api/v1/auth/me/display-name", Some(&bob), Some(json!({"display_name": " Bobby's Shop "})))
+        .await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["display_name"], "Bobby's Shop");
+    assert_eq!(preview_name(alice.clone()).await, "Bobby's Shop");
+    for bad in [json!(""), json!("   "), json!("x".repeat(51)), json!("a\u{7}b"), json!(5), json!("y".repeat(10_000))] {
+        let (s, b) =
+            app.call("PUT", "/api/v1/auth/me/display-name", Some(&bob), Some(json!({"display_name": bad}))).await;
+        assert!((400..500).contains(&s), "{bad}: {s} {b}");
+        assert_eq!(b["error"]["field"], "display_name", "{bad}: {b}");
+    }
+    let (s, me) =
+        app.call("PUT", "/api/v1/auth/me/display-name", Some(&bob), Some(json!({"display_name": null}))).await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["display_name"], "Made B.");
+    assert_eq!(preview_name(alice.clone()).await, "Made B.");
+
     // Transfer by number written with dashes.
     let body = json!({"from_card_id": from.id, "to_card_number": dashed(&to.number), "amount": 250_000});
     let (s, h, t) = transfer(&app, &alice, "pay-1", body).await;
