@@ -336,6 +336,80 @@ pub struct CardSettings {
     /// Key of the keyed hash under which PANs are stored for lookup.
     pub pan_key: Secret,
     pub expiry_years: i32,
+    /// The card networks payd issues cards on (`[[cards.networks]]`): the `brand` of a new card must
+    /// name one. Default: visa, mastercard, american express, discover. Payment methods (top-up
+    /// channels such as bca or ovo) are not networks: see `payments::methods` and docs/operations.md.
+    #[serde(default = "default_networks")]
+    pub networks: Vec<CardNetwork>,
+}
+
+/// One card network: its name (the `brand` of its cards), the IIN prefixes its numbers start with,
+/// its PAN length and its CVV length.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CardNetwork {
+    pub name: String,
+    pub prefixes: Vec<String>,
+    pub pan_length: usize,
+    pub cvv_length: usize,
+}
+
+fn default_networks() -> Vec<CardNetwork> {
+    crate::cards::pan::BRANDS
+        .iter()
+        .map(|(name, prefixes, pan_length, cvv_length)| CardNetwork {
+            name: (*name).to_owned(),
+            prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+            pan_length: *pan_length,
+            cvv_length: *cvv_length,
+        })
+        .collect()
+}
+
+impl CardSettings {
+    /// The configured network called `name` (case and surrounding spaces ignored).
+    pub fn network(&self, name: &str) -> Option<&CardNetwork> {
+        let n = name.trim().to_lowercase();
+        self.networks.iter().find(|b| b.name == n)
+    }
+
+    /// Checks the network list: at least one; names unique, lowercase, 1-50 characters; each with
+    /// 1-6 digit prefixes leaving room for account digits and the check digit; PANs of 12-19 digits;
+    /// CVVs of 3 or 4 digits.
+    fn check_networks(&self) -> Result<(), ConfigError> {
+        const KEY: &str = "cards.networks";
+        if self.networks.is_empty() {
+            return Err(invalid(KEY, "at least one network is required"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for n in &self.networks {
+            let name = &n.name;
+            if name.is_empty() || name.len() > 50 || *name != name.trim().to_lowercase() {
+                return Err(invalid(KEY, format!("network name `{name}` must be 1-50 lowercase characters")));
+            }
+            if !names.insert(name.clone()) {
+                return Err(invalid(KEY, format!("network `{name}` is listed twice")));
+            }
+            if !(12..=19).contains(&n.pan_length) {
+                return Err(invalid(KEY, format!("network `{name}`: pan_length must be between 12 and 19")));
+            }
+            if !(3..=4).contains(&n.cvv_length) {
+                return Err(invalid(KEY, format!("network `{name}`: cvv_length must be 3 or 4")));
+            }
+            if n.prefixes.is_empty() {
+                return Err(invalid(KEY, format!("network `{name}`: at least one prefix is required")));
+            }
+            for p in &n.prefixes {
+                if p.is_empty() || p.len() > 6 || !p.bytes().all(|b| b.is_ascii_digit()) || p.starts_with('0') {
+                    return Err(invalid(
+                        KEY,
+                        format!("network `{name}`: prefix `{p}` must be 1-6 digits, not starting with 0"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -418,11 +492,18 @@ pub struct RateLimitSettings {
     pub user_money_per_minute: u32,
     /// Payments and refunds per API key per minute.
     pub key_money_per_minute: u32,
+    /// Recipient previews (`POST /transfers/recipient-preview`) per user per minute.
+    pub recipient_previews_per_minute: u32,
 }
 
 impl Default for RateLimitSettings {
     fn default() -> Self {
-        Self { enabled: true, user_money_per_minute: 120, key_money_per_minute: 1200 }
+        Self {
+            enabled: true,
+            user_money_per_minute: 120,
+            key_money_per_minute: 1200,
+            recipient_previews_per_minute: 20,
+        }
     }
 }
 
@@ -733,12 +814,19 @@ impl Settings {
             return Err(invalid("merchants.max_upload_parts", "at least 2 parts and 16 bytes per field"));
         }
         let rl = &self.rate_limits;
+        if rl.enabled && rl.recipient_previews_per_minute == 0 {
+            return Err(invalid(
+                "rate_limits.recipient_previews_per_minute",
+                "must be at least 1 (or rate_limits.enabled = false)",
+            ));
+        }
         if rl.enabled && (rl.user_money_per_minute == 0 || rl.key_money_per_minute == 0) {
             return Err(invalid(
                 "rate_limits.user_money_per_minute",
                 "must be at least 1 (or rate_limits.enabled = false)",
             ));
         }
+        self.cards.check_networks()?;
         if !(1..=10).contains(&self.cards.expiry_years) {
             return Err(invalid("cards.expiry_years", "must be between 1 and 10"));
         }

@@ -794,6 +794,7 @@ async fn send_grpc(
                 to_card_id: cfg.cards.get(b).copied().unwrap_or(0),
                 amount: cfg.amount,
                 currency: String::new(),
+                to_card_number: String::new(),
             });
             meta(req.metadata_mut(), "authorization", &cfg.api.auth);
             meta(req.metadata_mut(), "idempotency-key", key);

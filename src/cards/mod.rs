@@ -32,6 +32,10 @@ pub enum CardsError {
     NonZeroBalance(i64),
     #[error("{0}")]
     Invalid(&'static str),
+    #[error("only credit cards have a credit_limit")]
+    NotCreditCard,
+    #[error("the card owes more than the new credit_limit allows (balance {balance}, credit_limit {limit})")]
+    CreditLimitBelowBalance { balance: i64, limit: i64 },
     #[error("could not generate a unique card number; retry")]
     PanExhausted,
     #[error(transparent)]

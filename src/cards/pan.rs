@@ -6,7 +6,8 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
 
-/// Card brands issued by the platform: (name, prefixes, length, CVV length). One list, one place.
+/// The default card networks: (name, prefixes, length, CVV length). The networks in use are
+/// configuration (`cards.networks`, `config::CardNetwork`), which defaults to this list.
 pub const BRANDS: &[(&str, &[&str], usize, usize)] = &[
     ("visa", &["4"], 16, 3),
     ("mastercard", &["51", "52", "53", "54", "55"], 16, 3),
@@ -17,19 +18,6 @@ pub const BRANDS: &[(&str, &[&str], usize, usize)] = &[
 pub fn brand(name: &str) -> Option<&'static (&'static str, &'static [&'static str], usize, usize)> {
     let n = name.trim().to_lowercase();
     BRANDS.iter().find(|b| b.0 == n)
-}
-
-/// Validator hook for the `brand` field.
-///
-/// # Errors
-/// A `ValidationError` listing the brands.
-pub fn validate_brand(name: &str) -> Result<(), validator::ValidationError> {
-    if brand(name).is_some() {
-        return Ok(());
-    }
-    let names: Vec<&str> = BRANDS.iter().map(|b| b.0).collect();
-    Err(validator::ValidationError::new("unknown_brand")
-        .with_message(format!("brand must be one of: {}", names.join(", ")).into()))
 }
 
 /// A full card number. `Debug` and `Display` show only the masked form.
@@ -106,11 +94,17 @@ pub fn luhn_valid(number: &str) -> bool {
 
 /// A new random PAN for a brand (CSPRNG digits, brand prefix, Luhn digit).
 pub fn generate(brand: &(&str, &[&str], usize, usize)) -> Pan {
+    generate_for(brand.1, brand.2)
+}
+
+/// A new random PAN of `len` digits starting with one of `prefixes` (CSPRNG digits, Luhn digit).
+/// The configuration guarantees at least one prefix, shorter than `len - 1`.
+pub fn generate_for<P: AsRef<str>>(prefixes: &[P], len: usize) -> Pan {
     let mut rng = rand::rngs::OsRng;
-    let prefix = brand.1[rng.gen_range(0..brand.1.len())];
-    let mut s = String::with_capacity(brand.2);
+    let prefix = prefixes.get(rng.gen_range(0..prefixes.len().max(1))).map_or("4", AsRef::as_ref);
+    let mut s = String::with_capacity(len);
     s.push_str(prefix);
-    while s.len() < brand.2 - 1 {
+    while s.len() < len.saturating_sub(1) {
         s.push(char::from_digit(rng.gen_range(0..10), 10).unwrap_or('0'));
     }
     let check = luhn_digit(&s);

@@ -46,7 +46,14 @@ pub fn register(api: &mut Api) {
     r.body::<LookupRequest>(s).responds::<CardView>(200, s);
     let (r, s) = api.route(Method::GET, "/api/v1/cards/{id}", A, t, "Get a card", web::get().to(get));
     r.responds::<CardView>(200, s);
-    let (r, s) = api.route(Method::PATCH, "/api/v1/cards/{id}", A, t, "Update a card's label", web::patch().to(update));
+    let (r, s) = api.route(
+        Method::PATCH,
+        "/api/v1/cards/{id}",
+        A,
+        t,
+        "Update a card's label; admins also a credit card's credit_limit (lowering it is refused below the balance)",
+        web::patch().to(update),
+    );
     r.body::<UpdateCardRequest>(s).responds::<CardView>(200, s);
     for (path, summary) in [
         ("/api/v1/cards/{id}/freeze", "Freeze a card (no debits)"),
@@ -105,7 +112,10 @@ pub struct IssueCardRequest {
     /// `debit` or `credit`.
     #[validate(custom(function = "card_type_rule"))]
     pub card_type: String,
-    #[validate(custom(function = "pan::validate_brand"))]
+    /// A configured card network (`cards.networks`; by default visa, mastercard, american express,
+    /// discover).
+    #[validate(length(min = 1, max = 50, message = "brand must be 1-50 characters"))]
+    #[schema(min_length = 1, max_length = 50, example = "visa")]
     pub brand: String,
     /// Admins only: issue for another user.
     pub user_id: Option<i64>,
@@ -148,7 +158,17 @@ pub struct LookupRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateCardRequest {
     #[validate(length(max = 100, message = "label must be at most 100 characters"))]
+    #[schema(max_length = 100)]
     pub label: Option<String>,
+    /// Admins only, credit cards only: the new credit line (minor units). The card's account may then
+    /// go down to `-credit_limit`; lowering it below what the card already owes is refused (409).
+    #[validate(range(
+        min = 0,
+        max = 1_000_000_000_000_i64,
+        message = "credit_limit must be between 0 and 1000000000000"
+    ))]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
+    pub credit_limit: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -321,20 +341,7 @@ async fn update(
     id: web::Path<i64>,
     body: Valid<UpdateCardRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let body = body.into_inner();
-    let card = storage::transaction(&state.db, move |conn| {
-        let card = find_for(conn, id, &user)?;
-        Ok::<_, CardsError>(
-            diesel::update(cards::table.find(id))
-                .set((cards::label.eq(body.label.unwrap_or(card.label)), cards::updated_at.eq(Utc::now())))
-                .returning(Card::as_returning())
-                .get_result(conn)?,
-        )
-    })
-    .await?;
-    state.cards.changed(card.id);
-    Ok(HttpResponse::Ok().json(CardView::new(card, &state.settings.money.currency)))
+    Ok(HttpResponse::Ok().json(service::update(&state, &user, id.into_inner(), body.into_inner()).await?))
 }
 
 async fn lifecycle(

@@ -8,6 +8,7 @@ use crate::app::AppState;
 use crate::cards::pan;
 use crate::cards::routes::{
     card_event, check_status_filter, insert_event, list_query, CardListQuery, IssueCardRequest, IssuedCard,
+    UpdateCardRequest,
 };
 use crate::cards::{Card, CardView, CardsError};
 use crate::http::auth::AuthUser;
@@ -33,7 +34,10 @@ pub async fn issue(state: &AppState, user: &AuthUser, body: IssueCardRequest) ->
     if limit > 0 && body.card_type != "credit" {
         return Err(ApiError::validation("credit_limit", "only credit cards have a credit_limit"));
     }
-    let Some(brand) = pan::brand(&body.brand) else { return Err(ApiError::validation("brand", "unknown brand")) };
+    let Some(network) = state.settings.cards.network(&body.brand).cloned() else {
+        let names: Vec<&str> = state.settings.cards.networks.iter().map(|n| n.name.as_str()).collect();
+        return Err(ApiError::validation("brand", format!("brand must be one of: {}", names.join(", "))));
+    };
     let st = state.clone();
     let (card, number, cvv) = storage::transaction(&state.db, move |conn| {
         let active: Option<Option<DateTime<Utc>>> =
@@ -54,14 +58,14 @@ pub async fn issue(state: &AppState, user: &AuthUser, body: IssueCardRequest) ->
         let (month, year) = (i32::try_from(now.month()).unwrap_or(1), now.year() + cs.cards.expiry_years);
         // Collisions are astronomically unlikely; the unique hash makes them harmless, and we retry.
         for _ in 0..5 {
-            let number = pan::generate(brand);
+            let number = pan::generate_for(&network.prefixes, network.pan_length);
             let inserted = conn.transaction::<_, diesel::result::Error, _>(|conn| {
                 diesel::insert_into(cards::table)
                     .values((
                         cards::user_id.eq(owner),
                         cards::account_id.eq(account_id),
                         cards::card_type.eq(&body.card_type),
-                        cards::brand.eq(brand.0),
+                        cards::brand.eq(&network.name),
                         cards::pan_hash.eq(pan::pan_hash(cs.cards.pan_key.expose(), &number)),
                         cards::pan_masked.eq(number.masked()),
                         cards::pan_last4.eq(number.last4()),
@@ -76,7 +80,7 @@ pub async fn issue(state: &AppState, user: &AuthUser, body: IssueCardRequest) ->
             match inserted {
                 Ok(card) => {
                     insert_event(conn, &card_event("card.issued", &card))?;
-                    let cvv = pan::cvv(cs.cards.cvv_key.expose(), &number, month, year, brand.3);
+                    let cvv = pan::cvv(cs.cards.cvv_key.expose(), &number, month, year, network.cvv_length);
                     return Ok((card, number, cvv));
                 }
                 Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {
@@ -125,5 +129,73 @@ pub async fn list(state: &AppState, user: &AuthUser, q: CardListQuery) -> Result
 /// 404; a storage error.
 pub async fn get(state: &AppState, user: &AuthUser, id: i64) -> Result<CardView, ApiError> {
     let card = state.cards.get_for(&state.db, id, user).await?;
+    Ok(CardView::new(card, &state.settings.money.currency))
+}
+
+/// Updates a card's label (holder or admin) and, for admins, a credit card's credit line.
+///
+/// The floor of the card's account (`-credit_limit`) is changed by one guarded UPDATE that applies
+/// only while the balance is at or above the new floor; a debit committing at the same time either
+/// commits first (then the guard sees its balance) or waits on the row and meets the new floor in
+/// the `accounts_balance_floor` CHECK. The account actor then reloads its cached floor.
+///
+/// # Errors
+/// 404 unknown or another user's card, 403 `credit_limit` from a non-admin, 422 `credit_limit` on a
+/// debit card, 409 `credit_limit_below_balance` (naming `credit_limit`) or a closed card, a storage error.
+pub async fn update(state: &AppState, user: &AuthUser, id: i64, body: UpdateCardRequest) -> Result<CardView, ApiError> {
+    if body.credit_limit.is_some() && !user.is_admin() {
+        return Err(CardsError::AdminOnly("change a credit_limit").into());
+    }
+    let who = user.clone();
+    let card = storage::transaction(&state.db, move |conn| {
+        let card = crate::cards::find_for(conn, id, &who)?;
+        let now = Utc::now();
+        let mut limit = card.credit_limit;
+        if let Some(new) = body.credit_limit.filter(|l| *l != card.credit_limit) {
+            if card.card_type != "credit" {
+                return Err(CardsError::NotCreditCard);
+            }
+            if card.status == "closed" {
+                return Err(CardsError::InvalidTransition {
+                    action: "change the credit_limit of",
+                    current: card.status,
+                });
+            }
+            let floor = -new;
+            let n = diesel::update(accounts::table.find(card.account_id))
+                .filter(accounts::balance.ge(floor))
+                .set((accounts::min_balance.eq(Some(floor)), accounts::updated_at.eq(now)))
+                .execute(conn)?;
+            if n == 0 {
+                let (balance, _) = crate::cards::account_balance(conn, card.account_id)?;
+                return Err(CardsError::CreditLimitBelowBalance { balance, limit: new });
+            }
+            limit = new;
+        }
+        let updated = diesel::update(cards::table.find(id))
+            .set((
+                cards::label.eq(body.label.unwrap_or(card.label)),
+                cards::credit_limit.eq(limit),
+                cards::updated_at.eq(now),
+            ))
+            .returning(Card::as_returning())
+            .get_result(conn)?;
+        if limit != card.credit_limit {
+            let mut event = card_event("card.credit_limit_changed", &updated);
+            if let Some(p) = event.payload.as_object_mut() {
+                p.insert("credit_limit".into(), limit.into());
+                p.insert("previous_credit_limit".into(), card.credit_limit.into());
+            }
+            insert_event(conn, &event)?;
+        }
+        Ok::<_, CardsError>(updated)
+    })
+    .await?;
+    state.cards.changed(card.id);
+    // The account actor caches the floor: reload it now (the database refuses a debit below the new
+    // floor either way; this keeps the actor from approving what the database will refuse).
+    if let Err(e) = state.ledger.ledger.accounts().resync(card.account_id).await {
+        tracing::warn!(account = card.account_id, error = %e, "account resync after a credit_limit change failed");
+    }
     Ok(CardView::new(card, &state.settings.money.currency))
 }

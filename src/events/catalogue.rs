@@ -30,6 +30,7 @@ pub const CATALOGUE: &[EventSpec] = &[
     spec("card.closed", "card", false),
     spec("card.archived", "card", false),
     spec("card.restored", "card", false),
+    spec("card.credit_limit_changed", "card", false),
     spec("topup.completed", "card", false),
     spec("topup.failed", "card", false),
     spec("withdrawal.completed", "card", false),

@@ -212,6 +212,8 @@ pub fn operation(o: OperationView) -> proto::Operation {
         method: o.method.unwrap_or_default(),
         source_card_id: o.source_card_id,
         dest_card_id: o.dest_card_id,
+        source_card_masked: o.source_card_masked.unwrap_or_default(),
+        dest_card_masked: o.dest_card_masked.unwrap_or_default(),
         reverses_id: o.reverses_id.map(|u| u.to_string()).unwrap_or_default(),
         merchant_id: o.merchant_id,
         order_ref: o.order_ref.unwrap_or_default(),

@@ -252,7 +252,9 @@ impl proto::ledger_server::Ledger for Api {
         let m = req.into_inner();
         let body = validated(crate::payments::routes::TransferRequest {
             from_card_id: m.from_card_id,
-            to_card_id: m.to_card_id,
+            // Proto3 has no absent integer: 0 (never a card id) and "" mean "not given".
+            to_card_id: (m.to_card_id != 0).then_some(m.to_card_id),
+            to_card_number: (!m.to_card_number.is_empty()).then_some(m.to_card_number),
             amount: m.amount,
             currency: opt(m.currency),
         })?;
@@ -321,7 +323,7 @@ impl proto::ledger_server::Ledger for Api {
             .unwrap_or(0),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move { watch(&state, card, start, &tx).await });
+        tokio::spawn(async move { watch(&state, &user, card, start, &tx).await });
         ok(ReceiverStream::new(rx))
     }
 }
@@ -338,6 +340,7 @@ const WATCH_BATCH: i64 = 500;
 /// goes away or shutdown begins. Each event's cursor resumes after it.
 async fn watch(
     state: &AppState,
+    user: &crate::http::auth::AuthUser,
     card: i64,
     start: i64,
     tx: &tokio::sync::mpsc::Sender<Result<proto::OperationEvent, Status>>,
@@ -348,28 +351,30 @@ async fn watch(
     let mut sent: BTreeMap<i64, DateTime<Utc>> = BTreeMap::new();
     loop {
         let from = floor;
+        let viewer = user.clone();
         let rows = storage::run(&state.db, move |conn| {
-            operations::table
+            let rows = operations::table
                 .select(Operation::as_select())
                 .filter(operations::source_card_id.eq(card).or(operations::dest_card_id.eq(card)))
                 .filter(operations::seq.gt(from))
                 .order(operations::seq.asc())
                 .limit(WATCH_BATCH)
                 .load::<Operation>(conn)
-                .map_err(StorageError::from)
+                .map_err(StorageError::from)?;
+            let meta: Vec<(i64, DateTime<Utc>)> = rows.iter().map(|o| (o.seq, o.created_at)).collect();
+            // Other users' cards masked, as in every view a non-admin sees.
+            let views = crate::payments::recipient::present(conn, &viewer, rows)?;
+            Ok::<_, StorageError>(meta.into_iter().zip(views).collect::<Vec<_>>())
         })
         .await;
         match rows {
             Ok(rows) => {
-                for op in rows {
-                    if sent.contains_key(&op.seq) {
+                for ((seq, at), view) in rows {
+                    if sent.contains_key(&seq) {
                         continue;
                     }
-                    let (seq, at) = (op.seq, op.created_at);
-                    let event = proto::OperationEvent {
-                        operation: Some(convert::operation(OperationView::from(op))),
-                        cursor: encode_cursor(seq),
-                    };
+                    let event =
+                        proto::OperationEvent { operation: Some(convert::operation(view)), cursor: encode_cursor(seq) };
                     if tx.send(Ok(event)).await.is_err() {
                         return;
                     }

@@ -201,6 +201,10 @@ impl From<CardsError> for ApiError {
             E::NonZeroBalance(_) => Self::conflict("non_zero_balance", msg),
             E::Invalid(_) => Self::bad_request("invalid", msg),
             E::PanExhausted => Self::unavailable(msg),
+            E::NotCreditCard => Self::validation("credit_limit", msg),
+            E::CreditLimitBelowBalance { .. } => {
+                Self::conflict("credit_limit_below_balance", msg).with_field("credit_limit")
+            }
             E::Storage(s) => s.into(),
         }
     }
@@ -221,6 +225,10 @@ impl From<PaymentError> for ApiError {
                 Self::new(StatusCode::NOT_FOUND, "card_not_found", PaymentError::CardNotFound(id).to_string())
             }
             E::OperationNotFound => Self::not_found("operation"),
+            E::RecipientNotFound(field) => {
+                Self::new(StatusCode::NOT_FOUND, "recipient_not_found", msg).with_field(field)
+            }
+            E::SelfPayment => Self::validation("to_card_number", msg),
             E::NotReversible(_) => Self::conflict("not_reversible", msg),
             E::NeverPurged => Self::conflict("never_purged", msg),
             E::OrderRefTaken => Self::conflict("order_ref_taken", msg).with_field("order_ref"),

@@ -36,19 +36,40 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for Valid<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        let fut = web::Json::<T>::from_request(req, payload);
+        let fut = web::Json::<Tracked<T>>::from_request(req, payload);
         Box::pin(async move {
-            let value = fut.await?.into_inner();
+            let value = fut.await?.into_inner().0;
             value.validate().map_err(ApiError::from)?;
             Ok(Valid(value))
         })
     }
 }
 
+/// A body deserialised with the path to any error recorded: an error inside a field ("invalid type:
+/// integer `5`, expected a string") is reported as "field `password`: …", so it names the field.
+struct Tracked<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Tracked<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        serde_path_to_error::deserialize(d).map(Tracked).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path.is_empty() || path == "." {
+                return inner;
+            }
+            // The deserializer appends the position again; keep it once.
+            let msg = inner.to_string();
+            let msg = msg.rfind(" at line ").map_or(msg.as_str(), |i| &msg[..i]);
+            D::Error::custom(format!("field `{path}`: {msg}"))
+        })
+    }
+}
+
 /// Pulls the field name out of serde's messages ("missing field `x`", "unknown field `x`", "duplicate
-/// field `x`"). Other messages quote a value, not a field ("invalid type: integer `5`"), so they name none.
+/// field `x`", and "field `x`: …" from [`Tracked`]).
 fn serde_field(msg: &str) -> Option<String> {
-    if !["missing field `", "unknown field `", "duplicate field `"].iter().any(|p| msg.starts_with(p)) {
+    if !["missing field `", "unknown field `", "duplicate field `", "field `"].iter().any(|p| msg.starts_with(p)) {
         return None;
     }
     let start = msg.find('`')? + 1;

@@ -62,6 +62,33 @@ pub fn register(api: &mut Api) {
         "Purge an archived user with no records",
         web::delete().to(purge_user),
     );
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/users/{id}/password",
+        ADMIN,
+        t,
+        "Set a user's password (sessions revoked, the user is e-mailed)",
+        web::post().to(set_password),
+    );
+    r.body::<SetPasswordRequest>(s).responds::<UserView>(200, s);
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/users/{id}/password/reset",
+        ADMIN,
+        t,
+        "Force a password reset: the password stops working, sessions are revoked, a reset token is e-mailed",
+        web::post().to(force_reset),
+    );
+    r.responds::<UserView>(200, s);
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/users/{id}/roles",
+        ADMIN,
+        t,
+        "A user's roles (admin; a user reads their own in /auth/me)",
+        web::get().to(user_roles_of),
+    );
+    r.responds::<UserRolesView>(200, s);
     let (r, s) =
         api.route(Method::POST, "/api/v1/users/{id}/roles", ADMIN, t, "Assign a role", web::post().to(assign_role));
     r.body::<AssignRoleRequest>(s).responds::<UserView>(200, s);
@@ -381,6 +408,90 @@ async fn purge_user(state: web::Data<AppState>, id: web::Path<i64>, me: AuthUser
     })
     .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /users/{id}/password`: the new password, under the registration policy.
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPasswordRequest {
+    #[validate(custom(function = "password::policy"))]
+    #[schema(min_length = 8, max_length = 128)]
+    pub password: String,
+}
+
+/// A stored password hash no password matches (not a PHC string, so verification fails without
+/// hashing anything): the account can be used again only after a reset by e-mail.
+const UNUSABLE_PASSWORD: &str = "!reset-required";
+
+async fn set_password(
+    state: web::Data<AppState>,
+    admin: AuthUser,
+    id: web::Path<i64>,
+    body: Valid<SetPasswordRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let hash = password::hash(body.into_inner().password).await.map_err(ApiError::internal)?;
+    let by = admin.user_id;
+    let (view, revoked) = storage::transaction(&state.db, move |conn| {
+        model::find_user(conn, id)?;
+        diesel::update(users::table.find(id))
+            .set((users::password_hash.eq(&hash), users::updated_at.eq(Utc::now())))
+            .execute(conn)?;
+        let revoked = sessions::revoke_user_sessions(conn, id, None)?;
+        // The event is the audit record and makes the notifier e-mail the user (`password_changed`).
+        super::routes::user_event(conn, "password.changed", id, serde_json::json!({ "via": "admin", "by": by }))?;
+        Ok::<_, IdentityError>((model::user_view(conn, id)?, revoked))
+    })
+    .await?;
+    sessions::flag_revoked(&state, &revoked).await?;
+    super::routes::nudge(&state);
+    tracing::info!(user_id = id, by, "password set by an admin");
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn force_reset(
+    state: web::Data<AppState>,
+    admin: AuthUser,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let by = admin.user_id;
+    let st = state.clone();
+    let (view, revoked) = storage::transaction(&state.db, move |conn| {
+        let user = model::find_user(conn, id)?;
+        diesel::update(users::table.find(id))
+            .set((users::password_hash.eq(UNUSABLE_PASSWORD), users::updated_at.eq(Utc::now())))
+            .execute(conn)?;
+        let revoked = sessions::revoke_user_sessions(conn, id, None)?;
+        super::routes::user_event(conn, "password.changed", id, serde_json::json!({ "via": "admin_reset", "by": by }))?;
+        if user.archived_at.is_none() {
+            super::routes::issue_reset_token(conn, &st, &user)?;
+        }
+        Ok::<_, IdentityError>((model::user_view(conn, id)?, revoked))
+    })
+    .await?;
+    sessions::flag_revoked(&state, &revoked).await?;
+    super::routes::nudge(&state);
+    tracing::info!(user_id = id, by, "password reset forced by an admin");
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `GET /users/{id}/roles`: the active roles of a user, by name.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct UserRolesView {
+    pub user_id: i64,
+    /// Role names, sorted (archived roles are not listed).
+    pub roles: Vec<String>,
+}
+
+async fn user_roles_of(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let roles = storage::run(&state.db, move |conn| {
+        model::find_user(conn, id)?;
+        model::role_names(conn, id)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(UserRolesView { user_id: id, roles }))
 }
 
 async fn assign_role(

@@ -23,6 +23,8 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub archived_at: Option<DateTime<Utc>>,
+    /// The name chosen to show payers; `None`: first name and the initial of the last name.
+    pub display_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
@@ -45,6 +47,9 @@ pub struct UserView {
     pub last_name: String,
     pub email: String,
     pub email_verified: bool,
+    /// The name people paying this user by card number see (`PUT /api/v1/auth/me/display-name`;
+    /// by default the first name and the initial of the last name).
+    pub display_name: String,
     pub roles: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -53,12 +58,17 @@ pub struct UserView {
 
 impl UserView {
     pub fn new(u: User, roles: Vec<String>) -> Self {
+        let display_name = u
+            .display_name
+            .clone()
+            .unwrap_or_else(|| crate::payments::recipient::display_name(&u.first_name, &u.last_name));
         Self {
             id: u.id,
             first_name: u.first_name,
             last_name: u.last_name,
             email: u.email,
             email_verified: u.email_verified_at.is_some(),
+            display_name,
             roles,
             created_at: u.created_at,
             updated_at: u.updated_at,

@@ -78,6 +78,15 @@ pub fn register(api: &mut Api) {
     let (r, s) = api.route(Method::GET, "/api/v1/auth/me", Authenticated, TAG, "The current user", web::get().to(me));
     r.responds::<UserView>(200, s);
     let (r, s) = api.route(
+        Method::PUT,
+        "/api/v1/auth/me/display-name",
+        Authenticated,
+        TAG,
+        "Choose the name people paying you by card number see (null: first name and last initial)",
+        web::put().to(set_display_name),
+    );
+    r.body::<DisplayNameRequest>(s).responds::<UserView>(200, s);
+    let (r, s) = api.route(
         Method::POST,
         "/api/v1/auth/password/change",
         Authenticated,
@@ -292,6 +301,27 @@ pub(super) fn user_event(
     Ok(())
 }
 
+/// Issues a password-reset token for `user` and queues the e-mail carrying it (the forgot-password
+/// flow and an admin's forced reset).
+pub(super) fn issue_reset_token(
+    conn: &mut PgConnection,
+    st: &AppState,
+    user: &model::User,
+) -> Result<(), IdentityError> {
+    let token = opaque_token("pr_");
+    diesel::insert_into(password_resets::table)
+        .values((
+            password_resets::user_id.eq(user.id),
+            password_resets::token_hash.eq(st.keys.hash(&token)),
+            password_resets::expires_at.eq(Utc::now() + Duration::seconds(st.settings.auth.reset_ttl_secs)),
+        ))
+        .execute(conn)?;
+    user_event(conn, "password.reset_requested", user.id, serde_json::json!({}))?;
+    let minutes = st.settings.auth.reset_ttl_secs / 60;
+    let context = serde_json::json!({ "token": token, "minutes": minutes });
+    queue_secret_mail(conn, "password_reset", &user.email, &user.first_name, context)
+}
+
 /// Wakes the relay and the e-mail sender after a commit (they would find the rows on their next poll).
 pub(super) fn nudge(state: &AppState) {
     state.events.nudge_relay();
@@ -388,6 +418,46 @@ async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, 
     Ok(HttpResponse::Ok().json(service::me(&state, &user).await?))
 }
 
+/// `PUT /auth/me/display-name`.
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisplayNameRequest {
+    /// 1-50 characters, not blank, no control characters; `null` returns to the default.
+    #[validate(
+        length(min = 1, max = 50, message = "display_name must be 1-50 characters"),
+        custom(function = "not_blank"),
+        custom(function = "no_control")
+    )]
+    #[schema(min_length = 1, max_length = 50, example = "Budi S.")]
+    pub display_name: Option<String>,
+}
+
+fn no_control(s: &str) -> Result<(), validator::ValidationError> {
+    if s.chars().any(char::is_control) {
+        return Err(
+            validator::ValidationError::new("control").with_message("must not contain control characters".into())
+        );
+    }
+    Ok(())
+}
+
+async fn set_display_name(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: Valid<DisplayNameRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let name = body.into_inner().display_name.map(|n| n.trim().to_owned());
+    let uid = user.user_id;
+    let view = storage::transaction(&state.db, move |conn| {
+        diesel::update(users::table.find(uid))
+            .set((users::display_name.eq(name), users::updated_at.eq(Utc::now())))
+            .execute(conn)?;
+        model::user_view(conn, uid)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
 async fn change_password(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -428,18 +498,7 @@ async fn forgot_password(
         if user.archived_at.is_some() {
             return Ok(None);
         }
-        let token = opaque_token("pr_");
-        diesel::insert_into(password_resets::table)
-            .values((
-                password_resets::user_id.eq(user.id),
-                password_resets::token_hash.eq(st.keys.hash(&token)),
-                password_resets::expires_at.eq(Utc::now() + Duration::seconds(st.settings.auth.reset_ttl_secs)),
-            ))
-            .execute(conn)?;
-        user_event(conn, "password.reset_requested", user.id, serde_json::json!({}))?;
-        let minutes = st.settings.auth.reset_ttl_secs / 60;
-        let context = serde_json::json!({ "token": token, "minutes": minutes });
-        queue_secret_mail(conn, "password_reset", &user.email, &user.first_name, context)?;
+        issue_reset_token(conn, &st, &user)?;
         Ok::<_, IdentityError>(Some(()))
     })
     .await?;

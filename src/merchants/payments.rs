@@ -268,7 +268,14 @@ pub async fn charge(
     // Decide the presented data first (pure computation), then let the counters rule on it atomically:
     // concurrent guesses are decided one after another, so no more than the limit are ever evaluated.
     let expiry_ok = body.expiry_month == month && body.expiry_year == year;
-    let cvv_len = pan::brand(&brand).map_or(3, |b| b.3);
+    // A card keeps its network's CVV length even if the network was since removed from the configuration.
+    let cvv_len = state
+        .settings
+        .cards
+        .network(&brand)
+        .map(|n| n.cvv_length)
+        .or_else(|| pan::brand(&brand).map(|b| b.3))
+        .unwrap_or(3);
     let cvv_ok = pan::cvv_matches(state.settings.cards.cvv_key.expose(), &number, month, year, cvv_len, &body.cvv);
     let outcome = match (locked_at.is_some(), expiry_ok && cvv_ok) {
         (true, _) => AttemptOutcome::Locked,

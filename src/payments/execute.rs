@@ -46,6 +46,9 @@ pub struct MoneyOp {
     /// Merchant payments: every card-data failure answers the uniform `card_declined` (the precise
     /// reason is recorded on the operation only, for the cardholder and admins).
     pub uniform_declines: bool,
+    /// Transfers by card number to another user's card: the answer shows the destination masked
+    /// like this, never its id (the event keeps the id for the platform's own consumers).
+    pub dest_masked: Option<String>,
 }
 
 impl MoneyOp {
@@ -80,6 +83,7 @@ impl MoneyOp {
             refund_of: None,
             reverses_withdrawal: false,
             uniform_declines: false,
+            dest_masked: None,
         }
     }
 
@@ -206,6 +210,8 @@ impl Prepared {
             method: row.method.clone(),
             source_card_id: row.source_card_id,
             dest_card_id: row.dest_card_id,
+            source_card_masked: None,
+            dest_card_masked: None,
             reverses_id: row.reverses_id,
             merchant_id: row.merchant_id,
             order_ref: row.order_ref.clone(),
@@ -246,8 +252,16 @@ impl Prepared {
         }
     }
 
+    /// The view as the caller sees it (a recipient paid by number appears masked).
+    fn client_view(&self, view: OperationView) -> OperationView {
+        match &self.op.dest_masked {
+            Some(m) => OperationView { dest_card_id: None, dest_card_masked: Some(m.clone()), ..view },
+            None => view,
+        }
+    }
+
     fn success_body(&self) -> serde_json::Value {
-        serde_json::to_value(&self.view).unwrap_or_default()
+        serde_json::to_value(self.client_view(self.view.clone())).unwrap_or_default()
     }
 
     fn success(&self) -> OpRecord {
@@ -270,7 +284,7 @@ impl Prepared {
         }
         serde_json::json!({
             "error": { "code": f.code, "message": f.message, "request_id": self.request_id },
-            "operation": self.failed_view(f),
+            "operation": self.client_view(self.failed_view(f)),
         })
     }
 

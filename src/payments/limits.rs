@@ -1,5 +1,6 @@
 //! Per-caller rate limits on the money routes: money requests per user (top-ups, withdrawals,
-//! transfers, reversals, admin refunds) and per merchant API key (payments, refunds) in fixed
+//! transfers, reversals, admin refunds), per merchant API key (payments, refunds) and recipient
+//! previews per user, in fixed
 //! one-minute windows in Redis. Past the limit: 429 `rate_limited` with `Retry-After`. Configured by
 //! `[rate_limits]`; `enabled = false` turns them off (load tests).
 
@@ -35,6 +36,32 @@ pub async fn check(state: &AppState, caller: Caller) -> Result<(), ApiError> {
         return Err(ApiError::too_many(
             "rate_limited",
             format!("too many money requests: at most {limit} a minute; retry in {retry} seconds"),
+            retry,
+        ));
+    }
+    Ok(())
+}
+
+/// Counts one recipient preview of `user` (`rate_limits.recipient_previews_per_minute`): a preview
+/// tells whether a number belongs to an open card, so previews are limited apart from money requests.
+///
+/// # Errors
+/// 429 `rate_limited` (with `Retry-After`) past the limit; 503 when Redis is unavailable.
+pub async fn check_recipient_preview(state: &AppState, user: i64) -> Result<(), ApiError> {
+    let cfg = &state.settings.rate_limits;
+    if !cfg.enabled {
+        return Ok(());
+    }
+    let limit = cfg.recipient_previews_per_minute;
+    let (count, retry) = state.cache.hit(&format!("rl:preview:user:{user}"), 60).await.map_err(|e| {
+        tracing::warn!(error = %e, "redis unavailable");
+        ApiError::unavailable("rate-limit store unavailable, retry later")
+    })?;
+    if count > u64::from(limit) {
+        crate::metrics::count("rate_limit", "recipient_preview");
+        return Err(ApiError::too_many(
+            "rate_limited",
+            format!("too many recipient previews: at most {limit} a minute; retry in {retry} seconds"),
             retry,
         ));
     }

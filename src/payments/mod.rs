@@ -8,6 +8,7 @@ pub mod inflight;
 pub mod kind;
 pub mod limits;
 pub mod methods;
+pub mod recipient;
 pub mod routes;
 pub mod service;
 
@@ -35,6 +36,11 @@ pub enum PaymentError {
     NotCardOwner(i64),
     #[error("operation not found")]
     OperationNotFound,
+    /// Unknown and closed recipients alike (the field named is the one that carried the number).
+    #[error("no open card has this number")]
+    RecipientNotFound(&'static str),
+    #[error("to_card_number must not be the paying card")]
+    SelfPayment,
     #[error("{0}")]
     NotReversible(String),
     #[error("this order_ref was already paid")]
@@ -96,6 +102,12 @@ pub struct OperationView {
     pub method: Option<String>,
     pub source_card_id: Option<i64>,
     pub dest_card_id: Option<i64>,
+    /// Another user's source card, masked (`**** **** **** 1234`); `source_card_id` is then null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_card_masked: Option<String>,
+    /// Another user's destination card, masked (`**** **** **** 1234`); `dest_card_id` is then null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest_card_masked: Option<String>,
     pub reverses_id: Option<uuid::Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merchant_id: Option<i64>,
@@ -117,6 +129,8 @@ impl From<Operation> for OperationView {
             method: o.method,
             source_card_id: o.source_card_id,
             dest_card_id: o.dest_card_id,
+            source_card_masked: None,
+            dest_card_masked: None,
             reverses_id: o.reverses_id,
             merchant_id: o.merchant_id,
             order_ref: o.order_ref,

@@ -16,6 +16,7 @@ use crate::http::routes::{Access, Api, ADMIN};
 use crate::http::Valid;
 use crate::identity::admin::StatusFilter;
 use crate::payments::execute;
+use crate::payments::recipient::{self, RecipientPreview, RecipientPreviewRequest};
 use crate::payments::service;
 use crate::payments::{idempotency, methods, Operation, OperationView, PaymentError};
 use crate::storage;
@@ -50,10 +51,20 @@ pub fn register(api: &mut Api) {
         "/api/v1/transfers",
         A,
         "transfers",
-        "Transfer between cards (Idempotency-Key required)",
+        "Transfer to a card: one of the caller's by `to_card_id`, anyone's by `to_card_number` (Idempotency-Key required)",
         web::post().to(transfer),
     );
     r.body::<TransferRequest>(s).responds::<OperationView>(201, s);
+    // Before `/transfers/{id}…` so the literal segment is matched first.
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/transfers/recipient-preview",
+        A,
+        "transfers",
+        "Masked number and display name of a card number's holder, to confirm before paying (rate-limited)",
+        web::post().to(preview),
+    );
+    r.body::<RecipientPreviewRequest>(s).responds::<RecipientPreview>(200, s);
     for (segment, _) in KINDS {
         let base = format!("/api/v1/{segment}");
         let (r, s) = api.route(Method::GET, &base, A, segment, "List (own cards; admins: all)", web::get().to(list));
@@ -123,14 +134,33 @@ pub struct WithdrawalRequest {
 #[serde(deny_unknown_fields)]
 #[validate(schema(function = "distinct_cards", skip_on_field_errors = false))]
 pub struct TransferRequest {
+    /// The paying card (the caller's own).
     pub from_card_id: i64,
-    pub to_card_id: i64,
+    /// A card of the caller's own, by id. Exactly one of `to_card_id` and `to_card_number`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_card_id: Option<i64>,
+    /// Anyone's card, by its number (spaces and dashes ignored). Exactly one of `to_card_id` and
+    /// `to_card_number`. The answer shows another user's card masked, never its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[validate(length(
+        min = 12,
+        max = 30,
+        message = "to_card_number must be 12-19 digits (spaces and dashes allowed)"
+    ))]
+    #[schema(min_length = 12, max_length = 30, pattern = "^[0-9 -]{12,30}$", example = "4111 1111 1111 1111")]
+    pub to_card_number: Option<String>,
     pub amount: i64,
     pub currency: Option<String>,
 }
 
 fn distinct_cards(t: &TransferRequest) -> Result<(), validator::ValidationError> {
-    if t.from_card_id == t.to_card_id {
+    if t.to_card_id.is_some() == t.to_card_number.is_some() {
+        let mut e = validator::ValidationError::new("one_recipient")
+            .with_message("exactly one of to_card_id and to_card_number is required".into());
+        e.add_param("field".into(), &"to_card_number");
+        return Err(e);
+    }
+    if t.to_card_id == Some(t.from_card_id) {
         let mut e = validator::ValidationError::new("same_card")
             .with_message("to_card_id must differ from from_card_id".into());
         e.add_param("field".into(), &"to_card_id");
@@ -167,6 +197,14 @@ async fn transfer(
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency::key(&req)?;
     Ok(execute::reply(service::transfer(&state, &user, key, body.into_inner()).await?))
+}
+
+async fn preview(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: Valid<RecipientPreviewRequest>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(recipient::preview(&state, &user, body.into_inner()).await?))
 }
 
 /// The kind named by the path (`/api/v1/<segment>/…`).

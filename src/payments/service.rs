@@ -12,7 +12,7 @@ use crate::http::pagination::Page;
 use crate::identity::admin::StatusFilter;
 use crate::payments::execute::{self, MoneyOp, Reply};
 use crate::payments::routes::{OpListQuery, TopupRequest, TransferRequest, WithdrawalRequest};
-use crate::payments::{idempotency, limits, methods, Operation, OperationKind, OperationView, PaymentError};
+use crate::payments::{idempotency, limits, methods, recipient, Operation, OperationKind, OperationView, PaymentError};
 use crate::storage::schema::{cards, operations};
 use crate::storage::{self, StorageError};
 
@@ -114,10 +114,14 @@ pub async fn withdraw(
     execute::run(state, op).await
 }
 
-/// Transfers between cards under the idempotency key `key`; `body` is validated already.
+/// Transfers between cards under the idempotency key `key`; `body` is validated already. The
+/// recipient is a card id or, for anyone's card, a card number: that one is resolved by its keyed
+/// hash, and another user's card is answered masked, never by id.
 ///
 /// # Errors
-/// Validation (422), unknown or another user's card (404/403), key conflict (409), back-pressure (503).
+/// Validation (422, e.g. a number failing the Luhn check or naming the paying card), unknown or
+/// another user's card (404/403), unknown or closed recipient by number (404 `recipient_not_found`,
+/// alike), key conflict (409), back-pressure (503).
 pub async fn transfer(
     state: &AppState,
     user: &AuthUser,
@@ -126,16 +130,54 @@ pub async fn transfer(
 ) -> Result<Reply, ApiError> {
     limits::check(state, limits::Caller::User(user.user_id)).await?;
     check_money(state, body.amount, body.currency.as_deref())?;
-    let hash = idempotency::request_hash(&state.settings.idempotency, "transfer", "", &body)?;
-    let (from, to) = tokio::join!(owned_card(state, user, body.from_card_id), any_card(state, body.to_card_id));
-    let (from, to) = (from?, to?);
+    let Some(raw) = body.to_card_number.as_deref() else {
+        let to_card = body.to_card_id.ok_or_else(|| ApiError::validation("to_card_id", "to_card_id is required"))?;
+        let hash = idempotency::request_hash(&state.settings.idempotency, "transfer", "", &body)?;
+        let (from, to) = tokio::join!(owned_card(state, user, body.from_card_id), any_card(state, to_card));
+        let (from, to) = (from?, to?);
+        let op = MoneyOp {
+            source_card: Some(body.from_card_id),
+            dest_card: Some(to_card),
+            debit_card: Some(body.from_card_id),
+            credit_card: Some(to_card),
+            initiated_by: Some(user.user_id),
+            ..MoneyOp::new(OperationKind::Transfer, (scope(user), key, hash), body.amount, from, to)
+        };
+        return execute::run(state, op).await;
+    };
+    let number = recipient::parse("to_card_number", raw)?;
+    // The fingerprint carries the number's keyed hash, not its digits: spelled with or without
+    // spaces or dashes, it is the same request.
+    let canonical = TransferRequest { to_card_number: Some(recipient::fingerprint(state, &number)), ..body };
+    let hash = idempotency::request_hash(&state.settings.idempotency, "transfer", "", &canonical)?;
+    let (from, to) = tokio::join!(
+        owned_card(state, user, canonical.from_card_id),
+        recipient::resolve(state, "to_card_number", &number)
+    );
+    let from = from?;
+    let to = match to {
+        Ok(to) => to,
+        Err(e @ PaymentError::RecipientNotFound(_)) => {
+            // The card may have closed since this request was first answered: a retry replays that answer.
+            if let Some(stored) = idempotency::lookup(&state.db, scope(user), key.clone()).await? {
+                return Ok(stored.replay(&hash)?);
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if to.card_id == canonical.from_card_id {
+        return Err(PaymentError::SelfPayment.into());
+    }
+    let to_account = any_card(state, to.card_id).await?;
     let op = MoneyOp {
-        source_card: Some(body.from_card_id),
-        dest_card: Some(body.to_card_id),
-        debit_card: Some(body.from_card_id),
-        credit_card: Some(body.to_card_id),
+        source_card: Some(canonical.from_card_id),
+        dest_card: Some(to.card_id),
+        debit_card: Some(canonical.from_card_id),
+        credit_card: Some(to.card_id),
         initiated_by: Some(user.user_id),
-        ..MoneyOp::new(OperationKind::Transfer, (scope(user), key, hash), body.amount, from, to)
+        dest_masked: (to.user_id != user.user_id).then_some(to.masked),
+        ..MoneyOp::new(OperationKind::Transfer, (scope(user), key, hash), canonical.amount, from, to_account)
     };
     execute::run(state, op).await
 }
@@ -181,10 +223,11 @@ pub async fn get_operation(
         if !may_see(conn, &user, &op)? {
             return Err(PaymentError::OperationNotFound);
         }
-        Ok(op)
+        let mut views = recipient::present(conn, &user, vec![op])?;
+        views.pop().ok_or(PaymentError::OperationNotFound)
     })
     .await?;
-    Ok(OperationView::from(op))
+    Ok(op)
 }
 
 /// One page of an operation list: `payd_operation_page` (a migration) picks the index that bounds the
@@ -270,9 +313,13 @@ pub async fn list_operations(
         cursor: cursor.unwrap_or(i64::MAX),
         limit: limit + 1,
     };
-    let rows = storage::run(&state.db, move |conn| page.load(conn).map_err(StorageError::from)).await?;
-    let seqs: Vec<i64> = rows.iter().map(|o| o.seq).collect();
-    let mut page = Page::from_rows(rows.into_iter().map(OperationView::from).collect::<Vec<_>>(), limit, |_| 0);
+    let (seqs, views) = storage::run(&state.db, move |conn| {
+        let rows = page.load(conn).map_err(StorageError::from)?;
+        let seqs: Vec<i64> = rows.iter().map(|o| o.seq).collect();
+        Ok::<_, StorageError>((seqs, recipient::present(conn, &user, rows)?))
+    })
+    .await?;
+    let mut page = Page::from_rows(views, limit, |_| 0);
     if page.next_cursor.is_some() {
         page.next_cursor =
             seqs.get(usize::try_from(limit - 1).unwrap_or(0)).map(|s| crate::http::pagination::encode_cursor(*s));

@@ -23,6 +23,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         archived_at -> Nullable<Timestamptz>,
+        display_name -> Nullable<Text>,
     }
 }
 

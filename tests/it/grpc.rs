@@ -144,6 +144,7 @@ async fn identity_cards_and_money_over_grpc_match_http() {
         to_card_id: other.id,
         amount: 100_000,
         currency: String::new(),
+        to_card_number: String::new(),
     };
     let transfer = ledger.transfer(authed(t, &token, Some("g-tr-1"))).await.unwrap().into_inner();
     assert_eq!((transfer.source_card_id, transfer.dest_card_id), (Some(card.id), Some(other.id)));
@@ -241,6 +242,58 @@ async fn identity_cards_and_money_over_grpc_match_http() {
         "no gRPC series in /metrics"
     );
     assert!(text.contains(r#"payd_grpc_requests_total{code="AlreadyExists",method="/payd.v1.Ledger/TopUp"}"#));
+}
+
+#[actix_web::test]
+async fn transfer_by_card_number_over_grpc_masks_the_recipient() {
+    let app = TestApp::spawn_with(merchant::merchant_settings()).await;
+    let admin = app.admin_token().await;
+    let (_, alice) = merchant::verified(&app, &admin, "alice.grpc.pay@example.com").await;
+    let (_, bob) = merchant::verified(&app, &admin, "bob.grpc.pay@example.com").await;
+    let from = merchant::issue_card(&app, &alice).await;
+    let to = merchant::issue_card(&app, &bob).await;
+    merchant::topup(&app, &alice, from.id, 500_000).await;
+    let mut ledger = LedgerClient::new(channel(&app).await);
+    let spaced: String = to
+        .number
+        .chars()
+        .enumerate()
+        .flat_map(|(i, c)| (i > 0 && i % 4 == 0).then_some(' ').into_iter().chain([c]))
+        .collect();
+    let t = proto::TransferRequest {
+        from_card_id: from.id,
+        to_card_id: 0,
+        amount: 100_000,
+        currency: String::new(),
+        to_card_number: spaced,
+    };
+    let op = ledger.transfer(authed(t.clone(), &alice, Some("g-num-1"))).await.unwrap().into_inner();
+    assert_eq!((op.source_card_id, op.dest_card_id), (Some(from.id), None));
+    assert_eq!(op.dest_card_masked, format!("**** **** **** {}", &to.number[to.number.len() - 4..]));
+    // The recipient sees the sender masked.
+    let got = ledger
+        .get_operation(authed(
+            proto::GetOperationRequest { id: op.id.clone(), kind: proto::OperationKind::Transfer.into() },
+            &bob,
+            None,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((got.source_card_id, got.dest_card_id), (None, Some(to.id)));
+    assert_eq!(got.source_card_masked, format!("**** **** **** {}", &from.number[from.number.len() - 4..]));
+    // An unknown number: NOT_FOUND recipient_not_found; both forms at once: INVALID_ARGUMENT.
+    let unknown = payd::cards::pan::generate(&payd::cards::pan::BRANDS[0]).digits().to_owned();
+    let e = ledger
+        .transfer(authed(proto::TransferRequest { to_card_number: unknown, ..t.clone() }, &alice, Some("g-num-2")))
+        .await
+        .unwrap_err();
+    expect_status(&e, Code::NotFound, "recipient_not_found");
+    let e = ledger
+        .transfer(authed(proto::TransferRequest { to_card_id: to.id, ..t }, &alice, Some("g-num-3")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 }
 
 #[actix_web::test]

@@ -8,6 +8,7 @@ mod events_support;
 
 mod abuse_limits;
 mod access_matrix;
+mod admin_lifecycle;
 mod card_abuse;
 mod deployment_config;
 mod deployment_runtime;
@@ -33,6 +34,7 @@ mod merchants_storm;
 mod migrations;
 mod money_flow;
 mod notify_preferences;
+mod pay_person;
 mod reads;
 mod route_policy;
 mod secrets_scan;

@@ -54,6 +54,7 @@ fn migrations_go_up_down_and_up_again() {
                 chrono::DateTime<chrono::Utc>,
                 chrono::DateTime<chrono::Utc>,
                 Option<chrono::DateTime<chrono::Utc>>,
+                Option<String>,
             )>(&mut conn)
             .unwrap();
         accounts::table.select(accounts::id).load::<i64>(&mut conn).unwrap();

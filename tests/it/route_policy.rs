@@ -29,6 +29,8 @@ const USER_ADMIN_PATHS: &[&str] = &[
     "/api/v1/users/{id}",
     "/api/v1/users/{id}/archive",
     "/api/v1/users/{id}/restore",
+    "/api/v1/users/{id}/password",
+    "/api/v1/users/{id}/password/reset",
     "/api/v1/users/{id}/roles",
     "/api/v1/users/{id}/roles/{role}",
 ];
