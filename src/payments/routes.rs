@@ -4,7 +4,6 @@
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
@@ -17,9 +16,8 @@ use crate::http::Valid;
 use crate::identity::admin::StatusFilter;
 use crate::payments::execute;
 use crate::payments::service;
-use crate::payments::{idempotency, methods, Operation, OperationView, PaymentError};
+use crate::payments::{idempotency, methods, OperationView, PaymentError};
 use crate::storage;
-use crate::storage::schema::operations;
 
 /// The operation kinds with their URL segment.
 const KINDS: &[(&str, &str)] =
@@ -235,14 +233,8 @@ async fn archive(
     let id = parse_id(&id)?;
     let archive = req.path().ends_with("/archive");
     let op = storage::run(&state.db, move |conn| {
-        service::find_op(conn, kind, id)?;
-        let at = archive.then(Utc::now);
-        Ok::<_, PaymentError>(
-            diesel::update(operations::table.find(id))
-                .set(operations::archived_at.eq(at))
-                .returning(Operation::as_returning())
-                .get_result(conn)?,
-        )
+        let op = service::find_op(conn, kind, id)?;
+        service::set_archived(conn, &op, archive)
     })
     .await?;
     Ok(HttpResponse::Ok().json(OperationView::from(op)))

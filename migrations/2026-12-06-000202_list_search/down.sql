@@ -1,0 +1,4 @@
+DROP INDEX merchant_documents_search_trgm;
+DROP INDEX cards_search_trgm;
+DROP INDEX operations_search_trgm;
+-- pg_trgm stays installed: dropping an extension is not this migration's to decide.
