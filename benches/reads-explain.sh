@@ -35,11 +35,11 @@ SET auto_explain.log_nested_statements = on;
 SET auto_explain.log_analyze = on;
 SET client_min_messages = log;
 \echo '== transfers of the card (admin, card_id): payd_operation_page'
-SELECT count(*) FROM payd_operation_page('transfer', NULL, $CARD, NULL, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21);
+SELECT count(*) FROM payd_operation_page('transfer', NULL, $CARD, NULL, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21, NULL);
 \echo '== transfers of the holder (no filter, not an admin)'
-SELECT count(*) FROM payd_operation_page('transfer', $USER_ID, NULL, NULL, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21);
+SELECT count(*) FROM payd_operation_page('transfer', $USER_ID, NULL, NULL, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21, NULL);
 \echo '== transfers from the card (from_card_id, not an admin)'
-SELECT count(*) FROM payd_operation_page('transfer', $USER_ID, NULL, $CARD, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21);
+SELECT count(*) FROM payd_operation_page('transfer', $USER_ID, NULL, $CARD, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21, NULL);
 \echo '== every transfer (admin, no filter)'
-SELECT count(*) FROM payd_operation_page('transfer', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21);
+SELECT count(*) FROM payd_operation_page('transfer', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21, NULL);
 SQL

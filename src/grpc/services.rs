@@ -287,6 +287,7 @@ impl proto::ledger_server::Ledger for Api {
             from: None,
             to: None,
             archived: crate::identity::admin::StatusFilter::Active,
+            search: None,
         };
         let page = crate::payments::service::list_operations(&self.state, user, kind, q).await.map_err(status)?;
         ok(proto::ListOperationsResponse {

@@ -242,9 +242,11 @@ struct OperationPage {
     /// Operations with `seq` below this one.
     cursor: i64,
     limit: i64,
+    /// The `ILIKE` pattern of a free-text search (order reference or method).
+    search: Option<String>,
 }
 
-const OPERATION_PAGE: &str = "SELECT * FROM payd_operation_page($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+const OPERATION_PAGE: &str = "SELECT * FROM payd_operation_page($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 impl OperationPage {
     fn load(self, conn: &mut PgConnection) -> Result<Vec<Operation>, diesel::result::Error> {
@@ -261,6 +263,7 @@ impl OperationPage {
             .bind::<SmallInt, _>(self.archived)
             .bind::<BigInt, _>(self.cursor)
             .bind::<BigInt, _>(self.limit)
+            .bind::<Nullable<Text>, _>(self.search)
             .load(conn)
     }
 }
@@ -306,6 +309,7 @@ pub async fn list_operations(
         },
         cursor: cursor.unwrap_or(i64::MAX),
         limit: limit + 1,
+        search: crate::http::pagination::search_opt(q.search.as_deref())?,
     };
     let rows = storage::run(&state.db, move |conn| page.load(conn).map_err(StorageError::from)).await?;
     let seqs: Vec<i64> = rows.iter().map(|o| o.seq).collect();
