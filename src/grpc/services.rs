@@ -304,8 +304,10 @@ impl proto::ledger_server::Ledger for Api {
     ) -> Answer<Self::WatchOperationsStream> {
         let user = convert::user(&req)?;
         let m = req.into_inner();
-        let cursor =
-            crate::http::pagination::PageQuery { limit: None, cursor: opt(m.cursor), include_total: None }.resolve().map_err(status)?.1;
+        let cursor = crate::http::pagination::PageQuery { limit: None, cursor: opt(m.cursor), include_total: None }
+            .resolve()
+            .map_err(status)?
+            .1;
         let card = m.card_id;
         // The card must be the caller's (any card for an admin): answered before the stream opens.
         crate::cards::service::get(&self.state, &user, card).await.map_err(status)?;

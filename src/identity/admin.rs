@@ -146,8 +146,8 @@ fn users_matching(status: StatusFilter, pattern: Option<String>) -> users::Boxed
         StatusFilter::All => query,
     };
     if let Some(p) = pattern {
-        query =
-            query.filter(users::email.ilike(p.clone()).or(users::first_name.ilike(p.clone())).or(users::last_name.ilike(p)));
+        query = query
+            .filter(users::email.ilike(p.clone()).or(users::first_name.ilike(p.clone())).or(users::last_name.ilike(p)));
     }
     query
 }

@@ -89,7 +89,10 @@ pub fn document_event(event_type: &str, m: &Merchant, doc: &DocumentView, extra:
 /// The free-text filter on documents (file name or type); `pattern` comes from [`search_opt`]. The
 /// expression is the one `merchant_documents_search_trgm` indexes.
 pub fn matches(pattern: String) -> Box<dyn BoxableExpression<merchant_documents::table, Pg, SqlType = Bool>> {
-    Box::new(sql::<Bool>("(merchant_documents.file_name || ' ' || merchant_documents.doc_type) ILIKE ").bind::<Text, _>(pattern))
+    Box::new(
+        sql::<Bool>("(merchant_documents.file_name || ' ' || merchant_documents.doc_type) ILIKE ")
+            .bind::<Text, _>(pattern),
+    )
 }
 
 /// Document `doc_id` of merchant `id` (any version).
@@ -338,7 +341,9 @@ async fn queue(state: web::Data<AppState>, q: web::Query<QueueQuery>) -> Result<
     }
     let merchant = match q.merchant_id.as_deref() {
         None | Some("") => None,
-        Some(m) => Some(m.parse::<i64>().map_err(|_| ApiError::validation("merchant_id", "merchant_id must be an integer"))?),
+        Some(m) => {
+            Some(m.parse::<i64>().map_err(|_| ApiError::validation("merchant_id", "merchant_id must be an integer"))?)
+        }
     };
     if let (Some(f), Some(t)) = (q.from, q.to) {
         if f > t {

@@ -15,9 +15,9 @@ use crate::cards::pan::{self, Pan};
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
 use crate::http::pagination::{encode_cursor, search_opt, Page, PageQuery};
-use crate::identity::admin::StatusFilter;
 use crate::http::routes::{Access, Api, ADMIN};
 use crate::http::Valid;
+use crate::identity::admin::StatusFilter;
 use crate::merchants::keys::MerchantPrincipal;
 use crate::merchants::{find_for, MerchantError};
 use crate::payments::execute::{self, Failure, MoneyOp, Reply};
@@ -116,7 +116,11 @@ pub fn register(api: &mut Api) {
 
 /// Archives or restores a payment (admin), like the other operations: hidden from default lists,
 /// never purged.
-async fn archive(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn archive(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let archive = req.path().ends_with("/archive");
     let op = storage::run(&state.db, move |conn| {

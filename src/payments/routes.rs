@@ -55,8 +55,19 @@ pub fn register(api: &mut Api) {
     for (segment, _) in KINDS {
         let base = format!("/api/v1/{segment}");
         let (r, s) = api.route(Method::GET, &base, A, segment, "List (own cards; admins: all)", web::get().to(list));
-        r.query(&["card_id", "from_card_id", "to_card_id", "status", "from", "to", "archived", "search", "limit", "cursor"])
-            .responds_page::<OperationView>(s);
+        r.query(&[
+            "card_id",
+            "from_card_id",
+            "to_card_id",
+            "status",
+            "from",
+            "to",
+            "archived",
+            "search",
+            "limit",
+            "cursor",
+        ])
+        .responds_page::<OperationView>(s);
         let (r, s) = api.route(Method::GET, &format!("{base}/{{id}}"), A, segment, "Get by id", web::get().to(get));
         r.responds::<OperationView>(200, s);
         let (r, s) = api.route(

@@ -39,7 +39,8 @@ async fn payments_archive_restore_and_search() {
     assert_eq!(op_ids(&p), vec![payments[2].clone(), payments[1].clone()], "case-insensitive substring: {p}");
     let (s, p) = app.get(&format!("/api/v1/merchants/{merchant}/payments?search=12ab"), Some(&owner)).await;
     assert_eq!((s, op_ids(&p)), (200, vec![payments[1].clone()]), "{p}");
-    let (s, _, p) = app.call_full("GET", "/api/v1/merchant/payments?search=visa", None, None, &[("X-Api-Key", &key)]).await;
+    let (s, _, p) =
+        app.call_full("GET", "/api/v1/merchant/payments?search=visa", None, None, &[("X-Api-Key", &key)]).await;
     assert_eq!((s, op_ids(&p).len()), (200, 3), "method matches: {p}");
     let (s, e) = app.get(&format!("/api/v1/payments?search={}", "q".repeat(10_000)), Some(&admin)).await;
     assert!((400..500).contains(&s), "{s} {e}");
@@ -172,11 +173,13 @@ async fn search_and_totals_on_users_roles_merchants_and_cards() {
     let mut cards = Vec::new();
     for label in ["50%_groceries", "500 groceries", "travel"] {
         let c = issue_card(&app, &owner).await;
-        let (s, b) = app.call("PATCH", &format!("/api/v1/cards/{}", c.id), Some(&owner), Some(json!({"label": label}))).await;
+        let (s, b) =
+            app.call("PATCH", &format!("/api/v1/cards/{}", c.id), Some(&owner), Some(json!({"label": label}))).await;
         assert_eq!(s, 200, "{b}");
         cards.push(c);
     }
-    let ids = |p: &Value| -> Vec<i64> { p["items"].as_array().unwrap().iter().map(|c| c["id"].as_i64().unwrap()).collect() };
+    let ids =
+        |p: &Value| -> Vec<i64> { p["items"].as_array().unwrap().iter().map(|c| c["id"].as_i64().unwrap()).collect() };
 
     // Cards: label or last four digits, wildcards literal, totals on request only.
     let (s, p) = app.get("/api/v1/cards?search=50%25_", Some(&owner)).await;

@@ -22,7 +22,8 @@ async fn send_file(
     if let Some(t) = doc_type {
         form = form.text("doc_type", t.to_owned());
     }
-    let resp = app.client.post(app.url(path)).bearer_auth(token).multipart(form.part("file", part)).send().await.unwrap();
+    let resp =
+        app.client.post(app.url(path)).bearer_auth(token).multipart(form.part("file", part)).send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
@@ -142,9 +143,7 @@ async fn withdraw_only_before_review_and_only_by_the_owner() {
     assert_eq!(s, 200);
     let withdraw = |token: String, doc: i64| {
         let app = &app;
-        async move {
-            app.post(&format!("/api/v1/merchants/{mid}/documents/{doc}/withdraw"), Some(&token), json!({})).await
-        }
+        async move { app.post(&format!("/api/v1/merchants/{mid}/documents/{doc}/withdraw"), Some(&token), json!({})).await }
     };
 
     // Someone else's document answers like a missing merchant; a missing document is 404 too.
