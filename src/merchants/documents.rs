@@ -374,3 +374,54 @@ async fn queue(state: web::Data<AppState>, q: web::Query<QueueQuery>) -> Result<
     .await?;
     Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |d| d.id).with_total(total)))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn doc(id: i64, version: i32, replaces: Option<i64>, superseded: Option<i64>) -> DocumentView {
+        DocumentView {
+            id,
+            merchant_id: 1,
+            doc_type: "tax_id".into(),
+            file_name: format!("v{version}.pdf"),
+            content_type: "application/pdf".into(),
+            size_bytes: 1,
+            sha256: String::new(),
+            status: "submitted".into(),
+            review_note: None,
+            reviewed_by: None,
+            reviewed_at: None,
+            created_at: Utc::now(),
+            version,
+            replaces_id: replaces,
+            superseded_by: superseded,
+            withdrawn_at: None,
+        }
+    }
+
+    #[test]
+    fn chain_follows_links_from_any_version_and_skips_other_chains() {
+        let all = || {
+            vec![doc(1, 1, None, Some(3)), doc(2, 1, None, None), doc(3, 2, Some(1), Some(7)), doc(7, 3, Some(3), None)]
+        };
+        for from in [1, 3, 7] {
+            let ids: Vec<i64> = chain(all(), from).iter().map(|d| d.id).collect();
+            assert_eq!(ids, vec![1, 3, 7], "from {from}");
+        }
+        assert_eq!(chain(all(), 2).iter().map(|d| d.id).collect::<Vec<_>>(), vec![2]);
+        // A broken loop ends instead of spinning.
+        let looped = vec![doc(1, 1, Some(2), Some(2)), doc(2, 2, Some(1), Some(1))];
+        assert!(chain(looped, 1).len() <= 2);
+    }
+
+    #[test]
+    fn only_current_unwithdrawn_documents_are_reviewable() {
+        assert!(reviewable(&doc(1, 1, None, None)).is_ok());
+        assert!(matches!(reviewable(&doc(1, 1, None, Some(5))), Err(MerchantError::DocumentSuperseded(5))));
+        let mut w = doc(1, 1, None, None);
+        w.status = "withdrawn".into();
+        assert!(matches!(reviewable(&w), Err(MerchantError::DocumentWithdrawn)));
+    }
+}

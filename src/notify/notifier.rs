@@ -145,6 +145,8 @@ struct Directory<'c> {
     /// Preferences by user; `None`: the user never chose (the defaults apply).
     prefs: HashMap<i64, Option<Preferences>>,
     defaults: Preferences,
+    /// The document reviewers, read once per batch.
+    reviewers: Option<Vec<To>>,
 }
 
 impl<'c> Directory<'c> {
@@ -156,6 +158,7 @@ impl<'c> Directory<'c> {
             merchants: HashMap::new(),
             prefs: HashMap::new(),
             defaults,
+            reviewers: None,
         }
     }
 
@@ -247,6 +250,9 @@ impl<'c> Directory<'c> {
 
     /// The reviewers of merchant documents: every active (not archived) user holding the admin role.
     fn reviewers(&mut self) -> QueryResult<Vec<To>> {
+        if let Some(r) = &self.reviewers {
+            return Ok(r.clone());
+        }
         let rows: Vec<(String, String)> = users::table
             .inner_join(user_roles::table.on(user_roles::user_id.eq(users::id)))
             .inner_join(roles::table.on(roles::id.eq(user_roles::role_id)))
@@ -256,7 +262,9 @@ impl<'c> Directory<'c> {
             .order(users::id.asc())
             .limit(MAX_REVIEWERS)
             .load(self.conn)?;
-        Ok(rows.into_iter().map(|(email, name)| To { email, name }).collect())
+        let reviewers: Vec<To> = rows.into_iter().map(|(email, name)| To { email, name }).collect();
+        self.reviewers = Some(reviewers.clone());
+        Ok(reviewers)
     }
 
     fn merchant(&mut self, id: i64) -> QueryResult<Option<Merchant>> {
