@@ -133,20 +133,18 @@ async fn replace(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (id, doc_id) = path.into_inner();
-    {
-        // Refuse early (before reading the file) what would be refused after.
-        let u = user.clone();
-        storage::run(&state.db, move |conn| {
-            find_for(conn, id, &u)?;
-            let old = find_doc(conn, id, doc_id)?;
-            match old.superseded_by {
-                Some(newer) => Err(MerchantError::DocumentSuperseded(newer)),
-                None => Ok(()),
-            }
-        })
-        .await?;
-    }
-    let file = read_upload(&state, &req, &user, id, payload).await?;
+    // Refuse early (before reading and storing the file) what would be refused after.
+    let u = user.clone();
+    let old_type = storage::run(&state.db, move |conn| {
+        find_for(conn, id, &u)?;
+        let old = find_doc(conn, id, doc_id)?;
+        match old.superseded_by {
+            Some(newer) => Err(MerchantError::DocumentSuperseded(newer)),
+            None => Ok(old.doc_type),
+        }
+    })
+    .await?;
+    let file = read_upload(&state, &req, &user, id, payload, Some(&old_type)).await?;
     let doc = storage::transaction(&state.db, move |conn| {
         let m = find(conn, id)?;
         let old: DocumentView = merchant_documents::table

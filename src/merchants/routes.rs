@@ -544,7 +544,8 @@ pub(super) struct Incoming {
 }
 
 /// Reads a multipart document upload (`doc_type`, `file`) for merchant `id` after checking the caller
-/// may see the merchant: bounded body, type sniffed, blob stored.
+/// may see the merchant: bounded body, type sniffed, blob stored. `replacing`: the type of the
+/// document being replaced — a different `doc_type` is refused before anything is stored.
 ///
 /// # Errors
 /// 404 not the caller's merchant; 413, 415, 400 or 422 for a bad upload; a blob store error.
@@ -554,6 +555,7 @@ pub(super) async fn read_upload(
     user: &AuthUser,
     id: i64,
     payload: web::Payload,
+    replacing: Option<&str>,
 ) -> Result<Incoming, ApiError> {
     let m = &state.settings.merchants;
     let (max, max_parts, max_field) = (m.max_document_bytes, m.max_upload_parts, m.max_upload_field_bytes);
@@ -635,6 +637,14 @@ pub(super) async fn read_upload(
     if doc_type.as_ref().is_some_and(|d| !DOC_TYPES.contains(&d.as_str())) {
         return Err(ApiError::validation("doc_type", format!("doc_type must be one of: {}", DOC_TYPES.join(", "))));
     }
+    if let (Some(t), Some(old)) = (doc_type.as_deref(), replacing) {
+        if t != old {
+            return Err(MerchantError::BadUpload(format!(
+                "doc_type {t} does not match the replaced document ({old}); upload a new document instead"
+            ))
+            .into());
+        }
+    }
     let (file_name, declared, bytes) = file.ok_or_else(|| ApiError::validation("file", "file is required"))?;
     if bytes.is_empty() {
         return Err(ApiError::validation("file", "file is empty"));
@@ -667,7 +677,7 @@ async fn upload(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let file = read_upload(&state, &req, &user, id, payload).await?;
+    let file = read_upload(&state, &req, &user, id, payload, None).await?;
     let doc_type = file.doc_type.clone().ok_or_else(|| ApiError::validation("doc_type", "doc_type is required"))?;
     let doc = storage::transaction(&state.db, move |conn| {
         let m = find(conn, id)?;
