@@ -79,14 +79,19 @@ BEGIN
     ) u ORDER BY u.seq DESC LIMIT p_limit;
   ELSIF p_search IS NOT NULL THEN
     -- Every operation (admins) with a search: the matches come from `operations_search_trgm`, then
-    -- the page is cut from them (the walk on `(kind, seq)` could read the whole history for a rare match).
-    RETURN QUERY SELECT o.* FROM operations o
-      WHERE (coalesce(o.order_ref, '') || ' ' || coalesce(o.method, '')) ILIKE p_search
-        AND o.kind = p_kind AND o.seq < p_cursor
-        AND (p_status IS NULL OR o.status = p_status)
-        AND (p_from IS NULL OR o.created_at >= p_from) AND (p_to IS NULL OR o.created_at <= p_to)
-        AND (p_archived = 2 OR (o.archived_at IS NULL) = (p_archived = 0))
-      ORDER BY o.seq DESC LIMIT p_limit;
+    -- the page is cut from them (the walk on `(kind, seq)` could read the whole history for a rare
+    -- match). EXECUTE plans it for the pattern at hand each time: a cached generic plan cannot tell a
+    -- rare reference from a common method and walks `(kind, seq)` (measured: 990 ms for one match in
+    -- 400,000 payments, against 6 ms planned for the pattern).
+    RETURN QUERY EXECUTE $q$
+      SELECT o.* FROM operations o
+        WHERE (coalesce(o.order_ref, '') || ' ' || coalesce(o.method, '')) ILIKE $1
+          AND o.kind = $2 AND o.seq < $3
+          AND ($4::text IS NULL OR o.status = $4)
+          AND ($5::timestamptz IS NULL OR o.created_at >= $5) AND ($6::timestamptz IS NULL OR o.created_at <= $6)
+          AND ($7 = 2 OR (o.archived_at IS NULL) = ($7 = 0))
+        ORDER BY o.seq DESC LIMIT $8 $q$
+      USING p_search, p_kind, p_cursor, p_status, p_from, p_to, p_archived, p_limit;
   ELSE
     RETURN QUERY SELECT o.* FROM operations o
       WHERE o.kind = p_kind AND o.seq < p_cursor
