@@ -35,11 +35,23 @@ SET auto_explain.log_nested_statements = on;
 SET auto_explain.log_analyze = on;
 SET client_min_messages = log;
 \echo '== transfers of the card (admin, card_id): payd_operation_page'
-SELECT count(*) FROM payd_operation_page('transfer', NULL, $CARD, NULL, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21);
+SELECT count(*) FROM payd_operation_page('transfer', NULL, $CARD, NULL, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21, NULL);
 \echo '== transfers of the holder (no filter, not an admin)'
-SELECT count(*) FROM payd_operation_page('transfer', $USER_ID, NULL, NULL, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21);
+SELECT count(*) FROM payd_operation_page('transfer', $USER_ID, NULL, NULL, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21, NULL);
 \echo '== transfers from the card (from_card_id, not an admin)'
-SELECT count(*) FROM payd_operation_page('transfer', $USER_ID, NULL, $CARD, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21);
+SELECT count(*) FROM payd_operation_page('transfer', $USER_ID, NULL, $CARD, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21, NULL);
 \echo '== every transfer (admin, no filter)'
-SELECT count(*) FROM payd_operation_page('transfer', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21);
+SELECT count(*) FROM payd_operation_page('transfer', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21, NULL);
+\echo '== search (admin, a reference that matches nothing): the search branch on operations_search_trgm'
+SELECT count(*) FROM payd_operation_page('transfer', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21, '%no-such-reference-xyz%');
+\echo '== search within the card (card_id)'
+SELECT count(*) FROM payd_operation_page('transfer', NULL, $CARD, NULL, NULL, NULL, NULL, NULL, 0::smallint, 9223372036854775807, 21, '%no-such-reference-xyz%');
+SET client_min_messages = notice;
+\echo '== payments search (admin, GET /payments?search=), as sent by diesel'
+EXPLAIN (ANALYZE, COSTS OFF) SELECT * FROM operations WHERE kind = ANY ('{payment,refund}') AND archived_at IS NULL
+  AND (coalesce(operations.order_ref, '') || ' ' || coalesce(operations.method, '')) ILIKE '%no-such-reference-xyz%'
+  ORDER BY seq DESC LIMIT 21;
+\echo '== cards search (admin, GET /cards?search=)'
+EXPLAIN (ANALYZE, COSTS OFF) SELECT * FROM cards WHERE archived_at IS NULL
+  AND (cards.label || ' ' || cards.pan_last4) ILIKE '%no-such-label-xyz%' ORDER BY id DESC LIMIT 21;
 SQL

@@ -40,7 +40,17 @@ pub fn register(api: &mut Api) {
         "List cards (own; admins: all, filter by user_id)",
         web::get().to(list),
     );
-    r.query(&["user_id", "status", "archived", "limit", "cursor"]).responds_page::<CardView>(s);
+    r.query(&["user_id", "status", "archived", "search", "include_total", "limit", "cursor"])
+        .responds_page::<CardView>(s);
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/cards/restore-all",
+        crate::http::routes::ADMIN,
+        t,
+        "Restore every archived card; answers how many",
+        web::post().to(restore_all),
+    );
+    r.responds::<crate::http::RestoredAll>(200, s);
     let (r, s) =
         api.route(Method::POST, "/api/v1/cards/lookup", A, t, "Find a card by its number", web::post().to(lookup));
     r.body::<LookupRequest>(s).responds::<CardView>(200, s);
@@ -82,7 +92,7 @@ pub fn register(api: &mut Api) {
         "Cards of a user (self or admin)",
         web::get().to(by_user),
     );
-    r.query(&["status", "archived", "limit", "cursor"]).responds_page::<CardView>(s);
+    r.query(&["status", "archived", "search", "include_total", "limit", "cursor"]).responds_page::<CardView>(s);
     let (r, s) = api.route(
         Method::GET,
         "/api/v1/cards/{id}/balance",
@@ -179,6 +189,8 @@ pub struct CardListQuery {
     pub status: Option<String>,
     #[serde(default)]
     pub archived: StatusFilter,
+    /// Free text matched in the label or the last four digits.
+    pub search: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -236,14 +248,17 @@ async fn issue(
 
 /// One page of cards, newest first. Two fixed statements (prepared once per connection): a user's
 /// cards walk `cards (user_id, id)` backwards, every card (admins) the primary key; the status and
-/// archive filters are parameters whose absent value lets every row through.
+/// archive filters are parameters whose absent value lets every row through. A `search` (`pattern`,
+/// from `search_opt`) adds the label/last-four filter `cards_search_trgm` indexes. With `with_total`
+/// the matching cards are counted too (a user's cards: a handful, on the same index).
 pub(super) fn list_query(
     conn: &mut PgConnection,
     user_filter: Option<i64>,
     q: &CardListQuery,
-    limit: i64,
-    cursor: Option<i64>,
-) -> Result<Vec<Card>, CardsError> {
+    pattern: Option<String>,
+    page: (i64, Option<i64>, bool),
+) -> Result<(Vec<Card>, Option<i64>), CardsError> {
+    let (limit, cursor, with_total) = page;
     let statuses: Vec<String> = match &q.status {
         Some(s) => vec![s.clone()],
         None => ["active", "frozen", "closed"].map(str::to_owned).to_vec(),
@@ -253,6 +268,21 @@ pub(super) fn list_query(
         StatusFilter::Archived => vec![true],
         StatusFilter::All => vec![false, true],
     };
+    let total = if with_total {
+        let mut count = cards::table
+            .filter(cards::status.eq_any(statuses.clone()))
+            .filter(cards::archived_at.is_not_null().eq_any(archived.clone()))
+            .into_boxed();
+        if let Some(u) = user_filter {
+            count = count.filter(cards::user_id.eq(u));
+        }
+        if let Some(p) = pattern.clone() {
+            count = count.filter(search_matches(p));
+        }
+        Some(count.count().get_result::<i64>(conn)?)
+    } else {
+        None
+    };
     let cursor = cursor.unwrap_or(i64::MAX);
     let base = cards::table
         .select(Card::as_select())
@@ -261,10 +291,48 @@ pub(super) fn list_query(
         .filter(cards::archived_at.is_not_null().eq_any(archived))
         .order(cards::id.desc())
         .limit(limit + 1);
-    Ok(match user_filter {
-        Some(u) => base.filter(cards::user_id.eq(u)).load(conn)?,
-        None => base.load(conn)?,
+    let rows = match (user_filter, pattern) {
+        (Some(u), None) => base.filter(cards::user_id.eq(u)).load(conn)?,
+        (None, None) => base.load(conn)?,
+        (u, Some(p)) => {
+            let mut q = base.into_boxed().filter(search_matches(p));
+            if let Some(u) = u {
+                q = q.filter(cards::user_id.eq(u));
+            }
+            q.load(conn)?
+        }
+    };
+    Ok((rows, total))
+}
+
+/// The free-text filter on cards: the label or the last four digits (the expression
+/// `cards_search_trgm` indexes).
+fn search_matches(
+    pattern: String,
+) -> Box<dyn BoxableExpression<cards::table, diesel::pg::Pg, SqlType = diesel::sql_types::Bool>> {
+    Box::new(
+        diesel::dsl::sql::<diesel::sql_types::Bool>("(cards.label || ' ' || cards.pan_last4) ILIKE ")
+            .bind::<diesel::sql_types::Text, _>(pattern),
+    )
+}
+
+/// Restores every archived card (admin); the cards keep their status (closed).
+async fn restore_all(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let restored = storage::transaction(&state.db, move |conn| {
+        let cards: Vec<Card> = diesel::update(cards::table.filter(cards::archived_at.is_not_null()))
+            .set((cards::archived_at.eq(None::<DateTime<Utc>>), cards::updated_at.eq(Utc::now())))
+            .returning(Card::as_returning())
+            .get_results(conn)?;
+        for c in &cards {
+            insert_event(conn, &card_event("card.restored", c))?;
+        }
+        Ok::<_, CardsError>(cards.into_iter().map(|c| c.id).collect::<Vec<i64>>())
     })
+    .await?;
+    for id in &restored {
+        state.cards.changed(*id);
+    }
+    Ok(HttpResponse::Ok().json(crate::http::RestoredAll { restored: restored.len() }))
 }
 
 pub(super) fn check_status_filter(q: &CardListQuery) -> Result<(), ApiError> {
@@ -295,19 +363,20 @@ async fn by_user(
     }
     let q = q.into_inner();
     check_status_filter(&q)?;
-    let (limit, cursor) = q.page.resolve()?;
-    let rows = storage::run(&state.db, move |conn| {
+    let page = q.page.resolve_with_total()?;
+    let pattern = crate::http::pagination::search_opt(q.search.as_deref())?;
+    let (rows, total) = storage::run(&state.db, move |conn| {
         let exists: i64 = users::table.filter(users::id.eq(id)).count().get_result(conn)?;
         if exists == 0 {
             return Ok(None);
         }
-        list_query(conn, Some(id), &q, limit, cursor).map(Some)
+        list_query(conn, Some(id), &q, pattern, page).map(Some)
     })
     .await?
     .ok_or_else(|| ApiError::not_found("user"))?;
     let currency = state.settings.money.currency.clone();
     let views: Vec<CardView> = rows.into_iter().map(|c| CardView::new(c, &currency)).collect();
-    Ok(HttpResponse::Ok().json(Page::from_rows(views, limit, |c| c.id)))
+    Ok(HttpResponse::Ok().json(Page::from_rows(views, page.0, |c| c.id).with_total(total)))
 }
 
 async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {

@@ -104,7 +104,8 @@ pub async fn issue(state: &AppState, user: &AuthUser, body: IssueCardRequest) ->
 /// 403 when a user asks for another user's cards, 422 bad filter or page.
 pub async fn list(state: &AppState, user: &AuthUser, q: CardListQuery) -> Result<Page<CardView>, ApiError> {
     check_status_filter(&q)?;
-    let (limit, cursor) = q.page.resolve()?;
+    let page = q.page.resolve_with_total()?;
+    let pattern = crate::http::pagination::search_opt(q.search.as_deref())?;
     let requested = match q.user_id.as_deref() {
         None | Some("") => None,
         Some(u) => Some(u.parse::<i64>().map_err(|_| ApiError::validation("user_id", "user_id must be an integer"))?),
@@ -117,10 +118,10 @@ pub async fn list(state: &AppState, user: &AuthUser, q: CardListQuery) -> Result
         }
         Some(user.user_id)
     };
-    let rows = storage::run(&state.db, move |conn| list_query(conn, filter, &q, limit, cursor)).await?;
+    let (rows, total) = storage::run(&state.db, move |conn| list_query(conn, filter, &q, pattern, page)).await?;
     let currency = state.settings.money.currency.clone();
     let views: Vec<CardView> = rows.into_iter().map(|c| CardView::new(c, &currency)).collect();
-    Ok(Page::from_rows(views, limit, |c| c.id))
+    Ok(Page::from_rows(views, page.0, |c| c.id).with_total(total))
 }
 
 /// A card of the caller (any card for an admin; another user's answers like a missing one).

@@ -46,6 +46,8 @@ pub const CATALOGUE: &[EventSpec] = &[
     spec("merchant.applied", "merchant", true),
     spec("merchant.status_changed", "merchant", true),
     spec("document.submitted", "merchant", true),
+    spec("document.replaced", "merchant", true),
+    spec("document.withdrawn", "merchant", true),
     spec("document.reviewed", "merchant", true),
     spec("api_key.created", "merchant", true),
     spec("api_key.revoked", "merchant", true),

@@ -282,6 +282,7 @@ pub fn page(p: Option<proto::PageRequest>) -> crate::http::pagination::PageQuery
     crate::http::pagination::PageQuery {
         limit: (p.limit != 0).then(|| p.limit.to_string()),
         cursor: (!p.cursor.is_empty()).then_some(p.cursor),
+        include_total: None,
     }
 }
 

@@ -171,6 +171,7 @@ impl proto::cards_server::Cards for Api {
             user_id: m.user_id.map(|u| u.to_string()),
             status: opt(m.status),
             archived: crate::identity::admin::StatusFilter::Active,
+            search: None,
         };
         let page = crate::cards::service::list(&self.state, &user, q).await.map_err(status)?;
         ok(proto::ListCardsResponse {
@@ -288,6 +289,7 @@ impl proto::ledger_server::Ledger for Api {
             from: None,
             to: None,
             archived: crate::identity::admin::StatusFilter::Active,
+            search: None,
         };
         let page = crate::payments::service::list_operations(&self.state, user, kind, q).await.map_err(status)?;
         ok(proto::ListOperationsResponse {
@@ -304,8 +306,10 @@ impl proto::ledger_server::Ledger for Api {
     ) -> Answer<Self::WatchOperationsStream> {
         let user = convert::user(&req)?;
         let m = req.into_inner();
-        let cursor =
-            crate::http::pagination::PageQuery { limit: None, cursor: opt(m.cursor) }.resolve().map_err(status)?.1;
+        let cursor = crate::http::pagination::PageQuery { limit: None, cursor: opt(m.cursor), include_total: None }
+            .resolve()
+            .map_err(status)?
+            .1;
         let card = m.card_id;
         // The card must be the caller's (any card for an admin): answered before the stream opens.
         crate::cards::service::get(&self.state, &user, card).await.map_err(status)?;

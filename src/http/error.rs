@@ -231,6 +231,7 @@ impl From<PaymentError> for ApiError {
             E::SelfPayment => Self::validation("to_card_number", msg),
             E::NotReversible(_) => Self::conflict("not_reversible", msg),
             E::NeverPurged => Self::conflict("never_purged", msg),
+            E::ArchiveState(_) => Self::conflict("archive_state", msg),
             E::OrderRefTaken => Self::conflict("order_ref_taken", msg).with_field("order_ref"),
             E::Busy => Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", msg).with_retry_after(1),
             E::OutcomeUnknown => Self::new(StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown", msg).with_retry_after(1),
@@ -253,6 +254,10 @@ impl From<MerchantError> for ApiError {
             E::InvalidTransition { .. } => Self::conflict("invalid_transition", msg),
             E::DocumentsMissing(_) => Self::conflict("documents_missing", msg),
             E::DocumentNotFound => Self::not_found("document"),
+            E::DocumentSuperseded(_) => Self::conflict("document_superseded", msg),
+            E::DocumentReviewed(_) => Self::conflict("document_already_reviewed", msg),
+            E::DocumentWithdrawn => Self::conflict("document_withdrawn", msg),
+            E::DocumentChanged => Self::conflict("document_changed", msg),
             E::DocumentTooLarge(_) => {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", msg).with_field("file")
             }

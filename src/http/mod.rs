@@ -145,6 +145,7 @@ pub fn api_for(env: crate::config::Environment) -> Api {
     crate::events::routes::register(&mut api);
     crate::events::webhooks::routes::register(&mut api);
     crate::merchants::routes::register(&mut api);
+    crate::merchants::documents::register(&mut api);
     crate::merchants::payments::register(&mut api);
     crate::stats::routes::register(&mut api);
     api
@@ -238,4 +239,10 @@ mod tests {
         assert_eq!(serde_field("expected value at line 1"), None);
         assert_eq!(serde_field("invalid type: integer `5`, expected a string at line 1 column 11"), None);
     }
+}
+
+/// The answer of a `restore-all` route: how many archived records were restored.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RestoredAll {
+    pub restored: usize,
 }

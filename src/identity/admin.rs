@@ -1,5 +1,5 @@
 //! Admin APIs: `/api/v1/users…` (list/search/get/create/update/archive/restore/purge, role assignment)
-//! and `/api/v1/roles…` (list/get/create/update/archive/restore/purge). Admin only.
+//! and `/api/v1/roles…` (list/get/create/update/archive/restore/restore-all/purge). Admin only.
 
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
@@ -11,9 +11,9 @@ use validator::Validate;
 use crate::app::AppState;
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
-use crate::http::pagination::{Page, PageQuery};
+use crate::http::pagination::{search_opt, Page, PageQuery};
 use crate::http::routes::{Api, ADMIN};
-use crate::http::Valid;
+use crate::http::{RestoredAll, Valid};
 use crate::identity::model::{self, normalise_email, Role, User, UserView, ROLE_ADMIN};
 use crate::identity::{password, sessions, IdentityError};
 use crate::storage::schema::{roles, user_roles, users};
@@ -22,7 +22,16 @@ use crate::storage::{self, StorageError};
 pub fn register(api: &mut Api) {
     let t = "users";
     let (r, s) = api.route(Method::GET, "/api/v1/users", ADMIN, t, "List or search users", web::get().to(list_users));
-    r.query(&["search", "status", "limit", "cursor"]).responds_page::<UserView>(s);
+    r.query(&["search", "status", "include_total", "limit", "cursor"]).responds_page::<UserView>(s);
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/users/restore-all",
+        ADMIN,
+        t,
+        "Restore every archived user; answers how many",
+        web::post().to(restore_all_users),
+    );
+    r.responds::<RestoredAll>(200, s);
     let (r, s) = api.route(Method::POST, "/api/v1/users", ADMIN, t, "Create a user", web::post().to(create_user));
     r.body::<CreateUserRequest>(s).responds::<UserView>(201, s);
     let (r, s) = api.route(Method::GET, "/api/v1/users/{id}", ADMIN, t, "Get a user", web::get().to(get_user));
@@ -104,7 +113,16 @@ pub fn register(api: &mut Api) {
 
     let t = "roles";
     let (r, s) = api.route(Method::GET, "/api/v1/roles", ADMIN, t, "List or search roles", web::get().to(list_roles));
-    r.query(&["search", "status", "limit", "cursor"]).responds_page::<Role>(s);
+    r.query(&["search", "status", "include_total", "limit", "cursor"]).responds_page::<Role>(s);
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/roles/restore-all",
+        ADMIN,
+        t,
+        "Restore every archived role; answers how many",
+        web::post().to(restore_all_roles),
+    );
+    r.responds::<RestoredAll>(200, s);
     let (r, s) = api.route(Method::POST, "/api/v1/roles", ADMIN, t, "Create a role", web::post().to(create_role));
     r.body::<RoleRequest>(s).responds::<Role>(201, s);
     let (r, s) = api.route(Method::GET, "/api/v1/roles/{id}", ADMIN, t, "Get a role", web::get().to(get_role));
@@ -147,12 +165,31 @@ pub struct ListQuery {
     status: StatusFilter,
 }
 
-fn search_pattern(s: &str) -> Result<String, ApiError> {
-    if s.chars().count() > 100 {
-        return Err(ApiError::validation("search", "search must be at most 100 characters"));
+fn users_matching(status: StatusFilter, pattern: Option<String>) -> users::BoxedQuery<'static, diesel::pg::Pg> {
+    let mut query = users::table.into_boxed();
+    query = match status {
+        StatusFilter::Active => query.filter(users::archived_at.is_null()),
+        StatusFilter::Archived => query.filter(users::archived_at.is_not_null()),
+        StatusFilter::All => query,
+    };
+    if let Some(p) = pattern {
+        query = query
+            .filter(users::email.ilike(p.clone()).or(users::first_name.ilike(p.clone())).or(users::last_name.ilike(p)));
     }
-    let escaped = s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-    Ok(format!("%{escaped}%"))
+    query
+}
+
+fn roles_matching(status: StatusFilter, pattern: Option<String>) -> roles::BoxedQuery<'static, diesel::pg::Pg> {
+    let mut query = roles::table.into_boxed();
+    query = match status {
+        StatusFilter::Active => query.filter(roles::archived_at.is_null()),
+        StatusFilter::Archived => query.filter(roles::archived_at.is_not_null()),
+        StatusFilter::All => query,
+    };
+    if let Some(p) = pattern {
+        query = query.filter(roles::name.ilike(p.clone()).or(roles::description.ilike(p)));
+    }
+    query
 }
 
 fn role_name_rule(name: &str) -> Result<(), validator::ValidationError> {
@@ -234,37 +271,33 @@ pub struct UpdateRoleRequest {
 
 async fn list_users(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
-    let (limit, cursor) = q.page.resolve()?;
-    let pattern = q.search.as_deref().map(search_pattern).transpose()?;
-    let views = storage::run(&state.db, move |conn| {
-        let mut query = users::table.select(User::as_select()).order(users::id.desc()).limit(limit + 1).into_boxed();
-        query = match q.status {
-            StatusFilter::Active => query.filter(users::archived_at.is_null()),
-            StatusFilter::Archived => query.filter(users::archived_at.is_not_null()),
-            StatusFilter::All => query,
+    let (limit, cursor, with_total) = q.page.resolve_with_total()?;
+    let pattern = search_opt(q.search.as_deref())?;
+    let (views, total) = storage::run(&state.db, move |conn| {
+        let total: Option<i64> = if with_total {
+            Some(users_matching(q.status, pattern.clone()).count().get_result(conn).map_err(StorageError::from)?)
+        } else {
+            None
         };
-        if let Some(p) = pattern {
-            query = query.filter(
-                users::email.ilike(p.clone()).or(users::first_name.ilike(p.clone())).or(users::last_name.ilike(p)),
-            );
-        }
+        let mut query =
+            users_matching(q.status, pattern).select(User::as_select()).order(users::id.desc()).limit(limit + 1);
         if let Some(c) = cursor {
             query = query.filter(users::id.lt(c));
         }
         let rows = query.load(conn).map_err(StorageError::from)?;
         let ids: Vec<i64> = rows.iter().map(|u| u.id).collect();
         let mut roles = model::role_names_for(conn, &ids)?;
-        Ok::<_, IdentityError>(
-            rows.into_iter()
-                .map(|u| {
-                    let r = roles.remove(&u.id).unwrap_or_default();
-                    UserView::new(u, r)
-                })
-                .collect::<Vec<_>>(),
-        )
+        let views = rows
+            .into_iter()
+            .map(|u| {
+                let r = roles.remove(&u.id).unwrap_or_default();
+                UserView::new(u, r)
+            })
+            .collect::<Vec<_>>();
+        Ok::<_, IdentityError>((views, total))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(Page::from_rows(views, limit, |u| u.id)))
+    Ok(HttpResponse::Ok().json(Page::from_rows(views, limit, |u| u.id).with_total(total)))
 }
 
 async fn create_user(state: web::Data<AppState>, body: Valid<CreateUserRequest>) -> Result<HttpResponse, ApiError> {
@@ -546,25 +579,44 @@ fn find_role(conn: &mut PgConnection, id: i64) -> Result<Role, IdentityError> {
 
 async fn list_roles(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
-    let (limit, cursor) = q.page.resolve()?;
-    let pattern = q.search.as_deref().map(search_pattern).transpose()?;
-    let rows = storage::run(&state.db, move |conn| {
-        let mut query = roles::table.select(Role::as_select()).order(roles::id.desc()).limit(limit + 1).into_boxed();
-        query = match q.status {
-            StatusFilter::Active => query.filter(roles::archived_at.is_null()),
-            StatusFilter::Archived => query.filter(roles::archived_at.is_not_null()),
-            StatusFilter::All => query,
-        };
-        if let Some(p) = pattern {
-            query = query.filter(roles::name.ilike(p.clone()).or(roles::description.ilike(p)));
-        }
+    let (limit, cursor, with_total) = q.page.resolve_with_total()?;
+    let pattern = search_opt(q.search.as_deref())?;
+    let (rows, total) = storage::run(&state.db, move |conn| {
+        let total: Option<i64> =
+            if with_total { Some(roles_matching(q.status, pattern.clone()).count().get_result(conn)?) } else { None };
+        let mut query =
+            roles_matching(q.status, pattern).select(Role::as_select()).order(roles::id.desc()).limit(limit + 1);
         if let Some(c) = cursor {
             query = query.filter(roles::id.lt(c));
         }
-        query.load(conn).map_err(StorageError::from)
+        Ok::<_, StorageError>((query.load(conn)?, total))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |r: &Role| r.id)))
+    Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |r: &Role| r.id).with_total(total)))
+}
+
+/// Restores every archived user (their sessions stay ended; they sign in again).
+async fn restore_all_users(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let restored = storage::run(&state.db, move |conn| {
+        diesel::update(users::table.filter(users::archived_at.is_not_null()))
+            .set((users::archived_at.eq(None::<chrono::DateTime<Utc>>), users::updated_at.eq(Utc::now())))
+            .execute(conn)
+            .map_err(StorageError::from)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(RestoredAll { restored }))
+}
+
+/// Restores every archived role (built-in roles are never archived).
+async fn restore_all_roles(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let restored = storage::run(&state.db, move |conn| {
+        diesel::update(roles::table.filter(roles::archived_at.is_not_null()))
+            .set((roles::archived_at.eq(None::<chrono::DateTime<Utc>>), roles::updated_at.eq(Utc::now())))
+            .execute(conn)
+            .map_err(StorageError::from)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(RestoredAll { restored }))
 }
 
 fn role_conflict(e: diesel::result::Error) -> IdentityError {

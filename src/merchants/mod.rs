@@ -2,6 +2,7 @@
 //! store, API keys (shown once, stored hashed, rotate/revoke), merchant payments and refunds.
 
 pub mod blob;
+pub mod documents;
 pub mod keys;
 pub mod payments;
 pub mod routes;
@@ -28,6 +29,14 @@ pub enum MerchantError {
     DocumentsMissing(String),
     #[error("document not found")]
     DocumentNotFound,
+    #[error("this document was replaced by version {0}; act on the current version")]
+    DocumentSuperseded(i64),
+    #[error("document is {0}; only a document waiting for review can be withdrawn")]
+    DocumentReviewed(String),
+    #[error("document was withdrawn; upload or replace it instead")]
+    DocumentWithdrawn,
+    #[error("document changed meanwhile; read it again")]
+    DocumentChanged,
     #[error("document is larger than {0} bytes")]
     DocumentTooLarge(usize),
     #[error("{0}")]

@@ -14,9 +14,10 @@ use crate::cache::{AttemptOutcome, CardAttempt, KeyDeclines};
 use crate::cards::pan::{self, Pan};
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
-use crate::http::pagination::{encode_cursor, Page, PageQuery};
+use crate::http::pagination::{encode_cursor, search_opt, Page, PageQuery};
 use crate::http::routes::{Access, Api, ADMIN};
 use crate::http::Valid;
+use crate::identity::admin::StatusFilter;
 use crate::merchants::keys::MerchantPrincipal;
 use crate::merchants::{find_for, MerchantError};
 use crate::payments::execute::{self, Failure, MoneyOp, Reply};
@@ -52,8 +53,27 @@ pub fn register(api: &mut Api) {
         "Payments on your cards (admins: all)",
         web::get().to(list_for_user),
     );
-    r.query(&["merchant_id", "api_key_id", "card_id", "status", "from", "to", "limit", "cursor"])
+    r.query(&["merchant_id", "api_key_id", "card_id", "status", "from", "to", "archived", "search", "limit", "cursor"])
         .responds_page::<OperationView>(s);
+    for (action, summary) in [("archive", "Hide from default lists"), ("restore", "Show again in default lists")] {
+        let (r, s) = api.route(
+            Method::POST,
+            &format!("/api/v1/payments/{{id}}/{action}"),
+            ADMIN,
+            t,
+            summary,
+            web::post().to(archive),
+        );
+        r.responds::<OperationView>(200, s);
+    }
+    api.route(
+        Method::DELETE,
+        "/api/v1/payments/{id}",
+        ADMIN,
+        t,
+        "Refused: money records are never purged",
+        web::delete().to(purge),
+    );
     let (r, s) = api.route(
         Method::GET,
         "/api/v1/payments/{id}",
@@ -80,7 +100,7 @@ pub fn register(api: &mut Api) {
         "A merchant's payments and refunds (owner or admin)",
         web::get().to(list_for_merchant),
     );
-    r.query(&["api_key_id", "card_id", "status", "kind", "from", "to", "limit", "cursor"])
+    r.query(&["api_key_id", "card_id", "status", "kind", "from", "to", "archived", "search", "limit", "cursor"])
         .responds_page::<OperationView>(s);
     let (r, s) = api.route(
         Method::GET,
@@ -90,9 +110,29 @@ pub fn register(api: &mut Api) {
         "The API key's merchant's payments and refunds",
         web::get().to(list_for_key),
     );
-    r.query(&["api_key_id", "card_id", "status", "kind", "from", "to", "limit", "cursor"])
+    r.query(&["api_key_id", "card_id", "status", "kind", "from", "to", "archived", "search", "limit", "cursor"])
         .responds_page::<OperationView>(s);
-    let _ = ADMIN;
+}
+
+/// Archives or restores a payment (admin), like the other operations: hidden from default lists,
+/// never purged.
+async fn archive(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let archive = req.path().ends_with("/archive");
+    let op = storage::run(&state.db, move |conn| {
+        let p = find_payment(conn, id)?;
+        crate::payments::service::set_archived(conn, &p, archive).map_err(ApiError::from)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(OperationView::from(op)))
+}
+
+async fn purge() -> Result<HttpResponse, ApiError> {
+    Err(PaymentError::NeverPurged.into())
 }
 
 #[derive(Deserialize, Serialize, Validate, utoipa::ToSchema)]
@@ -521,6 +561,11 @@ pub struct PaymentListQuery {
     pub kind: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+    /// `active` (default), `archived` or `all`.
+    #[serde(default)]
+    pub archived: StatusFilter,
+    /// Free text matched in the order reference or the method.
+    pub search: Option<String>,
 }
 
 fn int(v: &Option<String>, field: &'static str) -> Result<Option<i64>, ApiError> {
@@ -558,6 +603,7 @@ pub async fn list_payments(
         Some(k @ ("payment" | "refund")) => vec![k.to_owned()],
         Some(_) => return Err(ApiError::validation("kind", "kind must be payment or refund")),
     };
+    let pattern = search_opt(q.search.as_deref())?;
     let rows = storage::run(&state.db, move |conn| {
         let mut query = operations::table
             .select(Operation::as_select())
@@ -600,6 +646,14 @@ pub async fn list_payments(
         if let Some(t) = q.to {
             query = query.filter(operations::created_at.le(t));
         }
+        query = match q.archived {
+            StatusFilter::Active => query.filter(operations::archived_at.is_null()),
+            StatusFilter::Archived => query.filter(operations::archived_at.is_not_null()),
+            StatusFilter::All => query,
+        };
+        if let Some(p) = pattern {
+            query = query.filter(crate::payments::service::search_matches(p));
+        }
         if let Some(c) = cursor {
             query = query.filter(operations::seq.lt(c));
         }
@@ -610,7 +664,7 @@ pub async fn list_payments(
     let mut items: Vec<Operation> = rows;
     items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next_cursor = if more { items.last().map(|o| encode_cursor(o.seq)) } else { None };
-    Ok(Page { items: items.into_iter().map(OperationView::from).collect(), next_cursor })
+    Ok(Page { items: items.into_iter().map(OperationView::from).collect(), next_cursor, total: None })
 }
 
 async fn list_for_user(

@@ -14,7 +14,7 @@ use validator::Validate;
 use crate::app::AppState;
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
-use crate::http::pagination::{Page, PageQuery};
+use crate::http::pagination::{search_opt, Page, PageQuery};
 use crate::http::routes::{Access, Api, ADMIN};
 use crate::http::Valid;
 use crate::identity::admin::StatusFilter;
@@ -46,7 +46,16 @@ pub fn register(api: &mut Api) {
         "List merchants (own; admins: all, filter by status, search)",
         web::get().to(list),
     );
-    r.query(&["status", "search", "archived", "limit", "cursor"]).responds_page::<Merchant>(s);
+    r.query(&["status", "search", "archived", "include_total", "limit", "cursor"]).responds_page::<Merchant>(s);
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/merchants/restore-all",
+        ADMIN,
+        t,
+        "Restore every archived merchant; answers how many",
+        web::post().to(restore_all),
+    );
+    r.responds::<crate::http::RestoredAll>(200, s);
     let (r, s) =
         api.route(Method::GET, "/api/v1/merchants/{id}", A, t, "Get a merchant (owner or admin)", web::get().to(get));
     r.responds::<Merchant>(200, s);
@@ -73,9 +82,15 @@ pub fn register(api: &mut Api) {
         web::post().to(upload),
     );
     r.body_as("multipart/form-data").responds::<DocumentView>(201, s);
-    let (r, s) =
-        api.route(Method::GET, "/api/v1/merchants/{id}/documents", A, t, "List documents", web::get().to(documents));
-    r.responds::<Vec<DocumentView>>(200, s);
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/merchants/{id}/documents",
+        A,
+        t,
+        "List the current documents (newest version of each; search: file name or type)",
+        web::get().to(documents),
+    );
+    r.query(&["search"]).responds::<Vec<DocumentView>>(200, s);
     api.route(
         Method::GET,
         "/api/v1/merchants/{id}/documents/{doc_id}/content",
@@ -222,6 +237,13 @@ pub struct DocumentView {
     pub reviewed_by: Option<i64>,
     pub reviewed_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// 1 for the first upload, +1 for each replacement.
+    pub version: i32,
+    /// The version this one replaced.
+    pub replaces_id: Option<i64>,
+    /// The newer version that replaced this one (`null`: this is the current version).
+    pub superseded_by: Option<i64>,
+    pub withdrawn_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
@@ -305,8 +327,40 @@ async fn apply(
     Ok(HttpResponse::Created().json(service::apply(&state, user, body.into_inner()).await?))
 }
 
-fn search_pattern(s: &str) -> String {
-    format!("%{}%", s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+fn merchants_matching(
+    user: &AuthUser,
+    status: Option<String>,
+    pattern: Option<String>,
+    archived: StatusFilter,
+) -> merchants::BoxedQuery<'static, diesel::pg::Pg> {
+    let mut query = merchants::table.into_boxed();
+    if !user.is_admin() {
+        query = query.filter(merchants::owner_id.eq(user.user_id));
+    }
+    if let Some(s) = status {
+        query = query.filter(merchants::status.eq(s));
+    }
+    if let Some(p) = pattern {
+        query = query.filter(merchants::business_name.ilike(p));
+    }
+    match archived {
+        StatusFilter::Active => query.filter(merchants::archived_at.is_null()),
+        StatusFilter::Archived => query.filter(merchants::archived_at.is_not_null()),
+        StatusFilter::All => query,
+    }
+}
+
+/// Restores every archived merchant (admin); their status is untouched.
+async fn restore_all(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let restored = storage::run(&state.db, move |conn| {
+        let now = Utc::now();
+        diesel::update(merchants::table.filter(merchants::archived_at.is_not_null()))
+            .set((merchants::archived_at.eq(None::<DateTime<Utc>>), merchants::updated_at.eq(now)))
+            .execute(conn)
+            .map_err(StorageError::from)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(crate::http::RestoredAll { restored }))
 }
 
 async fn list(
@@ -315,7 +369,7 @@ async fn list(
     q: web::Query<MerchantListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
-    let (limit, cursor) = q.page.resolve()?;
+    let (limit, cursor, with_total) = q.page.resolve_with_total()?;
     if let Some(s) = q.status.as_deref() {
         if !["pending", "active", "rejected", "suspended", "closed"].contains(&s) {
             return Err(ApiError::validation(
@@ -324,33 +378,24 @@ async fn list(
             ));
         }
     }
-    if q.search.as_ref().is_some_and(|s| s.chars().count() > 100) {
-        return Err(ApiError::validation("search", "search must be at most 100 characters"));
-    }
-    let rows = storage::run(&state.db, move |conn| {
-        let mut query =
-            merchants::table.select(Merchant::as_select()).order(merchants::id.desc()).limit(limit + 1).into_boxed();
-        if !user.is_admin() {
-            query = query.filter(merchants::owner_id.eq(user.user_id));
-        }
-        if let Some(s) = q.status {
-            query = query.filter(merchants::status.eq(s));
-        }
-        if let Some(s) = q.search {
-            query = query.filter(merchants::business_name.ilike(search_pattern(&s)));
-        }
-        query = match q.archived {
-            StatusFilter::Active => query.filter(merchants::archived_at.is_null()),
-            StatusFilter::Archived => query.filter(merchants::archived_at.is_not_null()),
-            StatusFilter::All => query,
+    let pattern = search_opt(q.search.as_deref())?;
+    let (rows, total) = storage::run(&state.db, move |conn| {
+        let total: Option<i64> = if with_total {
+            Some(merchants_matching(&user, q.status.clone(), pattern.clone(), q.archived).count().get_result(conn)?)
+        } else {
+            None
         };
+        let mut query = merchants_matching(&user, q.status, pattern, q.archived)
+            .select(Merchant::as_select())
+            .order(merchants::id.desc())
+            .limit(limit + 1);
         if let Some(c) = cursor {
             query = query.filter(merchants::id.lt(c));
         }
-        query.load::<Merchant>(conn).map_err(StorageError::from)
+        Ok::<_, StorageError>((query.load::<Merchant>(conn)?, total))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |m| m.id)))
+    Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |m| m.id).with_total(total)))
 }
 
 async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
@@ -429,6 +474,7 @@ async fn decide(
         if action == "approve" {
             let approved: Vec<String> = merchant_documents::table
                 .filter(merchant_documents::merchant_id.eq(id))
+                .filter(merchant_documents::superseded_by.is_null())
                 .filter(merchant_documents::status.eq("approved"))
                 .select(merchant_documents::doc_type)
                 .load(conn)?;
@@ -486,18 +532,35 @@ fn multipart_error(e: actix_multipart::MultipartError, max: usize) -> ApiError {
     }
 }
 
-async fn upload(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    user: AuthUser,
-    id: web::Path<i64>,
+/// A document file received and stored in the blob store, not yet recorded.
+pub(super) struct Incoming {
+    /// The `doc_type` form field, checked against [`DOC_TYPES`] when sent.
+    pub doc_type: Option<String>,
+    pub file_name: String,
+    pub content_type: &'static str,
+    pub sha256: String,
+    pub size: i64,
+    pub storage_key: String,
+}
+
+/// Reads a multipart document upload (`doc_type`, `file`) for merchant `id` after checking the caller
+/// may see the merchant: bounded body, type sniffed, blob stored. `replacing`: the type of the
+/// document being replaced — a different `doc_type` is refused before anything is stored.
+///
+/// # Errors
+/// 404 not the caller's merchant; 413, 415, 400 or 422 for a bad upload; a blob store error.
+pub(super) async fn read_upload(
+    state: &AppState,
+    req: &HttpRequest,
+    user: &AuthUser,
+    id: i64,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
+    replacing: Option<&str>,
+) -> Result<Incoming, ApiError> {
     let m = &state.settings.merchants;
     let (max, max_parts, max_field) = (m.max_document_bytes, m.max_upload_parts, m.max_upload_field_bytes);
-    let (owner_check_user, st) = (user.clone(), state.clone());
-    storage::run(&st.db, move |conn| find_for(conn, id, &owner_check_user)).await?;
+    let owner_check_user = user.clone();
+    storage::run(&state.db, move |conn| find_for(conn, id, &owner_check_user)).await?;
     // The whole body is bounded (file + part headers + fields): a declared length is refused at once,
     // a chunked body as soon as it passes the bound. Part headers therefore cannot grow without end.
     let limit = max.saturating_add(MULTIPART_OVERHEAD);
@@ -571,9 +634,16 @@ async fn upload(
             }
         }
     }
-    let doc_type = doc_type.ok_or_else(|| ApiError::validation("doc_type", "doc_type is required"))?;
-    if !DOC_TYPES.contains(&doc_type.as_str()) {
+    if doc_type.as_ref().is_some_and(|d| !DOC_TYPES.contains(&d.as_str())) {
         return Err(ApiError::validation("doc_type", format!("doc_type must be one of: {}", DOC_TYPES.join(", "))));
+    }
+    if let (Some(t), Some(old)) = (doc_type.as_deref(), replacing) {
+        if t != old {
+            return Err(MerchantError::BadUpload(format!(
+                "doc_type {t} does not match the replaced document ({old}); upload a new document instead"
+            ))
+            .into());
+        }
     }
     let (file_name, declared, bytes) = file.ok_or_else(|| ApiError::validation("file", "file is required"))?;
     if bytes.is_empty() {
@@ -596,45 +666,67 @@ async fn upload(
             .map_err(|e| MerchantError::Blob(e.to_string()))?
             .map_err(MerchantError::Blob)?;
     }
+    Ok(Incoming { doc_type, file_name: safe_name, content_type: sniffed, sha256: sha, size, storage_key: key })
+}
+
+async fn upload(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user: AuthUser,
+    id: web::Path<i64>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let file = read_upload(&state, &req, &user, id, payload, None).await?;
+    let doc_type = file.doc_type.clone().ok_or_else(|| ApiError::validation("doc_type", "doc_type is required"))?;
     let doc = storage::transaction(&state.db, move |conn| {
         let m = find(conn, id)?;
         let doc: DocumentView = diesel::insert_into(merchant_documents::table)
             .values((
                 merchant_documents::merchant_id.eq(id),
                 merchant_documents::doc_type.eq(&doc_type),
-                merchant_documents::file_name.eq(&safe_name),
-                merchant_documents::content_type.eq(sniffed),
-                merchant_documents::size_bytes.eq(size),
-                merchant_documents::sha256.eq(&sha),
-                merchant_documents::storage_key.eq(&key),
+                merchant_documents::file_name.eq(&file.file_name),
+                merchant_documents::content_type.eq(file.content_type),
+                merchant_documents::size_bytes.eq(file.size),
+                merchant_documents::sha256.eq(&file.sha256),
+                merchant_documents::storage_key.eq(&file.storage_key),
             ))
             .returning(DocumentView::as_returning())
             .get_result(conn)?;
-        emit(
-            conn,
-            merchant_event(
-                "document.submitted",
-                &m,
-                serde_json::json!({"document_id": doc.id, "doc_type": doc.doc_type}),
-            ),
-        )?;
+        emit(conn, super::documents::document_event("document.submitted", &m, &doc, serde_json::Value::Null))?;
         Ok::<_, MerchantError>(doc)
     })
     .await?;
     Ok(HttpResponse::Created().json(doc))
 }
 
-async fn documents(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+#[derive(Deserialize)]
+pub struct DocumentsQuery {
+    search: Option<String>,
+}
+
+/// The merchant's current documents (the newest version of each; older versions are listed by
+/// `…/documents/{doc_id}/versions`), oldest first.
+async fn documents(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<i64>,
+    q: web::Query<DocumentsQuery>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
+    let pattern = search_opt(q.into_inner().search.as_deref())?;
     let docs = storage::run(&state.db, move |conn| {
         find_for(conn, id, &user)?;
-        Ok::<_, MerchantError>(
-            merchant_documents::table
-                .filter(merchant_documents::merchant_id.eq(id))
-                .select(DocumentView::as_select())
-                .order(merchant_documents::id.asc())
-                .load(conn)?,
-        )
+        let mut query = merchant_documents::table
+            .filter(merchant_documents::merchant_id.eq(id))
+            .filter(merchant_documents::superseded_by.is_null())
+            .select(DocumentView::as_select())
+            .order(merchant_documents::id.asc())
+            .into_boxed();
+        if let Some(p) = pattern {
+            query = query.filter(super::documents::matches(p));
+        }
+        Ok::<_, MerchantError>(query.load(conn)?)
     })
     .await?;
     Ok(HttpResponse::Ok().json(docs))
@@ -681,10 +773,15 @@ async fn review(
     let doc = storage::transaction(&state.db, move |conn| {
         let m = find(conn, id)?;
         let status = if b.decision == "approve" { "approved" } else { "rejected" };
+        // Reviews apply to the current version only, and a withdrawn document is not reviewed.
+        let current = super::documents::find_doc(conn, id, doc_id)?;
+        super::documents::reviewable(&current)?;
         let doc: DocumentView = diesel::update(
             merchant_documents::table
                 .filter(merchant_documents::id.eq(doc_id))
-                .filter(merchant_documents::merchant_id.eq(id)),
+                .filter(merchant_documents::merchant_id.eq(id))
+                .filter(merchant_documents::superseded_by.is_null())
+                .filter(merchant_documents::status.ne("withdrawn")),
         )
         .set((
             merchant_documents::status.eq(status),
@@ -695,7 +792,7 @@ async fn review(
         .returning(DocumentView::as_returning())
         .get_result(conn)
         .optional()?
-        .ok_or(MerchantError::DocumentNotFound)?;
+        .ok_or(MerchantError::DocumentChanged)?;
         emit(
             conn,
             merchant_event(

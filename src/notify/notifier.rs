@@ -21,7 +21,10 @@ use crate::events::consumer::{claim_event, claim_events};
 use crate::events::{Envelope, Handled, Handler, HandlerError, NOTIFIER};
 use crate::notify::jobs::{enqueue_all, NewMailJob};
 use crate::notify::preferences::{self, MoneyMail, Preferences};
-use crate::storage::schema::{cards, merchants, users};
+use crate::storage::schema::{cards, merchants, roles, user_roles, users};
+
+/// At most this many reviewers get the "document submitted" e-mail (the admins, oldest accounts first).
+const MAX_REVIEWERS: i64 = 50;
 use crate::storage::{self, PgPool};
 
 pub struct Notifier {
@@ -142,6 +145,8 @@ struct Directory<'c> {
     /// Preferences by user; `None`: the user never chose (the defaults apply).
     prefs: HashMap<i64, Option<Preferences>>,
     defaults: Preferences,
+    /// The document reviewers, read once per batch.
+    reviewers: Option<Vec<To>>,
 }
 
 impl<'c> Directory<'c> {
@@ -153,6 +158,7 @@ impl<'c> Directory<'c> {
             merchants: HashMap::new(),
             prefs: HashMap::new(),
             defaults,
+            reviewers: None,
         }
     }
 
@@ -240,6 +246,25 @@ impl<'c> Directory<'c> {
             cards::table.find(id).select((cards::user_id, cards::pan_masked)).first(self.conn).optional()?;
         self.cards.insert(id, c.clone());
         Ok(c)
+    }
+
+    /// The reviewers of merchant documents: every active (not archived) user holding the admin role.
+    fn reviewers(&mut self) -> QueryResult<Vec<To>> {
+        if let Some(r) = &self.reviewers {
+            return Ok(r.clone());
+        }
+        let rows: Vec<(String, String)> = users::table
+            .inner_join(user_roles::table.on(user_roles::user_id.eq(users::id)))
+            .inner_join(roles::table.on(roles::id.eq(user_roles::role_id)))
+            .filter(roles::name.eq(crate::identity::model::ROLE_ADMIN))
+            .filter(users::archived_at.is_null())
+            .select((users::email, users::first_name))
+            .order(users::id.asc())
+            .limit(MAX_REVIEWERS)
+            .load(self.conn)?;
+        let reviewers: Vec<To> = rows.into_iter().map(|(email, name)| To { email, name }).collect();
+        self.reviewers = Some(reviewers.clone());
+        Ok(reviewers)
     }
 
     fn merchant(&mut self, id: i64) -> QueryResult<Option<Merchant>> {
@@ -343,6 +368,27 @@ fn plan(dir: &mut Directory<'_>, event: &Envelope) -> Result<Vec<NewMailJob>, Ha
                 ),
             };
             out.push(job(event, kind, &to, ctx));
+        }
+        "document.submitted" | "document.replaced" => {
+            // To the reviewers (the admins), so a document waiting for review does not go unnoticed.
+            let mid = int(p, "merchant_id")
+                .or_else(|| key_id(event, "merchant"))
+                .ok_or_else(|| reject(event, "merchant_id"))?;
+            let Some(m) = dir.merchant(mid)? else { return Ok(out) };
+            let name = text(p, &["business_name"]).map_or(m.name, str::to_owned);
+            let details = p.get("details").unwrap_or(p);
+            let ctx = json!({
+                "merchant": name,
+                "merchant_id": mid,
+                "doc_type": detail(p, &["doc_type"]),
+                "file_name": detail(p, &["file_name"]),
+                "document_id": int(details, "document_id"),
+                "version": int(details, "version").unwrap_or(1),
+                "replaced": event.event_type == "document.replaced",
+            });
+            for to in dir.reviewers()? {
+                out.push(job(event, "document_submitted", &to, ctx.clone()));
+            }
         }
         "webhook_endpoint.disabled" => {
             let mid = int(p, "merchant_id")

@@ -28,6 +28,10 @@ pub const KINDS: &[(&str, &str)] = &[
     ("merchant_applied", "We received the application of {{ merchant }}"),
     ("merchant_status", "{{ merchant }} is now {{ new_status }}"),
     ("document_reviewed", "Document {{ status }} for {{ merchant }}"),
+    (
+        "document_submitted",
+        "{% if replaced %}Document replaced{% else %}Document submitted{% endif %} for review: {{ merchant }}",
+    ),
     ("webhook_disabled", "Webhook endpoint disabled for {{ merchant }}"),
 ];
 
@@ -58,6 +62,7 @@ const SOURCES: &[(&str, &str)] = sources!(
     "merchant_applied",
     "merchant_status",
     "document_reviewed",
+    "document_submitted",
     "webhook_disabled",
 );
 

@@ -47,6 +47,8 @@ pub enum PaymentError {
     OrderRefTaken,
     #[error("money records are never purged; archive them instead")]
     NeverPurged,
+    #[error("the record is {0}")]
+    ArchiveState(&'static str),
     #[error("the ledger is busy; retry shortly")]
     Busy,
     #[error("the outcome is not known yet; retry with the same Idempotency-Key")]

@@ -4,7 +4,6 @@
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
@@ -18,9 +17,8 @@ use crate::identity::admin::StatusFilter;
 use crate::payments::execute;
 use crate::payments::recipient::{self, RecipientPreview, RecipientPreviewRequest};
 use crate::payments::service;
-use crate::payments::{idempotency, methods, Operation, OperationView, PaymentError};
+use crate::payments::{idempotency, methods, OperationView, PaymentError};
 use crate::storage;
-use crate::storage::schema::operations;
 
 /// The operation kinds with their URL segment.
 const KINDS: &[(&str, &str)] =
@@ -68,8 +66,19 @@ pub fn register(api: &mut Api) {
     for (segment, _) in KINDS {
         let base = format!("/api/v1/{segment}");
         let (r, s) = api.route(Method::GET, &base, A, segment, "List (own cards; admins: all)", web::get().to(list));
-        r.query(&["card_id", "from_card_id", "to_card_id", "status", "from", "to", "archived", "limit", "cursor"])
-            .responds_page::<OperationView>(s);
+        r.query(&[
+            "card_id",
+            "from_card_id",
+            "to_card_id",
+            "status",
+            "from",
+            "to",
+            "archived",
+            "search",
+            "limit",
+            "cursor",
+        ])
+        .responds_page::<OperationView>(s);
         let (r, s) = api.route(Method::GET, &format!("{base}/{{id}}"), A, segment, "Get by id", web::get().to(get));
         r.responds::<OperationView>(200, s);
         let (r, s) = api.route(
@@ -240,6 +249,8 @@ pub struct OpListQuery {
     pub to: Option<DateTime<Utc>>,
     #[serde(default)]
     pub archived: StatusFilter,
+    /// Free text matched in the order reference or the method.
+    pub search: Option<String>,
 }
 
 async fn list(
@@ -273,14 +284,8 @@ async fn archive(
     let id = parse_id(&id)?;
     let archive = req.path().ends_with("/archive");
     let op = storage::run(&state.db, move |conn| {
-        service::find_op(conn, kind, id)?;
-        let at = archive.then(Utc::now);
-        Ok::<_, PaymentError>(
-            diesel::update(operations::table.find(id))
-                .set(operations::archived_at.eq(at))
-                .returning(Operation::as_returning())
-                .get_result(conn)?,
-        )
+        let op = service::find_op(conn, kind, id)?;
+        service::set_archived(conn, &op, archive)
     })
     .await?;
     Ok(HttpResponse::Ok().json(OperationView::from(op)))

@@ -191,6 +191,49 @@ pub(crate) fn find_op(conn: &mut PgConnection, kind: &str, id: uuid::Uuid) -> Re
     Ok(op)
 }
 
+/// The free-text filter on operations: `pattern` (from `search_opt`) in the order reference or the
+/// method. The expression is the one `operations_search_trgm` indexes, so a search is answered from
+/// the trigram index (and, within a card's or merchant's scope, combined with that scope's index).
+pub fn search_matches(
+    pattern: String,
+) -> Box<dyn BoxableExpression<operations::table, diesel::pg::Pg, SqlType = diesel::sql_types::Bool>> {
+    Box::new(
+        diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "(coalesce(operations.order_ref, '') || ' ' || coalesce(operations.method, '')) ILIKE ",
+        )
+        .bind::<diesel::sql_types::Text, _>(pattern),
+    )
+}
+
+/// Archives (hides from default lists) or restores an operation; never deletes it. Guarded on the
+/// current state, so archiving twice or restoring what is not archived answers 409 `archive_state`.
+///
+/// # Errors
+/// `ArchiveState`; a storage error.
+pub(crate) fn set_archived(conn: &mut PgConnection, op: &Operation, archive: bool) -> Result<Operation, PaymentError> {
+    match (archive, op.archived_at.is_some()) {
+        (true, true) => return Err(PaymentError::ArchiveState("already archived")),
+        (false, false) => return Err(PaymentError::ArchiveState("not archived; nothing to restore")),
+        _ => {}
+    }
+    let at = archive.then(chrono::Utc::now);
+    let q = operations::table.find(op.id);
+    let updated = if archive {
+        diesel::update(q.filter(operations::archived_at.is_null()))
+            .set(operations::archived_at.eq(at))
+            .returning(Operation::as_returning())
+            .get_result(conn)
+            .optional()?
+    } else {
+        diesel::update(q.filter(operations::archived_at.is_not_null()))
+            .set(operations::archived_at.eq(at))
+            .returning(Operation::as_returning())
+            .get_result(conn)
+            .optional()?
+    };
+    updated.ok_or(PaymentError::ArchiveState("changing"))
+}
+
 pub(crate) fn may_see(conn: &mut PgConnection, user: &AuthUser, op: &Operation) -> Result<bool, PaymentError> {
     if user.is_admin() {
         return Ok(true);
@@ -248,9 +291,11 @@ struct OperationPage {
     /// Operations with `seq` below this one.
     cursor: i64,
     limit: i64,
+    /// The `ILIKE` pattern of a free-text search (order reference or method).
+    search: Option<String>,
 }
 
-const OPERATION_PAGE: &str = "SELECT * FROM payd_operation_page($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+const OPERATION_PAGE: &str = "SELECT * FROM payd_operation_page($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 impl OperationPage {
     fn load(self, conn: &mut PgConnection) -> Result<Vec<Operation>, diesel::result::Error> {
@@ -267,6 +312,7 @@ impl OperationPage {
             .bind::<SmallInt, _>(self.archived)
             .bind::<BigInt, _>(self.cursor)
             .bind::<BigInt, _>(self.limit)
+            .bind::<Nullable<Text>, _>(self.search)
             .load(conn)
     }
 }
@@ -312,6 +358,7 @@ pub async fn list_operations(
         },
         cursor: cursor.unwrap_or(i64::MAX),
         limit: limit + 1,
+        search: crate::http::pagination::search_opt(q.search.as_deref())?,
     };
     let (seqs, views) = storage::run(&state.db, move |conn| {
         let rows = page.load(conn).map_err(StorageError::from)?;

@@ -180,6 +180,10 @@ diesel::table! {
         reviewed_by -> Nullable<Int8>,
         reviewed_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
+        version -> Int4,
+        replaces_id -> Nullable<Int8>,
+        superseded_by -> Nullable<Int8>,
+        withdrawn_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -27,12 +27,26 @@ const PUBLIC_OPS: &[(&str, &str)] = &[("GET", "/healthz"), ("GET", "/readyz"), (
 const USER_ADMIN_PATHS: &[&str] = &[
     "/api/v1/users",
     "/api/v1/users/{id}",
+    "/api/v1/users/restore-all",
     "/api/v1/users/{id}/archive",
     "/api/v1/users/{id}/restore",
     "/api/v1/users/{id}/password",
     "/api/v1/users/{id}/password/reset",
     "/api/v1/users/{id}/roles",
     "/api/v1/users/{id}/roles/{role}",
+];
+
+/// Admin-only routes outside the admin surfaces: bulk restores, the document review queue, archiving
+/// payments (money records: never purged, the purge route only refuses).
+const ADMIN_ONLY: &[(&str, &str)] = &[
+    ("POST", "/api/v1/users/restore-all"),
+    ("POST", "/api/v1/roles/restore-all"),
+    ("POST", "/api/v1/cards/restore-all"),
+    ("POST", "/api/v1/merchants/restore-all"),
+    ("GET", "/api/v1/merchant-documents"),
+    ("POST", "/api/v1/payments/{id}/archive"),
+    ("POST", "/api/v1/payments/{id}/restore"),
+    ("DELETE", "/api/v1/payments/{id}"),
 ];
 
 const KNOWN_ROLES: &[&str] = &["admin", "merchant", "user"];
@@ -89,6 +103,7 @@ fn every_route_declares_sensible_access() {
             let admin_surface = r.path.starts_with("/api/v1/admin")
                 || r.path.starts_with("/api/v1/roles")
                 || USER_ADMIN_PATHS.contains(&r.path.as_str());
+            let admin_surface = admin_surface || listed(ADMIN_ONLY);
             if admin_surface && r.access != Access::AnyRole(&["admin"]) {
                 problems.push(format!("{} {} is an admin surface but declares {:?}", r.method, r.path, r.access));
             }
@@ -106,6 +121,11 @@ fn every_route_declares_sensible_access() {
             Some(r) if r.access == Access::Public => {}
             Some(r) => problems.push(format!("{m} {p} is in the public list but declares {:?}", r.access)),
             None => problems.push(format!("{m} {p} is in the public list but not in the route table")),
+        }
+    }
+    for (m, p) in ADMIN_ONLY {
+        if !api.routes.iter().any(|r| r.method.as_str() == *m && r.path == *p) {
+            problems.push(format!("{m} {p} is in the admin-only list but not in the route table"));
         }
     }
     assert!(problems.is_empty(), "route policy problems:\n{}", problems.join("\n"));

@@ -1,0 +1,425 @@
+//! Merchant documents beyond upload and review: replacing a document with a new version (old versions
+//! are kept for audit, never deleted), withdrawing one still waiting for review, the version history,
+//! and the admin review queue across merchants.
+//!
+//! Versions: a replacement is a new row (`version` + 1, `replaces_id` → the old row) and the old row
+//! gets `superseded_by` → the new one; lists show the current version (`superseded_by IS NULL`), reviews
+//! apply to it only, and merchant approval counts only current, approved versions of the required
+//! types. Replacing an approved document therefore puts that type back to waiting for review: a
+//! pending merchant cannot be approved until the new version is approved too. A merchant that is
+//! already active stays active — its approval was decided on the version it was approved with, which
+//! stays on record — and an admin who wants the new version reviewed first suspends it explicitly.
+
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use diesel::dsl::sql;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::sql_types::{Bool, Text};
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::http::auth::AuthUser;
+use crate::http::error::ApiError;
+use crate::http::pagination::{search_opt, Page, PageQuery};
+use crate::http::routes::{Access, Api, ADMIN};
+use crate::ledger::NewEvent;
+use crate::merchants::routes::{emit, merchant_event, read_upload, DocumentView, DOC_TYPES};
+use crate::merchants::{find, find_for, Merchant, MerchantError};
+use crate::storage::schema::merchant_documents;
+use crate::storage::{self, StorageError};
+
+/// The statuses a document can have (`submitted` is waiting for review).
+pub const DOC_STATUSES: &[&str] = &["submitted", "approved", "rejected", "withdrawn"];
+
+pub fn register(api: &mut Api) {
+    let t = "merchants";
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/merchants/{id}/documents/{doc_id}/replace",
+        Access::Authenticated,
+        t,
+        "Replace a document with a new version (multipart: file, optional doc_type); waits for review again",
+        web::post().to(replace),
+    );
+    r.body_as("multipart/form-data").responds::<DocumentView>(201, s);
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/merchants/{id}/documents/{doc_id}/withdraw",
+        Access::Authenticated,
+        t,
+        "Withdraw a document still waiting for review (owner)",
+        web::post().to(withdraw),
+    );
+    r.responds::<DocumentView>(200, s);
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/merchants/{id}/documents/{doc_id}/versions",
+        Access::Authenticated,
+        t,
+        "Every version of a document, oldest first (audit)",
+        web::get().to(versions),
+    );
+    r.responds::<Vec<DocumentView>>(200, s);
+    let (r, s) = api.route(
+        Method::GET,
+        "/api/v1/merchant-documents",
+        ADMIN,
+        t,
+        "Review queue: current documents across merchants, oldest first (default status submitted)",
+        web::get().to(queue),
+    );
+    r.query(&["status", "doc_type", "merchant_id", "from", "to", "search", "include_total", "limit", "cursor"])
+        .responds_page::<DocumentView>(s);
+}
+
+/// A document event: the merchant as it is, the document in `details`.
+pub fn document_event(event_type: &str, m: &Merchant, doc: &DocumentView, extra: serde_json::Value) -> NewEvent {
+    let mut details = serde_json::json!({
+        "document_id": doc.id, "doc_type": doc.doc_type, "file_name": doc.file_name,
+        "version": doc.version, "replaces_id": doc.replaces_id, "status": doc.status,
+    });
+    if let (Some(d), Some(e)) = (details.as_object_mut(), extra.as_object()) {
+        d.extend(e.clone());
+    }
+    merchant_event(event_type, m, details)
+}
+
+/// The free-text filter on documents (file name or type); `pattern` comes from [`search_opt`]. The
+/// expression is the one `merchant_documents_search_trgm` indexes.
+pub fn matches(pattern: String) -> Box<dyn BoxableExpression<merchant_documents::table, Pg, SqlType = Bool>> {
+    Box::new(
+        sql::<Bool>("(merchant_documents.file_name || ' ' || merchant_documents.doc_type) ILIKE ")
+            .bind::<Text, _>(pattern),
+    )
+}
+
+/// Document `doc_id` of merchant `id` (any version).
+///
+/// # Errors
+/// `DocumentNotFound`; a storage error.
+pub fn find_doc(conn: &mut PgConnection, id: i64, doc_id: i64) -> Result<DocumentView, MerchantError> {
+    merchant_documents::table
+        .filter(merchant_documents::id.eq(doc_id))
+        .filter(merchant_documents::merchant_id.eq(id))
+        .select(DocumentView::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or(MerchantError::DocumentNotFound)
+}
+
+/// Whether an admin may review `doc`: its current version, not withdrawn.
+///
+/// # Errors
+/// `DocumentSuperseded`, `DocumentWithdrawn`.
+pub fn reviewable(doc: &DocumentView) -> Result<(), MerchantError> {
+    if let Some(newer) = doc.superseded_by {
+        return Err(MerchantError::DocumentSuperseded(newer));
+    }
+    if doc.status == "withdrawn" {
+        return Err(MerchantError::DocumentWithdrawn);
+    }
+    Ok(())
+}
+
+/// Replaces document `doc_id` of merchant `id` with the uploaded file: a new version waiting for
+/// review; the old version stays, marked superseded. Owner or admin, like uploads.
+async fn replace(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user: AuthUser,
+    path: web::Path<(i64, i64)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (id, doc_id) = path.into_inner();
+    // Refuse early (before reading and storing the file) what would be refused after.
+    let u = user.clone();
+    let old_type = storage::run(&state.db, move |conn| {
+        find_for(conn, id, &u)?;
+        let old = find_doc(conn, id, doc_id)?;
+        match old.superseded_by {
+            Some(newer) => Err(MerchantError::DocumentSuperseded(newer)),
+            None => Ok(old.doc_type),
+        }
+    })
+    .await?;
+    let file = read_upload(&state, &req, &user, id, payload, Some(&old_type)).await?;
+    let doc = storage::transaction(&state.db, move |conn| {
+        let m = find(conn, id)?;
+        let old: DocumentView = merchant_documents::table
+            .filter(merchant_documents::id.eq(doc_id))
+            .filter(merchant_documents::merchant_id.eq(id))
+            .select(DocumentView::as_select())
+            .for_update()
+            .first(conn)
+            .optional()?
+            .ok_or(MerchantError::DocumentNotFound)?;
+        if let Some(newer) = old.superseded_by {
+            return Err(MerchantError::DocumentSuperseded(newer));
+        }
+        if let Some(t) = file.doc_type.as_ref().filter(|t| **t != old.doc_type) {
+            return Err(MerchantError::BadUpload(format!(
+                "doc_type {t} does not match the replaced document ({}); upload a new document instead",
+                old.doc_type
+            )));
+        }
+        let new: DocumentView = diesel::insert_into(merchant_documents::table)
+            .values((
+                merchant_documents::merchant_id.eq(id),
+                merchant_documents::doc_type.eq(&old.doc_type),
+                merchant_documents::file_name.eq(&file.file_name),
+                merchant_documents::content_type.eq(file.content_type),
+                merchant_documents::size_bytes.eq(file.size),
+                merchant_documents::sha256.eq(&file.sha256),
+                merchant_documents::storage_key.eq(&file.storage_key),
+                merchant_documents::version.eq(old.version.saturating_add(1)),
+                merchant_documents::replaces_id.eq(old.id),
+            ))
+            .returning(DocumentView::as_returning())
+            .get_result(conn)?;
+        diesel::update(merchant_documents::table.find(old.id))
+            .set(merchant_documents::superseded_by.eq(new.id))
+            .execute(conn)?;
+        let extra = serde_json::json!({"replaced_status": old.status});
+        emit(conn, document_event("document.replaced", &m, &new, extra))?;
+        Ok::<_, MerchantError>(new)
+    })
+    .await?;
+    crate::metrics::count("merchant_document", "replaced");
+    Ok(HttpResponse::Created().json(doc))
+}
+
+/// Withdraws a document still waiting for review (the merchant's owner only; anyone else's answers
+/// like a missing merchant). It stays listed, `withdrawn`, and is never reviewed.
+async fn withdraw(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(i64, i64)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, doc_id) = path.into_inner();
+    let doc = storage::transaction(&state.db, move |conn| {
+        let m = find(conn, id)?;
+        if m.owner_id != user.user_id {
+            return Err(MerchantError::NotOwner);
+        }
+        let doc = find_doc(conn, id, doc_id)?;
+        if let Some(newer) = doc.superseded_by {
+            return Err(MerchantError::DocumentSuperseded(newer));
+        }
+        match doc.status.as_str() {
+            "submitted" => {}
+            "withdrawn" => return Err(MerchantError::DocumentWithdrawn),
+            other => return Err(MerchantError::DocumentReviewed(other.to_owned())),
+        }
+        let now = Utc::now();
+        // Guarded on the status, so a review committing meanwhile wins and this answers 409.
+        let doc: DocumentView = diesel::update(
+            merchant_documents::table
+                .filter(merchant_documents::id.eq(doc_id))
+                .filter(merchant_documents::status.eq("submitted"))
+                .filter(merchant_documents::superseded_by.is_null()),
+        )
+        .set((merchant_documents::status.eq("withdrawn"), merchant_documents::withdrawn_at.eq(now)))
+        .returning(DocumentView::as_returning())
+        .get_result(conn)
+        .optional()?
+        .ok_or(MerchantError::DocumentChanged)?;
+        emit(conn, document_event("document.withdrawn", &m, &doc, serde_json::Value::Null))?;
+        Ok::<_, MerchantError>(doc)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(doc))
+}
+
+/// Every version of the document chain `doc_id` belongs to, oldest first (owner or admin).
+async fn versions(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(i64, i64)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, doc_id) = path.into_inner();
+    let docs = storage::run(&state.db, move |conn| {
+        find_for(conn, id, &user)?;
+        let doc = find_doc(conn, id, doc_id)?;
+        // A merchant has a handful of documents: the chain is walked in memory from the merchant's
+        // rows (index `merchant_documents_merchant_idx`), not by one query per version.
+        let all: Vec<DocumentView> = merchant_documents::table
+            .filter(merchant_documents::merchant_id.eq(id))
+            .filter(merchant_documents::doc_type.eq(&doc.doc_type))
+            .select(DocumentView::as_select())
+            .order(merchant_documents::id.asc())
+            .load(conn)?;
+        Ok::<_, MerchantError>(chain(all, doc_id))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(docs))
+}
+
+/// The versions linked to `doc_id` (through `replaces_id`/`superseded_by`), oldest first.
+fn chain(all: Vec<DocumentView>, doc_id: i64) -> Vec<DocumentView> {
+    let by_id: std::collections::HashMap<i64, usize> = all.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
+    let mut first = doc_id;
+    let mut guard = all.len();
+    while let Some(prev) = by_id.get(&first).and_then(|i| all.get(*i)).and_then(|d| d.replaces_id) {
+        first = prev;
+        guard = guard.saturating_sub(1);
+        if guard == 0 {
+            break;
+        }
+    }
+    let mut ids = Vec::new();
+    let mut next = Some(first);
+    while let Some(id) = next {
+        if ids.contains(&id) || ids.len() > all.len() {
+            break;
+        }
+        ids.push(id);
+        next = by_id.get(&id).and_then(|i| all.get(*i)).and_then(|d| d.superseded_by);
+    }
+    let mut out: Vec<DocumentView> = all.into_iter().filter(|d| ids.contains(&d.id)).collect();
+    out.sort_by_key(|d| d.version);
+    out
+}
+
+#[derive(Deserialize)]
+pub struct QueueQuery {
+    #[serde(flatten)]
+    page: PageQuery,
+    status: Option<String>,
+    doc_type: Option<String>,
+    merchant_id: Option<String>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    search: Option<String>,
+}
+
+fn queue_matching(
+    status: String,
+    doc_type: Option<String>,
+    merchant: Option<i64>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    pattern: Option<String>,
+) -> merchant_documents::BoxedQuery<'static, Pg> {
+    let mut q = merchant_documents::table
+        .filter(merchant_documents::superseded_by.is_null())
+        .filter(merchant_documents::status.eq(status))
+        .into_boxed();
+    if let Some(t) = doc_type {
+        q = q.filter(merchant_documents::doc_type.eq(t));
+    }
+    if let Some(m) = merchant {
+        q = q.filter(merchant_documents::merchant_id.eq(m));
+    }
+    if let Some(f) = from {
+        q = q.filter(merchant_documents::created_at.ge(f));
+    }
+    if let Some(t) = to {
+        q = q.filter(merchant_documents::created_at.le(t));
+    }
+    if let Some(p) = pattern {
+        q = q.filter(matches(p));
+    }
+    q
+}
+
+/// The admin review queue: current documents of one status (default `submitted`) across merchants,
+/// oldest first, walked on `merchant_documents_queue_idx` (status, id) with keyset pagination.
+async fn queue(state: web::Data<AppState>, q: web::Query<QueueQuery>) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let (limit, cursor, with_total) = q.page.resolve_with_total()?;
+    let status = q.status.filter(|s| !s.is_empty()).unwrap_or_else(|| "submitted".to_owned());
+    if !DOC_STATUSES.contains(&status.as_str()) {
+        return Err(ApiError::validation("status", format!("status must be one of: {}", DOC_STATUSES.join(", "))));
+    }
+    let doc_type = q.doc_type.filter(|s| !s.is_empty());
+    if doc_type.as_deref().is_some_and(|t| !DOC_TYPES.contains(&t)) {
+        return Err(ApiError::validation("doc_type", format!("doc_type must be one of: {}", DOC_TYPES.join(", "))));
+    }
+    let merchant = match q.merchant_id.as_deref() {
+        None | Some("") => None,
+        Some(m) => {
+            Some(m.parse::<i64>().map_err(|_| ApiError::validation("merchant_id", "merchant_id must be an integer"))?)
+        }
+    };
+    if let (Some(f), Some(t)) = (q.from, q.to) {
+        if f > t {
+            return Err(ApiError::validation("from", "from must not be after to"));
+        }
+    }
+    let pattern = search_opt(q.search.as_deref())?;
+    let (from, to) = (q.from, q.to);
+    let (rows, total) = storage::run(&state.db, move |conn| {
+        let total: Option<i64> = if with_total {
+            Some(
+                queue_matching(status.clone(), doc_type.clone(), merchant, from, to, pattern.clone())
+                    .count()
+                    .get_result(conn)?,
+            )
+        } else {
+            None
+        };
+        let mut query = queue_matching(status, doc_type, merchant, from, to, pattern)
+            .select(DocumentView::as_select())
+            .order(merchant_documents::id.asc())
+            .limit(limit + 1);
+        if let Some(c) = cursor {
+            query = query.filter(merchant_documents::id.gt(c));
+        }
+        Ok::<_, StorageError>((query.load::<DocumentView>(conn)?, total))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |d| d.id).with_total(total)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn doc(id: i64, version: i32, replaces: Option<i64>, superseded: Option<i64>) -> DocumentView {
+        DocumentView {
+            id,
+            merchant_id: 1,
+            doc_type: "tax_id".into(),
+            file_name: format!("v{version}.pdf"),
+            content_type: "application/pdf".into(),
+            size_bytes: 1,
+            sha256: String::new(),
+            status: "submitted".into(),
+            review_note: None,
+            reviewed_by: None,
+            reviewed_at: None,
+            created_at: Utc::now(),
+            version,
+            replaces_id: replaces,
+            superseded_by: superseded,
+            withdrawn_at: None,
+        }
+    }
+
+    #[test]
+    fn chain_follows_links_from_any_version_and_skips_other_chains() {
+        let all = || {
+            vec![doc(1, 1, None, Some(3)), doc(2, 1, None, None), doc(3, 2, Some(1), Some(7)), doc(7, 3, Some(3), None)]
+        };
+        for from in [1, 3, 7] {
+            let ids: Vec<i64> = chain(all(), from).iter().map(|d| d.id).collect();
+            assert_eq!(ids, vec![1, 3, 7], "from {from}");
+        }
+        assert_eq!(chain(all(), 2).iter().map(|d| d.id).collect::<Vec<_>>(), vec![2]);
+        // A broken loop ends instead of spinning.
+        let looped = vec![doc(1, 1, Some(2), Some(2)), doc(2, 2, Some(1), Some(1))];
+        assert!(chain(looped, 1).len() <= 2);
+    }
+
+    #[test]
+    fn only_current_unwithdrawn_documents_are_reviewable() {
+        assert!(reviewable(&doc(1, 1, None, None)).is_ok());
+        assert!(matches!(reviewable(&doc(1, 1, None, Some(5))), Err(MerchantError::DocumentSuperseded(5))));
+        let mut w = doc(1, 1, None, None);
+        w.status = "withdrawn".into();
+        assert!(matches!(reviewable(&w), Err(MerchantError::DocumentWithdrawn)));
+    }
+}
