@@ -86,6 +86,7 @@ BEGIN
     RETURN QUERY EXECUTE $q$
       SELECT o.* FROM operations o
         WHERE (coalesce(o.order_ref, '') || ' ' || coalesce(o.method, '')) ILIKE $1
+          AND (o.order_ref IS NOT NULL OR o.method IS NOT NULL)
           AND o.kind = $2 AND o.seq < $3
           AND ($4::text IS NULL OR o.status = $4)
           AND ($5::timestamptz IS NULL OR o.created_at >= $5) AND ($6::timestamptz IS NULL OR o.created_at <= $6)

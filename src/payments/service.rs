@@ -193,13 +193,15 @@ pub(crate) fn find_op(conn: &mut PgConnection, kind: &str, id: uuid::Uuid) -> Re
 
 /// The free-text filter on operations: `pattern` (from `search_opt`) in the order reference or the
 /// method. The expression is the one `operations_search_trgm` indexes, so a search is answered from
-/// the trigram index (and, within a card's or merchant's scope, combined with that scope's index).
+/// the trigram index (and, within a card's or merchant's scope, combined with that scope's index); the
+/// index is partial (rows with a reference or a method), and the filter repeats its condition.
 pub fn search_matches(
     pattern: String,
 ) -> Box<dyn BoxableExpression<operations::table, diesel::pg::Pg, SqlType = diesel::sql_types::Bool>> {
     Box::new(
         diesel::dsl::sql::<diesel::sql_types::Bool>(
-            "(coalesce(operations.order_ref, '') || ' ' || coalesce(operations.method, '')) ILIKE ",
+            "(operations.order_ref IS NOT NULL OR operations.method IS NOT NULL) \
+             AND (coalesce(operations.order_ref, '') || ' ' || coalesce(operations.method, '')) ILIKE ",
         )
         .bind::<diesel::sql_types::Text, _>(pattern),
     )
