@@ -7,6 +7,7 @@ pub mod error;
 pub mod pagination;
 pub mod request_id;
 pub mod routes;
+pub mod schema;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -147,7 +148,7 @@ pub struct Checks {
 fn operations(api: &mut Api) {
     let t = "operations";
     let (r, s) = api.route(Method::GET, "/healthz", Access::Public, t, "Liveness", web::get().to(healthz));
-    r.responds::<Health>(200, s);
+    r.responds::<Health>(200, s).infallible();
     let (r, s) = api.route(
         Method::GET,
         "/readyz",
@@ -156,9 +157,11 @@ fn operations(api: &mut Api) {
         "Readiness: PostgreSQL and Redis reachable, ledger writers and actor registries alive",
         web::get().to(readyz),
     );
-    r.responds::<Health>(200, s);
-    api.route(Method::GET, "/api/v1/ping", Access::Public, t, "Ping", web::get().to(ping));
-    api.route(Method::GET, "/metrics", Access::Public, t, "Prometheus metrics", web::get().to(metrics));
+    r.responds::<Health>(200, s).also::<Health>(503, s).infallible();
+    let (r, s) = api.route(Method::GET, "/api/v1/ping", Access::Public, t, "Ping", web::get().to(ping));
+    r.responds::<crate::identity::routes::MessageResponse>(200, s).infallible();
+    let (r, _) = api.route(Method::GET, "/metrics", Access::Public, t, "Prometheus metrics", web::get().to(metrics));
+    r.infallible();
 }
 
 /// The routes a worker instance serves: probes and metrics.

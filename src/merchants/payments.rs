@@ -97,30 +97,42 @@ pub fn register(api: &mut Api) {
 
 #[derive(Deserialize, Serialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"card_number": "4111 1111 1111 1111", "expiry_month": 12, "expiry_year": 2030,
+    "cvv": "123", "amount": 250000, "method": "visa", "order_ref": "order-2026-0001"}))]
 pub struct PaymentRequest {
+    /// 12-19 digits; spaces and dashes between them are ignored.
     #[validate(length(min = 12, max = 23, message = "card_number must be 12-19 digits"))]
+    #[schema(min_length = 12, max_length = 23)]
     pub card_number: String,
     #[validate(range(min = 1, max = 12, message = "expiry_month must be 1-12"))]
+    #[schema(minimum = 1, maximum = 12)]
     pub expiry_month: i32,
     #[validate(range(min = 2000, max = 2200, message = "expiry_year must be a four-digit year"))]
+    #[schema(minimum = 2000, maximum = 2200)]
     pub expiry_year: i32,
     #[validate(length(min = 3, max = 4, message = "cvv must be 3 or 4 digits"))]
+    #[schema(min_length = 3, max_length = 4)]
     pub cvv: String,
+    /// Minor units, within `money.min_amount`..`money.max_amount`.
     pub amount: i64,
     #[validate(custom(function = "methods::validate"))]
+    #[schema(schema_with = crate::http::schema::method)]
     pub method: String,
     /// The merchant's own order reference, paid at most once.
     #[validate(length(min = 1, max = 100, message = "order_ref must be 1-100 characters"))]
+    #[schema(min_length = 1, max_length = 100)]
     pub order_ref: String,
     pub currency: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Validate, utoipa::ToSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"amount": 50000, "reason": "item returned"}))]
 pub struct RefundRequest {
     /// Minor units; defaults to everything still refundable.
     pub amount: Option<i64>,
     #[validate(length(max = 500, message = "reason must be at most 500 characters"))]
+    #[schema(max_length = 500)]
     pub reason: Option<String>,
 }
 

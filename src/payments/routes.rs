@@ -35,7 +35,7 @@ pub fn register(api: &mut Api) {
         "Top up a card (Idempotency-Key required)",
         web::post().to(topup),
     );
-    r.body::<TopupRequest>(s).responds::<OperationView>(201, s);
+    r.body::<TopupRequest>(s).responds::<OperationView>(201, s).idempotent();
     let (r, s) = api.route(
         Method::POST,
         "/api/v1/withdrawals",
@@ -44,7 +44,7 @@ pub fn register(api: &mut Api) {
         "Withdraw from a card (Idempotency-Key required)",
         web::post().to(withdraw),
     );
-    r.body::<WithdrawalRequest>(s).responds::<OperationView>(201, s);
+    r.body::<WithdrawalRequest>(s).responds::<OperationView>(201, s).idempotent();
     let (r, s) = api.route(
         Method::POST,
         "/api/v1/transfers",
@@ -53,7 +53,7 @@ pub fn register(api: &mut Api) {
         "Transfer between cards (Idempotency-Key required)",
         web::post().to(transfer),
     );
-    r.body::<TransferRequest>(s).responds::<OperationView>(201, s);
+    r.body::<TransferRequest>(s).responds::<OperationView>(201, s).idempotent();
     for (segment, _) in KINDS {
         let base = format!("/api/v1/{segment}");
         let (r, s) = api.route(Method::GET, &base, A, segment, "List (own cards; admins: all)", web::get().to(list));
@@ -69,7 +69,7 @@ pub fn register(api: &mut Api) {
             "Reverse (a new, linked, balanced entry; Idempotency-Key required)",
             web::post().to(reverse),
         );
-        r.responds::<OperationView>(201, s);
+        r.responds::<OperationView>(201, s).idempotent();
         let (r, s) = api.route(
             Method::POST,
             &format!("{base}/{{id}}/archive"),
@@ -101,11 +101,13 @@ pub fn register(api: &mut Api) {
 
 #[derive(Deserialize, Serialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"card_id": 42, "amount": 150000, "method": "bca", "currency": "IDR"}))]
 pub struct TopupRequest {
     pub card_id: i64,
-    /// Minor units.
+    /// Minor units, within `money.min_amount`..`money.max_amount`.
     pub amount: i64,
     #[validate(custom(function = "methods::validate"))]
+    #[schema(schema_with = crate::http::schema::method)]
     pub method: String,
     /// Optional; must equal the platform currency.
     pub currency: Option<String>,
@@ -113,6 +115,7 @@ pub struct TopupRequest {
 
 #[derive(Deserialize, Serialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"card_id": 42, "amount": 75000}))]
 pub struct WithdrawalRequest {
     pub card_id: i64,
     pub amount: i64,
@@ -122,6 +125,7 @@ pub struct WithdrawalRequest {
 #[derive(Deserialize, Serialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[validate(schema(function = "distinct_cards", skip_on_field_errors = false))]
+#[schema(example = json!({"from_card_id": 42, "to_card_id": 43, "amount": 100000}))]
 pub struct TransferRequest {
     pub from_card_id: i64,
     pub to_card_id: i64,
