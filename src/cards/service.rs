@@ -102,7 +102,7 @@ pub async fn list(state: &AppState, user: &AuthUser, q: CardListQuery) -> Result
     check_status_filter(&q)?;
     let (limit, cursor) = q.page.resolve()?;
     let requested = match q.user_id.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(u) => Some(u.parse::<i64>().map_err(|_| ApiError::validation("user_id", "user_id must be an integer"))?),
     };
     let filter = if user.is_admin() {

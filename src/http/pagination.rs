@@ -24,7 +24,7 @@ impl PageQuery {
     /// `ApiError` 422 naming `limit` or `cursor` when out of range or malformed.
     pub fn resolve(&self) -> Result<(i64, Option<i64>), ApiError> {
         let limit = match self.limit.as_deref() {
-            None | Some("") => DEFAULT_LIMIT,
+            None => DEFAULT_LIMIT,
             Some(l) => l.parse().map_err(|_| ApiError::validation("limit", "limit must be an integer"))?,
         };
         if !(1..=MAX_LIMIT).contains(&limit) {
@@ -80,6 +80,8 @@ mod tests {
         assert_eq!(q.resolve().unwrap(), (5, Some(42)));
         assert!(PageQuery { limit: Some("101".into()), cursor: None }.resolve().is_err());
         assert!(PageQuery { limit: Some("0".into()), cursor: None }.resolve().is_err());
+        // An empty limit is not an integer (the documented type): 422, not the default.
+        assert_eq!(PageQuery { limit: Some(String::new()), cursor: None }.resolve().unwrap_err().field.as_deref(), Some("limit"));
         assert_eq!(
             PageQuery { limit: None, cursor: Some("zz!".into()) }.resolve().unwrap_err().field.as_deref(),
             Some("cursor")

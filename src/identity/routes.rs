@@ -63,10 +63,10 @@ pub fn register(api: &mut Api) {
         "Log in: access token + refresh token",
         web::post().to(login),
     );
-    r.body::<LoginRequest>(s).responds::<TokenPair>(200, s);
+    r.body::<LoginRequest>(s).responds::<TokenPair>(200, s).errors(&[401, 403]);
     let (r, s) =
         api.route(Method::POST, "/api/v1/auth/refresh", Public, TAG, "Rotate a refresh token", web::post().to(refresh));
-    r.body::<RefreshRequest>(s).responds::<TokenPair>(200, s);
+    r.body::<RefreshRequest>(s).responds::<TokenPair>(200, s).errors(&[401, 403]);
     let (r, _) = api.route(
         Method::POST,
         "/api/v1/auth/logout",
@@ -104,7 +104,7 @@ pub fn register(api: &mut Api) {
         "Reset the password with the e-mailed token; all sessions are revoked",
         web::post().to(reset_password),
     );
-    r.body::<ResetPasswordRequest>(s).responds::<MessageResponse>(200, s);
+    r.body::<ResetPasswordRequest>(s).responds::<MessageResponse>(200, s).errors(&[401]);
 }
 
 fn not_blank(s: &str) -> Result<(), validator::ValidationError> {
