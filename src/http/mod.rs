@@ -37,13 +37,58 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for Valid<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        let fut = web::Json::<T>::from_request(req, payload);
+        // Read as a JSON value first: serde's derived structs also accept a JSON array (fields by
+        // position), and every documented body is an object.
+        let fut = web::Json::<serde_json::Value>::from_request(req, payload);
         Box::pin(async move {
-            let value = fut.await?.into_inner();
+            let raw = fut.await?.into_inner();
+            if !raw.is_object() {
+                return Err(ApiError::bad_request("invalid_json", "request body must be a JSON object").into());
+            }
+            let value: T = serde_json::from_value(raw).map_err(|e| deserialize_error(&e))?;
             value.validate().map_err(ApiError::from)?;
             Ok(Valid(value))
         })
     }
+}
+
+/// An optional JSON body: no body at all (no `Content-Length` or `Content-Length: 0`, no chunked
+/// transfer) is `None`; a body that is present is parsed and validated like [`Valid`], and a bad one
+/// is refused (actix's `Option<Valid<T>>` would turn every failure into `None` and drop the body).
+pub struct MaybeValid<T>(pub Option<T>);
+
+impl<T> MaybeValid<T> {
+    pub fn into_inner(self) -> Option<T> {
+        self.0
+    }
+}
+
+impl<T: DeserializeOwned + Validate + 'static> FromRequest for MaybeValid<T> {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        use actix_web::http::header;
+        let headers = req.headers();
+        let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+        let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).map(str::trim);
+        if !chunked && matches!(length, None | Some("0")) {
+            return Box::pin(async { Ok(MaybeValid(None)) });
+        }
+        let fut = Valid::<T>::from_request(req, payload);
+        Box::pin(async move { Ok(MaybeValid(Some(fut.await?.into_inner()))) })
+    }
+}
+
+fn deserialize_error(e: &serde_json::Error) -> actix_web::Error {
+    let msg = e.to_string();
+    let mut api = ApiError::bad_request("invalid_json", format!("request body is not valid: {msg}"));
+    if e.is_data() {
+        if let Some(f) = serde_field(&msg) {
+            api = api.with_field(f);
+        }
+    }
+    api.into()
 }
 
 /// Pulls the field name out of serde's messages ("missing field `x`", "unknown field `x`", "duplicate

@@ -81,7 +81,10 @@ mod tests {
         assert!(PageQuery { limit: Some("101".into()), cursor: None }.resolve().is_err());
         assert!(PageQuery { limit: Some("0".into()), cursor: None }.resolve().is_err());
         // An empty limit is not an integer (the documented type): 422, not the default.
-        assert_eq!(PageQuery { limit: Some(String::new()), cursor: None }.resolve().unwrap_err().field.as_deref(), Some("limit"));
+        assert_eq!(
+            PageQuery { limit: Some(String::new()), cursor: None }.resolve().unwrap_err().field.as_deref(),
+            Some("limit")
+        );
         assert_eq!(
             PageQuery { limit: None, cursor: Some("zz!".into()) }.resolve().unwrap_err().field.as_deref(),
             Some("cursor")

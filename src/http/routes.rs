@@ -58,6 +58,10 @@ pub struct RouteSpec {
     pub also: Vec<(u16, String)>,
     /// The route touches no store: it never answers 503 (liveness, ping, metrics).
     pub infallible: bool,
+    /// The body may be left out entirely.
+    pub body_optional: bool,
+    /// Parameter schemas that differ from the by-name defaults ([`query_param_schema`], `id` = integer).
+    pub param_schemas: Vec<(&'static str, Schema)>,
     route: Option<actix_web::Route>,
 }
 
@@ -76,6 +80,19 @@ impl RouteSpec {
         self.body_content_type = content_type;
         self.body = Some(String::new());
         self
+    }
+    /// Documents that the body may be left out (no `Content-Length`, or 0): see [`crate::http::MaybeValid`].
+    pub fn optional_body(&mut self) -> &mut Self {
+        self.body_optional = true;
+        self
+    }
+    /// Documents a path or query parameter whose schema differs from the by-name default.
+    pub fn path_param(&mut self, name: &'static str, schema: Schema) -> &mut Self {
+        self.param_schemas.push((name, schema));
+        self
+    }
+    fn param_schema(&self, name: &str, default: impl FnOnce(&str) -> Schema) -> Schema {
+        self.param_schemas.iter().find(|(n, _)| *n == name).map_or_else(|| default(name), |(_, s)| s.clone())
     }
     /// Documents the success response.
     pub fn responds<T: utoipa::ToSchema>(&mut self, status: u16, schemas: &mut Schemas) -> &mut Self {
@@ -232,6 +249,22 @@ fn header_schema(name: &str) -> Schema {
     Schema::Object(b.build())
 }
 
+/// A UUID string (merchant payment ids).
+pub fn uuid_schema() -> Schema {
+    use utoipa::openapi::schema::{KnownFormat, SchemaFormat};
+    Schema::Object(
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+            .build(),
+    )
+}
+
+/// A plain string parameter (a name that is something else elsewhere, e.g. the mailbox's `to`).
+pub fn string_schema() -> Schema {
+    Schema::Object(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::String).build())
+}
+
 /// The schema of a path parameter, by its name: `id` and `…_id` are record ids.
 fn path_param_schema(name: &str) -> Schema {
     use utoipa::openapi::schema::{KnownFormat, SchemaFormat};
@@ -293,6 +326,8 @@ impl Api {
             errors: Vec::new(),
             also: Vec::new(),
             infallible: false,
+            body_optional: false,
+            param_schemas: Vec::new(),
             route: Some(handler),
         });
         let last = self.routes.len() - 1;
@@ -331,7 +366,7 @@ impl Api {
                         .name(param.clone())
                         .parameter_in(ParameterIn::Path)
                         .required(Required::True)
-                        .schema(Some(path_param_schema(&param))),
+                        .schema(Some(spec.param_schema(&param, path_param_schema))),
                 );
             }
             for q in spec.query {
@@ -340,7 +375,7 @@ impl Api {
                         .name(*q)
                         .parameter_in(ParameterIn::Query)
                         .required(Required::False)
-                        .schema(Some(query_param_schema(q))),
+                        .schema(Some(spec.param_schema(q, query_param_schema))),
                 );
             }
             for (name, required, description) in &spec.headers {
@@ -362,7 +397,7 @@ impl Api {
                 op = op.request_body(Some(
                     RequestBodyBuilder::new()
                         .content(spec.body_content_type, content)
-                        .required(Some(Required::True))
+                        .required(Some(if spec.body_optional { Required::False } else { Required::True }))
                         .build(),
                 ));
             }

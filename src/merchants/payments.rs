@@ -34,7 +34,7 @@ pub fn register(api: &mut Api) {
         "Charge a card (X-Api-Key and Idempotency-Key)",
         web::post().to(pay),
     );
-    r.body::<PaymentRequest>(s).responds::<OperationView>(201, s);
+    r.body::<PaymentRequest>(s).responds::<OperationView>(201, s).idempotent();
     let (r, s) = api.route(
         Method::POST,
         "/api/v1/payments/{id}/refunds",
@@ -43,7 +43,11 @@ pub fn register(api: &mut Api) {
         "Refund a payment, fully or partly (Idempotency-Key)",
         web::post().to(refund),
     );
-    r.body::<RefundRequest>(s).responds::<OperationView>(201, s);
+    r.body::<RefundRequest>(s)
+        .optional_body()
+        .responds::<OperationView>(201, s)
+        .idempotent()
+        .path_param("id", crate::http::routes::uuid_schema());
     let (r, s) = api.route(
         Method::GET,
         "/api/v1/payments",
@@ -62,7 +66,7 @@ pub fn register(api: &mut Api) {
         "A payment (customer, merchant owner or admin)",
         web::get().to(get),
     );
-    r.responds::<OperationView>(200, s);
+    r.responds::<OperationView>(200, s).path_param("id", crate::http::routes::uuid_schema());
     let (r, s) = api.route(
         Method::GET,
         "/api/v1/payments/{id}/refunds",
@@ -71,7 +75,7 @@ pub fn register(api: &mut Api) {
         "Refunds of a payment",
         web::get().to(refunds_of),
     );
-    r.responds::<Vec<OperationView>>(200, s);
+    r.responds::<Vec<OperationView>>(200, s).path_param("id", crate::http::routes::uuid_schema());
     let (r, s) = api.route(
         Method::GET,
         "/api/v1/merchants/{id}/payments",
@@ -424,11 +428,11 @@ async fn refund(
     key: Option<MerchantPrincipal>,
     admin: Option<AuthUser>,
     id: web::Path<String>,
-    body: Option<Valid<RefundRequest>>,
+    body: crate::http::MaybeValid<RefundRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let idem = idempotency::key(&req)?;
     let id = parse_id(&id)?;
-    let body = body.map(Valid::into_inner).unwrap_or_default();
+    let body = body.into_inner().unwrap_or_default();
     Ok(execute::reply(refund_payment(&state, key, admin, idem, id, body).await?))
 }
 

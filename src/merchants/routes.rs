@@ -62,7 +62,7 @@ pub fn register(api: &mut Api) {
     for action in ["approve", "reject", "suspend", "reactivate", "close", "archive", "restore"] {
         let path = format!("/api/v1/merchants/{{id}}/{action}");
         let (r, s) = api.route(Method::POST, &path, ADMIN, t, "Admin decision on a merchant", web::post().to(decide));
-        r.body::<DecisionRequest>(s).responds::<Merchant>(200, s);
+        r.body::<DecisionRequest>(s).optional_body().responds::<Merchant>(200, s);
     }
     let (r, s) = api.route(
         Method::POST,
@@ -101,7 +101,7 @@ pub fn register(api: &mut Api) {
         "Create an API key (secret shown once)",
         web::post().to(create_key),
     );
-    r.body::<KeyRequest>(s).responds::<CreatedKey>(201, s);
+    r.body::<KeyRequest>(s).optional_body().responds::<CreatedKey>(201, s);
     let (r, s) = api.route(
         Method::GET,
         "/api/v1/merchants/{id}/api-keys",
@@ -416,10 +416,10 @@ async fn decide(
     req: HttpRequest,
     admin: AuthUser,
     id: web::Path<i64>,
-    body: Option<Valid<DecisionRequest>>,
+    body: crate::http::MaybeValid<DecisionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let reason = body.map(|b| b.into_inner().reason).unwrap_or_default().filter(|r| !r.trim().is_empty());
+    let reason = body.into_inner().and_then(|b| b.reason).filter(|r| !r.trim().is_empty());
     let action: &'static str = match req.path().rsplit('/').next() {
         Some("approve") => "approve",
         Some("reject") => "reject",
@@ -778,9 +778,9 @@ async fn create_key(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<i64>,
-    body: Option<Valid<KeyRequest>>,
+    body: crate::http::MaybeValid<KeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.map(Valid::into_inner).unwrap_or_default();
+    let body = body.into_inner().unwrap_or_default();
     Ok(HttpResponse::Created().json(service::create_key(&state, user, id.into_inner(), body).await?))
 }
 
