@@ -9,6 +9,7 @@ mod events_support;
 mod abuse_limits;
 mod access_matrix;
 mod card_abuse;
+mod contract;
 mod deployment_config;
 mod deployment_runtime;
 mod events_kafka;
