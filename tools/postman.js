@@ -40,6 +40,11 @@ function walk(node) {
     for (const h of req.header || []) {
       if (h.key === 'Idempotency-Key') h.value = '{{$guid}}';
     }
+    // Parameters without an example get random values from the converter: name placeholders instead.
+    for (const p of [...(req.url.query || []), ...(req.url.variable || [])]) p.value = `<${p.key}>`;
+    if (req.body && req.body.mode === 'formdata') {
+      for (const f of req.body.formdata || []) if (f.type !== 'file') f.value = `<${f.key}>`;
+    }
     const route = (req.url.path || []).join('/');
     if (req.method === 'POST' && (route === 'api/v1/auth/login' || route === 'api/v1/auth/refresh')) {
       item.event = [{
