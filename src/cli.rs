@@ -430,6 +430,24 @@ mod openapi_tests {
         );
     }
 
+    /// The Postman collection has one request per operation of the committed document (`make openapi`
+    /// writes both).
+    #[test]
+    fn postman_collection_covers_every_operation() {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(format!("{dir}/docs/openapi.json")).unwrap_or_default())
+                .unwrap_or_default();
+        let operations: usize = doc["paths"]
+            .as_object()
+            .map_or(0, |paths| paths.values().filter_map(|p| p.as_object()).map(|p| p.len()).sum());
+        let collection =
+            std::fs::read_to_string(format!("{dir}/docs/postman/payd.postman_collection.json")).unwrap_or_default();
+        let requests = collection.matches("\"request\":").count();
+        assert!(operations > 100, "docs/openapi.json has {operations} operations");
+        assert_eq!(requests, operations, "docs/postman/ is stale: run `make openapi` and commit docs/postman/");
+    }
+
     #[test]
     fn openapi_output_is_deterministic() {
         let env = crate::config::Environment::Production;
