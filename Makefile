@@ -54,6 +54,13 @@ APT_TEST         := rabbitmq-server prometheus python3 python3-yaml python3-venv
 # Docker client has the compose plugin), kept in an ignored virtualenv under target/.
 TOOLS_VENV       := target/tools-venv
 
+# The contract test's schemathesis (PyPI) and the Postman converter (npm), pinned; both in ignored folders.
+SCHEMATHESIS     := schemathesis==4.32.5
+OPENAPI_TO_POSTMAN := openapi-to-postmanv2@6.3.3
+TOOLS_NODE       := target/tools-node
+# Contract test size: examples per operation (two passes, user and admin; ~5,000 requests each at 5).
+CONTRACT_EXAMPLES ?= 5
+
 # `sudo` only when not root and sudo exists (CI and the dev machines run as root).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo)
 
@@ -77,7 +84,7 @@ export DEBIAN_FRONTEND := noninteractive
 export CARGO_TERM_COLOR ?= $(if $(CI),never,auto)
 
 .PHONY: help setup setup-build setup-run setup-test services services-postgres services-redis services-rabbitmq \
-        services-kafka run build test lint fmt migrate seed bench load compose-check prom-check \
+        services-kafka run build test lint fmt migrate seed bench load compose-check prom-check openapi contract \
         clean-testdbs up down ps kube-apply kube-delete
 
 help: ## List the targets
@@ -105,6 +112,11 @@ setup-test: ## Install what only the tests use: RabbitMQ, promtool, Python tools
 	@$(APT_INSTALL) $(APT_TEST)
 	$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+	[ -x $(TOOLS_VENV)/bin/pip ] || python3 -m venv $(TOOLS_VENV)
+	if ! $(TOOLS_VENV)/bin/pip show schemathesis 2>/dev/null | grep -qx "Version: $(word 2,$(subst ==, ,$(SCHEMATHESIS)))"; then
+	  echo "setup: installing $(SCHEMATHESIS) into $(TOOLS_VENV)"
+	  $(TOOLS_VENV)/bin/pip install -q '$(SCHEMATHESIS)'
+	fi
 	if $(CARGO) nextest --version >/dev/null 2>&1; then
 	  echo "setup: $$($(CARGO) nextest --version | head -n1)"
 	else
@@ -233,9 +245,28 @@ clean-testdbs: services-postgres ## Drop databases left by earlier test runs (pa
 
 # lint is a prerequisite rather than a `$(MAKE) lint` line: a recipe containing $(MAKE) runs even
 # under `make -n`, and with .ONESHELL that would be the whole recipe.
-test: setup services clean-testdbs lint compose-check prom-check ## Full check: setup, services, stale test DBs dropped, lint, deployment checks, nextest (whole workspace)
+test: setup services clean-testdbs lint compose-check prom-check contract ## Full check: setup, services, stale test DBs dropped, lint, deployment checks, contract test, nextest (whole workspace)
 	@PAYD_TEST_PG='$(PAYD_TEST_PG)' PAYD_TEST_TANSU='$(TANSU)' PAYD_TEST_KAFKA='127.0.0.1:$(KAFKA_PORT)' \
 	  $(CARGO) nextest run --workspace --no-fail-fast --profile $(NEXTEST_PROFILE)
+
+openapi: ## Regenerate docs/openapi.json (`payd openapi`) and the Postman collection in docs/postman/
+	@$(CARGO) run -q --bin payd -- openapi > docs/openapi.json.tmp
+	mv docs/openapi.json.tmp docs/openapi.json
+	command -v node >/dev/null 2>&1 || { echo "openapi: node (v18+) and npm are needed for the Postman collection" >&2; exit 1; }
+	if [ ! -d $(TOOLS_NODE)/node_modules/openapi-to-postmanv2 ] \
+	   || ! grep -q '"version": "$(lastword $(subst @, ,$(OPENAPI_TO_POSTMAN)))"' $(TOOLS_NODE)/node_modules/openapi-to-postmanv2/package.json; then
+	  echo "openapi: installing $(OPENAPI_TO_POSTMAN) into $(TOOLS_NODE)"
+	  mkdir -p $(TOOLS_NODE)
+	  npm install --no-audit --no-fund --silent --prefix $(TOOLS_NODE) '$(OPENAPI_TO_POSTMAN)'
+	fi
+	node tools/postman.js $(TOOLS_NODE)/node_modules docs/openapi.json docs/postman/payd.postman_collection.json
+	echo "openapi: docs/openapi.json ($$(grep -c '"operationId"' docs/openapi.json) operations) and docs/postman/ written"
+
+contract: setup-test services-postgres services-redis ## Contract test: schemathesis (all checks on) against a live debug payd, as a user and as an admin
+	@$(CARGO) build -q --bin payd
+	dir="$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+	PAYD_TEST_PG='$(PAYD_TEST_PG)' CONTRACT_EXAMPLES='$(CONTRACT_EXAMPLES)' \
+	  bash tools/contract.sh "$$dir/debug/payd" $(TOOLS_VENV)/bin/st
 
 bench: ## Criterion benchmarks (cargo bench; ARGS passed through)
 	@$(CARGO) bench --workspace $(ARGS)

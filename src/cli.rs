@@ -1,5 +1,5 @@
 //! The command line: `payd serve [--role api|worker|all] | migrate up|down|status | config check |
-//! documents import|export | seed | verify | stats rebuild | version`.
+//! documents import|export | seed | verify | stats rebuild | openapi | version`.
 
 use std::process::ExitCode;
 
@@ -68,6 +68,12 @@ enum Command {
         #[command(subcommand)]
         action: StatsAction,
     },
+    /// Print the OpenAPI document of the HTTP API (pretty JSON; what `docs/openapi.json` holds).
+    Openapi {
+        /// The route table of this environment (production has no development mailbox).
+        #[arg(long, value_enum, default_value = "production")]
+        env: crate::config::Environment,
+    },
     /// Print the version.
     Version,
 }
@@ -125,6 +131,18 @@ pub fn main() -> ExitCode {
         println!("payd {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    if let Some(Command::Openapi { env }) = cli.command {
+        return match openapi_json(env) {
+            Ok(doc) => {
+                println!("{doc}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("payd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let role = match &cli.command {
         Some(Command::Serve { role }) | Some(Command::Config { action: ConfigAction::Check { role } }) => *role,
         _ => None,
@@ -167,7 +185,7 @@ pub fn main() -> ExitCode {
         }
         Command::Verify { json } => return verify(&settings, json),
         Command::Stats { action: StatsAction::Rebuild } => stats_rebuild(&settings),
-        Command::Version => Ok(()),
+        Command::Version | Command::Openapi { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -176,6 +194,15 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The OpenAPI document of an environment's route table, as pretty JSON (utoipa's key order: paths,
+/// schemas and responses are sorted maps, so the output is the same on every run).
+///
+/// # Errors
+/// Serialisation failure.
+pub fn openapi_json(env: crate::config::Environment) -> Result<String, serde_json::Error> {
+    crate::http::api_for(env).openapi().to_pretty_json()
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -385,4 +412,45 @@ fn stats_rebuild(settings: &Settings) -> anyhow::Result<()> {
         r.gaps
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod openapi_tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// `docs/openapi.json` is what `payd openapi` prints: regenerate it with `make openapi`.
+    #[test]
+    fn committed_openapi_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        let current = format!("{}\n", super::openapi_json(crate::config::Environment::Production).unwrap());
+        assert!(
+            committed == current,
+            "docs/openapi.json is stale (or missing): run `make openapi` and commit docs/openapi.json and docs/postman/"
+        );
+    }
+
+    /// The Postman collection has one request per operation of the committed document (`make openapi`
+    /// writes both).
+    #[test]
+    fn postman_collection_covers_every_operation() {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(format!("{dir}/docs/openapi.json")).unwrap_or_default())
+                .unwrap_or_default();
+        let operations: usize = doc["paths"]
+            .as_object()
+            .map_or(0, |paths| paths.values().filter_map(|p| p.as_object()).map(|p| p.len()).sum());
+        let collection =
+            std::fs::read_to_string(format!("{dir}/docs/postman/payd.postman_collection.json")).unwrap_or_default();
+        let requests = collection.matches("\"request\":").count();
+        assert!(operations > 100, "docs/openapi.json has {operations} operations");
+        assert_eq!(requests, operations, "docs/postman/ is stale: run `make openapi` and commit docs/postman/");
+    }
+
+    #[test]
+    fn openapi_output_is_deterministic() {
+        let env = crate::config::Environment::Production;
+        assert_eq!(super::openapi_json(env).unwrap(), super::openapi_json(env).unwrap());
+    }
 }

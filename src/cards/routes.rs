@@ -118,9 +118,11 @@ pub fn register(api: &mut Api) {
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"card_type": "debit", "brand": "visa", "label": "Groceries"}))]
 pub struct IssueCardRequest {
     /// `debit` or `credit`.
     #[validate(custom(function = "card_type_rule"))]
+    #[schema(schema_with = crate::http::schema::card_type)]
     pub card_type: String,
     /// A configured card network (`cards.networks`; by default visa, mastercard, american express,
     /// discover).
@@ -135,8 +137,10 @@ pub struct IssueCardRequest {
         max = 1_000_000_000_000_i64,
         message = "credit_limit must be between 0 and 1000000000000"
     ))]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub credit_limit: Option<i64>,
     #[validate(length(max = 100, message = "label must be at most 100 characters"))]
+    #[schema(max_length = 100)]
     pub label: Option<String>,
 }
 
@@ -159,13 +163,17 @@ pub struct IssuedCard {
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"card_number": "4111 1111 1111 1111"}))]
 pub struct LookupRequest {
+    /// 12-19 digits; spaces and dashes between them are ignored.
     #[validate(length(min = 12, max = 23, message = "card_number must be 12-19 digits"))]
+    #[schema(min_length = 12, max_length = 23)]
     pub card_number: String,
 }
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"label": "Travel"}))]
 pub struct UpdateCardRequest {
     #[validate(length(max = 100, message = "label must be at most 100 characters"))]
     #[schema(max_length = 100)]

@@ -107,7 +107,7 @@ pub async fn list(state: &AppState, user: &AuthUser, q: CardListQuery) -> Result
     let page = q.page.resolve_with_total()?;
     let pattern = crate::http::pagination::search_opt(q.search.as_deref())?;
     let requested = match q.user_id.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(u) => Some(u.parse::<i64>().map_err(|_| ApiError::validation("user_id", "user_id must be an integer"))?),
     };
     let filter = if user.is_admin() {

@@ -7,6 +7,7 @@ pub mod error;
 pub mod pagination;
 pub mod request_id;
 pub mod routes;
+pub mod schema;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,38 +37,68 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for Valid<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        let fut = web::Json::<Tracked<T>>::from_request(req, payload);
+        // Read as a JSON value first: serde's derived structs also accept a JSON array (fields by
+        // position), and every documented body is an object.
+        let fut = web::Json::<serde_json::Value>::from_request(req, payload);
         Box::pin(async move {
-            let value = fut.await?.into_inner().0;
+            let raw = fut.await?.into_inner();
+            if !raw.is_object() {
+                return Err(ApiError::bad_request("invalid_json", "request body must be a JSON object").into());
+            }
+            let value: T = serde_path_to_error::deserialize(raw).map_err(|e| deserialize_error(&e))?;
             value.validate().map_err(ApiError::from)?;
             Ok(Valid(value))
         })
     }
 }
 
-/// A body deserialised with the path to any error recorded: an error inside a field ("invalid type:
-/// integer `5`, expected a string") is reported as "field `password`: …", so it names the field.
-struct Tracked<T>(T);
+/// An optional JSON body: no body at all (no `Content-Length` or `Content-Length: 0`, no chunked
+/// transfer) is `None`; a body that is present is parsed and validated like [`Valid`], and a bad one
+/// is refused (actix's `Option<Valid<T>>` would turn every failure into `None` and drop the body).
+pub struct MaybeValid<T>(pub Option<T>);
 
-impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Tracked<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        serde_path_to_error::deserialize(d).map(Tracked).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if path.is_empty() || path == "." {
-                return inner;
-            }
-            // The deserializer appends the position again; keep it once.
-            let msg = inner.to_string();
-            let msg = msg.rfind(" at line ").map_or(msg.as_str(), |i| &msg[..i]);
-            D::Error::custom(format!("field `{path}`: {msg}"))
-        })
+impl<T> MaybeValid<T> {
+    pub fn into_inner(self) -> Option<T> {
+        self.0
     }
 }
 
+impl<T: DeserializeOwned + Validate + 'static> FromRequest for MaybeValid<T> {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        use actix_web::http::header;
+        let headers = req.headers();
+        let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+        let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).map(str::trim);
+        if !chunked && matches!(length, None | Some("0")) {
+            return Box::pin(async { Ok(MaybeValid(None)) });
+        }
+        let fut = Valid::<T>::from_request(req, payload);
+        Box::pin(async move { Ok(MaybeValid(Some(fut.await?.into_inner()))) })
+    }
+}
+
+/// A body that is JSON but not the request's shape: an error inside a field ("invalid type: integer `5`,
+/// expected a string") is reported as "field `password`: …", so it names the field.
+fn deserialize_error(e: &serde_path_to_error::Error<serde_json::Error>) -> actix_web::Error {
+    let path = e.path().to_string();
+    let inner = e.inner().to_string();
+    // The deserializer appends the position; a value read from memory has none worth showing.
+    let inner = inner.rfind(" at line ").map_or(inner.as_str(), |i| &inner[..i]);
+    let msg = if path.is_empty() || path == "." { inner.to_owned() } else { format!("field `{path}`: {inner}") };
+    let mut api = ApiError::bad_request("invalid_json", format!("request body is not valid: {msg}"));
+    if e.inner().is_data() {
+        if let Some(f) = serde_field(&msg) {
+            api = api.with_field(f);
+        }
+    }
+    api.into()
+}
+
 /// Pulls the field name out of serde's messages ("missing field `x`", "unknown field `x`", "duplicate
-/// field `x`", and "field `x`: …" from [`Tracked`]).
+/// field `x`", and "field `x`: …" from [`deserialize_error`]).
 fn serde_field(msg: &str) -> Option<String> {
     if !["missing field `", "unknown field `", "duplicate field `", "field `"].iter().any(|p| msg.starts_with(p)) {
         return None;
@@ -169,7 +200,7 @@ pub struct Checks {
 fn operations(api: &mut Api) {
     let t = "operations";
     let (r, s) = api.route(Method::GET, "/healthz", Access::Public, t, "Liveness", web::get().to(healthz));
-    r.responds::<Health>(200, s);
+    r.responds::<Health>(200, s).infallible();
     let (r, s) = api.route(
         Method::GET,
         "/readyz",
@@ -178,9 +209,11 @@ fn operations(api: &mut Api) {
         "Readiness: PostgreSQL and Redis reachable, ledger writers and actor registries alive",
         web::get().to(readyz),
     );
-    r.responds::<Health>(200, s);
-    api.route(Method::GET, "/api/v1/ping", Access::Public, t, "Ping", web::get().to(ping));
-    api.route(Method::GET, "/metrics", Access::Public, t, "Prometheus metrics", web::get().to(metrics));
+    r.responds::<Health>(200, s).also::<Health>(503, s).infallible();
+    let (r, s) = api.route(Method::GET, "/api/v1/ping", Access::Public, t, "Ping", web::get().to(ping));
+    r.responds::<crate::identity::routes::MessageResponse>(200, s).infallible();
+    let (r, _) = api.route(Method::GET, "/metrics", Access::Public, t, "Prometheus metrics", web::get().to(metrics));
+    r.infallible();
 }
 
 /// The routes a worker instance serves: probes and metrics.

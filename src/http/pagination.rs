@@ -77,7 +77,7 @@ impl PageQuery {
 
     fn resolve_page(&self) -> Result<(i64, Option<i64>), ApiError> {
         let limit = match self.limit.as_deref() {
-            None | Some("") => DEFAULT_LIMIT,
+            None => DEFAULT_LIMIT,
             Some(l) => l.parse().map_err(|_| ApiError::validation("limit", "limit must be an integer"))?,
         };
         if !(1..=MAX_LIMIT).contains(&limit) {
@@ -144,6 +144,8 @@ mod tests {
         let page = |l: &str| PageQuery { limit: Some(l.into()), ..PageQuery::default() };
         assert!(page("101").resolve().is_err());
         assert!(page("0").resolve().is_err());
+        // An empty limit is not an integer (the documented type): 422, not the default.
+        assert_eq!(page("").resolve().unwrap_err().field.as_deref(), Some("limit"));
         assert_eq!(
             PageQuery { cursor: Some("zz!".into()), ..PageQuery::default() }.resolve().unwrap_err().field.as_deref(),
             Some("cursor")

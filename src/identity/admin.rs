@@ -63,7 +63,7 @@ pub fn register(api: &mut Api) {
         web::post().to(restore_user),
     );
     r.responds::<UserView>(200, s);
-    api.route(
+    let (r, _) = api.route(
         Method::DELETE,
         "/api/v1/users/{id}",
         ADMIN,
@@ -71,6 +71,7 @@ pub fn register(api: &mut Api) {
         "Purge an archived user with no records",
         web::delete().to(purge_user),
     );
+    r.no_content();
     let (r, s) = api.route(
         Method::POST,
         "/api/v1/users/{id}/password",
@@ -136,7 +137,7 @@ pub fn register(api: &mut Api) {
     let (r, s) =
         api.route(Method::POST, "/api/v1/roles/{id}/restore", ADMIN, t, "Restore a role", web::post().to(restore_role));
     r.responds::<Role>(200, s);
-    api.route(
+    let (r, _) = api.route(
         Method::DELETE,
         "/api/v1/roles/{id}",
         ADMIN,
@@ -144,6 +145,7 @@ pub fn register(api: &mut Api) {
         "Purge an unassigned, non-built-in role",
         web::delete().to(purge_role),
     );
+    r.no_content();
 }
 
 /// `status` filter for lists: `active` (default), `archived` or `all`.
@@ -212,17 +214,24 @@ fn password_policy(s: &str) -> Result<(), validator::ValidationError> {
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"first_name": "Budi", "last_name": "Santoso", "email": "budi@example.com",
+    "password": "s3cret-pass", "roles": ["user"], "email_verified": true}))]
 pub struct CreateUserRequest {
     #[validate(length(min = 1, max = 100, message = "first_name must be 1-100 characters"))]
+    #[schema(min_length = 1, max_length = 100)]
     pub first_name: String,
     #[validate(length(min = 1, max = 100, message = "last_name must be 1-100 characters"))]
+    #[schema(min_length = 1, max_length = 100)]
     pub last_name: String,
     #[validate(
         email(message = "email must be a valid e-mail address"),
         length(max = 254, message = "email is too long")
     )]
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    /// 8-128 characters with at least one letter and one digit.
     #[validate(custom(function = "password_policy"))]
+    #[schema(min_length = 8, max_length = 128, pattern = "[A-Za-z][\\s\\S]*[0-9]|[0-9][\\s\\S]*[A-Za-z]")]
     pub password: String,
     /// Roles to grant; defaults to `["user"]`.
     #[serde(default)]
@@ -234,38 +243,52 @@ pub struct CreateUserRequest {
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"first_name": "Budi", "email": "budi.santoso@example.com"}))]
 pub struct UpdateUserRequest {
     #[validate(length(min = 1, max = 100, message = "first_name must be 1-100 characters"))]
+    #[schema(min_length = 1, max_length = 100)]
     pub first_name: Option<String>,
     #[validate(length(min = 1, max = 100, message = "last_name must be 1-100 characters"))]
+    #[schema(min_length = 1, max_length = 100)]
     pub last_name: Option<String>,
     #[validate(email(message = "email must be a valid e-mail address"))]
+    #[schema(format = Email)]
     pub email: Option<String>,
 }
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"role": "merchant"}))]
 pub struct AssignRoleRequest {
     #[validate(length(min = 1, max = 50, message = "role is required"))]
+    #[schema(min_length = 1, max_length = 50)]
     pub role: String,
 }
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "auditor", "description": "Reads statements"}))]
 pub struct RoleRequest {
+    /// 2-50 characters: lowercase letters, digits, `_` or `-`, starting with a letter.
     #[validate(custom(function = "role_name_rule"))]
+    #[schema(min_length = 2, max_length = 50, pattern = "^[a-z][a-z0-9_-]*$")]
     pub name: String,
     #[validate(length(max = 500, message = "description must be at most 500 characters"))]
+    #[schema(max_length = 500)]
     #[serde(default)]
     pub description: String,
 }
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"description": "Reads statements and balances"}))]
 pub struct UpdateRoleRequest {
+    /// 2-50 characters: lowercase letters, digits, `_` or `-`, starting with a letter.
     #[validate(custom(function = "role_name_rule"))]
+    #[schema(min_length = 2, max_length = 50, pattern = "^[a-z][a-z0-9_-]*$")]
     pub name: Option<String>,
     #[validate(length(max = 500, message = "description must be at most 500 characters"))]
+    #[schema(max_length = 500)]
     pub description: Option<String>,
 }
 
@@ -446,9 +469,10 @@ async fn purge_user(state: web::Data<AppState>, id: web::Path<i64>, me: AuthUser
 /// `POST /users/{id}/password`: the new password, under the registration policy.
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"password": "n3w-Secret-pass"}))]
 pub struct SetPasswordRequest {
     #[validate(custom(function = "password::policy"))]
-    #[schema(min_length = 8, max_length = 128)]
+    #[schema(min_length = 8, max_length = 128, pattern = "[A-Za-z][\\s\\S]*[0-9]|[0-9][\\s\\S]*[A-Za-z]")]
     pub password: String,
 }
 

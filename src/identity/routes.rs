@@ -63,11 +63,11 @@ pub fn register(api: &mut Api) {
         "Log in: access token + refresh token",
         web::post().to(login),
     );
-    r.body::<LoginRequest>(s).responds::<TokenPair>(200, s);
+    r.body::<LoginRequest>(s).responds::<TokenPair>(200, s).errors(&[401, 403]);
     let (r, s) =
         api.route(Method::POST, "/api/v1/auth/refresh", Public, TAG, "Rotate a refresh token", web::post().to(refresh));
-    r.body::<RefreshRequest>(s).responds::<TokenPair>(200, s);
-    api.route(
+    r.body::<RefreshRequest>(s).responds::<TokenPair>(200, s).errors(&[401, 403]);
+    let (r, _) = api.route(
         Method::POST,
         "/api/v1/auth/logout",
         Authenticated,
@@ -75,6 +75,7 @@ pub fn register(api: &mut Api) {
         "Revoke the current session",
         web::post().to(logout),
     );
+    r.no_content();
     let (r, s) = api.route(Method::GET, "/api/v1/auth/me", Authenticated, TAG, "The current user", web::get().to(me));
     r.responds::<UserView>(200, s);
     let (r, s) = api.route(
@@ -112,7 +113,7 @@ pub fn register(api: &mut Api) {
         "Reset the password with the e-mailed token; all sessions are revoked",
         web::post().to(reset_password),
     );
-    r.body::<ResetPasswordRequest>(s).responds::<MessageResponse>(200, s);
+    r.body::<ResetPasswordRequest>(s).responds::<MessageResponse>(200, s).errors(&[401]);
 }
 
 fn not_blank(s: &str) -> Result<(), validator::ValidationError> {
@@ -128,23 +129,38 @@ fn password_policy(s: &str) -> Result<(), validator::ValidationError> {
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"first_name": "Ayu", "last_name": "Lestari", "email": "ayu@example.com",
+    "password": "s3cret-pass", "confirm_password": "s3cret-pass"}))]
 pub struct RegisterRequest {
     #[validate(
         length(min = 1, max = 100, message = "first_name must be 1-100 characters"),
         custom(function = "not_blank")
+    )]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
     )]
     pub first_name: String,
     #[validate(
         length(min = 1, max = 100, message = "last_name must be 1-100 characters"),
         custom(function = "not_blank")
     )]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     pub last_name: String,
     #[validate(
         email(message = "email must be a valid e-mail address"),
         length(max = 254, message = "email is too long")
     )]
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    /// 8-128 characters with at least one letter and one digit.
     #[validate(custom(function = "password_policy"))]
+    #[schema(min_length = 8, max_length = 128, pattern = "[A-Za-z][\\s\\S]*[0-9]|[0-9][\\s\\S]*[A-Za-z]")]
     pub password: String,
     #[validate(must_match(other = "password", message = "confirm_password must match password"))]
     pub confirm_password: String,
@@ -152,42 +168,58 @@ pub struct RegisterRequest {
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "ayu@example.com", "code": "123456"}))]
 pub struct VerifyEmailRequest {
     #[validate(email(message = "email must be a valid e-mail address"))]
+    #[schema(format = Email)]
     pub email: String,
+    /// The 6-digit code from the e-mail.
     #[validate(length(equal = 6, message = "code must be 6 digits"))]
+    #[schema(min_length = 6, max_length = 6)]
     pub code: String,
 }
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "ayu@example.com"}))]
 pub struct EmailRequest {
     #[validate(email(message = "email must be a valid e-mail address"))]
+    #[schema(format = Email)]
     pub email: String,
 }
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "ayu@example.com", "password": "s3cret-pass"}))]
 pub struct LoginRequest {
     #[validate(email(message = "email must be a valid e-mail address"))]
+    #[schema(format = Email)]
     pub email: String,
     #[validate(length(min = 1, max = 128, message = "password must be 1-128 characters"))]
+    #[schema(min_length = 1, max_length = 128)]
     pub password: String,
 }
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"refresh_token": "rt_2f1c9a…"}))]
 pub struct RefreshRequest {
     #[validate(length(min = 1, max = 200, message = "refresh_token must be 1-200 characters"))]
+    #[schema(min_length = 1, max_length = 200)]
     pub refresh_token: String,
 }
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"current_password": "s3cret-pass", "new_password": "n3w-secret-pass",
+    "confirm_password": "n3w-secret-pass"}))]
 pub struct ChangePasswordRequest {
     #[validate(length(min = 1, max = 128, message = "current_password is required"))]
+    #[schema(min_length = 1, max_length = 128)]
     pub current_password: String,
+    /// 8-128 characters with at least one letter and one digit.
     #[validate(custom(function = "password_policy"))]
+    #[schema(min_length = 8, max_length = 128, pattern = "[A-Za-z][\\s\\S]*[0-9]|[0-9][\\s\\S]*[A-Za-z]")]
     pub new_password: String,
     #[validate(must_match(other = "new_password", message = "confirm_password must match new_password"))]
     pub confirm_password: String,
@@ -195,10 +227,15 @@ pub struct ChangePasswordRequest {
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"token": "the-token-from-the-e-mail", "new_password": "n3w-secret-pass",
+    "confirm_password": "n3w-secret-pass"}))]
 pub struct ResetPasswordRequest {
     #[validate(length(min = 1, max = 200, message = "token must be 1-200 characters"))]
+    #[schema(min_length = 1, max_length = 200)]
     pub token: String,
+    /// 8-128 characters with at least one letter and one digit.
     #[validate(custom(function = "password_policy"))]
+    #[schema(min_length = 8, max_length = 128, pattern = "[A-Za-z][\\s\\S]*[0-9]|[0-9][\\s\\S]*[A-Za-z]")]
     pub new_password: String,
     #[validate(must_match(other = "new_password", message = "confirm_password must match new_password"))]
     pub confirm_password: String,
@@ -421,6 +458,7 @@ async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, 
 /// `PUT /auth/me/display-name`.
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"display_name": "Budi S."}))]
 pub struct DisplayNameRequest {
     /// 1-50 characters, not blank, no control characters; `null` returns to the default.
     #[validate(

@@ -35,7 +35,7 @@ pub fn register(api: &mut Api) {
         "Charge a card (X-Api-Key and Idempotency-Key)",
         web::post().to(pay),
     );
-    r.body::<PaymentRequest>(s).responds::<OperationView>(201, s);
+    r.body::<PaymentRequest>(s).responds::<OperationView>(201, s).idempotent();
     let (r, s) = api.route(
         Method::POST,
         "/api/v1/payments/{id}/refunds",
@@ -44,7 +44,11 @@ pub fn register(api: &mut Api) {
         "Refund a payment, fully or partly (Idempotency-Key)",
         web::post().to(refund),
     );
-    r.body::<RefundRequest>(s).responds::<OperationView>(201, s);
+    r.body::<RefundRequest>(s)
+        .optional_body()
+        .responds::<OperationView>(201, s)
+        .idempotent()
+        .path_param("id", crate::http::routes::uuid_schema());
     let (r, s) = api.route(
         Method::GET,
         "/api/v1/payments",
@@ -82,7 +86,7 @@ pub fn register(api: &mut Api) {
         "A payment (customer, merchant owner or admin)",
         web::get().to(get),
     );
-    r.responds::<OperationView>(200, s);
+    r.responds::<OperationView>(200, s).path_param("id", crate::http::routes::uuid_schema());
     let (r, s) = api.route(
         Method::GET,
         "/api/v1/payments/{id}/refunds",
@@ -91,7 +95,7 @@ pub fn register(api: &mut Api) {
         "Refunds of a payment",
         web::get().to(refunds_of),
     );
-    r.responds::<Vec<OperationView>>(200, s);
+    r.responds::<Vec<OperationView>>(200, s).path_param("id", crate::http::routes::uuid_schema());
     let (r, s) = api.route(
         Method::GET,
         "/api/v1/merchants/{id}/payments",
@@ -137,30 +141,42 @@ async fn purge() -> Result<HttpResponse, ApiError> {
 
 #[derive(Deserialize, Serialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"card_number": "4111 1111 1111 1111", "expiry_month": 12, "expiry_year": 2030,
+    "cvv": "123", "amount": 250000, "method": "visa", "order_ref": "order-2026-0001"}))]
 pub struct PaymentRequest {
+    /// 12-19 digits; spaces and dashes between them are ignored.
     #[validate(length(min = 12, max = 23, message = "card_number must be 12-19 digits"))]
+    #[schema(min_length = 12, max_length = 23)]
     pub card_number: String,
     #[validate(range(min = 1, max = 12, message = "expiry_month must be 1-12"))]
+    #[schema(minimum = 1, maximum = 12)]
     pub expiry_month: i32,
     #[validate(range(min = 2000, max = 2200, message = "expiry_year must be a four-digit year"))]
+    #[schema(minimum = 2000, maximum = 2200)]
     pub expiry_year: i32,
     #[validate(length(min = 3, max = 4, message = "cvv must be 3 or 4 digits"))]
+    #[schema(min_length = 3, max_length = 4)]
     pub cvv: String,
+    /// Minor units, within `money.min_amount`..`money.max_amount`.
     pub amount: i64,
     #[validate(custom(function = "methods::validate"))]
+    #[schema(schema_with = crate::http::schema::method)]
     pub method: String,
     /// The merchant's own order reference, paid at most once.
     #[validate(length(min = 1, max = 100, message = "order_ref must be 1-100 characters"))]
+    #[schema(min_length = 1, max_length = 100)]
     pub order_ref: String,
     pub currency: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Validate, utoipa::ToSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"amount": 50000, "reason": "item returned"}))]
 pub struct RefundRequest {
     /// Minor units; defaults to everything still refundable.
     pub amount: Option<i64>,
     #[validate(length(max = 500, message = "reason must be at most 500 characters"))]
+    #[schema(max_length = 500)]
     pub reason: Option<String>,
 }
 
@@ -459,11 +475,11 @@ async fn refund(
     key: Option<MerchantPrincipal>,
     admin: Option<AuthUser>,
     id: web::Path<String>,
-    body: Option<Valid<RefundRequest>>,
+    body: crate::http::MaybeValid<RefundRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let idem = idempotency::key(&req)?;
     let id = parse_id(&id)?;
-    let body = body.map(Valid::into_inner).unwrap_or_default();
+    let body = body.into_inner().unwrap_or_default();
     Ok(execute::reply(refund_payment(&state, key, admin, idem, id, body).await?))
 }
 
@@ -569,8 +585,9 @@ pub struct PaymentListQuery {
 }
 
 fn int(v: &Option<String>, field: &'static str) -> Result<Option<i64>, ApiError> {
+    // An empty value is not an integer: the parameter is left out instead.
     match v.as_deref() {
-        None | Some("") => Ok(None),
+        None => Ok(None),
         Some(s) => s.parse().map(Some).map_err(|_| ApiError::validation(field, format!("{field} must be an integer"))),
     }
 }

@@ -71,7 +71,7 @@ pub fn register(api: &mut Api) {
     for action in ["approve", "reject", "suspend", "reactivate", "close", "archive", "restore"] {
         let path = format!("/api/v1/merchants/{{id}}/{action}");
         let (r, s) = api.route(Method::POST, &path, ADMIN, t, "Admin decision on a merchant", web::post().to(decide));
-        r.body::<DecisionRequest>(s).responds::<Merchant>(200, s);
+        r.body::<DecisionRequest>(s).optional_body().responds::<Merchant>(200, s);
     }
     let (r, s) = api.route(
         Method::POST,
@@ -116,7 +116,7 @@ pub fn register(api: &mut Api) {
         "Create an API key (secret shown once)",
         web::post().to(create_key),
     );
-    r.body::<KeyRequest>(s).responds::<CreatedKey>(201, s);
+    r.body::<KeyRequest>(s).optional_body().responds::<CreatedKey>(201, s);
     let (r, s) = api.route(
         Method::GET,
         "/api/v1/merchants/{id}/api-keys",
@@ -173,42 +173,61 @@ fn not_blank(s: &str) -> Result<(), validator::ValidationError> {
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"business_name": "Toko Makmur", "contact_email": "owner@tokomakmur.example",
+    "category": "retail", "website": "https://tokomakmur.example", "description": "Groceries"}))]
 pub struct ApplyRequest {
     #[validate(
         length(min = 2, max = 200, message = "business_name must be 2-200 characters"),
         custom(function = "not_blank")
     )]
+    #[schema(
+        min_length = 2,
+        max_length = 200,
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     pub business_name: String,
     #[validate(email(message = "contact_email must be a valid e-mail address"))]
+    #[schema(format = Email)]
     pub contact_email: String,
     #[validate(length(min = 2, max = 60, message = "category must be 2-60 characters"))]
+    #[schema(min_length = 2, max_length = 60)]
     pub category: String,
     #[validate(url(message = "website must be a URL"), length(max = 300, message = "website is too long"))]
+    #[schema(format = "uri", max_length = 300)]
     pub website: Option<String>,
     #[validate(length(max = 2000, message = "description must be at most 2000 characters"))]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
 }
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"category": "groceries", "website": "https://tokomakmur.example"}))]
 pub struct ProfileRequest {
     #[validate(length(min = 2, max = 200, message = "business_name must be 2-200 characters"))]
+    #[schema(min_length = 2, max_length = 200)]
     pub business_name: Option<String>,
     #[validate(email(message = "contact_email must be a valid e-mail address"))]
+    #[schema(format = Email)]
     pub contact_email: Option<String>,
     #[validate(length(min = 2, max = 60, message = "category must be 2-60 characters"))]
+    #[schema(min_length = 2, max_length = 60)]
     pub category: Option<String>,
     #[validate(url(message = "website must be a URL"))]
+    #[schema(format = "uri")]
     pub website: Option<String>,
     #[validate(length(max = 2000, message = "description must be at most 2000 characters"))]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
 }
 
 #[derive(Deserialize, Validate, utoipa::ToSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "documents do not match the business name"}))]
 pub struct DecisionRequest {
     /// Required for `reject` and `suspend`.
     #[validate(length(max = 500, message = "reason must be at most 500 characters"))]
+    #[schema(max_length = 500)]
     pub reason: Option<String>,
 }
 
@@ -248,11 +267,14 @@ pub struct DocumentView {
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"decision": "approve", "note": "matches the registry"}))]
 pub struct ReviewRequest {
     /// `approve` or `reject`.
     #[validate(custom(function = "decision_rule"))]
+    #[schema(schema_with = crate::http::schema::decision)]
     pub decision: String,
     #[validate(length(max = 1000, message = "note must be at most 1000 characters"))]
+    #[schema(max_length = 1000)]
     pub note: Option<String>,
 }
 
@@ -266,8 +288,10 @@ fn decision_rule(d: &str) -> Result<(), validator::ValidationError> {
 
 #[derive(Deserialize, Validate, utoipa::ToSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"label": "checkout server"}))]
 pub struct KeyRequest {
     #[validate(length(max = 100, message = "label must be at most 100 characters"))]
+    #[schema(max_length = 100)]
     pub label: Option<String>,
 }
 
@@ -437,10 +461,10 @@ async fn decide(
     req: HttpRequest,
     admin: AuthUser,
     id: web::Path<i64>,
-    body: Option<Valid<DecisionRequest>>,
+    body: crate::http::MaybeValid<DecisionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let reason = body.map(|b| b.into_inner().reason).unwrap_or_default().filter(|r| !r.trim().is_empty());
+    let reason = body.into_inner().and_then(|b| b.reason).filter(|r| !r.trim().is_empty());
     let action: &'static str = match req.path().rsplit('/').next() {
         Some("approve") => "approve",
         Some("reject") => "reject",
@@ -851,9 +875,9 @@ async fn create_key(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<i64>,
-    body: Option<Valid<KeyRequest>>,
+    body: crate::http::MaybeValid<KeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.map(Valid::into_inner).unwrap_or_default();
+    let body = body.into_inner().unwrap_or_default();
     Ok(HttpResponse::Created().json(service::create_key(&state, user, id.into_inner(), body).await?))
 }
 

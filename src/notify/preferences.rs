@@ -116,6 +116,8 @@ impl PreferencesView {
 /// Every choice, each required: the request states the whole set.
 #[derive(Deserialize, Serialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"topups": true, "withdrawals": true, "payments": true, "transfers": true,
+    "transfer_min_amount": 100000000}))]
 pub struct PreferencesRequest {
     pub topups: bool,
     pub withdrawals: bool,
@@ -123,6 +125,7 @@ pub struct PreferencesRequest {
     pub transfers: bool,
     /// Minor units, 0 for every transfer.
     #[validate(range(min = 0, message = "transfer_min_amount must be zero or more (minor units)"))]
+    #[schema(minimum = 0)]
     pub transfer_min_amount: i64,
 }
 

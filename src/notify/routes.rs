@@ -37,7 +37,9 @@ pub fn register(api: &mut Api) {
         "List messages in the development mailbox (newest first)",
         web::get().to(list),
     );
-    r.query(&["to", "limit", "cursor"]).responds_page::<MailView>(s);
+    r.query(&["to", "limit", "cursor"])
+        .path_param("to", crate::http::routes::string_schema())
+        .responds_page::<MailView>(s);
 }
 
 async fn list(state: web::Data<AppState>, q: web::Query<MailboxQuery>) -> Result<HttpResponse, ApiError> {

@@ -21,6 +21,7 @@ use crate::storage::{self, StorageError};
 /// lands in access logs).
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"card_number": "4111 1111 1111 1111"}))]
 pub struct RecipientPreviewRequest {
     /// The recipient's card number; spaces and dashes are ignored.
     #[validate(length(min = 12, max = 30, message = "card_number must be 12-19 digits (spaces and dashes allowed)"))]

@@ -34,7 +34,7 @@ pub fn register(api: &mut Api) {
         "Top up a card (Idempotency-Key required)",
         web::post().to(topup),
     );
-    r.body::<TopupRequest>(s).responds::<OperationView>(201, s);
+    r.body::<TopupRequest>(s).responds::<OperationView>(201, s).idempotent();
     let (r, s) = api.route(
         Method::POST,
         "/api/v1/withdrawals",
@@ -43,7 +43,7 @@ pub fn register(api: &mut Api) {
         "Withdraw from a card (Idempotency-Key required)",
         web::post().to(withdraw),
     );
-    r.body::<WithdrawalRequest>(s).responds::<OperationView>(201, s);
+    r.body::<WithdrawalRequest>(s).responds::<OperationView>(201, s).idempotent();
     let (r, s) = api.route(
         Method::POST,
         "/api/v1/transfers",
@@ -52,7 +52,7 @@ pub fn register(api: &mut Api) {
         "Transfer to a card: one of the caller's by `to_card_id`, anyone's by `to_card_number` (Idempotency-Key required)",
         web::post().to(transfer),
     );
-    r.body::<TransferRequest>(s).responds::<OperationView>(201, s);
+    r.body::<TransferRequest>(s).responds::<OperationView>(201, s).idempotent();
     // Before `/transfers/{id}…` so the literal segment is matched first.
     let (r, s) = api.route(
         Method::POST,
@@ -89,7 +89,7 @@ pub fn register(api: &mut Api) {
             "Reverse (a new, linked, balanced entry; Idempotency-Key required)",
             web::post().to(reverse),
         );
-        r.responds::<OperationView>(201, s);
+        r.responds::<OperationView>(201, s).idempotent();
         let (r, s) = api.route(
             Method::POST,
             &format!("{base}/{{id}}/archive"),
@@ -121,11 +121,13 @@ pub fn register(api: &mut Api) {
 
 #[derive(Deserialize, Serialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"card_id": 42, "amount": 150000, "method": "bca", "currency": "IDR"}))]
 pub struct TopupRequest {
     pub card_id: i64,
-    /// Minor units.
+    /// Minor units, within `money.min_amount`..`money.max_amount`.
     pub amount: i64,
     #[validate(custom(function = "methods::validate"))]
+    #[schema(schema_with = crate::http::schema::method)]
     pub method: String,
     /// Optional; must equal the platform currency.
     pub currency: Option<String>,
@@ -133,6 +135,7 @@ pub struct TopupRequest {
 
 #[derive(Deserialize, Serialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"card_id": 42, "amount": 75000}))]
 pub struct WithdrawalRequest {
     pub card_id: i64,
     pub amount: i64,
@@ -142,11 +145,13 @@ pub struct WithdrawalRequest {
 #[derive(Deserialize, Serialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[validate(schema(function = "distinct_cards", skip_on_field_errors = false))]
+#[schema(example = json!({"from_card_id": 42, "to_card_id": 43, "amount": 100000}))]
 pub struct TransferRequest {
     /// The paying card (the caller's own).
     pub from_card_id: i64,
     /// A card of the caller's own, by id. Exactly one of `to_card_id` and `to_card_number`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub to_card_id: Option<i64>,
     /// Anyone's card, by its number (spaces and dashes ignored). Exactly one of `to_card_id` and
     /// `to_card_number`. The answer shows another user's card masked, never its id.
@@ -156,7 +161,13 @@ pub struct TransferRequest {
         max = 30,
         message = "to_card_number must be 12-19 digits (spaces and dashes allowed)"
     ))]
-    #[schema(min_length = 12, max_length = 30, pattern = "^[0-9 -]{12,30}$", example = "4111 1111 1111 1111")]
+    #[schema(
+        nullable = false,
+        min_length = 12,
+        max_length = 30,
+        pattern = "^[0-9 -]{12,30}$",
+        example = "4111 1111 1111 1111"
+    )]
     pub to_card_number: Option<String>,
     pub amount: i64,
     pub currency: Option<String>,

@@ -247,8 +247,9 @@ pub(crate) fn may_see(conn: &mut PgConnection, user: &AuthUser, op: &Operation) 
 }
 
 fn int_param(v: &Option<String>, field: &'static str) -> Result<Option<i64>, ApiError> {
+    // An empty value is not an integer: the parameter is left out instead.
     match v.as_deref() {
-        None | Some("") => Ok(None),
+        None => Ok(None),
         Some(s) => s.parse().map(Some).map_err(|_| ApiError::validation(field, format!("{field} must be an integer"))),
     }
 }

@@ -59,7 +59,7 @@ pub fn register(api: &mut Api) {
         web::patch().to(update),
     );
     r.body::<UpdateEndpoint>(s).responds::<EndpointView>(200, s);
-    api.route(
+    let (r, _) = api.route(
         Method::DELETE,
         one,
         Authenticated,
@@ -67,6 +67,7 @@ pub fn register(api: &mut Api) {
         "Delete a webhook endpoint and its log",
         web::delete().to(delete),
     );
+    r.no_content();
     let (r, s) = api.route(
         Method::POST,
         "/api/v1/merchants/{id}/webhooks/{webhook_id}/rotate-secret",
@@ -131,24 +132,34 @@ fn validate_types(types: &[String]) -> Result<Vec<String>, WebhookError> {
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"url": "https://shop.example.com/payd/webhooks", "event_types": ["payment.succeeded"],
+    "description": "Order system"}))]
 pub struct CreateEndpoint {
+    /// An `https` URL (plain `http` only outside production).
     #[validate(length(min = 8, max = 2048, message = "url must be 8-2048 characters"))]
+    #[schema(min_length = 8, max_length = 2048)]
     pub url: String,
     /// Event types (see `/api/v1/webhooks/event-types`), or `["*"]` for all.
     #[validate(length(min = 1, max = 50, message = "event_types must list 1-50 types"))]
+    #[schema(min_items = 1, max_items = 50)]
     pub event_types: Vec<String>,
     #[validate(length(max = 500, message = "description must be at most 500 characters"))]
+    #[schema(max_length = 500)]
     pub description: Option<String>,
 }
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"event_types": ["*"], "enabled": true}))]
 pub struct UpdateEndpoint {
     #[validate(length(min = 8, max = 2048, message = "url must be 8-2048 characters"))]
+    #[schema(min_length = 8, max_length = 2048)]
     pub url: Option<String>,
     #[validate(length(min = 1, max = 50, message = "event_types must list 1-50 types"))]
+    #[schema(min_items = 1, max_items = 50)]
     pub event_types: Option<Vec<String>>,
     #[validate(length(max = 500, message = "description must be at most 500 characters"))]
+    #[schema(max_length = 500)]
     pub description: Option<String>,
     /// `true` re-enables a disabled endpoint (failure count reset); `false` disables it.
     pub enabled: Option<bool>,
@@ -156,9 +167,11 @@ pub struct UpdateEndpoint {
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"overlap_secs": 3600}))]
 pub struct RotateSecret {
     /// How long the old secret keeps signing (default `webhooks.rotation_overlap_secs`, at most 7 days).
     #[validate(range(min = 0, max = 604800, message = "overlap_secs must be between 0 and 604800"))]
+    #[schema(minimum = 0, maximum = 604800)]
     pub overlap_secs: Option<i64>,
 }
 
