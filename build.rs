@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "payd/v1/ledger.proto",
     "payd/v1/payments.proto",
     "payd/v1/merchants.proto",
+    "payd/v1/roles.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

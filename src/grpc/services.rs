@@ -48,6 +48,9 @@ pub fn add<L>(router: Router<L>, state: &AppState) -> Router<L> {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
+        .add_service(
+            proto::roles_server::RolesServer::new(st()).max_decoding_message_size(max).max_encoding_message_size(max),
+        )
 }
 
 /// Every service is this one adapter over the application state.
@@ -527,5 +530,84 @@ impl proto::merchants_server::Merchants for Api {
         let view =
             crate::merchants::service::revoke_key(&self.state, user, m.merchant_id, m.id).await.map_err(status)?;
         ok(convert::api_key(view))
+    }
+}
+
+fn role_message(r: crate::identity::model::Role) -> proto::Role {
+    proto::Role {
+        id: r.id,
+        name: r.name,
+        description: r.description,
+        builtin: r.builtin,
+        created_at: Some(convert::timestamp(r.created_at)),
+        updated_at: Some(convert::timestamp(r.updated_at)),
+        archived_at: r.archived_at.map(convert::timestamp),
+    }
+}
+
+#[tonic::async_trait]
+impl proto::roles_server::Roles for Api {
+    async fn list_roles(&self, req: Request<proto::ListRolesRequest>) -> Answer<proto::ListRolesResponse> {
+        use crate::identity::admin::StatusFilter;
+        let m = req.into_inner();
+        let filter = match proto::RoleStatusFilter::try_from(m.status) {
+            Ok(proto::RoleStatusFilter::Unspecified | proto::RoleStatusFilter::Active) => StatusFilter::Active,
+            Ok(proto::RoleStatusFilter::Archived) => StatusFilter::Archived,
+            Ok(proto::RoleStatusFilter::All) => StatusFilter::All,
+            Err(_) => return Err(invalid("status", "status must be ACTIVE, ARCHIVED or ALL")),
+        };
+        let q =
+            crate::identity::admin::ListQuery { page: convert::page(m.page), search: opt(m.search), status: filter };
+        let page = crate::identity::admin::roles_list(&self.state, q).await.map_err(status)?;
+        ok(proto::ListRolesResponse {
+            items: page.items.into_iter().map(role_message).collect(),
+            next_cursor: page.next_cursor.unwrap_or_default(),
+        })
+    }
+
+    async fn get_role(&self, req: Request<proto::GetRoleRequest>) -> Answer<proto::Role> {
+        let role = crate::identity::admin::role_get(&self.state, req.into_inner().id).await.map_err(status)?;
+        ok(role_message(role))
+    }
+
+    async fn create_role(&self, req: Request<proto::CreateRoleRequest>) -> Answer<proto::Role> {
+        let m = req.into_inner();
+        let body = validated(crate::identity::admin::RoleRequest { name: m.name, description: m.description })?;
+        ok(role_message(crate::identity::admin::role_create(&self.state, body).await.map_err(status)?))
+    }
+
+    async fn update_role(&self, req: Request<proto::UpdateRoleRequest>) -> Answer<proto::Role> {
+        let m = req.into_inner();
+        let body = validated(crate::identity::admin::UpdateRoleRequest { name: m.name, description: m.description })?;
+        ok(role_message(crate::identity::admin::role_update(&self.state, m.id, body).await.map_err(status)?))
+    }
+
+    async fn archive_role(&self, req: Request<proto::ArchiveRoleRequest>) -> Answer<proto::Role> {
+        let id = req.into_inner().id;
+        ok(role_message(crate::identity::admin::role_set_archived(&self.state, id, true).await.map_err(status)?))
+    }
+
+    async fn restore_role(&self, req: Request<proto::RestoreRoleRequest>) -> Answer<proto::Role> {
+        let id = req.into_inner().id;
+        ok(role_message(crate::identity::admin::role_set_archived(&self.state, id, false).await.map_err(status)?))
+    }
+
+    async fn assign_role(&self, req: Request<proto::AssignRoleRequest>) -> Answer<proto::User> {
+        let m = req.into_inner();
+        let body = validated(crate::identity::admin::AssignRoleRequest { role: m.role })?;
+        let view = crate::identity::admin::role_assign(&self.state, m.user_id, body).await.map_err(status)?;
+        ok(convert::user_message(view))
+    }
+
+    async fn revoke_role(&self, req: Request<proto::RevokeRoleRequest>) -> Answer<proto::User> {
+        let m = req.into_inner();
+        let view = crate::identity::admin::role_revoke(&self.state, m.user_id, m.role).await.map_err(status)?;
+        ok(convert::user_message(view))
+    }
+
+    async fn list_user_roles(&self, req: Request<proto::ListUserRolesRequest>) -> Answer<proto::ListUserRolesResponse> {
+        let id = req.into_inner().user_id;
+        let view = crate::identity::admin::roles_of_user(&self.state, id).await.map_err(status)?;
+        ok(proto::ListUserRolesResponse { user_id: view.user_id, roles: view.roles })
     }
 }
