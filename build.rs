@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "payd/v1/payments.proto",
     "payd/v1/merchants.proto",
     "payd/v1/roles.proto",
+    "payd/v1/stats.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -59,6 +59,8 @@ pub const RPCS: &[(&str, Access)] = &[
     ("/payd.v1.Roles/AssignRole", ADMIN),
     ("/payd.v1.Roles/RevokeRole", ADMIN),
     ("/payd.v1.Roles/ListUserRoles", ADMIN),
+    ("/payd.v1.Stats/Series", crate::stats::routes::READERS),
+    ("/payd.v1.Stats/Dashboard", crate::stats::routes::READERS),
     ("/grpc.health.v1.Health/Check", Access::Public),
     ("/grpc.health.v1.Health/Watch", Access::Public),
     ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Access::Public),

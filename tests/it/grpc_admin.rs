@@ -138,3 +138,101 @@ async fn roles_over_grpc_match_http_and_are_admin_only() {
         .unwrap_err();
     assert_eq!((e.code(), named_field(&e).as_str()), (Code::InvalidArgument, "status"), "{e:?}");
 }
+
+fn stats_settings() -> payd::config::Settings {
+    let mut s = crate::common::merchant::merchant_settings();
+    s.stats.time_zone = "UTC".into();
+    s
+}
+
+#[actix_web::test]
+async fn stats_over_grpc_match_http_with_the_same_access() {
+    use crate::common::merchant::{issue_card, topup, verified};
+    use payd::grpc::proto::stats_client::StatsClient;
+
+    let app = TestApp::spawn_with(stats_settings()).await;
+    let admin = app.admin_token().await;
+    let (_, alice) = verified(&app, &admin, "grpc-stats-alice@test.local").await;
+    let (_, bob) = verified(&app, &admin, "grpc-stats-bob@test.local").await;
+    let card = issue_card(&app, &alice).await;
+    topup(&app, &alice, card.id, 125_000).await;
+    payd::stats::rollup::rebuild(&mut app.db(), "UTC").unwrap();
+    let mut stats = StatsClient::new(channel(&app).await);
+
+    // The cardholder's own card: the same figures as the HTTP route for the same query.
+    let q = proto::SeriesRequest {
+        kind: proto::StatsKind::Topup.into(),
+        card_id: Some(card.id),
+        metric: proto::StatsMetric::Count.into(),
+        ..Default::default()
+    };
+    let got = stats.series(authed(q.clone(), &alice)).await.unwrap().into_inner();
+    let (s, http) = app.get(&format!("/api/v1/stats/topup?card_id={}&metric=count", card.id), Some(&alice)).await;
+    assert_eq!(s, 200, "{http}");
+    assert_eq!(
+        (got.kind(), got.metric(), got.period()),
+        (proto::StatsKind::Topup, proto::StatsMetric::Count, proto::StatsPeriod::Month)
+    );
+    assert_eq!(got.year, http["year"].as_i64().unwrap() as i32);
+    assert_eq!(got.scope, Some(proto::StatsScope { kind: "card".into(), id: Some(card.id) }));
+    let labels: Vec<&str> = got.periods.iter().map(|p| p.label.as_str()).collect();
+    let http_labels: Vec<&str> =
+        http["periods"].as_array().unwrap().iter().map(|p| p["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, http_labels);
+    let grpc_series: Vec<(String, Vec<(i64, i64)>)> =
+        got.series.iter().map(|s| (s.name.clone(), s.points.iter().map(|p| (p.count, p.amount)).collect())).collect();
+    let http_series: Vec<(String, Vec<(i64, i64)>)> = http["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let points = s["points"].as_array().unwrap();
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                points.iter().map(|p| (p["count"].as_i64().unwrap(), p["amount"].as_i64().unwrap())).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(grpc_series, http_series);
+    let net: i64 = got.series.iter().find(|s| s.name == "net").unwrap().points.iter().map(|p| p.amount).sum();
+    assert_eq!(net, 125_000, "{got:?}");
+
+    // Another user's card is refused as over HTTP (not found, naming card_id).
+    let e = stats.series(authed(q.clone(), &bob)).await.unwrap_err();
+    let (s, http) = app.get(&format!("/api/v1/stats/topup?card_id={}&metric=count", card.id), Some(&bob)).await;
+    assert_eq!(s, 404, "{http}");
+    let meta = expect_status(&e, Code::NotFound, http["error"]["code"].as_str().unwrap());
+    assert_eq!(meta.get("field").map(String::as_str), Some("card_id"), "{e:?}");
+    // Platform figures: admins only; anonymous: UNAUTHENTICATED.
+    let platform = proto::SeriesRequest { kind: proto::StatsKind::Topup.into(), ..Default::default() };
+    let all = stats.series(authed(platform.clone(), &admin)).await.unwrap().into_inner();
+    assert_eq!(all.scope.unwrap().kind, "platform");
+    let e = stats.series(authed(platform.clone(), &alice)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = stats.series(Request::new(platform)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+    // Dashboards: the platform for admins, one's own card, never another's.
+    let d = stats.dashboard(authed(proto::DashboardRequest::default(), &admin)).await.unwrap().into_inner();
+    let (_, http) = app.get("/api/v1/stats/dashboard", Some(&admin)).await;
+    assert_eq!(d.totals.first().map(|t| t.balance), http["totals"][0]["balance"].as_i64(), "{http}");
+    let e = stats.dashboard(authed(proto::DashboardRequest::default(), &alice)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let own = proto::DashboardRequest { card_id: Some(card.id), merchant_id: None };
+    let d = stats.dashboard(authed(own.clone(), &alice)).await.unwrap().into_inner();
+    assert_eq!(d.totals.first().map(|t| t.balance), Some(125_000), "{d:?}");
+    let e = stats.dashboard(authed(own.clone(), &bob)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = stats.dashboard(Request::new(own)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+    // Bad input names the field, as the HTTP query does.
+    let bad = proto::SeriesRequest { year: Some(1999), ..q.clone() };
+    let e = stats.series(authed(bad, &alice)).await.unwrap_err();
+    assert_eq!((e.code(), named_field(&e).as_str()), (Code::InvalidArgument, "year"), "{e:?}");
+    let e = stats.series(authed(proto::SeriesRequest { kind: 0, ..q.clone() }, &alice)).await.unwrap_err();
+    assert_eq!((e.code(), named_field(&e).as_str()), (Code::InvalidArgument, "kind"), "{e:?}");
+    let both = proto::SeriesRequest { merchant_id: Some(1), ..q };
+    let e = stats.series(authed(both, &alice)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+}
