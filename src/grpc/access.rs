@@ -61,6 +61,8 @@ pub const RPCS: &[(&str, Access)] = &[
     ("/payd.v1.Roles/ListUserRoles", ADMIN),
     ("/payd.v1.Stats/Series", crate::stats::routes::READERS),
     ("/payd.v1.Stats/Dashboard", crate::stats::routes::READERS),
+    ("/payd.v1.Admin/GetEventsStatus", ADMIN),
+    ("/payd.v1.Admin/ListDeadLetters", ADMIN),
     ("/grpc.health.v1.Health/Check", Access::Public),
     ("/grpc.health.v1.Health/Watch", Access::Public),
     ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Access::Public),

@@ -54,6 +54,9 @@ pub fn add<L>(router: Router<L>, state: &AppState) -> Router<L> {
         .add_service(
             proto::stats_server::StatsServer::new(st()).max_decoding_message_size(max).max_encoding_message_size(max),
         )
+        .add_service(
+            proto::admin_server::AdminServer::new(st()).max_decoding_message_size(max).max_encoding_message_size(max),
+        )
 }
 
 /// Every service is this one adapter over the application state.
@@ -748,6 +751,50 @@ impl proto::stats_server::Stats for Api {
                     methods: t.methods.into_iter().map(stats_figure).collect(),
                 })
                 .collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl proto::admin_server::Admin for Api {
+    async fn get_events_status(&self, _req: Request<proto::GetEventsStatusRequest>) -> Answer<proto::EventsStatus> {
+        let s = crate::events::routes::events_status(&self.state).await.map_err(status)?;
+        ok(proto::EventsStatus {
+            broker: s.broker.to_owned(),
+            outbox_depth: s.outbox_depth,
+            outbox_oldest_age_secs: s.outbox_oldest_age_secs,
+            emails_pending: s.emails_pending,
+            emails_dead: s.emails_dead,
+            webhooks_pending: s.webhooks_pending,
+            webhooks_dead: s.webhooks_dead,
+            dead_letters: s.dead_letters,
+        })
+    }
+
+    async fn list_dead_letters(
+        &self,
+        req: Request<proto::ListDeadLettersRequest>,
+    ) -> Answer<proto::ListDeadLettersResponse> {
+        let m = req.into_inner();
+        let q = crate::events::routes::DeadLetterQuery { page: convert::page(m.page), kind: opt(m.kind) };
+        let page = crate::events::routes::dead_letters_page(&self.state, q).await.map_err(status)?;
+        ok(proto::ListDeadLettersResponse {
+            items: page
+                .items
+                .into_iter()
+                .map(|d| proto::DeadLetter {
+                    id: d.id,
+                    kind: d.kind,
+                    consumer: d.consumer,
+                    reference: d.reference,
+                    event_id: d.event_id.map(|e| e.to_string()).unwrap_or_default(),
+                    reason: d.reason,
+                    payload: d.payload,
+                    attempts: d.attempts,
+                    created_at: Some(convert::timestamp(d.created_at)),
+                })
+                .collect(),
+            next_cursor: page.next_cursor.unwrap_or_default(),
         })
     }
 }

@@ -236,3 +236,74 @@ async fn stats_over_grpc_match_http_with_the_same_access() {
     let e = stats.series(authed(both, &alice)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 }
+
+#[actix_web::test]
+async fn admin_events_over_grpc_match_http_and_are_admin_only() {
+    use diesel::RunQueryDsl;
+    use payd::grpc::proto::admin_client::AdminClient;
+
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let (_, user, _) = app.user("grpc-admin-events@test.local").await;
+    diesel::sql_query(
+        "INSERT INTO dead_letters (kind, consumer, reference, reason, payload, attempts) VALUES \
+         ('email', 'mailer', 'job-1', 'out of attempts', NULL, 5), \
+         ('message', 'ledger-events', 'msg-2', 'malformed', '{oops', 1)",
+    )
+    .execute(&mut app.db())
+    .unwrap();
+    let mut adm = AdminClient::new(channel(&app).await);
+
+    let st = adm.get_events_status(authed(proto::GetEventsStatusRequest {}, &admin)).await.unwrap().into_inner();
+    let (s, http) = app.get("/api/v1/admin/events", Some(&admin)).await;
+    assert_eq!(s, 200, "{http}");
+    assert_eq!(st.dead_letters, 2);
+    assert_eq!(
+        (st.broker.as_str(), st.dead_letters, st.emails_dead, st.webhooks_dead),
+        (
+            http["broker"].as_str().unwrap(),
+            http["dead_letters"].as_i64().unwrap(),
+            http["emails_dead"].as_i64().unwrap(),
+            http["webhooks_dead"].as_i64().unwrap()
+        )
+    );
+
+    let all =
+        adm.list_dead_letters(authed(proto::ListDeadLettersRequest::default(), &admin)).await.unwrap().into_inner();
+    let (_, http) = app.get("/api/v1/admin/dead-letters", Some(&admin)).await;
+    let http_ids: Vec<i64> = http["items"].as_array().unwrap().iter().map(|d| d["id"].as_i64().unwrap()).collect();
+    assert_eq!(all.items.iter().map(|d| d.id).collect::<Vec<_>>(), http_ids);
+    assert_eq!(all.items.iter().map(|d| d.reference.as_str()).collect::<Vec<_>>(), vec!["msg-2", "job-1"]);
+    assert_eq!(all.items[0].payload.as_deref(), Some("{oops"));
+    let page = proto::ListDeadLettersRequest {
+        page: Some(proto::PageRequest { limit: 1, cursor: String::new() }),
+        kind: String::new(),
+    };
+    let first = adm.list_dead_letters(authed(page, &admin)).await.unwrap().into_inner();
+    assert_eq!(first.items.len(), 1);
+    let next = proto::ListDeadLettersRequest {
+        page: Some(proto::PageRequest { limit: 1, cursor: first.next_cursor }),
+        kind: String::new(),
+    };
+    let second = adm.list_dead_letters(authed(next, &admin)).await.unwrap().into_inner();
+    assert_eq!(second.items.iter().map(|d| d.reference.as_str()).collect::<Vec<_>>(), vec!["job-1"]);
+    let emails = adm
+        .list_dead_letters(authed(proto::ListDeadLettersRequest { page: None, kind: "email".into() }, &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(emails.items.iter().map(|d| d.kind.as_str()).collect::<Vec<_>>(), vec!["email"]);
+
+    // Non-admin: PERMISSION_DENIED; anonymous: UNAUTHENTICATED; a bad kind names the field.
+    let e = adm.get_events_status(authed(proto::GetEventsStatusRequest {}, &user)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = adm.list_dead_letters(authed(proto::ListDeadLettersRequest::default(), &user)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = adm.list_dead_letters(Request::new(proto::ListDeadLettersRequest::default())).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = adm
+        .list_dead_letters(authed(proto::ListDeadLettersRequest { page: None, kind: "sms".into() }, &admin))
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), named_field(&e).as_str()), (Code::InvalidArgument, "kind"), "{e:?}");
+}
