@@ -173,7 +173,7 @@ async fn stats_over_grpc_match_http_with_the_same_access() {
         (got.kind(), got.metric(), got.period()),
         (proto::StatsKind::Topup, proto::StatsMetric::Count, proto::StatsPeriod::Month)
     );
-    assert_eq!(got.year, http["year"].as_i64().unwrap() as i32);
+    assert_eq!(i64::from(got.year), http["year"].as_i64().unwrap());
     assert_eq!(got.scope, Some(proto::StatsScope { kind: "card".into(), id: Some(card.id) }));
     let labels: Vec<&str> = got.periods.iter().map(|p| p.label.as_str()).collect();
     let http_labels: Vec<&str> =
@@ -219,9 +219,9 @@ async fn stats_over_grpc_match_http_with_the_same_access() {
     let e = stats.dashboard(authed(proto::DashboardRequest::default(), &alice)).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     let own = proto::DashboardRequest { card_id: Some(card.id), merchant_id: None };
-    let d = stats.dashboard(authed(own.clone(), &alice)).await.unwrap().into_inner();
+    let d = stats.dashboard(authed(own, &alice)).await.unwrap().into_inner();
     assert_eq!(d.totals.first().map(|t| t.balance), Some(125_000), "{d:?}");
-    let e = stats.dashboard(authed(own.clone(), &bob)).await.unwrap_err();
+    let e = stats.dashboard(authed(own, &bob)).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     let e = stats.dashboard(Request::new(own)).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
