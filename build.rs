@@ -14,6 +14,9 @@ const PROTOS: &[&str] = &[
     "payd/v1/ledger.proto",
     "payd/v1/payments.proto",
     "payd/v1/merchants.proto",
+    "payd/v1/roles.proto",
+    "payd/v1/stats.proto",
+    "payd/v1/admin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

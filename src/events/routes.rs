@@ -49,6 +49,14 @@ pub struct EventsStatus {
 }
 
 async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(events_status(&state).await?))
+}
+
+/// The events health figures (both transports).
+///
+/// # Errors
+/// A storage error.
+pub async fn events_status(state: &AppState) -> Result<EventsStatus, ApiError> {
     let broker = state.events.broker.kind();
     let s = storage::run(&state.db, move |conn| {
         let o = outbox::stats(conn)?;
@@ -70,7 +78,7 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         })
     })
     .await?;
-    Ok(HttpResponse::Ok().json(s))
+    Ok(s)
 }
 
 #[derive(Serialize, Queryable, Selectable, utoipa::ToSchema)]
@@ -91,15 +99,22 @@ pub struct DeadLetterView {
 #[derive(Deserialize)]
 pub struct DeadLetterQuery {
     #[serde(flatten)]
-    page: PageQuery,
-    kind: Option<String>,
+    pub page: PageQuery,
+    pub kind: Option<String>,
 }
 
 async fn list_dead_letters(
     state: web::Data<AppState>,
     q: web::Query<DeadLetterQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = q.into_inner();
+    Ok(HttpResponse::Ok().json(dead_letters_page(&state, q.into_inner()).await?))
+}
+
+/// A page of dead letters, newest first, optionally of one kind (both transports).
+///
+/// # Errors
+/// 422 naming `kind`, 400 for a bad page; a storage error.
+pub async fn dead_letters_page(state: &AppState, q: DeadLetterQuery) -> Result<Page<DeadLetterView>, ApiError> {
     let (limit, cursor) = q.page.resolve()?;
     if let Some(k) = &q.kind {
         if !["email", "webhook", "message"].contains(&k.as_str()) {
@@ -121,5 +136,5 @@ async fn list_dead_letters(
         query.load(conn).map_err(StorageError::from)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |d| d.id)))
+    Ok(Page::from_rows(rows, limit, |d| d.id))
 }

@@ -161,10 +161,10 @@ pub enum StatusFilter {
 #[derive(Deserialize)]
 pub struct ListQuery {
     #[serde(flatten)]
-    page: PageQuery,
-    search: Option<String>,
+    pub page: PageQuery,
+    pub search: Option<String>,
     #[serde(default)]
-    status: StatusFilter,
+    pub status: StatusFilter,
 }
 
 fn users_matching(status: StatusFilter, pattern: Option<String>) -> users::BoxedQuery<'static, diesel::pg::Pg> {
@@ -542,13 +542,20 @@ pub struct UserRolesView {
 }
 
 async fn user_roles_of(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
+    Ok(HttpResponse::Ok().json(roles_of_user(&state, id.into_inner()).await?))
+}
+
+/// The active roles of a user (both transports).
+///
+/// # Errors
+/// 404 for an unknown user; a storage error.
+pub async fn roles_of_user(state: &AppState, id: i64) -> Result<UserRolesView, ApiError> {
     let roles = storage::run(&state.db, move |conn| {
         model::find_user(conn, id)?;
         model::role_names(conn, id)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(UserRolesView { user_id: id, roles }))
+    Ok(UserRolesView { user_id: id, roles })
 }
 
 async fn assign_role(
@@ -556,8 +563,15 @@ async fn assign_role(
     id: web::Path<i64>,
     body: Valid<AssignRoleRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let role = body.into_inner().role;
+    Ok(HttpResponse::Ok().json(role_assign(&state, id.into_inner(), body.into_inner()).await?))
+}
+
+/// Grants a role to a user (both transports).
+///
+/// # Errors
+/// 404 for an unknown user or role, 409 for an archived role; a storage error.
+pub async fn role_assign(state: &AppState, id: i64, body: AssignRoleRequest) -> Result<UserView, ApiError> {
+    let role = body.role;
     let view = storage::transaction(&state.db, move |conn| {
         model::find_user(conn, id)?;
         let r = model::find_role_by_name(conn, &role)?;
@@ -568,11 +582,19 @@ async fn assign_role(
         model::user_view(conn, id)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(view))
+    Ok(view)
 }
 
 async fn revoke_role(state: web::Data<AppState>, path: web::Path<(i64, String)>) -> Result<HttpResponse, ApiError> {
     let (id, role) = path.into_inner();
+    Ok(HttpResponse::Ok().json(role_revoke(&state, id, role).await?))
+}
+
+/// Revokes a role from a user and ends their sessions (both transports).
+///
+/// # Errors
+/// 404 for an unknown user or a role not held, 409 for the last admin; a storage error.
+pub async fn role_revoke(state: &AppState, id: i64, role: String) -> Result<UserView, ApiError> {
     let (view, revoked) = storage::transaction(&state.db, move |conn| {
         model::find_user(conn, id)?;
         let r = model::find_role_by_name(conn, &role)?;
@@ -588,8 +610,8 @@ async fn revoke_role(state: web::Data<AppState>, path: web::Path<(i64, String)>)
         Ok((model::user_view(conn, id)?, revoked))
     })
     .await?;
-    sessions::flag_revoked(&state, &revoked).await?;
-    Ok(HttpResponse::Ok().json(view))
+    sessions::flag_revoked(state, &revoked).await?;
+    Ok(view)
 }
 
 fn find_role(conn: &mut PgConnection, id: i64) -> Result<Role, IdentityError> {
@@ -602,7 +624,14 @@ fn find_role(conn: &mut PgConnection, id: i64) -> Result<Role, IdentityError> {
 }
 
 async fn list_roles(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
-    let q = q.into_inner();
+    Ok(HttpResponse::Ok().json(roles_list(&state, q.into_inner()).await?))
+}
+
+/// A page of roles, filtered by status and search (both transports).
+///
+/// # Errors
+/// 400 for a bad page or search; a storage error.
+pub async fn roles_list(state: &AppState, q: ListQuery) -> Result<Page<Role>, ApiError> {
     let (limit, cursor, with_total) = q.page.resolve_with_total()?;
     let pattern = search_opt(q.search.as_deref())?;
     let (rows, total) = storage::run(&state.db, move |conn| {
@@ -616,7 +645,7 @@ async fn list_roles(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Res
         Ok::<_, StorageError>((query.load(conn)?, total))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |r: &Role| r.id).with_total(total)))
+    Ok(Page::from_rows(rows, limit, |r: &Role| r.id).with_total(total))
 }
 
 /// Restores every archived user (their sessions stay ended; they sign in again).
@@ -651,7 +680,14 @@ fn role_conflict(e: diesel::result::Error) -> IdentityError {
 }
 
 async fn create_role(state: web::Data<AppState>, body: Valid<RoleRequest>) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    Ok(HttpResponse::Created().json(role_create(&state, body.into_inner()).await?))
+}
+
+/// Creates a role (both transports).
+///
+/// # Errors
+/// 409 for a taken name; a storage error.
+pub async fn role_create(state: &AppState, body: RoleRequest) -> Result<Role, ApiError> {
     let role = storage::run(&state.db, move |conn| {
         diesel::insert_into(roles::table)
             .values((roles::name.eq(&body.name), roles::description.eq(&body.description)))
@@ -660,13 +696,19 @@ async fn create_role(state: web::Data<AppState>, body: Valid<RoleRequest>) -> Re
             .map_err(role_conflict)
     })
     .await?;
-    Ok(HttpResponse::Created().json(role))
+    Ok(role)
 }
 
 async fn get_role(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let role = storage::run(&state.db, move |conn| find_role(conn, id)).await?;
-    Ok(HttpResponse::Ok().json(role))
+    Ok(HttpResponse::Ok().json(role_get(&state, id.into_inner()).await?))
+}
+
+/// A role by id (both transports).
+///
+/// # Errors
+/// 404; a storage error.
+pub async fn role_get(state: &AppState, id: i64) -> Result<Role, ApiError> {
+    Ok(storage::run(&state.db, move |conn| find_role(conn, id)).await?)
 }
 
 async fn update_role(
@@ -674,8 +716,14 @@ async fn update_role(
     id: web::Path<i64>,
     body: Valid<UpdateRoleRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let body = body.into_inner();
+    Ok(HttpResponse::Ok().json(role_update(&state, id.into_inner(), body.into_inner()).await?))
+}
+
+/// Updates a role's name or description; a built-in role keeps its name (both transports).
+///
+/// # Errors
+/// 404, 409 for a taken name or renaming a built-in role; a storage error.
+pub async fn role_update(state: &AppState, id: i64, body: UpdateRoleRequest) -> Result<Role, ApiError> {
     let role = storage::transaction(&state.db, move |conn| {
         let role = find_role(conn, id)?;
         if role.builtin && body.name.as_ref().is_some_and(|n| n != &role.name) {
@@ -692,10 +740,14 @@ async fn update_role(
             .map_err(role_conflict)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(role))
+    Ok(role)
 }
 
-async fn set_role_archived(state: web::Data<AppState>, id: i64, archive: bool) -> Result<HttpResponse, ApiError> {
+/// Archives (`archive`) or restores a role; built-in roles are never archived (both transports).
+///
+/// # Errors
+/// 404, 409 for a built-in role or one already in that state; a storage error.
+pub async fn role_set_archived(state: &AppState, id: i64, archive: bool) -> Result<Role, ApiError> {
     let role = storage::transaction(&state.db, move |conn| {
         let role = find_role(conn, id)?;
         if role.builtin {
@@ -713,15 +765,15 @@ async fn set_role_archived(state: web::Data<AppState>, id: i64, archive: bool) -
             .get_result(conn)?)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(role))
+    Ok(role)
 }
 
 async fn archive_role(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
-    set_role_archived(state, id.into_inner(), true).await
+    Ok(HttpResponse::Ok().json(role_set_archived(&state, id.into_inner(), true).await?))
 }
 
 async fn restore_role(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
-    set_role_archived(state, id.into_inner(), false).await
+    Ok(HttpResponse::Ok().json(role_set_archived(&state, id.into_inner(), false).await?))
 }
 
 async fn purge_role(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {

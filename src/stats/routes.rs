@@ -16,7 +16,7 @@ use crate::merchants::keys::MerchantPrincipal;
 use crate::storage;
 
 /// Cardholders, merchant owners and admins with a token; merchants with their API key.
-const READERS: Access = Access::ApiKeyOrRole(&["admin", "merchant", "user"]);
+pub const READERS: Access = Access::ApiKeyOrRole(&["admin", "merchant", "user"]);
 
 pub fn register(api: &mut Api) {
     let t = "statistics";
@@ -59,7 +59,12 @@ pub fn register(api: &mut Api) {
     r.responds::<DashboardView>(200, s);
 }
 
-fn caller(user: Option<AuthUser>, key: Option<MerchantPrincipal>) -> Result<Caller, ApiError> {
+/// Who is asking: the merchant API key if the call carried one, else the signed-in user (both
+/// transports).
+///
+/// # Errors
+/// 401 when neither is present.
+pub fn caller(user: Option<AuthUser>, key: Option<MerchantPrincipal>) -> Result<Caller, ApiError> {
     match (user, key) {
         (_, Some(k)) => Ok(Caller::Key { merchant_id: k.merchant_id }),
         (Some(u), None) => Ok(Caller::User { id: u.user_id, admin: u.is_admin() }),
@@ -80,17 +85,33 @@ async fn series(
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller(user, key)?;
     let q = SeriesQuery::parse(&kind, &params)?;
+    Ok(HttpResponse::Ok().json(read_series(&state, caller, q).await?))
+}
+
+/// A statistics series, after the caller's access to its scope is checked (both transports).
+///
+/// # Errors
+/// 403 for platform figures without the admin role, 404 naming the parameter for what is not the
+/// caller's; a storage error.
+pub async fn read_series(state: &AppState, caller: Caller, q: SeriesQuery) -> Result<StatsView, ApiError> {
     let currency = state.settings.money.currency.clone();
-    let view = storage::run(&state.db, move |conn| {
+    Ok(storage::run(&state.db, move |conn| {
         query::authorize(conn, caller, q.scope)?;
         query::series(conn, &q, &currency)
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(view))
+    .await?)
 }
 
-/// A dashboard; the card or merchant comes from the path, so "not yours" names `id`.
 async fn dashboard(state: &AppState, caller: Caller, scope: Scope) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(read_dashboard(state, caller, scope).await?))
+}
+
+/// A dashboard, after the caller's access is checked; the card or merchant is the request's `id`,
+/// so "not yours" names `id` (both transports).
+///
+/// # Errors
+/// 403 for the platform without the admin role, 404 naming `id`; a storage error.
+pub async fn read_dashboard(state: &AppState, caller: Caller, scope: Scope) -> Result<DashboardView, ApiError> {
     let currency = state.settings.money.currency.clone();
     let view = storage::run(&state.db, move |conn| {
         query::authorize(conn, caller, scope).map_err(|e| match e {
@@ -100,7 +121,7 @@ async fn dashboard(state: &AppState, caller: Caller, scope: Scope) -> Result<Htt
         query::dashboard(conn, scope, &currency)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(view))
+    Ok(view)
 }
 
 async fn platform_dashboard(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {

@@ -18,6 +18,7 @@ mod events_outbox;
 mod events_rabbitmq;
 mod events_webhooks;
 mod grpc;
+mod grpc_admin;
 mod identity_abuse;
 mod identity_admin;
 mod identity_flow;
