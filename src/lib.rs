@@ -11,6 +11,7 @@ pub mod config;
 pub mod events;
 pub mod grpc;
 pub mod http;
+pub mod ids;
 pub mod identity;
 pub mod ledger;
 pub mod merchants;

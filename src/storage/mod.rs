@@ -2,6 +2,7 @@
 //! database creation, and the one translation of database errors.
 
 pub mod notified;
+pub mod text_enum;
 pub mod schema;
 
 use diesel::connection::SimpleConnection;
