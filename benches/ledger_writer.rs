@@ -15,8 +15,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use futures::future::join_all;
-use payd::ledger::store::PgLedgerStore;
 use payd::ids::{AccountId, CardId, UserId};
+use payd::ledger::store::PgLedgerStore;
 use payd::ledger::{NewEvent, NewIdempotency, OpRecord};
 use payd::payments::OperationEntry;
 use payd_actors::{JournalEntry, LedgerWriter, Posting, WriterConfig, WriterHandle};

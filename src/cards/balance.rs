@@ -8,12 +8,12 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use payd_actors::{AccountError, CardError};
 
-use crate::ids::CardId;
 use crate::app::AppState;
 use crate::cards::routes::{account_postings_below, BalanceView};
 use crate::cards::{find_for, CardsError};
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
+use crate::ids::CardId;
 use crate::ledger::store::last_withdrawal_at;
 use crate::storage::schema::{accounts, cards, postings};
 use crate::storage::{self, StorageError};

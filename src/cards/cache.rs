@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use crate::ids::CardId;
 use crate::cards::{find, Card, CardsError};
 use crate::http::auth::AuthUser;
+use crate::ids::CardId;
 use crate::storage::notified::Notified;
 use crate::storage::{self, PgPool};
 

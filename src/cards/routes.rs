@@ -9,7 +9,6 @@ use validator::Validate;
 
 use crate::app::AppState;
 use crate::cards::pan::{self, Pan};
-use crate::ids::{CardId, UserId};
 use crate::cards::{find_for, service, Card, CardAction, CardStatus, CardView, CardsError};
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
@@ -17,6 +16,7 @@ use crate::http::pagination::{Page, PageQuery};
 use crate::http::routes::{Access, Api, ADMIN};
 use crate::http::Valid;
 use crate::identity::admin::StatusFilter;
+use crate::ids::{CardId, UserId};
 use crate::ledger::NewEvent;
 use crate::storage::schema::{accounts, cards, operations, outbox, postings, users};
 use crate::storage::{self, StorageError};
@@ -270,10 +270,11 @@ pub(super) fn list_query(
 ) -> Result<(Vec<Card>, Option<i64>), CardsError> {
     let (limit, cursor, with_total) = page;
     let status = q.status.as_deref().map(str::parse::<CardStatus>).transpose();
-    let statuses: Vec<CardStatus> = match status.map_err(|_| CardsError::Invalid("status must be active, frozen or closed"))? {
-        Some(s) => vec![s],
-        None => CardStatus::ALL.to_vec(),
-    };
+    let statuses: Vec<CardStatus> =
+        match status.map_err(|_| CardsError::Invalid("status must be active, frozen or closed"))? {
+            Some(s) => vec![s],
+            None => CardStatus::ALL.to_vec(),
+        };
     let archived: Vec<bool> = match q.archived {
         StatusFilter::Active => vec![false],
         StatusFilter::Archived => vec![true],
@@ -494,7 +495,8 @@ async fn lifecycle(
     let snapshot = {
         let pool = state.db.clone();
         let cid = card.id;
-        storage::run(&pool, move |conn| crate::ledger::store::load_card(conn, cid.get()).map_err(StorageError::from)).await
+        storage::run(&pool, move |conn| crate::ledger::store::load_card(conn, cid.get()).map_err(StorageError::from))
+            .await
     };
     if let Ok(s) = snapshot {
         state.ledger.ledger.cards().refresh(s);

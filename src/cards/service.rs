@@ -4,17 +4,16 @@
 use chrono::{DateTime, Datelike, Utc};
 use diesel::prelude::*;
 
-use crate::ids::{CardId, UserId};
 use crate::app::AppState;
 use crate::cards::pan;
 use crate::cards::routes::{
-    card_event, status_filter, insert_event, list_query, CardListQuery, IssueCardRequest, IssuedCard,
-    UpdateCardRequest,
+    card_event, insert_event, list_query, status_filter, CardListQuery, IssueCardRequest, IssuedCard, UpdateCardRequest,
 };
 use crate::cards::{Card, CardView, CardsError};
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
 use crate::http::pagination::Page;
+use crate::ids::{CardId, UserId};
 use crate::storage;
 use crate::storage::schema::{accounts, cards, users};
 
@@ -109,7 +108,9 @@ pub async fn list(state: &AppState, user: &AuthUser, q: CardListQuery) -> Result
     let pattern = crate::http::pagination::search_opt(q.search.as_deref())?;
     let requested = match q.user_id.as_deref() {
         None => None,
-        Some(u) => Some(u.parse::<UserId>().map_err(|_| ApiError::validation("user_id", "user_id must be an integer"))?),
+        Some(u) => {
+            Some(u.parse::<UserId>().map_err(|_| ApiError::validation("user_id", "user_id must be an integer"))?)
+        }
     };
     let filter = if user.is_admin() {
         requested
@@ -144,7 +145,12 @@ pub async fn get(state: &AppState, user: &AuthUser, id: CardId) -> Result<CardVi
 /// # Errors
 /// 404 unknown or another user's card, 403 `credit_limit` from a non-admin, 422 `credit_limit` on a
 /// debit card, 409 `credit_limit_below_balance` (naming `credit_limit`) or a closed card, a storage error.
-pub async fn update(state: &AppState, user: &AuthUser, id: CardId, body: UpdateCardRequest) -> Result<CardView, ApiError> {
+pub async fn update(
+    state: &AppState,
+    user: &AuthUser,
+    id: CardId,
+    body: UpdateCardRequest,
+) -> Result<CardView, ApiError> {
     if body.credit_limit.is_some() && !user.is_admin() {
         return Err(CardsError::AdminOnly("change a credit_limit").into());
     }

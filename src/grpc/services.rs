@@ -511,15 +511,18 @@ impl proto::merchants_server::Merchants for Api {
     async fn get_merchant(&self, req: Request<proto::GetMerchantRequest>) -> Answer<proto::Merchant> {
         let user = convert::user(&req)?;
         let id = req.into_inner().id;
-        ok(convert::merchant_message(crate::merchants::service::get(&self.state, user, id.into()).await.map_err(status)?))
+        ok(convert::merchant_message(
+            crate::merchants::service::get(&self.state, user, id.into()).await.map_err(status)?,
+        ))
     }
 
     async fn create_api_key(&self, req: Request<proto::CreateApiKeyRequest>) -> Answer<proto::CreatedApiKey> {
         let user = convert::user(&req)?;
         let m = req.into_inner();
         let body = validated(crate::merchants::routes::KeyRequest { label: opt(m.label) })?;
-        let created =
-            crate::merchants::service::create_key(&self.state, user, m.merchant_id.into(), body).await.map_err(status)?;
+        let created = crate::merchants::service::create_key(&self.state, user, m.merchant_id.into(), body)
+            .await
+            .map_err(status)?;
         ok(proto::CreatedApiKey { key: Some(convert::api_key(created.key)), api_key: created.api_key })
     }
 
@@ -533,8 +536,9 @@ impl proto::merchants_server::Merchants for Api {
     async fn revoke_api_key(&self, req: Request<proto::RevokeApiKeyRequest>) -> Answer<proto::ApiKey> {
         let user = convert::user(&req)?;
         let m = req.into_inner();
-        let view =
-            crate::merchants::service::revoke_key(&self.state, user, m.merchant_id.into(), m.id.into()).await.map_err(status)?;
+        let view = crate::merchants::service::revoke_key(&self.state, user, m.merchant_id.into(), m.id.into())
+            .await
+            .map_err(status)?;
         ok(convert::api_key(view))
     }
 }

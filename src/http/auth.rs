@@ -9,8 +9,8 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::identity::sessions;
-use crate::ids::UserId;
 use crate::identity::tokens::TokenError;
+use crate::ids::UserId;
 
 /// The authenticated caller, put in the request by the access middleware.
 #[derive(Debug, Clone)]

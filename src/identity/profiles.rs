@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use crate::ids::UserId;
 use crate::identity::model::UserView;
+use crate::ids::UserId;
 use crate::storage::notified::Notified;
 
 const CHANNEL: &str = "payd_users";

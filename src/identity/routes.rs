@@ -7,7 +7,6 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
-use crate::ids::UserId;
 use crate::app::AppState;
 use crate::events;
 use crate::http::auth::AuthUser;
@@ -19,6 +18,7 @@ use crate::identity::model::{self, UserView};
 use crate::identity::sessions;
 use crate::identity::tokens::{opaque_token, six_digit_code};
 use crate::identity::{password, service, IdentityError};
+use crate::ids::UserId;
 use crate::notify::jobs::{self as mail_jobs, NewMailJob};
 use crate::storage;
 use crate::storage::schema::{email_verifications, password_resets, users};

@@ -5,7 +5,6 @@
 use chrono::Utc;
 use diesel::prelude::*;
 
-use crate::ids::UserId;
 use crate::app::AppState;
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
@@ -16,6 +15,7 @@ use crate::identity::routes::{
 };
 use crate::identity::sessions::{self, Rotation};
 use crate::identity::{password, IdentityError};
+use crate::ids::UserId;
 use crate::storage::schema::{email_verifications, users};
 use crate::storage::{self, StorageError};
 

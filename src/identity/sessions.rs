@@ -6,10 +6,10 @@ use chrono::{Duration, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use crate::ids::UserId;
 use crate::app::AppState;
 use crate::identity::tokens::opaque_token;
 use crate::identity::IdentityError;
+use crate::ids::UserId;
 use crate::storage::schema::refresh_tokens;
 
 type Timestamp = chrono::DateTime<Utc>;

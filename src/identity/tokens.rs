@@ -8,8 +8,8 @@ use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::ids::UserId;
 use crate::config::AuthSettings;
+use crate::ids::UserId;
 
 /// Access-token claims. `typ` is always `access`, so no other token kind can pass as one.
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]

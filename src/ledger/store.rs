@@ -204,7 +204,9 @@ fn insert_operations<'a>(
         .bind::<Array<SqlUuid>, _>(ops.iter().map(|o| o.id).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(ops.iter().map(|o| o.kind.as_str()).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(ops.iter().map(|o| o.status.as_str()).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(ops.iter().map(|o| o.failure_reason.map(FailureCode::as_str)).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            ops.iter().map(|o| o.failure_reason.map(FailureCode::as_str)).collect::<Vec<_>>(),
+        )
         .bind::<Array<BigInt>, _>(ops.iter().map(|o| o.amount).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(ops.iter().map(|o| o.currency.as_str()).collect::<Vec<_>>())
         .bind::<Array<Nullable<Text>>, _>(ops.iter().map(|o| o.method.as_deref()).collect::<Vec<_>>())

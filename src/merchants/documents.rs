@@ -24,9 +24,9 @@ use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
 use crate::http::pagination::{search_opt, Page, PageQuery};
 use crate::http::routes::{Access, Api, ADMIN};
+use crate::ids::{DocumentId, MerchantId};
 use crate::ledger::NewEvent;
 use crate::merchants::routes::{emit, merchant_event, read_upload, DocumentView, DOC_TYPES};
-use crate::ids::{DocumentId, MerchantId};
 use crate::merchants::{find, find_for, Merchant, MerchantError};
 use crate::storage::schema::merchant_documents;
 use crate::storage::text_enum::text_enum;
@@ -431,7 +431,9 @@ mod tests {
     #[test]
     fn only_current_unwithdrawn_documents_are_reviewable() {
         assert!(reviewable(&doc(1, 1, None, None)).is_ok());
-        assert!(matches!(reviewable(&doc(1, 1, None, Some(5))), Err(MerchantError::DocumentSuperseded(d)) if d.get() == 5));
+        assert!(
+            matches!(reviewable(&doc(1, 1, None, Some(5))), Err(MerchantError::DocumentSuperseded(d)) if d.get() == 5)
+        );
         let mut w = doc(1, 1, None, None);
         w.status = DocumentStatus::Withdrawn;
         assert!(matches!(reviewable(&w), Err(MerchantError::DocumentWithdrawn)));

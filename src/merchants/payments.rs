@@ -18,8 +18,8 @@ use crate::http::pagination::{encode_cursor, search_opt, Page, PageQuery};
 use crate::http::routes::{Access, Api, ADMIN};
 use crate::http::Valid;
 use crate::identity::admin::StatusFilter;
-use crate::merchants::keys::MerchantPrincipal;
 use crate::ids::{AccountId, ApiKeyId, CardId, MerchantId, UserId};
+use crate::merchants::keys::MerchantPrincipal;
 use crate::merchants::{find_for, MerchantError};
 use crate::payments::execute::{self, Failure, MoneyOp, Reply};
 use crate::payments::{
@@ -366,7 +366,10 @@ pub async fn charge(
             return execute::record_failed(
                 state,
                 op,
-                Failure::new(FailureCode::CardLocked, "payments on this card are locked after too many wrong card details"),
+                Failure::new(
+                    FailureCode::CardLocked,
+                    "payments on this card are locked after too many wrong card details",
+                ),
             )
             .await;
         }

@@ -19,8 +19,8 @@ use crate::http::routes::{Access, Api, ADMIN};
 use crate::http::Valid;
 use crate::identity::admin::StatusFilter;
 use crate::identity::model::{self, ROLE_MERCHANT};
-use crate::ledger::NewEvent;
 use crate::ids::{AccountId, ApiKeyId, DocumentId, MerchantId, UserId};
+use crate::ledger::NewEvent;
 use crate::merchants::documents::DocumentStatus;
 use crate::merchants::{find, find_for, keys, service, transition, Merchant, MerchantError, MerchantStatus};
 use crate::storage::schema::{accounts, merchant_api_keys, merchant_documents, merchants, outbox};
@@ -842,7 +842,11 @@ async fn review(
     Ok(HttpResponse::Ok().json(doc))
 }
 
-pub(super) fn owned_active(conn: &mut PgConnection, id: MerchantId, user: &AuthUser) -> Result<Merchant, MerchantError> {
+pub(super) fn owned_active(
+    conn: &mut PgConnection,
+    id: MerchantId,
+    user: &AuthUser,
+) -> Result<Merchant, MerchantError> {
     let m = find(conn, id)?;
     if m.owner_id != user.user_id {
         return Err(MerchantError::NotOwner);
@@ -892,7 +896,11 @@ async fn create_key(
     Ok(HttpResponse::Created().json(service::create_key(&state, user, id.into_inner(), body).await?))
 }
 
-async fn list_keys(state: web::Data<AppState>, user: AuthUser, id: web::Path<MerchantId>) -> Result<HttpResponse, ApiError> {
+async fn list_keys(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<MerchantId>,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(service::list_keys(&state, user, id.into_inner()).await?))
 }
 
@@ -944,7 +952,11 @@ async fn revoke_key(
     Ok(HttpResponse::Ok().json(service::revoke_key(&state, user, id, key).await?))
 }
 
-async fn balance(state: web::Data<AppState>, user: AuthUser, id: web::Path<MerchantId>) -> Result<HttpResponse, ApiError> {
+async fn balance(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<MerchantId>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let (m, balance) = storage::run(&state.db, move |conn| {
         let m = find_for(conn, id, &user)?;

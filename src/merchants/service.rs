@@ -4,10 +4,10 @@
 use chrono::Utc;
 use diesel::prelude::*;
 
-use crate::ids::{ApiKeyId, MerchantId};
 use crate::app::AppState;
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
+use crate::ids::{ApiKeyId, MerchantId};
 use crate::merchants::routes::{
     emit, insert_key, merchant_event, owned_active, ApplyRequest, CreatedKey, KeyRequest, KeyView,
 };
@@ -63,7 +63,12 @@ pub async fn get(state: &AppState, user: AuthUser, id: MerchantId) -> Result<Mer
 ///
 /// # Errors
 /// 404 not the caller's merchant, 409 not active; a storage error.
-pub async fn create_key(state: &AppState, user: AuthUser, id: MerchantId, body: KeyRequest) -> Result<CreatedKey, ApiError> {
+pub async fn create_key(
+    state: &AppState,
+    user: AuthUser,
+    id: MerchantId,
+    body: KeyRequest,
+) -> Result<CreatedKey, ApiError> {
     let label = body.label.unwrap_or_default();
     let st = state.clone();
     let created = storage::transaction(&state.db, move |conn| {

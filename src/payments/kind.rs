@@ -103,6 +103,15 @@ mod tests {
             assert_eq!(serde_json::to_value(c).unwrap(), serde_json::json!(c.as_str()));
         }
         assert_eq!(serde_json::to_value(FailureCode::InsufficientFunds).unwrap(), "insufficient_funds");
+        fn agree<T: serde::Serialize + Copy + std::fmt::Display>(all: &[T]) {
+            for v in all {
+                assert_eq!(serde_json::to_value(v).unwrap(), serde_json::json!(v.to_string()));
+            }
+        }
+        agree(crate::cards::CardStatus::ALL);
+        agree(crate::cards::CardType::ALL);
+        agree(crate::merchants::MerchantStatus::ALL);
+        agree(crate::merchants::documents::DocumentStatus::ALL);
         assert!("Topup".parse::<OperationKind>().is_err());
     }
 }

@@ -9,11 +9,11 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
-use crate::ids::{CardId, UserId};
 use crate::app::AppState;
 use crate::cards::pan::{self, Pan};
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
+use crate::ids::{CardId, UserId};
 use crate::payments::{limits, Operation, OperationView, PaymentError};
 use crate::storage::schema::{cards, users};
 use crate::storage::{self, StorageError};

@@ -8,13 +8,13 @@ use serde::{Deserialize, Serialize};
 use validator::Validate;
 
 use crate::app::AppState;
-use crate::ids::CardId;
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
 use crate::http::pagination::PageQuery;
 use crate::http::routes::{Access, Api, ADMIN};
 use crate::http::Valid;
 use crate::identity::admin::StatusFilter;
+use crate::ids::CardId;
 use crate::payments::execute;
 use crate::payments::recipient::{self, RecipientPreview, RecipientPreviewRequest};
 use crate::payments::service;

@@ -5,12 +5,12 @@
 
 use diesel::prelude::*;
 
-use crate::ids::{AccountId, CardId, UserId};
 use crate::app::AppState;
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
 use crate::http::pagination::Page;
 use crate::identity::admin::StatusFilter;
+use crate::ids::{AccountId, CardId, UserId};
 use crate::payments::execute::{self, MoneyOp, Reply};
 use crate::payments::routes::{OpListQuery, TopupRequest, TransferRequest, WithdrawalRequest};
 use crate::payments::{
@@ -76,8 +76,14 @@ pub async fn topup(state: &AppState, user: &AuthUser, key: String, body: TopupRe
     let method = methods::canonical(&body.method).ok_or_else(|| ApiError::validation("method", "unknown method"))?;
     let hash = idempotency::request_hash(&state.settings.idempotency, "topup", "", &body)?;
     let account = owned_card(state, user, body.card_id).await?;
-    let funding =
-        state.ledger.system.funding.get(method).copied().map(AccountId::new).ok_or_else(|| ApiError::internal("funding account missing"))?;
+    let funding = state
+        .ledger
+        .system
+        .funding
+        .get(method)
+        .copied()
+        .map(AccountId::new)
+        .ok_or_else(|| ApiError::internal("funding account missing"))?;
     let op = MoneyOp {
         method: Some(method.to_owned()),
         dest_card: Some(body.card_id),

@@ -2,8 +2,8 @@
 //! database creation, and the one translation of database errors.
 
 pub mod notified;
-pub mod text_enum;
 pub mod schema;
+pub mod text_enum;
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;

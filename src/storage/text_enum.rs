@@ -8,8 +8,11 @@ macro_rules! text_enum {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize, ::utoipa::ToSchema)]
         #[derive(::diesel::expression::AsExpression, ::diesel::deserialize::FromSqlRow)]
         #[diesel(sql_type = ::diesel::sql_types::Text)]
+        // The stored texts are the variants in snake case (the `text_round_trips` tests check that
+        // serde, the OpenAPI schema and `as_str` agree).
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
-            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
+            $($(#[$vmeta])* $variant),+
         }
 
         impl $name {
