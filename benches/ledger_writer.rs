@@ -15,8 +15,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use futures::future::join_all;
+use payd::ids::{AccountId, CardId, UserId};
 use payd::ledger::store::PgLedgerStore;
-use payd::ledger::{NewEvent, NewIdempotency, NewOperation, OpRecord};
+use payd::ledger::{NewEvent, NewIdempotency, OpRecord};
+use payd::payments::OperationEntry;
 use payd_actors::{JournalEntry, LedgerWriter, Posting, WriterConfig, WriterHandle};
 use uuid::Uuid;
 
@@ -105,7 +107,7 @@ fn drop_db(name: &str) {
 fn entry(user: i64, seq: u64, from: (i64, i64), to: (i64, i64)) -> JournalEntry<OpRecord> {
     let now = Utc::now();
     let amount = 50_000;
-    let op = NewOperation {
+    let op = OperationEntry {
         id: Uuid::now_v7(),
         kind: payd::payments::OperationKind::Transfer,
         status: payd::payments::OperationStatus::Success,
@@ -113,12 +115,12 @@ fn entry(user: i64, seq: u64, from: (i64, i64), to: (i64, i64)) -> JournalEntry<
         amount,
         currency: "IDR".into(),
         method: None,
-        source_card_id: Some(from.1),
-        dest_card_id: Some(to.1),
-        debit_account_id: from.0,
-        credit_account_id: to.0,
+        source_card_id: Some(CardId::new(from.1)),
+        dest_card_id: Some(CardId::new(to.1)),
+        debit_account_id: AccountId::new(from.0),
+        credit_account_id: AccountId::new(to.0),
         reverses_id: None,
-        initiated_by: Some(user),
+        initiated_by: Some(UserId::new(user)),
         created_at: now,
         merchant_id: None,
         api_key_id: None,

@@ -12,6 +12,7 @@ pub mod events;
 pub mod grpc;
 pub mod http;
 pub mod identity;
+pub mod ids;
 pub mod ledger;
 pub mod merchants;
 pub mod metrics;

@@ -13,6 +13,7 @@ use crate::cards::routes::{account_postings_below, BalanceView};
 use crate::cards::{find_for, CardsError};
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
+use crate::ids::CardId;
 use crate::ledger::store::last_withdrawal_at;
 use crate::storage::schema::{accounts, cards, postings};
 use crate::storage::{self, StorageError};
@@ -50,10 +51,10 @@ fn account_error(e: AccountError) -> ApiError {
 ///
 /// # Errors
 /// 404 unknown or another user's card, 503 when the actors are busy or unavailable.
-pub async fn current(state: &AppState, user: &AuthUser, card_id: i64) -> Result<BalanceView, ApiError> {
+pub async fn current(state: &AppState, user: &AuthUser, card_id: CardId) -> Result<BalanceView, ApiError> {
     let ledger = &state.ledger.ledger;
-    let card = ledger.cards().get(card_id).await.map_err(card_error)?;
-    if card.owner_id != user.user_id && !user.is_admin() {
+    let card = ledger.cards().get(card_id.get()).await.map_err(card_error)?;
+    if card.owner_id != user.user_id.get() && !user.is_admin() {
         // Someone else's card answers exactly like a missing one (as `find_for`).
         return Err(CardsError::NotFound.into());
     }
@@ -63,7 +64,7 @@ pub async fn current(state: &AppState, user: &AuthUser, card_id: i64) -> Result<
     // A card account's floor is minus its credit line (set once, at issue).
     let credit_limit = read.floor.map_or(0, |f| f.saturating_neg());
     Ok(BalanceView {
-        card_id,
+        card_id: card_id.get(),
         account_id: card.account_id,
         currency: state.settings.money.currency.clone(),
         balance: read.state.balance,
@@ -81,12 +82,12 @@ pub async fn current(state: &AppState, user: &AuthUser, card_id: i64) -> Result<
 ///
 /// # Errors
 /// 404 as [`current`]; a storage error.
-pub async fn at(state: &AppState, user: AuthUser, card_id: i64, at: DateTime<Utc>) -> Result<BalanceView, ApiError> {
+pub async fn at(state: &AppState, user: AuthUser, card_id: CardId, at: DateTime<Utc>) -> Result<BalanceView, ApiError> {
     let currency = state.settings.money.currency.clone();
     let view = storage::run(&state.db, move |conn| {
         let card = find_for(conn, card_id, &user)?;
         let balance: Option<i64> = postings::table
-            .filter(account_postings_below(card.account_id, i64::MAX))
+            .filter(account_postings_below(card.account_id.get(), i64::MAX))
             .filter(postings::created_at.le(at))
             .order((postings::account_id.desc(), postings::id.desc()))
             .select(postings::balance_after)
@@ -98,8 +99,8 @@ pub async fn at(state: &AppState, user: AuthUser, card_id: i64, at: DateTime<Utc
             .first(conn)?;
         let balance = balance.unwrap_or(0);
         Ok::<_, CardsError>(BalanceView {
-            card_id: card.id,
-            account_id: card.account_id,
+            card_id: card.id.get(),
+            account_id: card.account_id.get(),
             currency,
             balance,
             available: balance + card.credit_limit,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::cards::{find, Card, CardsError};
 use crate::http::auth::AuthUser;
+use crate::ids::CardId;
 use crate::storage::notified::Notified;
 use crate::storage::{self, PgPool};
 
@@ -20,7 +21,7 @@ const CAPACITY: usize = 200_000;
 /// The card cache of one instance.
 #[derive(Clone, Debug)]
 pub struct Cards {
-    cache: Notified<i64, Card>,
+    cache: Notified<CardId, Card>,
 }
 
 impl Cards {
@@ -33,7 +34,7 @@ impl Cards {
     ///
     /// # Errors
     /// `NotFound` or a storage error.
-    pub async fn get(&self, db: &PgPool, id: i64) -> Result<Card, CardsError> {
+    pub async fn get(&self, db: &PgPool, id: CardId) -> Result<Card, CardsError> {
         if let Some(card) = self.cache.get(&id) {
             return Ok(card);
         }
@@ -48,7 +49,7 @@ impl Cards {
     ///
     /// # Errors
     /// As [`Cards::get`].
-    pub async fn get_for(&self, db: &PgPool, id: i64, user: &AuthUser) -> Result<Card, CardsError> {
+    pub async fn get_for(&self, db: &PgPool, id: CardId, user: &AuthUser) -> Result<Card, CardsError> {
         let card = self.get(db, id).await?;
         if card.user_id != user.user_id && !user.is_admin() {
             return Err(CardsError::NotFound);
@@ -57,7 +58,7 @@ impl Cards {
     }
 
     /// Drops card `id` from this instance's cache at once: call after committing a change to it.
-    pub fn changed(&self, id: i64) {
+    pub fn changed(&self, id: CardId) {
         self.cache.invalidate(&id);
     }
 }

@@ -12,8 +12,93 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use crate::http::auth::AuthUser;
+use crate::ids::{AccountId, CardId, UserId};
 use crate::storage::schema::{accounts, cards};
+use crate::storage::text_enum::text_enum;
 use crate::storage::StorageError;
+
+text_enum! {
+    /// Where a card is in its life (`cards.status`, and its account's `accounts.status`).
+    CardStatus {
+        Active = "active",
+        /// Cannot be debited until unfrozen; can still receive money.
+        Frozen = "frozen",
+        /// For good; only a card with a zero balance closes.
+        Closed = "closed",
+    }
+}
+
+text_enum! {
+    /// Debit cards spend their balance; credit cards may go below zero down to their credit limit.
+    CardType {
+        Debit = "debit",
+        Credit = "credit",
+    }
+}
+
+/// A holder's or an admin's lifecycle action on a card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardAction {
+    Freeze,
+    Unfreeze,
+    Close,
+    Archive,
+    Restore,
+}
+
+/// What a lifecycle action does: the new status, and the archive mark to set (`None`: unchanged;
+/// `Some(None)`: cleared; `Some(Some(t))`: set).
+pub type CardChange = (CardStatus, Option<Option<DateTime<Utc>>>);
+
+impl CardAction {
+    /// The path segment that names the action (`/cards/{id}/freeze`).
+    pub fn from_segment(segment: &str) -> Option<Self> {
+        Some(match segment {
+            "freeze" => Self::Freeze,
+            "unfreeze" => Self::Unfreeze,
+            "close" => Self::Close,
+            "archive" => Self::Archive,
+            "restore" => Self::Restore,
+            _ => return None,
+        })
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Freeze => "freeze",
+            Self::Unfreeze => "unfreeze",
+            Self::Close => "close",
+            Self::Archive => "archive",
+            Self::Restore => "restore",
+        }
+    }
+
+    /// The event recorded when the action applies.
+    pub const fn event_type(self) -> &'static str {
+        match self {
+            Self::Freeze => "card.frozen",
+            Self::Unfreeze => "card.unfrozen",
+            Self::Close => "card.closed",
+            Self::Archive => "card.archived",
+            Self::Restore => "card.restored",
+        }
+    }
+
+    /// The change this action makes to a card in `status` (archived or not), or `None` when the
+    /// action does not apply there: active ⇄ frozen, active/frozen → closed, closed → archived,
+    /// archived → restored (same status).
+    pub fn apply(self, status: CardStatus, archived: bool, now: DateTime<Utc>) -> Option<CardChange> {
+        use CardStatus::{Active, Closed, Frozen};
+        match (self, status, archived) {
+            (Self::Freeze, Active, false) => Some((Frozen, None)),
+            (Self::Unfreeze, Frozen, false) => Some((Active, None)),
+            (Self::Close, Active | Frozen, false) => Some((Closed, None)),
+            (Self::Archive, Closed, false) => Some((Closed, Some(Some(now)))),
+            (Self::Restore, s, true) => Some((s, Some(None))),
+            _ => None,
+        }
+    }
+}
 
 /// Everything that can go wrong with cards; mapped to HTTP in `http::error`.
 #[derive(Debug, thiserror::Error)]
@@ -54,10 +139,10 @@ impl From<diesel::result::Error> for CardsError {
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = cards)]
 pub struct Card {
-    pub id: i64,
-    pub user_id: i64,
-    pub account_id: i64,
-    pub card_type: String,
+    pub id: CardId,
+    pub user_id: UserId,
+    pub account_id: AccountId,
+    pub card_type: CardType,
     pub brand: String,
     pub pan_masked: String,
     pub pan_last4: String,
@@ -65,7 +150,7 @@ pub struct Card {
     pub expiry_year: i32,
     pub credit_limit: i64,
     pub label: String,
-    pub status: String,
+    pub status: CardStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub archived_at: Option<DateTime<Utc>>,
@@ -79,7 +164,7 @@ pub struct CardView {
     pub id: i64,
     pub user_id: i64,
     pub account_id: i64,
-    pub card_type: String,
+    pub card_type: CardType,
     pub brand: String,
     pub card_number: String,
     pub last4: String,
@@ -88,7 +173,7 @@ pub struct CardView {
     pub credit_limit: i64,
     pub currency: String,
     pub label: String,
-    pub status: String,
+    pub status: CardStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub archived_at: Option<DateTime<Utc>>,
@@ -99,9 +184,9 @@ pub struct CardView {
 impl CardView {
     pub fn new(c: Card, currency: &str) -> Self {
         Self {
-            id: c.id,
-            user_id: c.user_id,
-            account_id: c.account_id,
+            id: c.id.get(),
+            user_id: c.user_id.get(),
+            account_id: c.account_id.get(),
             card_type: c.card_type,
             brand: c.brand,
             card_number: c.pan_masked,
@@ -122,7 +207,7 @@ impl CardView {
 
 /// # Errors
 /// `NotFound` or a storage error.
-pub fn find(conn: &mut PgConnection, id: i64) -> Result<Card, CardsError> {
+pub fn find(conn: &mut PgConnection, id: CardId) -> Result<Card, CardsError> {
     Ok(cards::table.find(id).select(Card::as_select()).first(conn)?)
 }
 
@@ -131,7 +216,7 @@ pub fn find(conn: &mut PgConnection, id: i64) -> Result<Card, CardsError> {
 ///
 /// # Errors
 /// `NotFound` or a storage error.
-pub fn find_for(conn: &mut PgConnection, id: i64, user: &AuthUser) -> Result<Card, CardsError> {
+pub fn find_for(conn: &mut PgConnection, id: CardId, user: &AuthUser) -> Result<Card, CardsError> {
     let card = find(conn, id)?;
     if card.user_id != user.user_id && !user.is_admin() {
         return Err(CardsError::NotFound);
@@ -143,6 +228,6 @@ pub fn find_for(conn: &mut PgConnection, id: i64, user: &AuthUser) -> Result<Car
 ///
 /// # Errors
 /// `NotFound` or a storage error.
-pub fn account_balance(conn: &mut PgConnection, account_id: i64) -> Result<(i64, Option<i64>), CardsError> {
+pub fn account_balance(conn: &mut PgConnection, account_id: AccountId) -> Result<(i64, Option<i64>), CardsError> {
     Ok(accounts::table.find(account_id).select((accounts::balance, accounts::min_balance)).first(conn)?)
 }

@@ -9,13 +9,14 @@ use validator::Validate;
 
 use crate::app::AppState;
 use crate::cards::pan::{self, Pan};
-use crate::cards::{find_for, service, Card, CardView, CardsError};
+use crate::cards::{find_for, service, Card, CardAction, CardStatus, CardView, CardsError};
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
 use crate::http::pagination::{Page, PageQuery};
 use crate::http::routes::{Access, Api, ADMIN};
 use crate::http::Valid;
 use crate::identity::admin::StatusFilter;
+use crate::ids::{CardId, UserId};
 use crate::ledger::NewEvent;
 use crate::storage::schema::{accounts, cards, operations, outbox, postings, users};
 use crate::storage::{self, StorageError};
@@ -130,7 +131,8 @@ pub struct IssueCardRequest {
     #[schema(min_length = 1, max_length = 50, example = "visa")]
     pub brand: String,
     /// Admins only: issue for another user.
-    pub user_id: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub user_id: Option<UserId>,
     /// Admins only: credit line of a credit card (minor units).
     #[validate(range(
         min = 0,
@@ -261,16 +263,18 @@ async fn issue(
 /// the matching cards are counted too (a user's cards: a handful, on the same index).
 pub(super) fn list_query(
     conn: &mut PgConnection,
-    user_filter: Option<i64>,
+    user_filter: Option<UserId>,
     q: &CardListQuery,
     pattern: Option<String>,
     page: (i64, Option<i64>, bool),
 ) -> Result<(Vec<Card>, Option<i64>), CardsError> {
     let (limit, cursor, with_total) = page;
-    let statuses: Vec<String> = match &q.status {
-        Some(s) => vec![s.clone()],
-        None => ["active", "frozen", "closed"].map(str::to_owned).to_vec(),
-    };
+    let status = q.status.as_deref().map(str::parse::<CardStatus>).transpose();
+    let statuses: Vec<CardStatus> =
+        match status.map_err(|_| CardsError::Invalid("status must be active, frozen or closed"))? {
+            Some(s) => vec![s],
+            None => CardStatus::ALL.to_vec(),
+        };
     let archived: Vec<bool> = match q.archived {
         StatusFilter::Active => vec![false],
         StatusFilter::Archived => vec![true],
@@ -334,7 +338,7 @@ async fn restore_all(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         for c in &cards {
             insert_event(conn, &card_event("card.restored", c))?;
         }
-        Ok::<_, CardsError>(cards.into_iter().map(|c| c.id).collect::<Vec<i64>>())
+        Ok::<_, CardsError>(cards.into_iter().map(|c| c.id).collect::<Vec<CardId>>())
     })
     .await?;
     for id in &restored {
@@ -343,11 +347,16 @@ async fn restore_all(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     Ok(HttpResponse::Ok().json(crate::http::RestoredAll { restored: restored.len() }))
 }
 
-pub(super) fn check_status_filter(q: &CardListQuery) -> Result<(), ApiError> {
-    match q.status.as_deref() {
-        None | Some("active" | "frozen" | "closed") => Ok(()),
-        Some(_) => Err(ApiError::validation("status", "status must be active, frozen or closed")),
-    }
+/// The list's `status` filter.
+///
+/// # Errors
+/// 422 naming `status` for anything but `active`, `frozen` or `closed`.
+pub(super) fn status_filter(q: &CardListQuery) -> Result<Option<CardStatus>, ApiError> {
+    q.status
+        .as_deref()
+        .map(str::parse::<CardStatus>)
+        .transpose()
+        .map_err(|_| ApiError::validation("status", "status must be active, frozen or closed"))
 }
 
 async fn list(
@@ -361,7 +370,7 @@ async fn list(
 async fn by_user(
     state: web::Data<AppState>,
     user: AuthUser,
-    id: web::Path<i64>,
+    id: web::Path<UserId>,
     q: web::Query<CardListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
@@ -370,7 +379,7 @@ async fn by_user(
         return Err(ApiError::not_found("user"));
     }
     let q = q.into_inner();
-    check_status_filter(&q)?;
+    status_filter(&q)?;
     let page = q.page.resolve_with_total()?;
     let pattern = crate::http::pagination::search_opt(q.search.as_deref())?;
     let (rows, total) = storage::run(&state.db, move |conn| {
@@ -387,7 +396,7 @@ async fn by_user(
     Ok(HttpResponse::Ok().json(Page::from_rows(views, page.0, |c| c.id).with_total(total)))
 }
 
-async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<CardId>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(service::get(&state, &user, id.into_inner()).await?))
 }
 
@@ -415,7 +424,7 @@ async fn lookup(
 async fn update(
     state: web::Data<AppState>,
     user: AuthUser,
-    id: web::Path<i64>,
+    id: web::Path<CardId>,
     body: Valid<UpdateCardRequest>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(service::update(&state, &user, id.into_inner(), body.into_inner()).await?))
@@ -424,39 +433,29 @@ async fn update(
 async fn lifecycle(
     state: web::Data<AppState>,
     user: AuthUser,
-    id: web::Path<i64>,
+    id: web::Path<CardId>,
     req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let action: &'static str = match req.path().rsplit('/').next() {
-        Some("freeze") => "freeze",
-        Some("unfreeze") => "unfreeze",
-        Some("close") => "close",
-        Some("archive") => "archive",
-        Some("restore") => "restore",
-        _ => return Err(ApiError::not_found("action")),
+    let Some(action) = req.path().rsplit('/').next().and_then(CardAction::from_segment) else {
+        return Err(ApiError::not_found("action"));
     };
     let card = storage::transaction(&state.db, move |conn| {
         let card = find_for(conn, id, &user)?;
         let now = Utc::now();
         let bad = |c: &Card| CardsError::InvalidTransition {
-            action,
-            current: if c.archived_at.is_some() { format!("{} and archived", c.status) } else { c.status.clone() },
+            action: action.as_str(),
+            current: if c.archived_at.is_some() { format!("{} and archived", c.status) } else { c.status.to_string() },
         };
-        let (status, archived) = match (action, card.status.as_str(), card.archived_at.is_some()) {
-            ("freeze", "active", false) => ("frozen", None),
-            ("unfreeze", "frozen", false) => ("active", None),
-            ("close", "active" | "frozen", false) => ("closed", None),
-            ("archive", "closed", false) => ("closed", Some(Some(now))),
-            ("restore", _, true) => (card.status.as_str(), Some(None)),
-            _ => return Err(bad(&card)),
+        let Some((status, archived)) = action.apply(card.status, card.archived_at.is_some(), now) else {
+            return Err(bad(&card));
         };
         // A conditional update: it applies only if the card is still in the state the decision was
         // made from. A concurrent transition that committed first (a `close`, say) makes this one
         // match nothing — READ COMMITTED re-checks the condition on the row it waited for — so a
         // late `unfreeze` can never undo a `close`.
         let mut q =
-            diesel::update(cards::table).filter(cards::id.eq(id)).filter(cards::status.eq(&card.status)).into_boxed();
+            diesel::update(cards::table).filter(cards::id.eq(id)).filter(cards::status.eq(card.status)).into_boxed();
         q = if card.archived_at.is_some() {
             q.filter(cards::archived_at.is_not_null())
         } else {
@@ -478,7 +477,7 @@ async fn lifecycle(
             // The ledger's guard reads the account's status; change both in this transaction (the card
             // row, locked above, serialises transitions of this card).
             let mut q = diesel::update(accounts::table.find(card.account_id)).into_boxed();
-            if status == "closed" {
+            if status == CardStatus::Closed {
                 q = q.filter(accounts::balance.eq(0));
             }
             let n = q.set((accounts::status.eq(status), accounts::updated_at.eq(now))).execute(conn)?;
@@ -487,14 +486,7 @@ async fn lifecycle(
                 return Err(CardsError::NonZeroBalance(balance));
             }
         }
-        let event = match action {
-            "freeze" => "card.frozen",
-            "unfreeze" => "card.unfrozen",
-            "close" => "card.closed",
-            "archive" => "card.archived",
-            _ => "card.restored",
-        };
-        insert_event(conn, &card_event(event, &upd))?;
+        insert_event(conn, &card_event(action.event_type(), &upd))?;
         Ok(upd)
     })
     .await?;
@@ -503,7 +495,8 @@ async fn lifecycle(
     let snapshot = {
         let pool = state.db.clone();
         let cid = card.id;
-        storage::run(&pool, move |conn| crate::ledger::store::load_card(conn, cid).map_err(StorageError::from)).await
+        storage::run(&pool, move |conn| crate::ledger::store::load_card(conn, cid.get()).map_err(StorageError::from))
+            .await
     };
     if let Ok(s) = snapshot {
         state.ledger.ledger.cards().refresh(s);
@@ -512,7 +505,7 @@ async fn lifecycle(
 }
 
 /// Clears a card's payment lock and its failure counter; answers the card (also when it was not locked).
-async fn unlock(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn unlock(state: web::Data<AppState>, user: AuthUser, id: web::Path<CardId>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let by = user.user_id;
     let card = storage::transaction(&state.db, move |conn| {
@@ -530,7 +523,7 @@ async fn unlock(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) 
         tracing::warn!(error = %e, "redis unavailable");
         ApiError::unavailable("rate-limit store unavailable, retry later")
     })?;
-    tracing::info!(card_id = id, by, "card unlocked for payments");
+    tracing::info!(card_id = %id, by = %by, "card unlocked for payments");
     Ok(HttpResponse::Ok().json(CardView::new(card, &state.settings.money.currency)))
 }
 
@@ -542,7 +535,7 @@ pub struct BalanceQuery {
 async fn balance(
     state: web::Data<AppState>,
     user: AuthUser,
-    id: web::Path<i64>,
+    id: web::Path<CardId>,
     q: web::Query<BalanceQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
@@ -652,14 +645,14 @@ static LATEST: std::sync::LazyLock<DateTime<Utc>> =
 async fn statement(
     state: web::Data<AppState>,
     user: AuthUser,
-    id: web::Path<i64>,
+    id: web::Path<CardId>,
     q: web::Query<StatementQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let (limit, cursor, window) = q.resolve()?;
     let account_id = state.cards.get_for(&state.db, id, &user).await?.account_id;
     let lines = storage::run(&state.db, move |conn| {
-        statement_lines(conn, account_id, window, limit, cursor).map_err(StorageError::from)
+        statement_lines(conn, account_id.get(), window, limit, cursor).map_err(StorageError::from)
     })
     .await?;
     Ok(HttpResponse::Ok().json(Page::from_rows(lines, limit, |l| l.posting_id)))

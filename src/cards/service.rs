@@ -7,13 +7,13 @@ use diesel::prelude::*;
 use crate::app::AppState;
 use crate::cards::pan;
 use crate::cards::routes::{
-    card_event, check_status_filter, insert_event, list_query, CardListQuery, IssueCardRequest, IssuedCard,
-    UpdateCardRequest,
+    card_event, insert_event, list_query, status_filter, CardListQuery, IssueCardRequest, IssuedCard, UpdateCardRequest,
 };
 use crate::cards::{Card, CardView, CardsError};
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
 use crate::http::pagination::Page;
+use crate::ids::{CardId, UserId};
 use crate::storage;
 use crate::storage::schema::{accounts, cards, users};
 
@@ -93,7 +93,7 @@ pub async fn issue(state: &AppState, user: &AuthUser, body: IssueCardRequest) ->
     })
     .await?;
     crate::metrics::count("card_issue", "success");
-    tracing::info!(card_id = card.id, card = %number, "card issued");
+    tracing::info!(card_id = %card.id, card = %number, "card issued");
     let view = CardView::new(card, &state.settings.money.currency);
     Ok(IssuedCard { card: view, card_number: number.digits().to_owned(), cvv })
 }
@@ -103,12 +103,14 @@ pub async fn issue(state: &AppState, user: &AuthUser, body: IssueCardRequest) ->
 /// # Errors
 /// 403 when a user asks for another user's cards, 422 bad filter or page.
 pub async fn list(state: &AppState, user: &AuthUser, q: CardListQuery) -> Result<Page<CardView>, ApiError> {
-    check_status_filter(&q)?;
+    status_filter(&q)?;
     let page = q.page.resolve_with_total()?;
     let pattern = crate::http::pagination::search_opt(q.search.as_deref())?;
     let requested = match q.user_id.as_deref() {
         None => None,
-        Some(u) => Some(u.parse::<i64>().map_err(|_| ApiError::validation("user_id", "user_id must be an integer"))?),
+        Some(u) => {
+            Some(u.parse::<UserId>().map_err(|_| ApiError::validation("user_id", "user_id must be an integer"))?)
+        }
     };
     let filter = if user.is_admin() {
         requested
@@ -128,7 +130,7 @@ pub async fn list(state: &AppState, user: &AuthUser, q: CardListQuery) -> Result
 ///
 /// # Errors
 /// 404; a storage error.
-pub async fn get(state: &AppState, user: &AuthUser, id: i64) -> Result<CardView, ApiError> {
+pub async fn get(state: &AppState, user: &AuthUser, id: CardId) -> Result<CardView, ApiError> {
     let card = state.cards.get_for(&state.db, id, user).await?;
     Ok(CardView::new(card, &state.settings.money.currency))
 }
@@ -143,7 +145,12 @@ pub async fn get(state: &AppState, user: &AuthUser, id: i64) -> Result<CardView,
 /// # Errors
 /// 404 unknown or another user's card, 403 `credit_limit` from a non-admin, 422 `credit_limit` on a
 /// debit card, 409 `credit_limit_below_balance` (naming `credit_limit`) or a closed card, a storage error.
-pub async fn update(state: &AppState, user: &AuthUser, id: i64, body: UpdateCardRequest) -> Result<CardView, ApiError> {
+pub async fn update(
+    state: &AppState,
+    user: &AuthUser,
+    id: CardId,
+    body: UpdateCardRequest,
+) -> Result<CardView, ApiError> {
     if body.credit_limit.is_some() && !user.is_admin() {
         return Err(CardsError::AdminOnly("change a credit_limit").into());
     }
@@ -159,7 +166,7 @@ pub async fn update(state: &AppState, user: &AuthUser, id: i64, body: UpdateCard
             if card.status == "closed" {
                 return Err(CardsError::InvalidTransition {
                     action: "change the credit_limit of",
-                    current: card.status,
+                    current: card.status.to_string(),
                 });
             }
             let floor = -new;
@@ -195,8 +202,8 @@ pub async fn update(state: &AppState, user: &AuthUser, id: i64, body: UpdateCard
     state.cards.changed(card.id);
     // The account actor caches the floor: reload it now (the database refuses a debit below the new
     // floor either way; this keeps the actor from approving what the database will refuse).
-    if let Err(e) = state.ledger.ledger.accounts().resync(card.account_id).await {
-        tracing::warn!(account = card.account_id, error = %e, "account resync after a credit_limit change failed");
+    if let Err(e) = state.ledger.ledger.accounts().resync(card.account_id.get()).await {
+        tracing::warn!(account = %card.account_id, error = %e, "account resync after a credit_limit change failed");
     }
     Ok(CardView::new(card, &state.settings.money.currency))
 }

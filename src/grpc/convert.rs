@@ -206,16 +206,16 @@ pub fn operation(o: OperationView) -> proto::Operation {
         id: o.id.to_string(),
         kind: kind_of(o.kind).into(),
         status: status.into(),
-        failure_reason: o.failure_reason.unwrap_or_default(),
+        failure_reason: o.failure_reason.map(|c| c.as_str().to_owned()).unwrap_or_default(),
         amount: o.amount,
         currency: o.currency,
         method: o.method.unwrap_or_default(),
-        source_card_id: o.source_card_id,
-        dest_card_id: o.dest_card_id,
+        source_card_id: o.source_card_id.map(i64::from),
+        dest_card_id: o.dest_card_id.map(i64::from),
         source_card_masked: o.source_card_masked.unwrap_or_default(),
         dest_card_masked: o.dest_card_masked.unwrap_or_default(),
         reverses_id: o.reverses_id.map(|u| u.to_string()).unwrap_or_default(),
-        merchant_id: o.merchant_id,
+        merchant_id: o.merchant_id.map(i64::from),
         order_ref: o.order_ref.unwrap_or_default(),
         created_at: Some(timestamp(o.created_at)),
         archived_at: ts(o.archived_at),
@@ -241,7 +241,7 @@ pub fn card(c: CardView) -> proto::Card {
         credit_limit: c.credit_limit,
         currency: c.currency,
         label: c.label,
-        status: c.status,
+        status: c.status.to_string(),
         created_at: Some(timestamp(c.created_at)),
         updated_at: Some(timestamp(c.updated_at)),
         archived_at: ts(c.archived_at),
@@ -251,7 +251,7 @@ pub fn card(c: CardView) -> proto::Card {
 
 pub fn user_message(u: UserView) -> proto::User {
     proto::User {
-        id: u.id,
+        id: u.id.get(),
         first_name: u.first_name,
         last_name: u.last_name,
         email: u.email,
@@ -293,15 +293,15 @@ pub fn opt(s: String) -> Option<String> {
 
 pub fn merchant_message(m: crate::merchants::Merchant) -> proto::Merchant {
     proto::Merchant {
-        id: m.id,
-        owner_id: m.owner_id,
-        account_id: m.account_id,
+        id: m.id.get(),
+        owner_id: m.owner_id.get(),
+        account_id: m.account_id.get(),
         business_name: m.business_name,
         contact_email: m.contact_email,
         category: m.category,
         website: m.website,
         description: m.description,
-        status: m.status,
+        status: m.status.to_string(),
         status_reason: m.status_reason.unwrap_or_default(),
         created_at: Some(timestamp(m.created_at)),
         updated_at: Some(timestamp(m.updated_at)),
@@ -310,8 +310,8 @@ pub fn merchant_message(m: crate::merchants::Merchant) -> proto::Merchant {
 
 pub fn api_key(k: crate::merchants::routes::KeyView) -> proto::ApiKey {
     proto::ApiKey {
-        id: k.id,
-        merchant_id: k.merchant_id,
+        id: k.id.get(),
+        merchant_id: k.merchant_id.get(),
         label: k.label,
         key_id: k.key_id,
         created_at: Some(timestamp(k.created_at)),

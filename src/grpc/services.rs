@@ -137,7 +137,7 @@ fn token_pair(p: crate::identity::routes::TokenPair) -> proto::TokenPair {
 impl proto::users_server::Users for Api {
     async fn get_user(&self, req: Request<proto::GetUserRequest>) -> Answer<proto::User> {
         let id = req.into_inner().id;
-        let view = crate::identity::admin::user(&self.state, id).await.map_err(status)?;
+        let view = crate::identity::admin::user(&self.state, id.into()).await.map_err(status)?;
         ok(convert::user_message(view))
     }
 }
@@ -154,7 +154,7 @@ impl proto::cards_server::Cards for Api {
         let body = validated(crate::cards::routes::IssueCardRequest {
             card_type: card_type.to_owned(),
             brand: m.brand,
-            user_id: m.user_id,
+            user_id: m.user_id.map(Into::into),
             credit_limit: m.credit_limit,
             label: opt(m.label),
         })?;
@@ -168,7 +168,7 @@ impl proto::cards_server::Cards for Api {
 
     async fn get_card(&self, req: Request<proto::GetCardRequest>) -> Answer<proto::Card> {
         let user = convert::user(&req)?;
-        let card = crate::cards::service::get(&self.state, &user, req.into_inner().id).await.map_err(status)?;
+        let card = crate::cards::service::get(&self.state, &user, req.into_inner().id.into()).await.map_err(status)?;
         ok(convert::card(card))
     }
 
@@ -192,7 +192,7 @@ impl proto::cards_server::Cards for Api {
     async fn get_balance(&self, req: Request<proto::GetBalanceRequest>) -> Answer<proto::Balance> {
         let user = convert::user(&req)?;
         let card = req.into_inner().card_id;
-        let view = crate::cards::balance::current(&self.state, &user, card).await.map_err(status)?;
+        let view = crate::cards::balance::current(&self.state, &user, card.into()).await.map_err(status)?;
         ok(convert::balance(view))
     }
 }
@@ -234,7 +234,7 @@ impl proto::ledger_server::Ledger for Api {
         let key = convert::idempotency_key(&req)?;
         let m = req.into_inner();
         let body = validated(crate::payments::routes::TopupRequest {
-            card_id: m.card_id,
+            card_id: m.card_id.into(),
             amount: m.amount,
             method: m.method,
             currency: opt(m.currency),
@@ -247,7 +247,7 @@ impl proto::ledger_server::Ledger for Api {
         let key = convert::idempotency_key(&req)?;
         let m = req.into_inner();
         let body = validated(crate::payments::routes::WithdrawalRequest {
-            card_id: m.card_id,
+            card_id: m.card_id.into(),
             amount: m.amount,
             currency: opt(m.currency),
         })?;
@@ -261,9 +261,9 @@ impl proto::ledger_server::Ledger for Api {
         let key = convert::idempotency_key(&req)?;
         let m = req.into_inner();
         let body = validated(crate::payments::routes::TransferRequest {
-            from_card_id: m.from_card_id,
+            from_card_id: m.from_card_id.into(),
             // Proto3 has no absent integer: 0 (never a card id) and "" mean "not given".
-            to_card_id: (m.to_card_id != 0).then_some(m.to_card_id),
+            to_card_id: (m.to_card_id != 0).then_some(m.to_card_id.into()),
             to_card_number: (!m.to_card_number.is_empty()).then_some(m.to_card_number),
             amount: m.amount,
             currency: opt(m.currency),
@@ -321,7 +321,7 @@ impl proto::ledger_server::Ledger for Api {
             .1;
         let card = m.card_id;
         // The card must be the caller's (any card for an admin): answered before the stream opens.
-        crate::cards::service::get(&self.state, &user, card).await.map_err(status)?;
+        crate::cards::service::get(&self.state, &user, card.into()).await.map_err(status)?;
         let state = self.state.clone();
         let start = match cursor {
             Some(c) => c,
@@ -467,7 +467,7 @@ impl proto::payments_server::Payments for Api {
             ..PaymentListQuery::default()
         };
         let page = match m.merchant_id {
-            Some(id) => list_for_owner(&self.state, user, id, q).await,
+            Some(id) => list_for_owner(&self.state, user, id.into(), q).await,
             None => {
                 let viewer = if user.is_admin() { Viewer::Admin } else { Viewer::Customer(user.user_id) };
                 list_payments(&self.state, viewer, q).await
@@ -511,30 +511,34 @@ impl proto::merchants_server::Merchants for Api {
     async fn get_merchant(&self, req: Request<proto::GetMerchantRequest>) -> Answer<proto::Merchant> {
         let user = convert::user(&req)?;
         let id = req.into_inner().id;
-        ok(convert::merchant_message(crate::merchants::service::get(&self.state, user, id).await.map_err(status)?))
+        ok(convert::merchant_message(
+            crate::merchants::service::get(&self.state, user, id.into()).await.map_err(status)?,
+        ))
     }
 
     async fn create_api_key(&self, req: Request<proto::CreateApiKeyRequest>) -> Answer<proto::CreatedApiKey> {
         let user = convert::user(&req)?;
         let m = req.into_inner();
         let body = validated(crate::merchants::routes::KeyRequest { label: opt(m.label) })?;
-        let created =
-            crate::merchants::service::create_key(&self.state, user, m.merchant_id, body).await.map_err(status)?;
+        let created = crate::merchants::service::create_key(&self.state, user, m.merchant_id.into(), body)
+            .await
+            .map_err(status)?;
         ok(proto::CreatedApiKey { key: Some(convert::api_key(created.key)), api_key: created.api_key })
     }
 
     async fn list_api_keys(&self, req: Request<proto::ListApiKeysRequest>) -> Answer<proto::ListApiKeysResponse> {
         let user = convert::user(&req)?;
         let id = req.into_inner().merchant_id;
-        let keys = crate::merchants::service::list_keys(&self.state, user, id).await.map_err(status)?;
+        let keys = crate::merchants::service::list_keys(&self.state, user, id.into()).await.map_err(status)?;
         ok(proto::ListApiKeysResponse { items: keys.into_iter().map(convert::api_key).collect() })
     }
 
     async fn revoke_api_key(&self, req: Request<proto::RevokeApiKeyRequest>) -> Answer<proto::ApiKey> {
         let user = convert::user(&req)?;
         let m = req.into_inner();
-        let view =
-            crate::merchants::service::revoke_key(&self.state, user, m.merchant_id, m.id).await.map_err(status)?;
+        let view = crate::merchants::service::revoke_key(&self.state, user, m.merchant_id.into(), m.id.into())
+            .await
+            .map_err(status)?;
         ok(convert::api_key(view))
     }
 }
@@ -601,19 +605,19 @@ impl proto::roles_server::Roles for Api {
     async fn assign_role(&self, req: Request<proto::AssignRoleRequest>) -> Answer<proto::User> {
         let m = req.into_inner();
         let body = validated(crate::identity::admin::AssignRoleRequest { role: m.role })?;
-        let view = crate::identity::admin::role_assign(&self.state, m.user_id, body).await.map_err(status)?;
+        let view = crate::identity::admin::role_assign(&self.state, m.user_id.into(), body).await.map_err(status)?;
         ok(convert::user_message(view))
     }
 
     async fn revoke_role(&self, req: Request<proto::RevokeRoleRequest>) -> Answer<proto::User> {
         let m = req.into_inner();
-        let view = crate::identity::admin::role_revoke(&self.state, m.user_id, m.role).await.map_err(status)?;
+        let view = crate::identity::admin::role_revoke(&self.state, m.user_id.into(), m.role).await.map_err(status)?;
         ok(convert::user_message(view))
     }
 
     async fn list_user_roles(&self, req: Request<proto::ListUserRolesRequest>) -> Answer<proto::ListUserRolesResponse> {
         let id = req.into_inner().user_id;
-        let view = crate::identity::admin::roles_of_user(&self.state, id).await.map_err(status)?;
+        let view = crate::identity::admin::roles_of_user(&self.state, id.into()).await.map_err(status)?;
         ok(proto::ListUserRolesResponse { user_id: view.user_id, roles: view.roles })
     }
 }

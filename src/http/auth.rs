@@ -10,11 +10,12 @@ use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::identity::sessions;
 use crate::identity::tokens::TokenError;
+use crate::ids::UserId;
 
 /// The authenticated caller, put in the request by the access middleware.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
-    pub user_id: i64,
+    pub user_id: UserId,
     pub roles: Vec<String>,
     pub session: uuid::Uuid,
 }
@@ -52,7 +53,7 @@ pub async fn authenticate_bearer(state: &AppState, raw: Option<&str>) -> Result<
         TokenError::Expired => ApiError::unauthorized("token_expired", "access token expired; refresh it"),
         TokenError::Invalid => ApiError::unauthorized("invalid_token", "access token is invalid"),
     })?;
-    let user_id: i64 =
+    let user_id: UserId =
         claims.sub.parse().map_err(|_| ApiError::unauthorized("invalid_token", "access token is invalid"))?;
     let session: uuid::Uuid =
         claims.sid.parse().map_err(|_| ApiError::unauthorized("invalid_token", "access token is invalid"))?;

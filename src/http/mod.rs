@@ -37,15 +37,17 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for Valid<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        // Read as a JSON value first: serde's derived structs also accept a JSON array (fields by
-        // position), and every documented body is an object.
-        let fut = web::Json::<serde_json::Value>::from_request(req, payload);
+        // The body is checked to be well-formed JSON (with the JSON config's size limit, content type
+        // and errors) without building a tree, then read once into `T`. It must be an object: serde's
+        // derived structs would also accept an array (fields by position).
+        let fut = web::Json::<Box<serde_json::value::RawValue>>::from_request(req, payload);
         Box::pin(async move {
             let raw = fut.await?.into_inner();
-            if !raw.is_object() {
+            if !raw.get().trim_start().starts_with('{') {
                 return Err(ApiError::bad_request("invalid_json", "request body must be a JSON object").into());
             }
-            let value: T = serde_path_to_error::deserialize(raw).map_err(|e| deserialize_error(&e))?;
+            let mut de = serde_json::Deserializer::from_str(raw.get());
+            let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| deserialize_error(&e))?;
             value.validate().map_err(ApiError::from)?;
             Ok(Valid(value))
         })
@@ -85,7 +87,7 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for MaybeValid<T> {
 fn deserialize_error(e: &serde_path_to_error::Error<serde_json::Error>) -> actix_web::Error {
     let path = e.path().to_string();
     let inner = e.inner().to_string();
-    // The deserializer appends the position; a value read from memory has none worth showing.
+    // The deserializer appends the position ("at line 1 column 42"): the field path says more.
     let inner = inner.rfind(" at line ").map_or(inner.as_str(), |i| &inner[..i]);
     let msg = if path.is_empty() || path == "." { inner.to_owned() } else { format!("field `{path}`: {inner}") };
     let mut api = ApiError::bad_request("invalid_json", format!("request body is not valid: {msg}"));

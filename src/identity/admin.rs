@@ -16,6 +16,7 @@ use crate::http::routes::{Api, ADMIN};
 use crate::http::{RestoredAll, Valid};
 use crate::identity::model::{self, normalise_email, Role, User, UserView, ROLE_ADMIN};
 use crate::identity::{password, sessions, IdentityError};
+use crate::ids::UserId;
 use crate::storage::schema::{roles, user_roles, users};
 use crate::storage::{self, StorageError};
 
@@ -308,7 +309,7 @@ async fn list_users(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Res
             query = query.filter(users::id.lt(c));
         }
         let rows = query.load(conn).map_err(StorageError::from)?;
-        let ids: Vec<i64> = rows.iter().map(|u| u.id).collect();
+        let ids: Vec<UserId> = rows.iter().map(|u| u.id).collect();
         let mut roles = model::role_names_for(conn, &ids)?;
         let views = rows
             .into_iter()
@@ -320,7 +321,7 @@ async fn list_users(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Res
         Ok::<_, IdentityError>((views, total))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(Page::from_rows(views, limit, |u| u.id).with_total(total)))
+    Ok(HttpResponse::Ok().json(Page::from_rows(views, limit, |u| u.id.get()).with_total(total)))
 }
 
 async fn create_user(state: web::Data<AppState>, body: Valid<CreateUserRequest>) -> Result<HttpResponse, ApiError> {
@@ -329,7 +330,7 @@ async fn create_user(state: web::Data<AppState>, body: Valid<CreateUserRequest>)
     let wanted = body.roles.unwrap_or_else(|| vec![model::ROLE_USER.to_owned()]);
     let view = storage::transaction(&state.db, move |conn| {
         let verified = body.email_verified.then(Utc::now);
-        let id: i64 = diesel::insert_into(users::table)
+        let id: UserId = diesel::insert_into(users::table)
             .values((
                 users::first_name.eq(body.first_name.trim()),
                 users::last_name.eq(body.last_name.trim()),
@@ -363,7 +364,7 @@ async fn create_user(state: web::Data<AppState>, body: Valid<CreateUserRequest>)
     Ok(HttpResponse::Created().json(view))
 }
 
-async fn get_user(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn get_user(state: web::Data<AppState>, id: web::Path<UserId>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(user(&state, id.into_inner()).await?))
 }
 
@@ -371,13 +372,13 @@ async fn get_user(state: web::Data<AppState>, id: web::Path<i64>) -> Result<Http
 ///
 /// # Errors
 /// 404; a storage error.
-pub async fn user(state: &AppState, id: i64) -> Result<model::UserView, ApiError> {
+pub async fn user(state: &AppState, id: UserId) -> Result<model::UserView, ApiError> {
     Ok(storage::run(&state.db, move |conn| model::user_view(conn, id)).await?)
 }
 
 async fn update_user(
     state: web::Data<AppState>,
-    id: web::Path<i64>,
+    id: web::Path<UserId>,
     body: Valid<UpdateUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
@@ -405,11 +406,11 @@ async fn update_user(
     Ok(HttpResponse::Ok().json(view))
 }
 
-fn holds_admin(conn: &mut PgConnection, id: i64) -> Result<bool, IdentityError> {
+fn holds_admin(conn: &mut PgConnection, id: UserId) -> Result<bool, IdentityError> {
     Ok(model::role_names(conn, id)?.iter().any(|r| r == ROLE_ADMIN))
 }
 
-async fn archive_user(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn archive_user(state: web::Data<AppState>, id: web::Path<UserId>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let (view, revoked) = storage::transaction(&state.db, move |conn| {
         let user = model::find_user(conn, id)?;
@@ -430,7 +431,7 @@ async fn archive_user(state: web::Data<AppState>, id: web::Path<i64>) -> Result<
     Ok(HttpResponse::Ok().json(view))
 }
 
-async fn restore_user(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn restore_user(state: web::Data<AppState>, id: web::Path<UserId>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let view = storage::transaction(&state.db, move |conn| {
         let user = model::find_user(conn, id)?;
@@ -446,7 +447,7 @@ async fn restore_user(state: web::Data<AppState>, id: web::Path<i64>) -> Result<
     Ok(HttpResponse::Ok().json(view))
 }
 
-async fn purge_user(state: web::Data<AppState>, id: web::Path<i64>, me: AuthUser) -> Result<HttpResponse, ApiError> {
+async fn purge_user(state: web::Data<AppState>, id: web::Path<UserId>, me: AuthUser) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     if id == me.user_id {
         return Err(ApiError::conflict("self_purge", "you cannot purge your own account"));
@@ -483,7 +484,7 @@ const UNUSABLE_PASSWORD: &str = "!reset-required";
 async fn set_password(
     state: web::Data<AppState>,
     admin: AuthUser,
-    id: web::Path<i64>,
+    id: web::Path<UserId>,
     body: Valid<SetPasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
@@ -502,14 +503,14 @@ async fn set_password(
     .await?;
     sessions::flag_revoked(&state, &revoked).await?;
     super::routes::nudge(&state);
-    tracing::info!(user_id = id, by, "password set by an admin");
+    tracing::info!(user_id = %id, by = %by, "password set by an admin");
     Ok(HttpResponse::Ok().json(view))
 }
 
 async fn force_reset(
     state: web::Data<AppState>,
     admin: AuthUser,
-    id: web::Path<i64>,
+    id: web::Path<UserId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let by = admin.user_id;
@@ -529,7 +530,7 @@ async fn force_reset(
     .await?;
     sessions::flag_revoked(&state, &revoked).await?;
     super::routes::nudge(&state);
-    tracing::info!(user_id = id, by, "password reset forced by an admin");
+    tracing::info!(user_id = %id, by = %by, "password reset forced by an admin");
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -541,7 +542,7 @@ pub struct UserRolesView {
     pub roles: Vec<String>,
 }
 
-async fn user_roles_of(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn user_roles_of(state: web::Data<AppState>, id: web::Path<UserId>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(roles_of_user(&state, id.into_inner()).await?))
 }
 
@@ -549,18 +550,18 @@ async fn user_roles_of(state: web::Data<AppState>, id: web::Path<i64>) -> Result
 ///
 /// # Errors
 /// 404 for an unknown user; a storage error.
-pub async fn roles_of_user(state: &AppState, id: i64) -> Result<UserRolesView, ApiError> {
+pub async fn roles_of_user(state: &AppState, id: UserId) -> Result<UserRolesView, ApiError> {
     let roles = storage::run(&state.db, move |conn| {
         model::find_user(conn, id)?;
         model::role_names(conn, id)
     })
     .await?;
-    Ok(UserRolesView { user_id: id, roles })
+    Ok(UserRolesView { user_id: id.get(), roles })
 }
 
 async fn assign_role(
     state: web::Data<AppState>,
-    id: web::Path<i64>,
+    id: web::Path<UserId>,
     body: Valid<AssignRoleRequest>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(role_assign(&state, id.into_inner(), body.into_inner()).await?))
@@ -570,7 +571,7 @@ async fn assign_role(
 ///
 /// # Errors
 /// 404 for an unknown user or role, 409 for an archived role; a storage error.
-pub async fn role_assign(state: &AppState, id: i64, body: AssignRoleRequest) -> Result<UserView, ApiError> {
+pub async fn role_assign(state: &AppState, id: UserId, body: AssignRoleRequest) -> Result<UserView, ApiError> {
     let role = body.role;
     let view = storage::transaction(&state.db, move |conn| {
         model::find_user(conn, id)?;
@@ -585,7 +586,7 @@ pub async fn role_assign(state: &AppState, id: i64, body: AssignRoleRequest) -> 
     Ok(view)
 }
 
-async fn revoke_role(state: web::Data<AppState>, path: web::Path<(i64, String)>) -> Result<HttpResponse, ApiError> {
+async fn revoke_role(state: web::Data<AppState>, path: web::Path<(UserId, String)>) -> Result<HttpResponse, ApiError> {
     let (id, role) = path.into_inner();
     Ok(HttpResponse::Ok().json(role_revoke(&state, id, role).await?))
 }
@@ -594,7 +595,7 @@ async fn revoke_role(state: web::Data<AppState>, path: web::Path<(i64, String)>)
 ///
 /// # Errors
 /// 404 for an unknown user or a role not held, 409 for the last admin; a storage error.
-pub async fn role_revoke(state: &AppState, id: i64, role: String) -> Result<UserView, ApiError> {
+pub async fn role_revoke(state: &AppState, id: UserId, role: String) -> Result<UserView, ApiError> {
     let (view, revoked) = storage::transaction(&state.db, move |conn| {
         model::find_user(conn, id)?;
         let r = model::find_role_by_name(conn, &role)?;

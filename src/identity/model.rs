@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use crate::identity::IdentityError;
+use crate::ids::UserId;
 use crate::storage::schema::{roles, user_roles, users};
 
 pub const ROLE_ADMIN: &str = "admin";
@@ -14,7 +15,7 @@ pub const ROLE_USER: &str = "user";
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users)]
 pub struct User {
-    pub id: i64,
+    pub id: UserId,
     pub first_name: String,
     pub last_name: String,
     pub email: String,
@@ -42,7 +43,8 @@ pub struct Role {
 /// A user as the API shows it (never the password hash).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserView {
-    pub id: i64,
+    #[schema(value_type = i64)]
+    pub id: UserId,
     pub first_name: String,
     pub last_name: String,
     pub email: String,
@@ -84,7 +86,7 @@ pub fn normalise_email(email: &str) -> String {
 
 /// # Errors
 /// `UserNotFound` or a storage error.
-pub fn find_user(conn: &mut PgConnection, id: i64) -> Result<User, IdentityError> {
+pub fn find_user(conn: &mut PgConnection, id: UserId) -> Result<User, IdentityError> {
     users::table.find(id).select(User::as_select()).first(conn).optional()?.ok_or(IdentityError::UserNotFound)
 }
 
@@ -98,7 +100,7 @@ pub fn find_user_by_email(conn: &mut PgConnection, email: &str) -> Result<Option
 ///
 /// # Errors
 /// A storage error.
-pub fn role_names(conn: &mut PgConnection, user_id: i64) -> Result<Vec<String>, IdentityError> {
+pub fn role_names(conn: &mut PgConnection, user_id: UserId) -> Result<Vec<String>, IdentityError> {
     Ok(user_roles::table
         .inner_join(roles::table)
         .filter(user_roles::user_id.eq(user_id))
@@ -114,16 +116,16 @@ pub fn role_names(conn: &mut PgConnection, user_id: i64) -> Result<Vec<String>, 
 /// A storage error.
 pub fn role_names_for(
     conn: &mut PgConnection,
-    user_ids: &[i64],
-) -> Result<std::collections::HashMap<i64, Vec<String>>, IdentityError> {
-    let rows: Vec<(i64, String)> = user_roles::table
+    user_ids: &[UserId],
+) -> Result<std::collections::HashMap<UserId, Vec<String>>, IdentityError> {
+    let rows: Vec<(UserId, String)> = user_roles::table
         .inner_join(roles::table)
         .filter(user_roles::user_id.eq_any(user_ids))
         .filter(roles::archived_at.is_null())
         .select((user_roles::user_id, roles::name))
         .order(roles::name.asc())
         .load(conn)?;
-    let mut map: std::collections::HashMap<i64, Vec<String>> = std::collections::HashMap::new();
+    let mut map: std::collections::HashMap<UserId, Vec<String>> = std::collections::HashMap::new();
     for (uid, name) in rows {
         map.entry(uid).or_default().push(name);
     }
@@ -145,7 +147,7 @@ pub fn find_role_by_name(conn: &mut PgConnection, name: &str) -> Result<Role, Id
 ///
 /// # Errors
 /// `RoleNotFound` or a storage error.
-pub fn grant_role(conn: &mut PgConnection, user_id: i64, role: &str) -> Result<(), IdentityError> {
+pub fn grant_role(conn: &mut PgConnection, user_id: UserId, role: &str) -> Result<(), IdentityError> {
     let role = find_role_by_name(conn, role)?;
     diesel::insert_into(user_roles::table)
         .values((user_roles::user_id.eq(user_id), user_roles::role_id.eq(role.id)))
@@ -172,7 +174,7 @@ pub fn active_admin_count(conn: &mut PgConnection) -> Result<i64, IdentityError>
 ///
 /// # Errors
 /// `UserNotFound` or a storage error.
-pub fn user_view(conn: &mut PgConnection, id: i64) -> Result<UserView, IdentityError> {
+pub fn user_view(conn: &mut PgConnection, id: UserId) -> Result<UserView, IdentityError> {
     let user = find_user(conn, id)?;
     let roles = role_names(conn, id)?;
     Ok(UserView::new(user, roles))

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use crate::identity::model::UserView;
+use crate::ids::UserId;
 use crate::storage::notified::Notified;
 
 const CHANNEL: &str = "payd_users";
@@ -18,7 +19,7 @@ const CAPACITY: usize = 100_000;
 /// The profile cache of one instance.
 #[derive(Clone, Debug)]
 pub struct Profiles {
-    cache: Notified<i64, UserView>,
+    cache: Notified<UserId, UserView>,
 }
 
 impl Profiles {
@@ -28,7 +29,7 @@ impl Profiles {
     }
 
     /// The cached profile of `user`, if the cache is current.
-    pub fn get(&self, user: i64) -> Option<UserView> {
+    pub fn get(&self, user: UserId) -> Option<UserView> {
         self.cache.get(&user)
     }
 

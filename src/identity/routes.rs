@@ -18,6 +18,7 @@ use crate::identity::model::{self, UserView};
 use crate::identity::sessions;
 use crate::identity::tokens::{opaque_token, six_digit_code};
 use crate::identity::{password, service, IdentityError};
+use crate::ids::UserId;
 use crate::notify::jobs::{self as mail_jobs, NewMailJob};
 use crate::storage;
 use crate::storage::schema::{email_verifications, password_resets, users};
@@ -275,7 +276,7 @@ pub(super) async fn limit(state: &AppState, client: &str) -> Result<(), Identity
 pub(super) fn new_verification_code(
     conn: &mut PgConnection,
     state: &AppState,
-    user_id: i64,
+    user_id: UserId,
 ) -> Result<String, IdentityError> {
     diesel::update(
         email_verifications::table
@@ -327,7 +328,7 @@ pub(super) fn queue_secret_mail(
 pub(super) fn user_event(
     conn: &mut PgConnection,
     event_type: &str,
-    user_id: i64,
+    user_id: UserId,
     extra: serde_json::Value,
 ) -> Result<(), IdentityError> {
     let mut payload = serde_json::json!({ "user_id": user_id });
@@ -413,7 +414,7 @@ async fn resend_code(
 
 pub(super) async fn issue_pair(
     state: &AppState,
-    user_id: i64,
+    user_id: UserId,
     family: uuid::Uuid,
     refresh_token: String,
     roles: &[String],
@@ -556,7 +557,7 @@ async fn reset_password(
     let hash = password::hash(body.new_password).await.map_err(ApiError::internal)?;
     let token_hash = state.keys.hash(&body.token);
     let (user, revoked) = storage::transaction(&state.db, move |conn| {
-        let row: Option<(i64, i64)> = password_resets::table
+        let row: Option<(i64, UserId)> = password_resets::table
             .filter(password_resets::token_hash.eq(&token_hash))
             .filter(password_resets::used_at.is_null())
             .filter(password_resets::expires_at.gt(Utc::now()))

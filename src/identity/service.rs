@@ -15,6 +15,7 @@ use crate::identity::routes::{
 };
 use crate::identity::sessions::{self, Rotation};
 use crate::identity::{password, IdentityError};
+use crate::ids::UserId;
 use crate::storage::schema::{email_verifications, users};
 use crate::storage::{self, StorageError};
 
@@ -29,7 +30,7 @@ pub async fn register(state: &AppState, client: &str, body: RegisterRequest) -> 
     let st = state.clone();
     let (first, last, em) = (body.first_name.trim().to_owned(), body.last_name.trim().to_owned(), email.clone());
     let view = storage::transaction(&state.db, move |conn| {
-        let id: i64 = diesel::insert_into(users::table)
+        let id: UserId = diesel::insert_into(users::table)
             .values((
                 users::first_name.eq(&first),
                 users::last_name.eq(&last),
@@ -51,7 +52,7 @@ pub async fn register(state: &AppState, client: &str, body: RegisterRequest) -> 
     })
     .await?;
     crate::metrics::count("register", "success");
-    tracing::info!(user_id = view.id, "user registered");
+    tracing::info!(user_id = %view.id, "user registered");
     nudge(state);
     Ok(view)
 }
@@ -99,7 +100,7 @@ pub async fn verify_email(
         Ok(Ok(user))
     })
     .await??;
-    tracing::info!(user_id = user.id, "e-mail verified");
+    tracing::info!(user_id = %user.id, "e-mail verified");
     nudge(state);
     Ok(MessageResponse { message: "e-mail verified".into() })
 }
@@ -137,7 +138,7 @@ pub async fn login(state: &AppState, client: &str, body: LoginRequest) -> Result
     })
     .await?;
     crate::metrics::count("login", "success");
-    tracing::info!(user_id = uid, "login");
+    tracing::info!(user_id = %uid, "login");
     issue_pair(state, uid, family, token, &roles).await
 }
 

@@ -9,16 +9,17 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::identity::tokens::opaque_token;
 use crate::identity::IdentityError;
+use crate::ids::UserId;
 use crate::storage::schema::refresh_tokens;
 
 type Timestamp = chrono::DateTime<Utc>;
 /// id, user, family, expiry, rotated, revoked.
-type TokenRow = (i64, i64, Uuid, Timestamp, Option<Timestamp>, Option<Timestamp>);
+type TokenRow = (i64, UserId, Uuid, Timestamp, Option<Timestamp>, Option<Timestamp>);
 
 /// What a refresh attempt found.
 pub enum Rotation {
     /// The new refresh token (plaintext, to return once) and its session.
-    Rotated { user_id: i64, family: Uuid, token: String },
+    Rotated { user_id: UserId, family: Uuid, token: String },
     /// The token had already been rotated or revoked: the family is now revoked.
     Reused { family: Uuid },
 }
@@ -27,7 +28,7 @@ pub enum Rotation {
 ///
 /// # Errors
 /// A storage error.
-pub fn start(conn: &mut PgConnection, state: &AppState, user_id: i64) -> Result<(Uuid, String), IdentityError> {
+pub fn start(conn: &mut PgConnection, state: &AppState, user_id: UserId) -> Result<(Uuid, String), IdentityError> {
     let family = Uuid::new_v4();
     let token = insert_token(conn, state, user_id, family)?;
     Ok((family, token))
@@ -36,7 +37,7 @@ pub fn start(conn: &mut PgConnection, state: &AppState, user_id: i64) -> Result<
 fn insert_token(
     conn: &mut PgConnection,
     state: &AppState,
-    user_id: i64,
+    user_id: UserId,
     family: Uuid,
 ) -> Result<String, IdentityError> {
     let token = opaque_token("rt_");
@@ -104,7 +105,7 @@ pub fn revoke_family(conn: &mut PgConnection, family: Uuid) -> Result<(), Identi
 /// A storage error.
 pub fn revoke_user_sessions(
     conn: &mut PgConnection,
-    user_id: i64,
+    user_id: UserId,
     keep: Option<Uuid>,
 ) -> Result<Vec<Uuid>, IdentityError> {
     let mut q = diesel::update(

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::AuthSettings;
+use crate::ids::UserId;
 
 /// Access-token claims. `typ` is always `access`, so no other token kind can pass as one.
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]
@@ -75,7 +76,7 @@ impl TokenKeys {
     ///
     /// # Errors
     /// `TokenError::Invalid` if signing fails (it does not with HS256 and a valid key).
-    pub fn issue_access(&self, user_id: i64, roles: &[String], session: uuid::Uuid) -> Result<String, TokenError> {
+    pub fn issue_access(&self, user_id: UserId, roles: &[String], session: uuid::Uuid) -> Result<String, TokenError> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: user_id.to_string(),
@@ -145,7 +146,7 @@ mod tests {
     fn access_token_round_trip() {
         let k = keys();
         let sid = uuid::Uuid::new_v4();
-        let t = k.issue_access(7, &["user".into()], sid).unwrap();
+        let t = k.issue_access(UserId::new(7), &["user".into()], sid).unwrap();
         let c = k.verify_access(&t).unwrap();
         assert_eq!(c.sub, "7");
         assert_eq!(c.sid, sid.to_string());
@@ -154,7 +155,7 @@ mod tests {
     #[test]
     fn tampered_and_foreign_tokens_fail() {
         let k = keys();
-        let t = k.issue_access(7, &["user".into()], uuid::Uuid::new_v4()).unwrap();
+        let t = k.issue_access(UserId::new(7), &["user".into()], uuid::Uuid::new_v4()).unwrap();
         let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
         parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
             br#"{"sub":"1","roles":["admin"],"iat":0,"exp":9999999999,"jti":"x","iss":"payd","aud":"payd-api","sid":"x","typ":"access"}"#,

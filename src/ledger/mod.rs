@@ -15,7 +15,7 @@ use crate::config::Settings;
 use crate::payments::methods::METHODS;
 use crate::storage::schema::accounts;
 use crate::storage::{self, PgPool, StorageError};
-pub use store::{NewEvent, NewIdempotency, NewOperation, OpRecord, WithdrawnDelta};
+pub use store::{NewEvent, NewIdempotency, OpRecord, WithdrawnDelta};
 
 /// Code of the account that receives withdrawn money (money leaving the platform).
 pub const WITHDRAWAL_SETTLEMENT: &str = "settlement:withdrawals";

@@ -15,32 +15,9 @@ use payd_actors::{
 };
 use uuid::Uuid;
 
-use crate::payments::{OperationKind, OperationStatus};
-use crate::storage::schema::{accounts, cards, idempotency_keys, operations, outbox};
+use crate::payments::{FailureCode, OperationEntry};
+use crate::storage::schema::{accounts, cards, idempotency_keys, outbox};
 use crate::storage::PgPool;
-
-/// An operation row (the journal entry's header).
-#[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = operations)]
-pub struct NewOperation {
-    pub id: Uuid,
-    pub kind: OperationKind,
-    pub status: OperationStatus,
-    pub failure_reason: Option<String>,
-    pub amount: i64,
-    pub currency: String,
-    pub method: Option<String>,
-    pub source_card_id: Option<i64>,
-    pub dest_card_id: Option<i64>,
-    pub debit_account_id: i64,
-    pub credit_account_id: i64,
-    pub reverses_id: Option<Uuid>,
-    pub initiated_by: Option<i64>,
-    pub created_at: DateTime<Utc>,
-    pub merchant_id: Option<i64>,
-    pub api_key_id: Option<i64>,
-    pub order_ref: Option<String>,
-}
 
 /// The stored answer to an idempotent request.
 #[derive(Debug, Clone, Insertable)]
@@ -69,7 +46,7 @@ pub struct NewEvent {
 /// Everything a journal entry writes besides its postings.
 #[derive(Debug, Clone)]
 pub struct OpRecord {
-    pub operation: NewOperation,
+    pub operation: OperationEntry,
     pub idempotency: Option<NewIdempotency>,
     pub events: Vec<NewEvent>,
     /// For refunds: (payment, its amount). The refund total is raised in the same transaction and
@@ -82,7 +59,7 @@ pub struct OpRecord {
 /// A change of an account's maintained withdrawal totals, applied in the batch's row update.
 #[derive(Debug, Clone, Copy)]
 pub struct WithdrawnDelta {
-    pub account: i64,
+    pub account: crate::ids::AccountId,
     /// Added to `total_withdrawn` (negative for a reversal).
     pub amount: i64,
     /// The withdrawal's time (`None` for a reversal: the last withdrawal stays the last).
@@ -216,10 +193,10 @@ SELECT * FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::text[],
 
 fn insert_operations<'a>(
     conn: &mut PgConnection,
-    ops: impl Iterator<Item = &'a NewOperation>,
+    ops: impl Iterator<Item = &'a OperationEntry>,
 ) -> Result<(), DieselError> {
     use diesel::sql_types::{Nullable, Text, Timestamptz, Uuid as SqlUuid};
-    let ops: Vec<&NewOperation> = ops.collect();
+    let ops: Vec<&OperationEntry> = ops.collect();
     if ops.is_empty() {
         return Ok(());
     }
@@ -227,7 +204,9 @@ fn insert_operations<'a>(
         .bind::<Array<SqlUuid>, _>(ops.iter().map(|o| o.id).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(ops.iter().map(|o| o.kind.as_str()).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(ops.iter().map(|o| o.status.as_str()).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(ops.iter().map(|o| o.failure_reason.as_deref()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            ops.iter().map(|o| o.failure_reason.map(FailureCode::as_str)).collect::<Vec<_>>(),
+        )
         .bind::<Array<BigInt>, _>(ops.iter().map(|o| o.amount).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(ops.iter().map(|o| o.currency.as_str()).collect::<Vec<_>>())
         .bind::<Array<Nullable<Text>>, _>(ops.iter().map(|o| o.method.as_deref()).collect::<Vec<_>>())
@@ -608,7 +587,7 @@ fn commit(conn: &mut PgConnection, entries: &[JournalEntry<OpRecord>]) -> Result
         match verdict {
             Ok(afters) => {
                 if let Some(d) = entry.record.withdrawn {
-                    let t = withdrawn.entry(d.account).or_insert((0, None));
+                    let t = withdrawn.entry(d.account.get()).or_insert((0, None));
                     t.0 =
                         t.0.checked_add(d.amount).ok_or_else(|| TxError::Guard("withdrawal total overflow".into()))?;
                     t.1 = t.1.max(d.at);

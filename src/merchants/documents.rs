@@ -24,14 +24,25 @@ use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
 use crate::http::pagination::{search_opt, Page, PageQuery};
 use crate::http::routes::{Access, Api, ADMIN};
+use crate::ids::{DocumentId, MerchantId};
 use crate::ledger::NewEvent;
 use crate::merchants::routes::{emit, merchant_event, read_upload, DocumentView, DOC_TYPES};
 use crate::merchants::{find, find_for, Merchant, MerchantError};
 use crate::storage::schema::merchant_documents;
+use crate::storage::text_enum::text_enum;
 use crate::storage::{self, StorageError};
 
-/// The statuses a document can have (`submitted` is waiting for review).
-pub const DOC_STATUSES: &[&str] = &["submitted", "approved", "rejected", "withdrawn"];
+text_enum! {
+    /// Where a document version is in review (`merchant_documents.status`).
+    DocumentStatus {
+        /// Waiting for an admin's review.
+        Submitted = "submitted",
+        Approved = "approved",
+        Rejected = "rejected",
+        /// Taken back by the merchant before review.
+        Withdrawn = "withdrawn",
+    }
+}
 
 pub fn register(api: &mut Api) {
     let t = "merchants";
@@ -99,7 +110,7 @@ pub fn matches(pattern: String) -> Box<dyn BoxableExpression<merchant_documents:
 ///
 /// # Errors
 /// `DocumentNotFound`; a storage error.
-pub fn find_doc(conn: &mut PgConnection, id: i64, doc_id: i64) -> Result<DocumentView, MerchantError> {
+pub fn find_doc(conn: &mut PgConnection, id: MerchantId, doc_id: DocumentId) -> Result<DocumentView, MerchantError> {
     merchant_documents::table
         .filter(merchant_documents::id.eq(doc_id))
         .filter(merchant_documents::merchant_id.eq(id))
@@ -117,7 +128,7 @@ pub fn reviewable(doc: &DocumentView) -> Result<(), MerchantError> {
     if let Some(newer) = doc.superseded_by {
         return Err(MerchantError::DocumentSuperseded(newer));
     }
-    if doc.status == "withdrawn" {
+    if doc.status == DocumentStatus::Withdrawn {
         return Err(MerchantError::DocumentWithdrawn);
     }
     Ok(())
@@ -129,7 +140,7 @@ async fn replace(
     state: web::Data<AppState>,
     req: HttpRequest,
     user: AuthUser,
-    path: web::Path<(i64, i64)>,
+    path: web::Path<(MerchantId, DocumentId)>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (id, doc_id) = path.into_inner();
@@ -195,7 +206,7 @@ async fn replace(
 async fn withdraw(
     state: web::Data<AppState>,
     user: AuthUser,
-    path: web::Path<(i64, i64)>,
+    path: web::Path<(MerchantId, DocumentId)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, doc_id) = path.into_inner();
     let doc = storage::transaction(&state.db, move |conn| {
@@ -207,20 +218,20 @@ async fn withdraw(
         if let Some(newer) = doc.superseded_by {
             return Err(MerchantError::DocumentSuperseded(newer));
         }
-        match doc.status.as_str() {
-            "submitted" => {}
-            "withdrawn" => return Err(MerchantError::DocumentWithdrawn),
-            other => return Err(MerchantError::DocumentReviewed(other.to_owned())),
+        match doc.status {
+            DocumentStatus::Submitted => {}
+            DocumentStatus::Withdrawn => return Err(MerchantError::DocumentWithdrawn),
+            other => return Err(MerchantError::DocumentReviewed(other.to_string())),
         }
         let now = Utc::now();
         // Guarded on the status, so a review committing meanwhile wins and this answers 409.
         let doc: DocumentView = diesel::update(
             merchant_documents::table
                 .filter(merchant_documents::id.eq(doc_id))
-                .filter(merchant_documents::status.eq("submitted"))
+                .filter(merchant_documents::status.eq(DocumentStatus::Submitted))
                 .filter(merchant_documents::superseded_by.is_null()),
         )
-        .set((merchant_documents::status.eq("withdrawn"), merchant_documents::withdrawn_at.eq(now)))
+        .set((merchant_documents::status.eq(DocumentStatus::Withdrawn), merchant_documents::withdrawn_at.eq(now)))
         .returning(DocumentView::as_returning())
         .get_result(conn)
         .optional()?
@@ -236,7 +247,7 @@ async fn withdraw(
 async fn versions(
     state: web::Data<AppState>,
     user: AuthUser,
-    path: web::Path<(i64, i64)>,
+    path: web::Path<(MerchantId, DocumentId)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, doc_id) = path.into_inner();
     let docs = storage::run(&state.db, move |conn| {
@@ -257,8 +268,8 @@ async fn versions(
 }
 
 /// The versions linked to `doc_id` (through `replaces_id`/`superseded_by`), oldest first.
-fn chain(all: Vec<DocumentView>, doc_id: i64) -> Vec<DocumentView> {
-    let by_id: std::collections::HashMap<i64, usize> = all.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
+fn chain(all: Vec<DocumentView>, doc_id: DocumentId) -> Vec<DocumentView> {
+    let by_id: std::collections::HashMap<DocumentId, usize> = all.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
     let mut first = doc_id;
     let mut guard = all.len();
     while let Some(prev) = by_id.get(&first).and_then(|i| all.get(*i)).and_then(|d| d.replaces_id) {
@@ -295,7 +306,7 @@ pub struct QueueQuery {
 }
 
 fn queue_matching(
-    status: String,
+    status: DocumentStatus,
     doc_type: Option<String>,
     merchant: Option<i64>,
     from: Option<DateTime<Utc>>,
@@ -329,10 +340,13 @@ fn queue_matching(
 async fn queue(state: web::Data<AppState>, q: web::Query<QueueQuery>) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
     let (limit, cursor, with_total) = q.page.resolve_with_total()?;
-    let status = q.status.filter(|s| !s.is_empty()).unwrap_or_else(|| "submitted".to_owned());
-    if !DOC_STATUSES.contains(&status.as_str()) {
-        return Err(ApiError::validation("status", format!("status must be one of: {}", DOC_STATUSES.join(", "))));
-    }
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => DocumentStatus::Submitted,
+        Some(s) => s.parse().map_err(|_| {
+            let all: Vec<&str> = DocumentStatus::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::validation("status", format!("status must be one of: {}", all.join(", ")))
+        })?,
+    };
     let doc_type = q.doc_type.filter(|s| !s.is_empty());
     if doc_type.as_deref().is_some_and(|t| !DOC_TYPES.contains(&t)) {
         return Err(ApiError::validation("doc_type", format!("doc_type must be one of: {}", DOC_TYPES.join(", "))));
@@ -353,7 +367,7 @@ async fn queue(state: web::Data<AppState>, q: web::Query<QueueQuery>) -> Result<
     let (rows, total) = storage::run(&state.db, move |conn| {
         let total: Option<i64> = if with_total {
             Some(
-                queue_matching(status.clone(), doc_type.clone(), merchant, from, to, pattern.clone())
+                queue_matching(status, doc_type.clone(), merchant, from, to, pattern.clone())
                     .count()
                     .get_result(conn)?,
             )
@@ -370,7 +384,7 @@ async fn queue(state: web::Data<AppState>, q: web::Query<QueueQuery>) -> Result<
         Ok::<_, StorageError>((query.load::<DocumentView>(conn)?, total))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |d| d.id).with_total(total)))
+    Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |d| d.id.get()).with_total(total)))
 }
 
 #[cfg(test)]
@@ -380,21 +394,21 @@ mod tests {
 
     fn doc(id: i64, version: i32, replaces: Option<i64>, superseded: Option<i64>) -> DocumentView {
         DocumentView {
-            id,
-            merchant_id: 1,
+            id: DocumentId::new(id),
+            merchant_id: MerchantId::new(1),
             doc_type: "tax_id".into(),
             file_name: format!("v{version}.pdf"),
             content_type: "application/pdf".into(),
             size_bytes: 1,
             sha256: String::new(),
-            status: "submitted".into(),
+            status: DocumentStatus::Submitted,
             review_note: None,
             reviewed_by: None,
             reviewed_at: None,
             created_at: Utc::now(),
             version,
-            replaces_id: replaces,
-            superseded_by: superseded,
+            replaces_id: replaces.map(DocumentId::new),
+            superseded_by: superseded.map(DocumentId::new),
             withdrawn_at: None,
         }
     }
@@ -405,21 +419,23 @@ mod tests {
             vec![doc(1, 1, None, Some(3)), doc(2, 1, None, None), doc(3, 2, Some(1), Some(7)), doc(7, 3, Some(3), None)]
         };
         for from in [1, 3, 7] {
-            let ids: Vec<i64> = chain(all(), from).iter().map(|d| d.id).collect();
+            let ids: Vec<i64> = chain(all(), DocumentId::new(from)).iter().map(|d| d.id.get()).collect();
             assert_eq!(ids, vec![1, 3, 7], "from {from}");
         }
-        assert_eq!(chain(all(), 2).iter().map(|d| d.id).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(chain(all(), DocumentId::new(2)).iter().map(|d| d.id.get()).collect::<Vec<_>>(), vec![2]);
         // A broken loop ends instead of spinning.
         let looped = vec![doc(1, 1, Some(2), Some(2)), doc(2, 2, Some(1), Some(1))];
-        assert!(chain(looped, 1).len() <= 2);
+        assert!(chain(looped, DocumentId::new(1)).len() <= 2);
     }
 
     #[test]
     fn only_current_unwithdrawn_documents_are_reviewable() {
         assert!(reviewable(&doc(1, 1, None, None)).is_ok());
-        assert!(matches!(reviewable(&doc(1, 1, None, Some(5))), Err(MerchantError::DocumentSuperseded(5))));
+        assert!(
+            matches!(reviewable(&doc(1, 1, None, Some(5))), Err(MerchantError::DocumentSuperseded(d)) if d.get() == 5)
+        );
         let mut w = doc(1, 1, None, None);
-        w.status = "withdrawn".into();
+        w.status = DocumentStatus::Withdrawn;
         assert!(matches!(reviewable(&w), Err(MerchantError::DocumentWithdrawn)));
     }
 }

@@ -20,7 +20,8 @@ use rand::RngCore;
 
 use crate::app::AppState;
 use crate::http::error::ApiError;
-use crate::merchants::MerchantError;
+use crate::ids::{AccountId, ApiKeyId, MerchantId};
+use crate::merchants::{MerchantError, MerchantStatus};
 use crate::storage::notified::Notified;
 use crate::storage::schema::{merchant_api_keys, merchants};
 use crate::storage::{self, StorageError};
@@ -31,14 +32,14 @@ const CHANNEL: &str = "payd_api_keys";
 /// A key as authentication needs it, by public key id.
 #[derive(Debug, Clone)]
 pub struct CachedKey {
-    id: i64,
-    merchant_id: i64,
+    id: ApiKeyId,
+    merchant_id: MerchantId,
     secret_hash: String,
     revoked: bool,
     expires_at: Option<DateTime<Utc>>,
     blocked_until: Option<DateTime<Utc>>,
-    merchant_status: String,
-    account_id: i64,
+    merchant_status: MerchantStatus,
+    account_id: AccountId,
     /// Unix seconds of the last `last_used_at` write (shared by the clones of this entry).
     last_used: Arc<AtomicI64>,
 }
@@ -59,9 +60,9 @@ pub const HEADER: &str = "x-api-key";
 /// The merchant a request acts for, authenticated by its API key.
 #[derive(Debug, Clone)]
 pub struct MerchantPrincipal {
-    pub merchant_id: i64,
-    pub key_id: i64,
-    pub account_id: i64,
+    pub merchant_id: MerchantId,
+    pub key_id: ApiKeyId,
+    pub account_id: AccountId,
     /// The public key id (`pk_<key id>_…`).
     pub public_id: String,
     /// Until when the key's payments are refused for too many declined card-data attempts.
@@ -92,15 +93,15 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 type KeyRow = (
-    i64,
-    i64,
+    ApiKeyId,
+    MerchantId,
     String,
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
-    String,
-    i64,
+    MerchantStatus,
+    AccountId,
 );
 
 /// Authenticates `X-Api-Key`: from the instance's key cache when it is provably current, otherwise
@@ -181,8 +182,8 @@ pub async fn authenticate_key(state: &AppState, raw: Option<&str>) -> Result<Mer
     if key.expires_at.is_some_and(|e| e <= now) {
         return Err(MerchantError::ExpiredKey.into());
     }
-    if key.merchant_status != "active" {
-        return Err(MerchantError::Inactive(key.merchant_status).into());
+    if key.merchant_status != MerchantStatus::Active {
+        return Err(MerchantError::Inactive(key.merchant_status.to_string()).into());
     }
     // Last-used time, at most once a minute per key and instance (no write on every payment; the
     // column notifies nothing, so it does not invalidate the caches).

@@ -13,7 +13,9 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use crate::http::auth::AuthUser;
+use crate::ids::{AccountId, DocumentId, MerchantId, UserId};
 use crate::storage::schema::merchants;
+use crate::storage::text_enum::text_enum;
 use crate::storage::StorageError;
 
 /// Everything that can go wrong with merchants; mapped to HTTP in `http::error`.
@@ -30,7 +32,7 @@ pub enum MerchantError {
     #[error("document not found")]
     DocumentNotFound,
     #[error("this document was replaced by version {0}; act on the current version")]
-    DocumentSuperseded(i64),
+    DocumentSuperseded(DocumentId),
     #[error("document is {0}; only a document waiting for review can be withdrawn")]
     DocumentReviewed(String),
     #[error("document was withdrawn; upload or replace it instead")]
@@ -77,48 +79,68 @@ impl From<diesel::result::Error> for MerchantError {
 #[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = merchants)]
 pub struct Merchant {
-    pub id: i64,
-    pub owner_id: i64,
-    pub account_id: i64,
+    #[schema(value_type = i64)]
+    pub id: MerchantId,
+    #[schema(value_type = i64)]
+    pub owner_id: UserId,
+    #[schema(value_type = i64)]
+    pub account_id: AccountId,
     pub business_name: String,
     pub contact_email: String,
     pub category: String,
     pub website: String,
     pub description: String,
-    /// `pending`, `active`, `rejected`, `suspended` or `closed`.
-    pub status: String,
+    pub status: MerchantStatus,
     pub status_reason: Option<String>,
-    pub decided_by: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub decided_by: Option<UserId>,
     pub decided_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub archived_at: Option<DateTime<Utc>>,
 }
 
+text_enum! {
+    /// Where a merchant is in onboarding and after (`merchants.status`).
+    MerchantStatus {
+        /// Applied; waiting for an admin's decision.
+        Pending = "pending",
+        /// Approved: may take payments.
+        Active = "active",
+        Rejected = "rejected",
+        /// Payments stopped until reactivated.
+        Suspended = "suspended",
+        Closed = "closed",
+    }
+}
+
 /// Admin decisions and where each may lead: (action, from states, to state).
-pub const TRANSITIONS: &[(&str, &[&str], &str)] = &[
-    ("approve", &["pending"], "active"),
-    ("reject", &["pending"], "rejected"),
-    ("suspend", &["active"], "suspended"),
-    ("reactivate", &["suspended"], "active"),
-    ("close", &["pending", "active", "suspended", "rejected"], "closed"),
-];
+pub const TRANSITIONS: &[(&str, &[MerchantStatus], MerchantStatus)] = {
+    use MerchantStatus::{Active, Closed, Pending, Rejected, Suspended};
+    &[
+        ("approve", &[Pending], Active),
+        ("reject", &[Pending], Rejected),
+        ("suspend", &[Active], Suspended),
+        ("reactivate", &[Suspended], Active),
+        ("close", &[Pending, Active, Suspended, Rejected], Closed),
+    ]
+};
 
 /// The state a decision leads to from `current`.
 ///
 /// # Errors
 /// `InvalidTransition` naming the current state.
-pub fn transition(action: &'static str, current: &str) -> Result<&'static str, MerchantError> {
+pub fn transition(action: &'static str, current: MerchantStatus) -> Result<MerchantStatus, MerchantError> {
     TRANSITIONS
         .iter()
         .find(|(a, from, _)| *a == action && from.contains(&current))
         .map(|(_, _, to)| *to)
-        .ok_or_else(|| MerchantError::InvalidTransition { action, current: current.to_owned() })
+        .ok_or_else(|| MerchantError::InvalidTransition { action, current: current.to_string() })
 }
 
 /// # Errors
 /// `NotFound` or a storage error.
-pub fn find(conn: &mut PgConnection, id: i64) -> Result<Merchant, MerchantError> {
+pub fn find(conn: &mut PgConnection, id: MerchantId) -> Result<Merchant, MerchantError> {
     Ok(merchants::table.find(id).select(Merchant::as_select()).first(conn)?)
 }
 
@@ -126,7 +148,7 @@ pub fn find(conn: &mut PgConnection, id: i64) -> Result<Merchant, MerchantError>
 ///
 /// # Errors
 /// `NotFound`, `NotOwner` or a storage error.
-pub fn find_for(conn: &mut PgConnection, id: i64, user: &AuthUser) -> Result<Merchant, MerchantError> {
+pub fn find_for(conn: &mut PgConnection, id: MerchantId, user: &AuthUser) -> Result<Merchant, MerchantError> {
     let m = find(conn, id)?;
     if m.owner_id != user.user_id && !user.is_admin() {
         return Err(MerchantError::NotOwner);
@@ -140,12 +162,13 @@ mod tests {
 
     #[test]
     fn state_machine() {
-        assert_eq!(transition("approve", "pending").ok(), Some("active"));
-        assert_eq!(transition("reactivate", "suspended").ok(), Some("active"));
-        assert!(transition("approve", "active").is_err());
-        assert!(transition("reactivate", "closed").is_err());
-        assert!(transition("close", "closed").is_err());
-        let e = transition("suspend", "pending").err().map(|e| e.to_string()).unwrap_or_default();
+        use MerchantStatus::{Active, Closed, Pending, Suspended};
+        assert_eq!(transition("approve", Pending).ok(), Some(Active));
+        assert_eq!(transition("reactivate", Suspended).ok(), Some(Active));
+        assert!(transition("approve", Active).is_err());
+        assert!(transition("reactivate", Closed).is_err());
+        assert!(transition("close", Closed).is_err());
+        let e = transition("suspend", Pending).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("pending"), "{e}");
     }
 }

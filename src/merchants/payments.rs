@@ -18,10 +18,13 @@ use crate::http::pagination::{encode_cursor, search_opt, Page, PageQuery};
 use crate::http::routes::{Access, Api, ADMIN};
 use crate::http::Valid;
 use crate::identity::admin::StatusFilter;
+use crate::ids::{AccountId, ApiKeyId, CardId, MerchantId, UserId};
 use crate::merchants::keys::MerchantPrincipal;
 use crate::merchants::{find_for, MerchantError};
 use crate::payments::execute::{self, Failure, MoneyOp, Reply};
-use crate::payments::{idempotency, limits, methods, Operation, OperationKind, OperationView, PaymentError};
+use crate::payments::{
+    idempotency, limits, methods, FailureCode, Operation, OperationKind, OperationStatus, OperationView, PaymentError,
+};
 use crate::storage::schema::{cards, merchant_api_keys, merchants, operations, refund_totals};
 use crate::storage::{self, StorageError};
 
@@ -180,7 +183,7 @@ pub struct RefundRequest {
     pub reason: Option<String>,
 }
 
-type CardRow = (i64, i64, String, i32, i32, Option<DateTime<Utc>>);
+type CardRow = (CardId, AccountId, String, i32, i32, Option<DateTime<Utc>>);
 
 /// What the payment fingerprint covers: the card only as its keyed PAN hash (never number, expiry or
 /// CVV), so a stored fingerprint gives nothing back about the card.
@@ -363,7 +366,10 @@ pub async fn charge(
             return execute::record_failed(
                 state,
                 op,
-                Failure::new("card_locked", "payments on this card are locked after too many wrong card details"),
+                Failure::new(
+                    FailureCode::CardLocked,
+                    "payments on this card are locked after too many wrong card details",
+                ),
             )
             .await;
         }
@@ -372,9 +378,9 @@ pub async fn charge(
                 lock_card(state, card_id).await?;
             }
             let f = if expiry_ok {
-                Failure::new("invalid_cvv", "the security code is wrong")
+                Failure::new(FailureCode::InvalidCvv, "the security code is wrong")
             } else {
-                Failure::new("invalid_expiry", "the expiry date does not match the card")
+                Failure::new(FailureCode::InvalidExpiry, "the expiry date does not match the card")
             };
             return execute::record_failed(state, op, f).await;
         }
@@ -382,7 +388,7 @@ pub async fn charge(
     }
     let now = Utc::now();
     if (year, u32::try_from(month).unwrap_or(12)) < (now.year(), now.month()) {
-        return execute::record_failed(state, op, Failure::new("card_expired", "the card has expired")).await;
+        return execute::record_failed(state, op, Failure::new(FailureCode::CardExpired, "the card has expired")).await;
     }
     execute::run(state, op).await
 }
@@ -427,15 +433,15 @@ async fn note_key_declines(state: &AppState, key: &MerchantPrincipal, declines: 
     state.api_keys.invalidate(&key.public_id);
     match stored {
         Ok(_) => {
-            tracing::warn!(api_key_id = id, until = %until, "API key blocked after too many declined card-data attempts")
+            tracing::warn!(api_key_id = %id, until = %until, "API key blocked after too many declined card-data attempts")
         }
-        Err(e) => tracing::warn!(api_key_id = id, error = %e, "could not record an API key's block"),
+        Err(e) => tracing::warn!(api_key_id = %id, error = %e, "could not record an API key's block"),
     }
 }
 
 /// Records in the database that a card's payments are locked (the counter in Redis already refuses
 /// them); shown to the cardholder, who unlocks it.
-async fn lock_card(state: &AppState, card_id: i64) -> Result<(), ApiError> {
+async fn lock_card(state: &AppState, card_id: CardId) -> Result<(), ApiError> {
     let n = storage::run(&state.db, move |conn| {
         diesel::update(cards::table.find(card_id).filter(cards::payments_locked_at.is_null()))
             .set(cards::payments_locked_at.eq(Some(Utc::now())))
@@ -446,7 +452,7 @@ async fn lock_card(state: &AppState, card_id: i64) -> Result<(), ApiError> {
     if n > 0 {
         state.cards.changed(card_id);
         crate::metrics::count("card_lock", "locked");
-        tracing::warn!(card_id, "card locked for payments after too many wrong card details");
+        tracing::warn!(card_id = %card_id, "card locked for payments after too many wrong card details");
     }
     Ok(())
 }
@@ -521,7 +527,7 @@ pub async fn refund_payment(
         // Another merchant's payment: indistinguishable from an unknown one.
         return Err(MerchantError::PaymentNotFound.into());
     }
-    if payment.status != "success" {
+    if payment.status != OperationStatus::Success {
         return Err(MerchantError::NotRefundable(format!(
             "only successful payments can be refunded; this one is {}",
             payment.status
@@ -584,7 +590,7 @@ pub struct PaymentListQuery {
     pub search: Option<String>,
 }
 
-fn int(v: &Option<String>, field: &'static str) -> Result<Option<i64>, ApiError> {
+fn int<T: std::str::FromStr>(v: &Option<String>, field: &'static str) -> Result<Option<T>, ApiError> {
     // An empty value is not an integer: the parameter is left out instead.
     match v.as_deref() {
         None => Ok(None),
@@ -595,8 +601,8 @@ fn int(v: &Option<String>, field: &'static str) -> Result<Option<i64>, ApiError>
 /// Who is asking, for the payment lists.
 pub enum Viewer {
     Admin,
-    Customer(i64),
-    Merchant(i64),
+    Customer(UserId),
+    Merchant(MerchantId),
 }
 
 /// Payments and refunds as `viewer` may see them, newest first (both transports).
@@ -609,12 +615,10 @@ pub async fn list_payments(
     q: PaymentListQuery,
 ) -> Result<Page<OperationView>, ApiError> {
     let (limit, cursor) = q.page.resolve()?;
-    let merchant = int(&q.merchant_id, "merchant_id")?;
-    let api_key = int(&q.api_key_id, "api_key_id")?;
-    let card = int(&q.card_id, "card_id")?;
-    if q.status.as_deref().is_some_and(|s| s != "success" && s != "failed") {
-        return Err(ApiError::validation("status", "status must be success or failed"));
-    }
+    let merchant: Option<MerchantId> = int(&q.merchant_id, "merchant_id")?;
+    let api_key: Option<ApiKeyId> = int(&q.api_key_id, "api_key_id")?;
+    let card: Option<CardId> = int(&q.card_id, "card_id")?;
+    let status = crate::payments::service::parse_status(q.status.as_deref())?;
     let kinds: Vec<String> = match q.kind.as_deref() {
         None | Some("") => vec!["payment".into(), "refund".into()],
         Some(k @ ("payment" | "refund")) => vec![k.to_owned()],
@@ -637,7 +641,7 @@ pub async fn list_payments(
                     operations::status
                         .eq("success")
                         .or(operations::failure_reason.is_null())
-                        .or(operations::failure_reason.ne_all(execute::CARD_DECLINES)),
+                        .or(operations::failure_reason.ne_all(FailureCode::CARD_DECLINES)),
                 );
             }
             Viewer::Customer(u) => {
@@ -654,7 +658,7 @@ pub async fn list_payments(
         if let Some(c) = card {
             query = query.filter(operations::source_card_id.eq(c).or(operations::dest_card_id.eq(c)));
         }
-        if let Some(s) = q.status {
+        if let Some(s) = status {
             query = query.filter(operations::status.eq(s));
         }
         if let Some(f) = q.from {
@@ -696,7 +700,7 @@ async fn list_for_user(
 async fn list_for_merchant(
     state: web::Data<AppState>,
     user: AuthUser,
-    id: web::Path<i64>,
+    id: web::Path<MerchantId>,
     q: web::Query<PaymentListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(list_for_owner(&state, user, id.into_inner(), q.into_inner()).await?))
@@ -709,7 +713,7 @@ async fn list_for_merchant(
 pub async fn list_for_owner(
     state: &AppState,
     user: AuthUser,
-    id: i64,
+    id: MerchantId,
     q: PaymentListQuery,
 ) -> Result<Page<OperationView>, ApiError> {
     storage::run(&state.db, move |conn| find_for(conn, id, &user)).await?;
@@ -729,14 +733,14 @@ fn may_see(conn: &mut PgConnection, user: &AuthUser, p: &Operation) -> Result<bo
     if user.is_admin() {
         return Ok(true);
     }
-    let ids: Vec<i64> = [p.source_card_id, p.dest_card_id].into_iter().flatten().collect();
+    let ids: Vec<CardId> = [p.source_card_id, p.dest_card_id].into_iter().flatten().collect();
     let owns_card: i64 =
         cards::table.filter(cards::id.eq_any(ids)).filter(cards::user_id.eq(user.user_id)).count().get_result(conn)?;
     if owns_card > 0 {
         return Ok(true);
     }
     // The merchant side never sees card-data declines (see `list_payments`).
-    if p.status == "failed" && p.failure_reason.as_deref().is_some_and(|r| execute::CARD_DECLINES.contains(&r)) {
+    if p.status == OperationStatus::Failed && p.failure_reason.is_some_and(FailureCode::is_card_decline) {
         return Ok(false);
     }
     let owns_merchant: i64 = merchants::table

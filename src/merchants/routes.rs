@@ -19,8 +19,10 @@ use crate::http::routes::{Access, Api, ADMIN};
 use crate::http::Valid;
 use crate::identity::admin::StatusFilter;
 use crate::identity::model::{self, ROLE_MERCHANT};
+use crate::ids::{AccountId, ApiKeyId, DocumentId, MerchantId, UserId};
 use crate::ledger::NewEvent;
-use crate::merchants::{find, find_for, keys, service, transition, Merchant, MerchantError};
+use crate::merchants::documents::DocumentStatus;
+use crate::merchants::{find, find_for, keys, service, transition, Merchant, MerchantError, MerchantStatus};
 use crate::storage::schema::{accounts, merchant_api_keys, merchant_documents, merchants, outbox};
 use crate::storage::{self, StorageError};
 
@@ -244,24 +246,29 @@ pub struct MerchantListQuery {
 #[derive(Serialize, Queryable, Selectable, utoipa::ToSchema)]
 #[diesel(table_name = merchant_documents)]
 pub struct DocumentView {
-    pub id: i64,
-    pub merchant_id: i64,
+    #[schema(value_type = i64)]
+    pub id: DocumentId,
+    #[schema(value_type = i64)]
+    pub merchant_id: MerchantId,
     pub doc_type: String,
     pub file_name: String,
     pub content_type: String,
     pub size_bytes: i64,
     pub sha256: String,
-    pub status: String,
+    pub status: DocumentStatus,
     pub review_note: Option<String>,
-    pub reviewed_by: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub reviewed_by: Option<UserId>,
     pub reviewed_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     /// 1 for the first upload, +1 for each replacement.
     pub version: i32,
     /// The version this one replaced.
-    pub replaces_id: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub replaces_id: Option<DocumentId>,
     /// The newer version that replaced this one (`null`: this is the current version).
-    pub superseded_by: Option<i64>,
+    #[schema(value_type = Option<i64>)]
+    pub superseded_by: Option<DocumentId>,
     pub withdrawn_at: Option<DateTime<Utc>>,
 }
 
@@ -298,8 +305,10 @@ pub struct KeyRequest {
 #[derive(Serialize, Queryable, Selectable, utoipa::ToSchema)]
 #[diesel(table_name = merchant_api_keys)]
 pub struct KeyView {
-    pub id: i64,
-    pub merchant_id: i64,
+    #[schema(value_type = i64)]
+    pub id: ApiKeyId,
+    #[schema(value_type = i64)]
+    pub merchant_id: MerchantId,
     pub label: String,
     /// The public part of the key (`pk_<key_id>_…`).
     pub key_id: String,
@@ -318,8 +327,10 @@ pub struct CreatedKey {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MerchantBalance {
-    pub merchant_id: i64,
-    pub account_id: i64,
+    #[schema(value_type = i64)]
+    pub merchant_id: MerchantId,
+    #[schema(value_type = i64)]
+    pub account_id: AccountId,
     pub currency: String,
     pub balance: i64,
 }
@@ -395,7 +406,7 @@ async fn list(
     let q = q.into_inner();
     let (limit, cursor, with_total) = q.page.resolve_with_total()?;
     if let Some(s) = q.status.as_deref() {
-        if !["pending", "active", "rejected", "suspended", "closed"].contains(&s) {
+        if s.parse::<MerchantStatus>().is_err() {
             return Err(ApiError::validation(
                 "status",
                 "status must be pending, active, rejected, suspended or closed",
@@ -419,25 +430,25 @@ async fn list(
         Ok::<_, StorageError>((query.load::<Merchant>(conn)?, total))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |m| m.id).with_total(total)))
+    Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |m| m.id.get()).with_total(total)))
 }
 
-async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<MerchantId>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(service::get(&state, user, id.into_inner()).await?))
 }
 
 async fn update(
     state: web::Data<AppState>,
     user: AuthUser,
-    id: web::Path<i64>,
+    id: web::Path<MerchantId>,
     body: Valid<ProfileRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let b = body.into_inner();
     let m = storage::transaction(&state.db, move |conn| {
         let m = find_for(conn, id, &user)?;
-        if m.status == "closed" {
-            return Err(MerchantError::InvalidTransition { action: "edit", current: m.status });
+        if m.status == MerchantStatus::Closed {
+            return Err(MerchantError::InvalidTransition { action: "edit", current: m.status.to_string() });
         }
         Ok(diesel::update(merchants::table.find(id))
             .set((
@@ -460,7 +471,7 @@ async fn decide(
     state: web::Data<AppState>,
     req: HttpRequest,
     admin: AuthUser,
-    id: web::Path<i64>,
+    id: web::Path<MerchantId>,
     body: crate::http::MaybeValid<DecisionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
@@ -494,12 +505,12 @@ async fn decide(
                 .returning(Merchant::as_returning())
                 .get_result(conn)?);
         }
-        let to = transition(action, &m.status)?;
+        let to = transition(action, m.status)?;
         if action == "approve" {
             let approved: Vec<String> = merchant_documents::table
                 .filter(merchant_documents::merchant_id.eq(id))
                 .filter(merchant_documents::superseded_by.is_null())
-                .filter(merchant_documents::status.eq("approved"))
+                .filter(merchant_documents::status.eq(DocumentStatus::Approved))
                 .select(merchant_documents::doc_type)
                 .load(conn)?;
             let missing: Vec<&str> = required.iter().filter(|d| !approved.contains(d)).map(String::as_str).collect();
@@ -509,7 +520,7 @@ async fn decide(
         }
         // Guarded on the old status, so two concurrent decisions cannot both apply.
         let updated: Option<Merchant> =
-            diesel::update(merchants::table.find(id).filter(merchants::status.eq(&m.status)))
+            diesel::update(merchants::table.find(id).filter(merchants::status.eq(m.status)))
                 .set((
                     merchants::status.eq(to),
                     merchants::status_reason.eq(reason.clone()),
@@ -521,7 +532,7 @@ async fn decide(
                 .get_result(conn)
                 .optional()?;
         let updated = updated.ok_or(MerchantError::InvalidTransition { action, current: "changing".into() })?;
-        if to == "active" {
+        if to == MerchantStatus::Active {
             model::grant_role(conn, m.owner_id, ROLE_MERCHANT)
                 .map_err(|e| MerchantError::Storage(StorageError::Other(e.to_string())))?;
         }
@@ -577,7 +588,7 @@ pub(super) async fn read_upload(
     state: &AppState,
     req: &HttpRequest,
     user: &AuthUser,
-    id: i64,
+    id: MerchantId,
     payload: web::Payload,
     replacing: Option<&str>,
 ) -> Result<Incoming, ApiError> {
@@ -697,7 +708,7 @@ async fn upload(
     state: web::Data<AppState>,
     req: HttpRequest,
     user: AuthUser,
-    id: web::Path<i64>,
+    id: web::Path<MerchantId>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
@@ -734,7 +745,7 @@ pub struct DocumentsQuery {
 async fn documents(
     state: web::Data<AppState>,
     user: AuthUser,
-    id: web::Path<i64>,
+    id: web::Path<MerchantId>,
     q: web::Query<DocumentsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
@@ -759,7 +770,7 @@ async fn documents(
 async fn download(
     state: web::Data<AppState>,
     user: AuthUser,
-    path: web::Path<(i64, i64)>,
+    path: web::Path<(MerchantId, DocumentId)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, doc_id) = path.into_inner();
     let (ct, name, key) = storage::run(&state.db, move |conn| {
@@ -789,14 +800,14 @@ async fn download(
 async fn review(
     state: web::Data<AppState>,
     admin: AuthUser,
-    path: web::Path<(i64, i64)>,
+    path: web::Path<(MerchantId, DocumentId)>,
     body: Valid<ReviewRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, doc_id) = path.into_inner();
     let b = body.into_inner();
     let doc = storage::transaction(&state.db, move |conn| {
         let m = find(conn, id)?;
-        let status = if b.decision == "approve" { "approved" } else { "rejected" };
+        let status = if b.decision == "approve" { DocumentStatus::Approved } else { DocumentStatus::Rejected };
         // Reviews apply to the current version only, and a withdrawn document is not reviewed.
         let current = super::documents::find_doc(conn, id, doc_id)?;
         super::documents::reviewable(&current)?;
@@ -805,7 +816,7 @@ async fn review(
                 .filter(merchant_documents::id.eq(doc_id))
                 .filter(merchant_documents::merchant_id.eq(id))
                 .filter(merchant_documents::superseded_by.is_null())
-                .filter(merchant_documents::status.ne("withdrawn")),
+                .filter(merchant_documents::status.ne(DocumentStatus::Withdrawn)),
         )
         .set((
             merchant_documents::status.eq(status),
@@ -831,13 +842,17 @@ async fn review(
     Ok(HttpResponse::Ok().json(doc))
 }
 
-pub(super) fn owned_active(conn: &mut PgConnection, id: i64, user: &AuthUser) -> Result<Merchant, MerchantError> {
+pub(super) fn owned_active(
+    conn: &mut PgConnection,
+    id: MerchantId,
+    user: &AuthUser,
+) -> Result<Merchant, MerchantError> {
     let m = find(conn, id)?;
     if m.owner_id != user.user_id {
         return Err(MerchantError::NotOwner);
     }
-    if m.status != "active" {
-        return Err(MerchantError::Inactive(m.status));
+    if m.status != MerchantStatus::Active {
+        return Err(MerchantError::Inactive(m.status.to_string()));
     }
     Ok(m)
 }
@@ -847,7 +862,7 @@ pub(super) fn insert_key(
     state: &AppState,
     m: &Merchant,
     label: &str,
-    by: i64,
+    by: UserId,
 ) -> Result<CreatedKey, MerchantError> {
     let (key_id, secret, full) = keys::generate();
     let key: KeyView = diesel::insert_into(merchant_api_keys::table)
@@ -874,21 +889,25 @@ pub(super) fn insert_key(
 async fn create_key(
     state: web::Data<AppState>,
     user: AuthUser,
-    id: web::Path<i64>,
+    id: web::Path<MerchantId>,
     body: crate::http::MaybeValid<KeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner().unwrap_or_default();
     Ok(HttpResponse::Created().json(service::create_key(&state, user, id.into_inner(), body).await?))
 }
 
-async fn list_keys(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn list_keys(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<MerchantId>,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(service::list_keys(&state, user, id.into_inner()).await?))
 }
 
 async fn rotate_key(
     state: web::Data<AppState>,
     user: AuthUser,
-    path: web::Path<(i64, i64)>,
+    path: web::Path<(MerchantId, ApiKeyId)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, key) = path.into_inner();
     let overlap = state.settings.merchants.key_rotation_overlap_secs;
@@ -927,13 +946,17 @@ async fn rotate_key(
 async fn revoke_key(
     state: web::Data<AppState>,
     user: AuthUser,
-    path: web::Path<(i64, i64)>,
+    path: web::Path<(MerchantId, ApiKeyId)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, key) = path.into_inner();
     Ok(HttpResponse::Ok().json(service::revoke_key(&state, user, id, key).await?))
 }
 
-async fn balance(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn balance(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<MerchantId>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let (m, balance) = storage::run(&state.db, move |conn| {
         let m = find_for(conn, id, &user)?;
@@ -952,14 +975,14 @@ async fn balance(state: web::Data<AppState>, user: AuthUser, id: web::Path<i64>)
 async fn statement(
     state: web::Data<AppState>,
     user: AuthUser,
-    id: web::Path<i64>,
+    id: web::Path<MerchantId>,
     q: web::Query<crate::cards::routes::StatementQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let (limit, cursor, window) = q.resolve()?;
     let lines = storage::run(&state.db, move |conn| {
         let m = find_for(conn, id, &user)?;
-        Ok::<_, MerchantError>(crate::cards::routes::statement_lines(conn, m.account_id, window, limit, cursor)?)
+        Ok::<_, MerchantError>(crate::cards::routes::statement_lines(conn, m.account_id.get(), window, limit, cursor)?)
     })
     .await?;
     Ok(HttpResponse::Ok().json(Page::from_rows(lines, limit, |l| l.posting_id)))

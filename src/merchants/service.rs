@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use crate::app::AppState;
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
+use crate::ids::{ApiKeyId, MerchantId};
 use crate::merchants::routes::{
     emit, insert_key, merchant_event, owned_active, ApplyRequest, CreatedKey, KeyRequest, KeyView,
 };
@@ -53,7 +54,7 @@ pub async fn apply(state: &AppState, user: AuthUser, b: ApplyRequest) -> Result<
 ///
 /// # Errors
 /// 404; a storage error.
-pub async fn get(state: &AppState, user: AuthUser, id: i64) -> Result<Merchant, ApiError> {
+pub async fn get(state: &AppState, user: AuthUser, id: MerchantId) -> Result<Merchant, ApiError> {
     let m = storage::run(&state.db, move |conn| find_for(conn, id, &user)).await?;
     Ok(m)
 }
@@ -62,7 +63,12 @@ pub async fn get(state: &AppState, user: AuthUser, id: i64) -> Result<Merchant, 
 ///
 /// # Errors
 /// 404 not the caller's merchant, 409 not active; a storage error.
-pub async fn create_key(state: &AppState, user: AuthUser, id: i64, body: KeyRequest) -> Result<CreatedKey, ApiError> {
+pub async fn create_key(
+    state: &AppState,
+    user: AuthUser,
+    id: MerchantId,
+    body: KeyRequest,
+) -> Result<CreatedKey, ApiError> {
     let label = body.label.unwrap_or_default();
     let st = state.clone();
     let created = storage::transaction(&state.db, move |conn| {
@@ -77,7 +83,7 @@ pub async fn create_key(state: &AppState, user: AuthUser, id: i64, body: KeyRequ
 ///
 /// # Errors
 /// 404; a storage error.
-pub async fn list_keys(state: &AppState, user: AuthUser, id: i64) -> Result<Vec<KeyView>, ApiError> {
+pub async fn list_keys(state: &AppState, user: AuthUser, id: MerchantId) -> Result<Vec<KeyView>, ApiError> {
     let keys = storage::run(&state.db, move |conn| {
         find_for(conn, id, &user)?;
         Ok::<_, MerchantError>(
@@ -96,7 +102,7 @@ pub async fn list_keys(state: &AppState, user: AuthUser, id: i64) -> Result<Vec<
 ///
 /// # Errors
 /// 404 unknown merchant or key (or already revoked); a storage error.
-pub async fn revoke_key(state: &AppState, user: AuthUser, id: i64, key: i64) -> Result<KeyView, ApiError> {
+pub async fn revoke_key(state: &AppState, user: AuthUser, id: MerchantId, key: ApiKeyId) -> Result<KeyView, ApiError> {
     let view = storage::transaction(&state.db, move |conn| {
         let m = find_for(conn, id, &user)?;
         let view: KeyView = diesel::update(

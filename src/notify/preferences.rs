@@ -153,7 +153,7 @@ pub fn register(api: &mut Api) {
 }
 
 async fn get(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
-    let uid = user.user_id;
+    let uid = user.user_id.get();
     let stored = storage::run(&state.db, move |conn| load(conn, &[uid]).map_err(StorageError::from)).await?;
     let view = match stored.get(&uid) {
         Some(p) => PreferencesView::new(*p, false),

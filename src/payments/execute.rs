@@ -11,10 +11,11 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::http::request_id;
-use crate::ledger::{NewEvent, NewIdempotency, NewOperation, OpRecord, WithdrawnDelta};
+use crate::ids::{AccountId, ApiKeyId, CardId, MerchantId, UserId};
+use crate::ledger::{NewEvent, NewIdempotency, OpRecord, WithdrawnDelta};
 use crate::payments::idempotency::{self, Fingerprint};
 use crate::payments::inflight::{self, Answer, Claim};
-use crate::payments::{OperationKind, OperationStatus, OperationView, PaymentError};
+use crate::payments::{FailureCode, OperationEntry, OperationKind, OperationStatus, OperationView, PaymentError};
 
 /// A money movement, fully resolved to accounts.
 #[derive(Debug, Clone)]
@@ -25,18 +26,18 @@ pub struct MoneyOp {
     pub request_hash: Fingerprint,
     pub amount: i64,
     pub method: Option<String>,
-    pub source_card: Option<i64>,
-    pub dest_card: Option<i64>,
-    pub debit_account: i64,
-    pub credit_account: i64,
+    pub source_card: Option<CardId>,
+    pub dest_card: Option<CardId>,
+    pub debit_account: AccountId,
+    pub credit_account: AccountId,
     /// Card that must pass the debit check (status, expiry).
-    pub debit_card: Option<i64>,
+    pub debit_card: Option<CardId>,
     /// Card that must pass the credit check (not closed).
-    pub credit_card: Option<i64>,
+    pub credit_card: Option<CardId>,
     pub reverses: Option<Uuid>,
-    pub initiated_by: Option<i64>,
-    pub merchant_id: Option<i64>,
-    pub api_key_id: Option<i64>,
+    pub initiated_by: Option<UserId>,
+    pub merchant_id: Option<MerchantId>,
+    pub api_key_id: Option<ApiKeyId>,
     pub order_ref: Option<String>,
     /// For refunds: (payment, its amount).
     pub refund_of: Option<(Uuid, i64)>,
@@ -59,8 +60,8 @@ impl MoneyOp {
         kind: OperationKind,
         (scope, key, request_hash): (String, String, Fingerprint),
         amount: i64,
-        debit_account: i64,
-        credit_account: i64,
+        debit_account: AccountId,
+        credit_account: AccountId,
     ) -> Self {
         Self {
             kind,
@@ -101,10 +102,6 @@ impl MoneyOp {
     }
 }
 
-/// Failure codes that are about the card's data or state: a merchant sees them all as `card_declined`.
-pub const CARD_DECLINES: &[&str] =
-    &["card_unknown", "invalid_expiry", "invalid_cvv", "card_locked", "card_frozen", "card_closed", "card_expired"];
-
 /// The one answer a merchant gets for any card-data failure.
 pub const DECLINED: &str = "card_declined";
 const DECLINED_MESSAGE: &str = "the card was declined";
@@ -136,14 +133,14 @@ pub fn reply(r: Reply) -> HttpResponse {
 /// A business failure: stable code, message, HTTP status.
 #[derive(Debug, Clone)]
 pub struct Failure {
-    pub code: String,
+    pub code: FailureCode,
     pub message: String,
     pub status: StatusCode,
 }
 
 impl Failure {
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
-        Self { code: code.to_owned(), message: message.into(), status: StatusCode::PAYMENT_REQUIRED }
+    pub fn new(code: FailureCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), status: StatusCode::PAYMENT_REQUIRED }
     }
 }
 
@@ -166,7 +163,7 @@ impl From<&FailureReason> for Failure {
             FailureReason::SameAccount => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::PAYMENT_REQUIRED,
         };
-        Self { code: reason.code().to_owned(), message, status }
+        Self { code: FailureCode::from(reason), message, status }
     }
 }
 
@@ -174,14 +171,14 @@ impl From<&FailureReason> for Failure {
 #[derive(Clone)]
 struct Prepared {
     op: MoneyOp,
-    row: NewOperation,
+    row: OperationEntry,
     view: OperationView,
     request_id: String,
 }
 
 impl Prepared {
     fn new(state: &AppState, op: MoneyOp, now: DateTime<Utc>) -> Self {
-        let row = NewOperation {
+        let row = OperationEntry {
             id: Uuid::now_v7(),
             kind: op.kind,
             status: OperationStatus::Success,
@@ -200,24 +197,7 @@ impl Prepared {
             api_key_id: op.api_key_id,
             order_ref: op.order_ref.clone(),
         };
-        let view = OperationView {
-            id: row.id,
-            kind: row.kind,
-            status: row.status,
-            failure_reason: None,
-            amount: row.amount,
-            currency: row.currency.clone(),
-            method: row.method.clone(),
-            source_card_id: row.source_card_id,
-            dest_card_id: row.dest_card_id,
-            source_card_masked: None,
-            dest_card_masked: None,
-            reverses_id: row.reverses_id,
-            merchant_id: row.merchant_id,
-            order_ref: row.order_ref.clone(),
-            created_at: now,
-            archived_at: None,
-        };
+        let view = OperationView::new(row.clone(), None);
         Self { op, row, view, request_id: request_id::current().unwrap_or_default() }
     }
 
@@ -275,11 +255,11 @@ impl Prepared {
     }
 
     fn failed_view(&self, f: &Failure) -> OperationView {
-        OperationView { status: OperationStatus::Failed, failure_reason: Some(f.code.clone()), ..self.view.clone() }
+        OperationView { status: OperationStatus::Failed, failure_reason: Some(f.code), ..self.view.clone() }
     }
 
     fn failure_body(&self, f: &Failure) -> serde_json::Value {
-        if self.op.uniform_declines && CARD_DECLINES.contains(&f.code.as_str()) {
+        if self.op.uniform_declines && f.code.is_card_decline() {
             return declined_body(&self.request_id);
         }
         serde_json::json!({
@@ -291,9 +271,9 @@ impl Prepared {
     fn failure(&self, f: &Failure) -> OpRecord {
         let view = self.failed_view(f);
         OpRecord {
-            operation: NewOperation {
+            operation: OperationEntry {
                 status: OperationStatus::Failed,
-                failure_reason: Some(f.code.clone()),
+                failure_reason: Some(f.code),
                 ..self.row.clone()
             },
             idempotency: Some(self.idempotency(f.status, self.failure_body(f))),
@@ -383,10 +363,10 @@ async fn execute(state: &AppState, op: &MoneyOp) -> Result<Answer, ApiError> {
     };
     let success = prepared.success();
     let operation = payd_actors::Operation {
-        debit_card: op.debit_card,
-        credit_card: op.credit_card,
-        debit_account: op.debit_account,
-        credit_account: op.credit_account,
+        debit_card: op.debit_card.map(CardId::get),
+        credit_card: op.credit_card.map(CardId::get),
+        debit_account: op.debit_account.get(),
+        credit_account: op.credit_account.get(),
         amount: op.amount,
         today: (now.year(), now.month()),
         on_success: Box::new(move || success.clone()),
@@ -448,7 +428,7 @@ async fn duplicate(state: &AppState, op: &MoneyOp) -> Result<Answer, ApiError> {
 fn exec_error(e: ExecError, op: &MoneyOp) -> PaymentError {
     match e {
         ExecError::Card(CardError::NotFound) => {
-            PaymentError::CardNotFound(op.source_card.or(op.dest_card).unwrap_or_default())
+            PaymentError::CardNotFound(op.source_card.or(op.dest_card).unwrap_or(CardId::new(0)))
         }
         ExecError::Card(CardError::Busy)
         | ExecError::Account(payd_actors::AccountError::Busy)

@@ -1,80 +1,8 @@
 //! What an operation is and how it ended: enums inside the domain, text only at the database and
 //! JSON edges (`operations.kind` / `operations.status` are `text` columns with CHECK constraints).
 
-use std::fmt;
-use std::str::FromStr;
-
-use diesel::deserialize::{self, FromSql, FromSqlRow};
-use diesel::expression::AsExpression;
-use diesel::pg::{Pg, PgValue};
-use diesel::serialize::{self, Output, ToSql};
-use diesel::sql_types::Text;
-use serde::{Deserialize, Serialize};
-
-macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-        #[derive(AsExpression, FromSqlRow)]
-        #[diesel(sql_type = Text)]
-        #[serde(rename_all = "lowercase")]
-        pub enum $name {
-            $($(#[$vmeta])* $variant),+
-        }
-
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
-
-            /// The stored and serialised text.
-            pub const fn as_str(self) -> &'static str {
-                match self {
-                    $(Self::$variant => $text),+
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = UnknownValue;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($text => Ok(Self::$variant),)+
-                    _ => Err(UnknownValue(stringify!($name))),
-                }
-            }
-        }
-
-        impl PartialEq<&str> for $name {
-            fn eq(&self, other: &&str) -> bool {
-                self.as_str() == *other
-            }
-        }
-
-        impl ToSql<Text, Pg> for $name {
-            fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
-                <str as ToSql<Text, Pg>>::to_sql(self.as_str(), out)
-            }
-        }
-
-        impl FromSql<Text, Pg> for $name {
-            fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
-                let s = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
-                s.parse().map_err(|e: UnknownValue| format!("{e}: {s:?}").into())
-            }
-        }
-    };
-}
-
-/// A text value the enum does not know (a database row or request outside the CHECK list).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {0}")]
-pub struct UnknownValue(&'static str);
+use crate::storage::text_enum::text_enum;
+pub use crate::storage::text_enum::UnknownValue;
 
 text_enum! {
     /// The kind of a money operation.
@@ -99,6 +27,62 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// Why a recorded operation failed (`operations.failure_reason`, set exactly when the status is
+    /// `failed`). The card-data codes are shown to a merchant as one `card_declined`.
+    FailureCode {
+        /// Source and destination are the same account.
+        SameAccount = "same_account",
+        CardFrozen = "card_frozen",
+        CardClosed = "card_closed",
+        CardExpired = "card_expired",
+        InsufficientFunds = "insufficient_funds",
+        /// A refund would exceed what is left of its payment.
+        RefundExceeded = "refund_exceeded",
+        /// An integrity rule of the ledger refused the entry.
+        Rejected = "rejected",
+        /// No card has the number a payment named.
+        CardUnknown = "card_unknown",
+        InvalidExpiry = "invalid_expiry",
+        InvalidCvv = "invalid_cvv",
+        /// Payments on the card are locked after too many wrong card details.
+        CardLocked = "card_locked",
+    }
+}
+
+impl FailureCode {
+    /// Failure codes about the card's data or state: a merchant sees them all as `card_declined`.
+    pub const CARD_DECLINES: &'static [Self] = &[
+        Self::CardUnknown,
+        Self::InvalidExpiry,
+        Self::InvalidCvv,
+        Self::CardLocked,
+        Self::CardFrozen,
+        Self::CardClosed,
+        Self::CardExpired,
+    ];
+
+    /// Whether a merchant sees this failure as `card_declined`.
+    pub fn is_card_decline(self) -> bool {
+        Self::CARD_DECLINES.contains(&self)
+    }
+}
+
+impl From<&payd_actors::FailureReason> for FailureCode {
+    fn from(reason: &payd_actors::FailureReason) -> Self {
+        use payd_actors::FailureReason as R;
+        match reason {
+            R::SameAccount => Self::SameAccount,
+            R::CardFrozen => Self::CardFrozen,
+            R::CardClosed => Self::CardClosed,
+            R::CardExpired => Self::CardExpired,
+            R::InsufficientFunds => Self::InsufficientFunds,
+            R::RefundExceeded => Self::RefundExceeded,
+            R::Rejected(_) => Self::Rejected,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -114,6 +98,20 @@ mod tests {
             assert_eq!(s.as_str().parse::<OperationStatus>(), Ok(*s));
         }
         assert!("pending".parse::<OperationStatus>().is_err());
+        for c in FailureCode::ALL {
+            assert_eq!(c.as_str().parse::<FailureCode>(), Ok(*c));
+            assert_eq!(serde_json::to_value(c).unwrap(), serde_json::json!(c.as_str()));
+        }
+        assert_eq!(serde_json::to_value(FailureCode::InsufficientFunds).unwrap(), "insufficient_funds");
+        fn agree<T: serde::Serialize + Copy + std::fmt::Display>(all: &[T]) {
+            for v in all {
+                assert_eq!(serde_json::to_value(v).unwrap(), serde_json::json!(v.to_string()));
+            }
+        }
+        agree(crate::cards::CardStatus::ALL);
+        agree(crate::cards::CardType::ALL);
+        agree(crate::merchants::MerchantStatus::ALL);
+        agree(crate::merchants::documents::DocumentStatus::ALL);
         assert!("Topup".parse::<OperationKind>().is_err());
     }
 }

@@ -6,12 +6,13 @@
 
 use crate::app::AppState;
 use crate::http::error::ApiError;
+use crate::ids::{ApiKeyId, UserId};
 
 /// Who is asking.
 #[derive(Debug, Clone, Copy)]
 pub enum Caller {
-    User(i64),
-    ApiKey(i64),
+    User(UserId),
+    ApiKey(ApiKeyId),
 }
 
 /// Counts one money request of `caller`; refuses it past the configured rate.
@@ -42,12 +43,13 @@ pub async fn check(state: &AppState, caller: Caller) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Counts one recipient preview of `user` (`rate_limits.recipient_previews_per_minute`): a preview
-/// tells whether a number belongs to an open card, so previews are limited apart from money requests.
+/// Counts one recipient lookup of `user` — a preview or a transfer by card number —
+/// (`rate_limits.recipient_previews_per_minute`): either tells whether a number belongs to an open
+/// card, so they share one budget, apart from the money requests' limit.
 ///
 /// # Errors
 /// 429 `rate_limited` (with `Retry-After`) past the limit; 503 when Redis is unavailable.
-pub async fn check_recipient_preview(state: &AppState, user: i64) -> Result<(), ApiError> {
+pub async fn check_recipient_preview(state: &AppState, user: UserId) -> Result<(), ApiError> {
     let cfg = &state.settings.rate_limits;
     if !cfg.enabled {
         return Ok(());
@@ -61,7 +63,7 @@ pub async fn check_recipient_preview(state: &AppState, user: i64) -> Result<(), 
         crate::metrics::count("rate_limit", "recipient_preview");
         return Err(ApiError::too_many(
             "rate_limited",
-            format!("too many recipient previews: at most {limit} a minute; retry in {retry} seconds"),
+            format!("too many recipient lookups (previews and transfers by card number): at most {limit} a minute; retry in {retry} seconds"),
             retry,
         ));
     }

@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::cards::pan::{self, Pan};
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
+use crate::ids::{CardId, UserId};
 use crate::payments::{limits, Operation, OperationView, PaymentError};
 use crate::storage::schema::{cards, users};
 use crate::storage::{self, StorageError};
@@ -42,8 +43,8 @@ pub struct RecipientPreview {
 /// A resolved recipient card (internal: its id never leaves the server for another user's card).
 #[derive(Debug, Clone)]
 pub struct Recipient {
-    pub card_id: i64,
-    pub user_id: i64,
+    pub card_id: CardId,
+    pub user_id: UserId,
     pub masked: String,
     pub display_name: String,
 }
@@ -82,11 +83,11 @@ pub fn fingerprint(state: &AppState, number: &Pan) -> String {
 pub async fn resolve(state: &AppState, field: &'static str, number: &Pan) -> Result<Recipient, PaymentError> {
     let hash = fingerprint(state, number);
     // One row by the unique index on `cards.pan_hash`.
-    let row: Option<(i64, i64, String, String, String, Option<String>)> = storage::run(&state.db, move |conn| {
+    let row: Option<(CardId, UserId, String, String, String, Option<String>)> = storage::run(&state.db, move |conn| {
         cards::table
             .inner_join(users::table)
             .filter(cards::pan_hash.eq(hash))
-            .filter(cards::status.ne("closed"))
+            .filter(cards::status.ne(crate::cards::CardStatus::Closed))
             .filter(cards::archived_at.is_null())
             .filter(users::archived_at.is_null())
             .select((
@@ -135,14 +136,14 @@ pub fn present(
     if user.is_admin() {
         return Ok(ops.into_iter().map(OperationView::from).collect());
     }
-    let mut ids: Vec<i64> = ops.iter().flat_map(|o| [o.source_card_id, o.dest_card_id]).flatten().collect();
+    let mut ids: Vec<CardId> = ops.iter().flat_map(|o| [o.source_card_id, o.dest_card_id]).flatten().collect();
     ids.sort_unstable();
     ids.dedup();
-    let others: std::collections::HashMap<i64, String> = cards::table
+    let others: std::collections::HashMap<CardId, String> = cards::table
         .filter(cards::id.eq_any(&ids))
         .filter(cards::user_id.ne(user.user_id))
         .select((cards::id, cards::pan_last4))
-        .load::<(i64, String)>(conn)?
+        .load::<(CardId, String)>(conn)?
         .into_iter()
         .map(|(id, last4)| (id, mask_last4(&last4)))
         .collect();

@@ -14,6 +14,7 @@ use crate::http::pagination::PageQuery;
 use crate::http::routes::{Access, Api, ADMIN};
 use crate::http::Valid;
 use crate::identity::admin::StatusFilter;
+use crate::ids::CardId;
 use crate::payments::execute;
 use crate::payments::recipient::{self, RecipientPreview, RecipientPreviewRequest};
 use crate::payments::service;
@@ -123,7 +124,8 @@ pub fn register(api: &mut Api) {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"card_id": 42, "amount": 150000, "method": "bca", "currency": "IDR"}))]
 pub struct TopupRequest {
-    pub card_id: i64,
+    #[schema(value_type = i64)]
+    pub card_id: CardId,
     /// Minor units, within `money.min_amount`..`money.max_amount`.
     pub amount: i64,
     #[validate(custom(function = "methods::validate"))]
@@ -137,7 +139,8 @@ pub struct TopupRequest {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"card_id": 42, "amount": 75000}))]
 pub struct WithdrawalRequest {
-    pub card_id: i64,
+    #[schema(value_type = i64)]
+    pub card_id: CardId,
     pub amount: i64,
     pub currency: Option<String>,
 }
@@ -148,11 +151,12 @@ pub struct WithdrawalRequest {
 #[schema(example = json!({"from_card_id": 42, "to_card_id": 43, "amount": 100000}))]
 pub struct TransferRequest {
     /// The paying card (the caller's own).
-    pub from_card_id: i64,
+    #[schema(value_type = i64)]
+    pub from_card_id: CardId,
     /// A card of the caller's own, by id. Exactly one of `to_card_id` and `to_card_number`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub to_card_id: Option<i64>,
+    #[schema(value_type = i64, nullable = false)]
+    pub to_card_id: Option<CardId>,
     /// Anyone's card, by its number (spaces and dashes ignored). Exactly one of `to_card_id` and
     /// `to_card_number`. The answer shows another user's card masked, never its id.
     #[serde(default, skip_serializing_if = "Option::is_none")]

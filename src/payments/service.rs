@@ -10,9 +10,12 @@ use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
 use crate::http::pagination::Page;
 use crate::identity::admin::StatusFilter;
+use crate::ids::{AccountId, CardId, UserId};
 use crate::payments::execute::{self, MoneyOp, Reply};
 use crate::payments::routes::{OpListQuery, TopupRequest, TransferRequest, WithdrawalRequest};
-use crate::payments::{idempotency, limits, methods, recipient, Operation, OperationKind, OperationView, PaymentError};
+use crate::payments::{
+    idempotency, limits, methods, recipient, Operation, OperationKind, OperationStatus, OperationView, PaymentError,
+};
 use crate::storage::schema::{cards, operations};
 use crate::storage::{self, StorageError};
 
@@ -37,8 +40,8 @@ pub fn check_money(state: &AppState, amount: i64, currency: Option<&str>) -> Res
 }
 
 /// The card's account, if the caller may debit or fund it.
-async fn card_snapshot(state: &AppState, card: i64) -> Result<payd_actors::CardSnapshot, PaymentError> {
-    state.ledger.ledger.cards().get(card).await.map_err(|e| match e {
+async fn card_snapshot(state: &AppState, card: CardId) -> Result<payd_actors::CardSnapshot, PaymentError> {
+    state.ledger.ledger.cards().get(card.get()).await.map_err(|e| match e {
         payd_actors::CardError::NotFound => PaymentError::CardNotFound(card),
         payd_actors::CardError::Busy => PaymentError::Busy,
         other => PaymentError::Unavailable(other.to_string()),
@@ -46,17 +49,17 @@ async fn card_snapshot(state: &AppState, card: i64) -> Result<payd_actors::CardS
 }
 
 /// The account of a card the caller owns (any card for an admin).
-async fn owned_card(state: &AppState, user: &AuthUser, card: i64) -> Result<i64, ApiError> {
+async fn owned_card(state: &AppState, user: &AuthUser, card: CardId) -> Result<AccountId, ApiError> {
     let snapshot = card_snapshot(state, card).await?;
-    if snapshot.owner_id != user.user_id && !user.is_admin() {
+    if UserId::new(snapshot.owner_id) != user.user_id && !user.is_admin() {
         return Err(PaymentError::NotCardOwner(card).into());
     }
-    Ok(snapshot.account_id)
+    Ok(AccountId::new(snapshot.account_id))
 }
 
 /// The account of any card (the receiving side of a transfer).
-async fn any_card(state: &AppState, card: i64) -> Result<i64, ApiError> {
-    Ok(card_snapshot(state, card).await?.account_id)
+async fn any_card(state: &AppState, card: CardId) -> Result<AccountId, ApiError> {
+    Ok(AccountId::new(card_snapshot(state, card).await?.account_id))
 }
 
 pub(crate) fn scope(user: &AuthUser) -> String {
@@ -73,8 +76,14 @@ pub async fn topup(state: &AppState, user: &AuthUser, key: String, body: TopupRe
     let method = methods::canonical(&body.method).ok_or_else(|| ApiError::validation("method", "unknown method"))?;
     let hash = idempotency::request_hash(&state.settings.idempotency, "topup", "", &body)?;
     let account = owned_card(state, user, body.card_id).await?;
-    let funding =
-        *state.ledger.system.funding.get(method).ok_or_else(|| ApiError::internal("funding account missing"))?;
+    let funding = state
+        .ledger
+        .system
+        .funding
+        .get(method)
+        .copied()
+        .map(AccountId::new)
+        .ok_or_else(|| ApiError::internal("funding account missing"))?;
     let op = MoneyOp {
         method: Some(method.to_owned()),
         dest_card: Some(body.card_id),
@@ -108,7 +117,7 @@ pub async fn withdraw(
             (scope(user), key, hash),
             body.amount,
             account,
-            state.ledger.system.withdrawals,
+            AccountId::new(state.ledger.system.withdrawals),
         )
     };
     execute::run(state, op).await
@@ -146,6 +155,10 @@ pub async fn transfer(
         return execute::run(state, op).await;
     };
     let number = recipient::parse("to_card_number", raw)?;
+    // A transfer by number tells whether the number is open as a preview does (404 for unknown and
+    // closed cards, a 402 from an empty source card for open ones), so both draw on the caller's one
+    // budget of recipient lookups: numbers cannot be probed faster through transfers than previews.
+    limits::check_recipient_preview(state, user.user_id).await?;
     // The fingerprint carries the number's keyed hash, not its digits: spelled with or without
     // spaces or dashes, it is the same request.
     let canonical = TransferRequest { to_card_number: Some(recipient::fingerprint(state, &number)), ..body };
@@ -240,7 +253,7 @@ pub(crate) fn may_see(conn: &mut PgConnection, user: &AuthUser, op: &Operation) 
     if user.is_admin() {
         return Ok(true);
     }
-    let ids: Vec<i64> = [op.source_card_id, op.dest_card_id].into_iter().flatten().collect();
+    let ids: Vec<CardId> = [op.source_card_id, op.dest_card_id].into_iter().flatten().collect();
     let owned: i64 =
         cards::table.filter(cards::id.eq_any(ids)).filter(cards::user_id.eq(user.user_id)).count().get_result(conn)?;
     Ok(owned > 0)
@@ -276,6 +289,16 @@ pub async fn get_operation(
     Ok(op)
 }
 
+/// The `status` filter of an operation or payment list.
+///
+/// # Errors
+/// 422 naming `status` for anything but `success` or `failed`.
+pub fn parse_status(raw: Option<&str>) -> Result<Option<OperationStatus>, ApiError> {
+    raw.map(str::parse::<OperationStatus>)
+        .transpose()
+        .map_err(|_| ApiError::validation("status", "status must be success or failed"))
+}
+
 /// One page of an operation list: `payd_operation_page` (a migration) picks the index that bounds the
 /// walk from the filters present and runs one of its fixed, plan-cached queries, so the statement text
 /// sent is the same whatever the filters.
@@ -286,7 +309,7 @@ struct OperationPage {
     card: Option<i64>,
     from_card: Option<i64>,
     to_card: Option<i64>,
-    status: Option<String>,
+    status: Option<OperationStatus>,
     from: Option<chrono::DateTime<chrono::Utc>>,
     to: Option<chrono::DateTime<chrono::Utc>>,
     /// 0 = not archived, 1 = archived only, 2 = both.
@@ -335,11 +358,7 @@ pub async fn list_operations(
     let card = int_param(&q.card_id, "card_id")?;
     let from_card = int_param(&q.from_card_id, "from_card_id")?;
     let to_card = int_param(&q.to_card_id, "to_card_id")?;
-    if let Some(s) = q.status.as_deref() {
-        if s != "success" && s != "failed" {
-            return Err(ApiError::validation("status", "status must be success or failed"));
-        }
-    }
+    let status = parse_status(q.status.as_deref())?;
     if let (Some(f), Some(t)) = (q.from, q.to) {
         if f > t {
             return Err(ApiError::validation("from", "from must not be after to"));
@@ -347,11 +366,11 @@ pub async fn list_operations(
     }
     let page = OperationPage {
         kind,
-        user: if user.is_admin() { None } else { Some(user.user_id) },
+        user: if user.is_admin() { None } else { Some(user.user_id.get()) },
         card,
         from_card,
         to_card,
-        status: q.status,
+        status,
         from: q.from,
         to: q.to,
         archived: match q.archived {
@@ -397,7 +416,7 @@ pub async fn reverse(
         let op = find_op(conn, kind, id)?;
         let reversed: i64 = operations::table
             .filter(operations::reverses_id.eq(id))
-            .filter(operations::status.eq("success"))
+            .filter(operations::status.eq(OperationStatus::Success))
             .count()
             .get_result(conn)?;
         Ok::<_, PaymentError>((op, reversed > 0))
@@ -407,7 +426,7 @@ pub async fn reverse(
     if op.kind == OperationKind::Reversal {
         return Err(PaymentError::NotReversible("a reversal cannot itself be reversed".into()).into());
     }
-    if op.status != "success" {
+    if op.status != OperationStatus::Success {
         return Err(PaymentError::NotReversible(format!(
             "only successful operations can be reversed; this one is {}",
             op.status

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::rollup::{self, Freshness, NET};
 use super::StatsError;
+use crate::payments::OperationStatus;
 
 /// What a series counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -372,7 +373,7 @@ struct FigureRow {
     #[diesel(sql_type = Bool)]
     correction: bool,
     #[diesel(sql_type = Text)]
-    status: String,
+    status: OperationStatus,
     #[diesel(sql_type = Text)]
     method: String,
     #[diesel(sql_type = Text)]
@@ -515,7 +516,7 @@ pub fn series(conn: &mut PgConnection, q: &SeriesQuery, default_currency: &str) 
             let day = NaiveDate::from_ymd_opt(r.y, u32::try_from(r.m).unwrap_or(1), 1).unwrap_or_default();
             let Some(at) = bucket(&periods, day) else { continue };
             let cur = r.currency.clone();
-            let ok = r.status == "success";
+            let ok = r.status == OperationStatus::Success;
             match q.metric {
                 Metric::Amount | Metric::Count => {
                     if !ok {
@@ -531,7 +532,7 @@ pub fn series(conn: &mut PgConnection, q: &SeriesQuery, default_currency: &str) 
                 }
                 Metric::Status => {
                     if !r.correction {
-                        add(&mut map, (r.status.clone(), cur, *dir), len, at, r.n, r.amount);
+                        add(&mut map, (r.status.as_str().to_owned(), cur, *dir), len, at, r.n, r.amount);
                     }
                 }
                 Metric::Method => {
@@ -594,6 +595,25 @@ pub struct Figure {
     pub failed: i64,
 }
 
+impl Figure {
+    /// Adds one group of figure rows: successes count and add, their corrections (reversals,
+    /// refunds) subtract, failures count apart.
+    fn add(&mut self, r: &TotalRow) {
+        match (r.status, r.correction) {
+            (OperationStatus::Success, false) => {
+                self.count += r.n;
+                self.amount = self.amount.saturating_add(r.amount);
+            }
+            (OperationStatus::Success, true) => {
+                self.reversed = self.reversed.saturating_add(r.amount);
+                self.amount = self.amount.saturating_sub(r.amount);
+            }
+            (OperationStatus::Failed, false) => self.failed += r.n,
+            (OperationStatus::Failed, true) => {}
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Totals {
     pub currency: String,
@@ -623,7 +643,7 @@ struct TotalRow {
     #[diesel(sql_type = Bool)]
     correction: bool,
     #[diesel(sql_type = Text)]
-    status: String,
+    status: OperationStatus,
     #[diesel(sql_type = Text)]
     method: String,
     #[diesel(sql_type = Text)]
@@ -703,18 +723,7 @@ pub fn dashboard(conn: &mut PgConnection, scope: Scope, default_currency: &str) 
         for (name, kind, role) in names {
             let mut f = Figure { name: (*name).to_owned(), count: 0, amount: 0, reversed: 0, failed: 0 };
             for r in rows.iter().filter(|r| r.currency == cur && r.kind == *kind && r.role == *role) {
-                match (r.status.as_str(), r.correction) {
-                    ("success", false) => {
-                        f.count += r.n;
-                        f.amount = f.amount.saturating_add(r.amount);
-                    }
-                    ("success", true) => {
-                        f.reversed = f.reversed.saturating_add(r.amount);
-                        f.amount = f.amount.saturating_sub(r.amount);
-                    }
-                    (_, false) => f.failed += r.n,
-                    _ => {}
-                }
+                f.add(r);
             }
             figures.push(f);
         }
@@ -724,18 +733,7 @@ pub fn dashboard(conn: &mut PgConnection, scope: Scope, default_currency: &str) 
                 let name = if r.method.is_empty() { "none".to_owned() } else { r.method.clone() };
                 let f =
                     methods.entry(name.clone()).or_insert(Figure { name, count: 0, amount: 0, reversed: 0, failed: 0 });
-                match (r.status.as_str(), r.correction) {
-                    ("success", false) => {
-                        f.count += r.n;
-                        f.amount = f.amount.saturating_add(r.amount);
-                    }
-                    ("success", true) => {
-                        f.reversed = f.reversed.saturating_add(r.amount);
-                        f.amount = f.amount.saturating_sub(r.amount);
-                    }
-                    (_, false) => f.failed += r.n,
-                    _ => {}
-                }
+                f.add(r);
             }
         }
         let balance = balances.iter().filter(|b| b.currency == cur).map(|b| b.balance).sum();

@@ -66,8 +66,8 @@ pub fn register(api: &mut Api) {
 /// 401 when neither is present.
 pub fn caller(user: Option<AuthUser>, key: Option<MerchantPrincipal>) -> Result<Caller, ApiError> {
     match (user, key) {
-        (_, Some(k)) => Ok(Caller::Key { merchant_id: k.merchant_id }),
-        (Some(u), None) => Ok(Caller::User { id: u.user_id, admin: u.is_admin() }),
+        (_, Some(k)) => Ok(Caller::Key { merchant_id: k.merchant_id.get() }),
+        (Some(u), None) => Ok(Caller::User { id: u.user_id.get(), admin: u.is_admin() }),
         (None, None) => Err(ApiError::unauthorized("missing_token", "authentication required")),
     }
 }
@@ -125,7 +125,7 @@ pub async fn read_dashboard(state: &AppState, caller: Caller, scope: Scope) -> R
 }
 
 async fn platform_dashboard(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
-    dashboard(&state, Caller::User { id: user.user_id, admin: user.is_admin() }, Scope::Platform).await
+    dashboard(&state, Caller::User { id: user.user_id.get(), admin: user.is_admin() }, Scope::Platform).await
 }
 
 async fn card_dashboard(
@@ -134,7 +134,7 @@ async fn card_dashboard(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id, "card")?;
-    dashboard(&state, Caller::User { id: user.user_id, admin: user.is_admin() }, Scope::Card(id)).await
+    dashboard(&state, Caller::User { id: user.user_id.get(), admin: user.is_admin() }, Scope::Card(id)).await
 }
 
 async fn merchant_dashboard(

@@ -153,7 +153,8 @@ fn generate(state: &AppState, conn: &mut PgConnection, plan: HistoryPlan) -> any
     let mut shown_keys = Vec::new();
     for i in 0..plan.merchants {
         let owner = &users[usize::try_from(i).unwrap_or(0) % users.len()];
-        model::grant_role(conn, owner.id, model::ROLE_MERCHANT).map_err(|e| anyhow::anyhow!("{e}"))?;
+        model::grant_role(conn, crate::ids::UserId::new(owner.id), model::ROLE_MERCHANT)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let account: Id = diesel::sql_query(
             "INSERT INTO accounts (kind, currency, min_balance) VALUES ('merchant', $1, 0) RETURNING id",
         )

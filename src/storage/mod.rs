@@ -3,6 +3,7 @@
 
 pub mod notified;
 pub mod schema;
+pub mod text_enum;
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;

@@ -144,6 +144,7 @@ fn b64(v: &[u8]) -> String {
 async fn bad_access_tokens_are_refused_with_codes() {
     let app = TestApp::spawn().await;
     let (uid, access, _) = app.user("tokens@example.com").await;
+    let uid = payd::ids::UserId::new(uid);
     let sid = uuid::Uuid::new_v4();
 
     // Sanity: a token minted with the server's own settings is accepted, so the refusals below are

@@ -598,8 +598,11 @@ async fn merchant_payment_and_refund_storm() {
                     Some(op)
                         if op.status == "failed"
                             && op.postings == 0
-                            && payd::payments::execute::CARD_DECLINES
-                                .contains(&op.failure_reason.as_deref().unwrap_or("")) => {}
+                            && op
+                                .failure_reason
+                                .as_deref()
+                                .and_then(|r| r.parse::<payd::payments::FailureCode>().ok())
+                                .is_some_and(payd::payments::FailureCode::is_card_decline) => {}
                     other => violations.push(format!("402 {} not in the database as a decline: {other:?}", o.body())),
                 }
             }

@@ -247,6 +247,57 @@ async fn recipient_previews_are_rate_limited_per_user() {
 }
 
 #[actix_web::test]
+async fn transfers_by_card_number_share_the_recipient_lookup_budget() {
+    // With an empty source card, a transfer by number answers 404 for unknown numbers and 402 for
+    // open ones: it would be a free probe if it did not count like a preview.
+    let mut settings = merchant_settings();
+    settings.rate_limits.enabled = true;
+    settings.rate_limits.recipient_previews_per_minute = 3;
+    let app = TestApp::spawn_with(settings).await;
+    let admin = app.admin_token().await;
+    let (_, alice) = verified(&app, &admin, "alice.probe@example.com").await;
+    let (_, bob) = verified(&app, &admin, "bob.probe@example.com").await;
+    let empty = issue_card(&app, &alice).await;
+    let to = issue_card(&app, &bob).await;
+    let (s, b) = app.post("/api/v1/transfers/recipient-preview", Some(&alice), json!({"card_number": to.number})).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _, b) = transfer(
+        &app,
+        &alice,
+        "probe-1",
+        json!({"from_card_id": empty.id, "to_card_number": to.number, "amount": 100_000}),
+    )
+    .await;
+    expect_error(s, &b, 402, "insufficient_funds");
+    let (s, _, b) = transfer(
+        &app,
+        &alice,
+        "probe-2",
+        json!({"from_card_id": empty.id, "to_card_number": unknown_number(), "amount": 100_000}),
+    )
+    .await;
+    expect_error(s, &b, 404, "recipient_not_found");
+    // The budget of three is spent: the next lookup of either kind is refused before any answer.
+    let (s, h, b) = transfer(
+        &app,
+        &alice,
+        "probe-3",
+        json!({"from_card_id": empty.id, "to_card_number": to.number, "amount": 100_000}),
+    )
+    .await;
+    expect_error(s, &b, 429, "rate_limited");
+    assert!(h.get("retry-after").is_some());
+    let (s, b) = app.post("/api/v1/transfers/recipient-preview", Some(&alice), json!({"card_number": to.number})).await;
+    expect_error(s, &b, 429, "rate_limited");
+    // Transfers to one's own cards by id are not lookups and still run.
+    let own = issue_card(&app, &alice).await;
+    let (s, _, b) =
+        transfer(&app, &alice, "own-1", json!({"from_card_id": empty.id, "to_card_id": own.id, "amount": 100_000}))
+            .await;
+    expect_error(s, &b, 402, "insufficient_funds");
+}
+
+#[actix_web::test]
 async fn the_openapi_document_shows_the_new_schemas_with_their_constraints() {
     let app = TestApp::spawn().await;
     let (s, doc) = app.get("/api-docs/openapi.json", None).await;

@@ -103,7 +103,10 @@ fn recipient(ev: &Envelope) -> Option<i64> {
     // A card-data decline is not the merchant's to see in detail (it got `card_declined`), and a
     // number that matched no card makes no event: sending these would tell the two apart.
     let reason = ev.payload.get("operation").and_then(|o| o.get("failure_reason")).and_then(Value::as_str);
-    if ev.event_type == "payment.failed" && reason.is_some_and(|r| crate::payments::execute::CARD_DECLINES.contains(&r))
+    if ev.event_type == "payment.failed"
+        && reason
+            .and_then(|r| r.parse::<crate::payments::FailureCode>().ok())
+            .is_some_and(crate::payments::FailureCode::is_card_decline)
     {
         return None;
     }

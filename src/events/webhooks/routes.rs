@@ -262,7 +262,7 @@ async fn authorize(state: &AppState, user: &AuthUser, merchant: i64) -> Result<(
     .await?;
     match owner {
         None => Err(WebhookError::MerchantNotFound),
-        Some(o) if o == user.user_id || user.is_admin() => Ok(()),
+        Some(o) if o == user.user_id.get() || user.is_admin() => Ok(()),
         Some(_) => Err(WebhookError::NotOwner),
     }
 }
