@@ -99,3 +99,5 @@ BEGIN
       ORDER BY o.seq DESC LIMIT p_limit;
   END IF;
 END $$;
+DROP INDEX operations_failed_idx;
+DROP INDEX operations_archived_kind_idx;
