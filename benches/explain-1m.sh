@@ -28,6 +28,10 @@ HISTORY=${HISTORY:-1000000}
 CARDS_N=${CARDS_N:-200}
 USERS=${USERS:-50}
 BOUND=${BOUND:-5000}
+# Cases over the bound that are known and reported, not failed (docs/benchmarks.md, "Reads at 1,000,000
+# operations"): a statement window far behind the newest posting walks the postings newer than it, a
+# search within a card walks the card's operations. KNOWN= makes them fail too.
+KNOWN=${KNOWN-'^== (statement: hot card, a day three days back|list: search within the hot card):'}
 LOG_PREFIX=explain
 . benches/lib.sh
 DB=${1:-payd_explain_$(date +%s)}
@@ -126,6 +130,7 @@ SQL
   stmt "hot card, first page" "$HOT_ACC" $MAX epoch 9999-12-31
   stmt "hot card, deep page" "$HOT_ACC" "$DEEP" epoch 9999-12-31
   stmt "hot card, last hour" "$HOT_ACC" $MAX "$(date -u -d '-1 hour' +%FT%TZ)" 9999-12-31
+  stmt "hot card, a day three days back" "$HOT_ACC" $MAX "$(date -u -d '-4 days' +%FT%TZ)" "$(date -u -d '-3 days' +%FT%TZ)"
   stmt "card with few postings, first page" "$COLD_ACC" $MAX epoch 9999-12-31
   stmt "merchant, first page" "$M_ACC" $MAX epoch 9999-12-31
   stmt "merchant, deep page" "$M_ACC" "$M_DEEP" epoch 9999-12-31
@@ -160,7 +165,7 @@ SQL
   op "transfers to the hot card (to_card_id)" transfer NULL       NULL   NULL    "$HOT" NULL       NULL NULL 0 $MAX        NULL
   op "transfers from a card (from_card_id)" transfer  NULL        NULL   "$COLD" NULL   NULL       NULL NULL 0 $MAX        NULL
   op "transfers of a card with few (card_id)" transfer NULL       "$COLD" NULL   NULL   NULL       NULL NULL 0 $MAX        NULL
-  op "transfers of the hot card's holder" transfer    "$HOT_USER" NULL   NULL    NULL   NULL       NULL NULL 0 $MAX        NULL
+  op "transfers of the hot-card holder" transfer    "$HOT_USER" NULL   NULL    NULL   NULL       NULL NULL 0 $MAX        NULL
   op "transfers of a holder of a few cards" transfer  "$COLD_USER" NULL  NULL    NULL   NULL       NULL NULL 0 $MAX        NULL
   op "every transfer (admin)" transfer                NULL        NULL   NULL    NULL   NULL       NULL NULL 0 $MAX        NULL
   op "every transfer, deep page (admin)" transfer     NULL        NULL   NULL    NULL   NULL       NULL NULL 0 "$DEEP_SEQ" NULL
@@ -190,13 +195,18 @@ for mode in force_generic_plan force_custom_plan; do
       s = substr($0, RSTART, RLENGTH); sub(/.*: /, "", s); if (s + 0 > bound) print name ": " $0 }
   ' "$OUT.$mode" | sed 's/  */ /g' | sort -u)
   rm -f "$OUT.$mode"
+  if [ -n "$KNOWN" ] && [ -n "$bad" ]; then
+    known=$(grep -E "$KNOWN" <<<"$bad" || true)
+    bad=$(grep -vE "$KNOWN" <<<"$bad" || true)
+    [ -n "$known" ] && { echo "== known, over the bound ($BOUND rows), $mode:"; echo "$known"; } | tee -a "$OUT"
+  fi
   if [ -n "$bad" ]; then
     status=1
     { echo "== OVER THE BOUND ($BOUND rows), $mode:"; echo "$bad"; } | tee -a "$OUT"
   fi
 done
 echo "== summary: execution times" | tee -a "$OUT"
-grep -E '^(==|.*Execution Time|.*duration: )' "$OUT" | grep -vE 'OVER THE BOUND' | sed 's/^LOG:  //' | tee -a "$OUT.times" >/dev/null
+grep -E '^(==|.*Execution Time|.*duration: )' "$OUT" | grep -vE 'OVER THE BOUND|over the bound' | sed 's/^LOG:  //' | tee -a "$OUT.times" >/dev/null
 mv "$OUT.times" "${OUT%.txt}-times.txt"
-[ "$status" = 0 ] && echo "every plan within the bound ($BOUND rows); plans in $OUT" || echo "plans over the bound; see $OUT"
+[ "$status" = 0 ] && echo "every plan within the bound ($BOUND rows), the known cases aside; plans in $OUT" || echo "plans over the bound; see $OUT"
 exit "$status"
