@@ -6,7 +6,8 @@
 #
 #   benches/reads-ab.sh BIN_A BIN_B [ROUNDS]     # e.g. a build of main and of the branch; target/reads-ab.txt
 #
-# Both builds must apply the same migrations (the database is created and migrated by the first).
+# HISTORY=N loads N prior operations first (payd-load --history, then ANALYZE). The database is created
+# and migrated by A; B applies its own newer migrations on its first start, and A runs on from there.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 A=${1:?usage: benches/reads-ab.sh BIN_A BIN_B [ROUNDS]}
@@ -16,6 +17,7 @@ PORT=${BENCH_PORT:-18098}
 OUT=${OUT:-target/reads-ab.txt}
 WRK_SECS=${WRK_SECS:-8s}
 CARDS_N=${CARDS_N:-2000}
+HISTORY=${HISTORY:-0}
 LOG_PREFIX=reads-ab
 BIN=$A
 . benches/lib.sh
@@ -24,6 +26,7 @@ db=payd_reads_ab_$(date +%s)
 cards=target/reads-ab-cards-$db.txt
 serve "$db"
 load "setup" --scenario uniform --cards "$CARDS_N" --cards-file "$cards" --requests 20000 --connections 32
+[ "$HISTORY" != 0 ] && load "history" --scenario uniform --cards 2 --requests 1 --history "$HISTORY" --database-url "$PAYD_DATABASE__URL"
 card=$(head -n1 "$cards")
 wrk_run() {
   local label=$1; shift
