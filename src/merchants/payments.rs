@@ -687,7 +687,7 @@ pub async fn list_payments(
             }
             rows.extend(query.load::<Operation>(conn).map_err(StorageError::from)?);
         }
-        rows.sort_unstable_by(|a, b| b.seq.cmp(&a.seq));
+        rows.sort_unstable_by_key(|o| std::cmp::Reverse(o.seq));
         rows.truncate(usize::try_from(limit + 1).unwrap_or(usize::MAX));
         Ok::<_, StorageError>(rows)
     })
