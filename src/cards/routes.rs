@@ -619,24 +619,49 @@ pub fn statement_lines(
 /// A key range has no equality, so the order `(account_id, id)` is served only by
 /// `postings (account_id, id)`, walked backwards from the cursor in every plan.
 pub fn account_postings_below(account: i64, cursor: i64) -> AccountPostingsBelow {
-    use diesel::sql_types::{BigInt, Bool};
-    diesel::dsl::sql::<Bool>("(postings.account_id, postings.id) < (")
-        .bind::<BigInt, _>(account)
-        .sql(", ")
-        .bind::<BigInt, _>(cursor)
-        .sql(") AND (postings.account_id, postings.id) > (")
-        .bind::<BigInt, _>(account)
-        .sql(", 0)")
+    AccountPostingsBelow { account, cursor }
 }
 
-/// A bound piece of SQL text after another (how `diesel::dsl::sql(..).bind(..).sql(..)` nests).
-type BoundAfter<Before> = diesel::expression::SqlLiteral<
-    diesel::sql_types::Bool,
-    diesel::expression::UncheckedBind<Before, diesel::dsl::AsExprOf<i64, diesel::sql_types::BigInt>>,
->;
-/// The expression [`account_postings_below`] builds.
-pub type AccountPostingsBelow =
-    BoundAfter<BoundAfter<BoundAfter<diesel::expression::SqlLiteral<diesel::sql_types::Bool>>>>;
+/// The expression [`account_postings_below`] builds: fixed SQL text with three bound values and a
+/// static query id, so a query using it stays in diesel's per-connection cache of prepared statements
+/// (a `diesel::dsl::sql` fragment would mark the whole query as not cacheable: parsed and planned again
+/// on every call).
+#[derive(Debug, Clone, Copy)]
+pub struct AccountPostingsBelow {
+    account: i64,
+    cursor: i64,
+}
+
+impl diesel::Expression for AccountPostingsBelow {
+    type SqlType = diesel::sql_types::Bool;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for AccountPostingsBelow {
+    fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        use diesel::sql_types::BigInt;
+        out.push_sql("(postings.account_id, postings.id) < (");
+        out.push_bind_param::<BigInt, _>(&self.account)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.cursor)?;
+        out.push_sql(") AND (postings.account_id, postings.id) > (");
+        out.push_bind_param::<BigInt, _>(&self.account)?;
+        out.push_sql(", 0)");
+        Ok(())
+    }
+}
+
+impl diesel::query_builder::QueryId for AccountPostingsBelow {
+    type QueryId = Self;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<QS> diesel::AppearsOnTable<QS> for AccountPostingsBelow where QS: diesel::query_source::QuerySource {}
+
+impl<QS> diesel::SelectableExpression<QS> for AccountPostingsBelow where QS: diesel::query_source::QuerySource {}
+
+impl<GB> diesel::expression::ValidGrouping<GB> for AccountPostingsBelow {
+    type IsAggregate = diesel::expression::is_aggregate::Never;
+}
 
 /// The open upper bound of a statement window (9999-12-31, within PostgreSQL's range).
 static LATEST: std::sync::LazyLock<DateTime<Utc>> =

@@ -321,27 +321,56 @@ struct OperationPage {
     search: Option<String>,
 }
 
-const OPERATION_PAGE: &str = "SELECT * FROM payd_operation_page($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
-
 impl OperationPage {
     fn load(self, conn: &mut PgConnection) -> Result<Vec<Operation>, diesel::result::Error> {
-        use diesel::sql_types::{BigInt, Nullable, SmallInt, Text, Timestamptz};
-        diesel::sql_query(OPERATION_PAGE)
-            .bind::<Text, _>(self.kind)
-            .bind::<Nullable<BigInt>, _>(self.user)
-            .bind::<Nullable<BigInt>, _>(self.card)
-            .bind::<Nullable<BigInt>, _>(self.from_card)
-            .bind::<Nullable<BigInt>, _>(self.to_card)
-            .bind::<Nullable<Text>, _>(self.status)
-            .bind::<Nullable<Timestamptz>, _>(self.from)
-            .bind::<Nullable<Timestamptz>, _>(self.to)
-            .bind::<SmallInt, _>(self.archived)
-            .bind::<BigInt, _>(self.cursor)
-            .bind::<BigInt, _>(self.limit)
-            .bind::<Nullable<Text>, _>(self.search)
-            .load(conn)
+        RunQueryDsl::load(self, conn)
     }
 }
+
+/// `SELECT * FROM payd_operation_page($1, …, $12)`: fixed text and a static query id, so diesel keeps
+/// it prepared per connection (a `diesel::sql_query` is parsed again on every call).
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for OperationPage {
+    fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        use diesel::sql_types::{BigInt, Nullable, SmallInt, Text, Timestamptz};
+        out.push_sql("SELECT * FROM payd_operation_page(");
+        out.push_bind_param::<Text, str>(self.kind)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<BigInt>, _>(&self.user)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<BigInt>, _>(&self.card)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<BigInt>, _>(&self.from_card)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<BigInt>, _>(&self.to_card)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.status)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Timestamptz>, _>(&self.from)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Timestamptz>, _>(&self.to)?;
+        out.push_sql(", ");
+        out.push_bind_param::<SmallInt, _>(&self.archived)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.cursor)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.limit)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.search)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl diesel::query_builder::QueryId for OperationPage {
+    type QueryId = Self;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl diesel::query_builder::Query for OperationPage {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl RunQueryDsl<PgConnection> for OperationPage {}
 
 /// Operations of one kind the caller may see (own cards; admins: all), newest first, with the
 /// cursors of the HTTP API.

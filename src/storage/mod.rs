@@ -66,12 +66,18 @@ impl From<diesel::r2d2::PoolError> for StorageError {
 
 /// Builds the connection pool (connections are opened lazily, so this does not fail when the server is down).
 ///
+/// A connection is not tested when it is checked out: r2d2's default test is a `SELECT 1` round trip
+/// before every use, as costly as the one query a read route sends. A connection the server dropped
+/// fails the request that uses it (503 through [`StorageError::Unavailable`]); libpq then reports its
+/// status as unknown, diesel marks it broken, and the pool discards it on return.
+///
 /// # Errors
 /// `StorageError::Unavailable` when the pool cannot be configured.
 pub fn pool(url: &str, size: u32) -> Result<PgPool, StorageError> {
     Ok(Pool::builder()
         .max_size(size)
         .min_idle(Some(1))
+        .test_on_check_out(false)
         .connection_timeout(std::time::Duration::from_secs(5))
         .build_unchecked(ConnectionManager::<PgConnection>::new(url)))
 }
