@@ -70,7 +70,7 @@ export async function reviewPage() {
   const out = h('div', {});
   setMain(h('h1', {}, 'Merchant review'), h('p', { class: 'muted' }, 'Documents waiting for a decision, oldest first.'), out);
   await section(out, async () => {
-    const docs = (await get('/api/v1/merchant-documents?status=pending&limit=100')).items;
+    const docs = (await get('/api/v1/merchant-documents?status=submitted&limit=100')).items;
     return table([
       { label: 'Merchant', value: (d) => h('a', { href: `#/admin/merchants/${d.merchant_id}` }, `#${d.merchant_id}`) },
       { label: 'Document', value: (d) => d.doc_type.replace(/_/g, ' ') }, { label: 'File', value: (d) => d.file_name },
@@ -111,7 +111,7 @@ export async function merchantReviewPage(id) {
   const loadDocs = () => section(docs, async () => table([
     { label: 'Document', value: (d) => d.doc_type.replace(/_/g, ' ') }, { label: 'File', value: (d) => d.file_name }, { label: 'Status', value: (d) => badge(d.status) },
     { label: '', value: (d) => h('div', { class: 'actions' }, h('button', { type: 'button', class: 'secondary', onclick: () => show(d).catch((e) => preview.replaceChildren(errorBox(e))) }, 'Preview'),
-      d.status === 'pending' ? [h('button', { type: 'button', onclick: review(d, 'approve') }, 'Approve'), h('button', { type: 'button', class: 'danger', onclick: review(d, 'reject') }, 'Reject')] : null) },
+      d.status === 'submitted' ? [h('button', { type: 'button', onclick: review(d, 'approve') }, 'Approve'), h('button', { type: 'button', class: 'danger', onclick: review(d, 'reject') }, 'Reject')] : null) },
   ], await get(`/api/v1/merchants/${id}/documents`), 'No documents.'));
   await Promise.all([loadHead(), loadDocs()]);
 }

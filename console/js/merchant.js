@@ -72,6 +72,17 @@ export async function merchantPage(id) {
 }
 
 function loadDocs(id, box) {
+  const list = h('div', {});
+  const refresh = () => section(list, async () => {
+    const docs = await get(`/api/v1/merchants/${id}/documents`);
+    return table([
+      { label: 'Document', value: (d) => d.doc_type.replace(/_/g, ' ') },
+      { label: 'File', value: (d) => `${d.file_name} (v${d.version || 1})` },
+      { label: 'Status', value: (d) => [badge(d.status), d.review_note ? h('small', {}, ` ${d.review_note}`) : null] },
+      { label: 'Uploaded', value: (d) => when(d.created_at) },
+      { label: 'Replace', value: (d) => replaceForm(id, d, refresh) },
+    ], docs, 'No documents yet: upload each required document.');
+  });
   const upload = h('form', { class: 'inline', novalidate: true },
     field('Document', { name: 'doc_type', options: DOC_TYPES }),
     field('File (PDF, PNG or JPEG)', { name: 'file', type: 'file', accept: 'application/pdf,image/png,image/jpeg', required: true }),
@@ -81,24 +92,15 @@ function loadDocs(id, box) {
     form.append('doc_type', d.get('doc_type'));
     form.append('file', d.get('file'));
     await api('POST', `/api/v1/merchants/${id}/documents`, { form });
-    loadDocs(id, box);
+    upload.querySelector('[name=file]').value = '';
+    await refresh();
     return 'Uploaded; it waits for review.';
   });
-  const list = h('div', {});
   box.replaceChildren(list, upload);
-  section(list, async () => {
-    const docs = await get(`/api/v1/merchants/${id}/documents`);
-    return table([
-      { label: 'Document', value: (d) => d.doc_type.replace(/_/g, ' ') },
-      { label: 'File', value: (d) => `${d.file_name} (v${d.version || 1})` },
-      { label: 'Status', value: (d) => [badge(d.status), d.review_note ? h('small', {}, ` ${d.review_note}`) : null] },
-      { label: 'Uploaded', value: (d) => when(d.created_at) },
-      { label: 'Replace', value: (d) => replaceForm(id, d, box) },
-    ], docs, 'No documents yet: upload each required document.');
-  });
+  refresh();
 }
 
-function replaceForm(id, doc, box) {
+function replaceForm(id, doc, refresh) {
   const f = h('form', { class: 'inline', novalidate: true },
     field(`New file for ${doc.doc_type.replace(/_/g, ' ')}`, { name: 'file', type: 'file', accept: 'application/pdf,image/png,image/jpeg', required: true }),
     h('button', { type: 'submit', class: 'secondary' }, 'Replace'));
@@ -106,7 +108,7 @@ function replaceForm(id, doc, box) {
     const form = new FormData();
     form.append('file', d.get('file'));
     await api('POST', `/api/v1/merchants/${id}/documents/${doc.id}/replace`, { form });
-    loadDocs(id, box);
+    await refresh();
   });
   return f;
 }
