@@ -147,7 +147,6 @@ def cardholder(browser, admin, violations):
     cvv = page.get_by_test_id("issued-cvv").inner_text().strip()
     ok(re.fullmatch(r"\d{16}", number) and re.fullmatch(r"\d{3}", cvv), "card number and CVV shown once with a warning")
     expect(page.get_by_text("shown only once")).to_be_visible()
-    shot(page, "card-issued")
     page.get_by_role("button", name="I have saved them, hide").click()
     expect(page.get_by_test_id("issued-number")).to_have_count(0)
 

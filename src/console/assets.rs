@@ -19,7 +19,7 @@ frame-src blob:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; for
 
 macro_rules! assets {
     ($($file:literal => $ct:literal),* $(,)?) => {
-        &[$(($file, $ct, include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/console/", $file)) as &[u8])),*]
+        &[$(($file, $ct, include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/console/", $file)).as_slice())),*]
     };
 }
 
