@@ -4,12 +4,14 @@ Run by tools/browser.sh (`make browser-test`) against a live payd. Scenarios:
   1. a cardholder signs up, verifies the e-mail (code from the development mailbox), signs in, issues a
      card (number and CVV shown once), tops up, and pays another person by card number through the
      confirmation step; a double click on "Pay" and a resubmitted top-up form move money once;
-  2. the cardholder opening another person's card page gets the API's 404 and sees no data;
+  2. the cardholder opening another person's card page gets the API's 404 and sees no data, and an
+     admin page the API's 403; signing out revokes the session (the old cookie is refused);
   3. CSRF: a cookie-authenticated change without the token, or with a wrong one, is refused 403; tokens
      are not visible to scripts (HttpOnly cookies, nothing in Web Storage); the CSP header is strict and
      no page breaks it;
   4. a merchant applies and uploads documents, an admin reviews them and approves the merchant, the
-     merchant creates an API key, a payment made with it over HTTP shows in the merchant's list.
+     merchant creates an API key, a payment made with it over HTTP shows in the merchant's list and is
+     refunded through the confirmation form; a webhook endpoint is added (signing secret shown once).
 `--screenshots DIR` also saves the main pages at 1280 and 390 pixels wide.
 """
 
@@ -212,6 +214,20 @@ def cardholder(browser, admin, violations):
     ok(page.evaluate("localStorage.length + sessionStorage.length") == 0, "nothing in Web Storage")
     s, cards = call("GET", "/api/v1/cards", me)
     ok(len(cards["items"]) == 1, "the refused requests issued no card")
+
+    # An admin page: the API's 403, no data.
+    page.goto(f"{BASE}/console#/admin/users")
+    expect(page.get_by_role("alert").first).to_contain_text("requires role admin")
+    ok(page.get_by_role("table").count() == 0, "a cardholder on an admin page sees the API's 403 and no data")
+
+    # Signing out revokes the session: the old cookie no longer authenticates.
+    old = {c["name"]: c for c in ctx.cookies()}
+    ok(old["payd_at"]["httpOnly"] and old["payd_at"]["sameSite"] == "Strict" and old["payd_rt"]["path"] == "/console/session",
+       "session cookies are HttpOnly, SameSite=Strict, refresh cookie path-limited")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    s, b = call("GET", "/api/v1/auth/me", headers={"Cookie": f"payd_at={old['payd_at']['value']}"})
+    ok(s == 401 and b["error"]["code"] == "session_revoked", f"sign-out revoked the session ({s})")
     ctx.close()
     return {"number": number, "cvv": cvv, "month": card["expiry_month"], "year": card["expiry_year"], "token": me, "id": card["id"]}
 
@@ -255,6 +271,10 @@ def merchant(browser, admin, payer, violations):
     apage.goto(f"{BASE}/console#/admin")
     expect(apage.locator("figure.chart").first).to_be_visible()
     shot(apage, "admin-dashboard")
+    for path, heading in (("users", "Users"), ("events", "Events")):
+        apage.goto(f"{BASE}/console#/admin/{path}")
+        expect(apage.get_by_role("heading", name=heading, level=1)).to_be_visible()
+        expect(apage.get_by_role("alert")).to_have_count(0)
     actx.close()
 
     page.reload()  # the same page as before the approval: load it again
@@ -275,6 +295,22 @@ def merchant(browser, admin, payer, violations):
     expect(page.get_by_role("cell", name=re.compile(r"1,?234\.50"))).to_be_visible()
     ok(True, "the payment appears in the merchant's console list")
     shot(page, "merchant-payments")
+
+    # Refund with confirmation (refunds are made with a merchant key, as the API requires).
+    page.get_by_role("button", name="Refund…").click()
+    page.get_by_label("Amount to refund").fill("200.00")
+    page.get_by_label("Your API key").fill(key)
+    page.get_by_role("button", name="Confirm refund").click()
+    expect(page.get_by_text("Refunded IDR")).to_be_visible()
+    ok(card_balance(payer["token"], payer["id"]) == 750000 - 123450 + 20000, "the refund reached the payer's card")
+
+    # Webhook endpoint: the signing secret is shown once.
+    page.goto(f"{BASE}/console#/merchants/{merchant_id}/webhooks")
+    page.get_by_label("URL").fill("https://shop.example.com/payd/webhooks")
+    page.get_by_role("button", name="Add endpoint").click()
+    expect(page.get_by_test_id("webhook-secret")).to_be_visible()
+    expect(page.get_by_role("cell", name="https://shop.example.com/payd/webhooks")).to_be_visible()
+    ok(True, "a webhook endpoint was added and its signing secret shown")
     ctx.close()
 
 
