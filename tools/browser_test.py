@@ -165,6 +165,13 @@ def cardholder(browser, admin, violations):
     page.get_by_role("button", name="Top up").click()
     expect(page.get_by_text("Top-up:")).to_be_visible()
     ok(card_balance(me, card["id"]) == 1000000, "a resubmitted top-up form credits once (1000000)")
+    # A reload keeps the form's key (it is in the address): submitting again after it replays too.
+    ok("?k=" in page.url, "the top-up form's key is in the page address")
+    page.reload()
+    page.get_by_label("Amount").fill("10000.00")
+    page.get_by_role("button", name="Top up").click()
+    expect(page.get_by_text("Top-up:")).to_be_visible()
+    ok(card_balance(me, card["id"]) == 1000000, "submitting the form again after a reload credits once")
 
     # The payee: another person with a card.
     _, bob = verified_user(admin, f"bob.{uuid.uuid4().hex[:8]}@example.com")

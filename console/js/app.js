@@ -36,7 +36,7 @@ const routes = [
 function nav() {
   const el = document.getElementById('nav');
   const s = currentSession();
-  const path = location.hash.slice(1) || '/';
+  const path = (location.hash.slice(1) || '/').split('?')[0];
   const link = (href, text) => h('a', { href: `#${href}`, 'aria-current': path === href ? 'page' : null }, text);
   if (!s) {
     el.replaceChildren(link('/signin', 'Sign in'), link('/signup', 'Create account'));

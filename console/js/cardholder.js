@@ -132,38 +132,54 @@ async function moneyPage(title, intro, build) {
   setMain(h('h1', {}, title), h('p', { class: 'muted' }, intro), h('div', { class: 'panel' }, build(cards)));
 }
 
+/**
+ * The idempotency key of a money form: made when the form is rendered and written into the page's
+ * address (`#/topup?k=…`), so a reload of the page keeps it — resubmitting after a reload replays the
+ * first answer instead of paying twice. Opening the page anew (a link) makes a new key.
+ */
+function formKey(params, route) {
+  const given = params && params.get && params.get('k');
+  const key = given && /^[0-9a-f-]{16,64}$/.test(given) ? given : newKey();
+  history.replaceState(null, '', `#${route}?k=${key}`);
+  return key;
+}
+
 function opResult(op, what) {
   return okBox(`${what}: ${money(op.amount, op.currency)} — ${op.status}${op.failure_reason ? ` (${op.failure_reason})` : ''}.`);
 }
 
-export function topupPage() {
+export function topupPage(params) {
   return moneyPage('Top up', 'Add money to a card from a bank or wallet.', (cards) => {
-    const key = newKey();
+    const key = formKey(params, '/topup');
     const form = h('form', { class: 'stack', novalidate: true, 'data-idempotency-key': key },
       field('Card', { name: 'card_id', options: cardOptions(cards) }),
       amountField(),
       field('Paid with', { name: 'method', options: METHODS.map((m) => [m, m.toUpperCase()]) }),
       h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Top up')));
-    onSubmit(form, async (d) => opResult(await post('/api/v1/topups', { card_id: Number(d.get('card_id')), amount: amountOf(d), method: d.get('method') }, key), 'Top-up'));
+    onSubmit(form, async (d) => h('div', {}, opResult(await post('/api/v1/topups', { card_id: Number(d.get('card_id')), amount: amountOf(d), method: d.get('method') }, key), 'Top-up'),
+      h('a', { href: `#/topup?k=${newKey()}` }, 'Make another top-up')));
     return form;
   });
 }
 
-export function withdrawPage() {
+export function withdrawPage(params) {
   return moneyPage('Withdraw', 'Take money out of a card to your bank.', (cards) => {
-    const key = newKey();
+    const key = formKey(params, '/withdraw');
     const form = h('form', { class: 'stack', novalidate: true, 'data-idempotency-key': key },
       field('Card', { name: 'card_id', options: cardOptions(cards) }), amountField(),
       h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Withdraw')));
-    onSubmit(form, async (d) => opResult(await post('/api/v1/withdrawals', { card_id: Number(d.get('card_id')), amount: amountOf(d) }, key), 'Withdrawal'));
+    onSubmit(form, async (d) => h('div', {}, opResult(await post('/api/v1/withdrawals', { card_id: Number(d.get('card_id')), amount: amountOf(d) }, key), 'Withdrawal'),
+      h('a', { href: `#/withdraw?k=${newKey()}` }, 'Make another withdrawal')));
     return form;
   });
 }
 
 /** Pay a person: details, then a confirmation step showing who receives the money. */
-export function payPage() {
+export function payPage(params) {
   return moneyPage('Pay a person', 'Send money to anyone’s payd card by its number. You confirm the recipient before paying.', (cards) => {
     const wrap = h('div', {});
+    // A key carried in the address (a reload of the confirmation) is used for the next confirmation only.
+    let carried = params && params.get && params.get('k');
     const step1 = () => {
       const form = h('form', { class: 'stack', novalidate: true },
         field('From card', { name: 'from_card_id', options: cardOptions(cards) }),
@@ -178,7 +194,9 @@ export function payPage() {
       wrap.replaceChildren(form);
     };
     const step2 = (body, preview) => {
-      const key = newKey(); // one key per confirmation: a double click pays once
+      // One key per payment form: a double click, or confirming again after a reload, pays once.
+      const key = formKey(carried ? new URLSearchParams({ k: carried }) : null, '/pay');
+      carried = null;
       const from = cards.find((c) => c.id === body.from_card_id);
       const form = h('form', { class: 'stack', novalidate: true, 'data-idempotency-key': key },
         h('h2', {}, 'Confirm the payment'),
@@ -191,7 +209,7 @@ export function payPage() {
       onSubmit(form, async () => {
         const op = await post('/api/v1/transfers', body, key);
         form.querySelectorAll('button').forEach((b) => b.remove());
-        return h('div', {}, opResult(op, `Paid ${preview.display_name}`), h('p', {}, h('a', { href: `#/cards/${body.from_card_id}` }, 'See the statement'), ' · ', h('a', { href: '#/pay', onclick: () => setTimeout(payPage) }, 'Pay someone else')));
+        return h('div', {}, opResult(op, `Paid ${preview.display_name}`), h('p', {}, h('a', { href: `#/cards/${body.from_card_id}` }, 'See the statement'), ' · ', h('a', { href: `#/pay?k=${newKey()}` }, 'Pay someone else')));
       });
       wrap.replaceChildren(form);
       form.querySelector('button[type=submit]').focus();
