@@ -217,3 +217,31 @@ async fn console_files_are_embedded_with_a_strict_policy() {
     let (_, doc) = app.get("/api-docs/openapi.json", None).await;
     assert!(!doc["paths"].as_object().unwrap().keys().any(|p| p.starts_with("/console")));
 }
+
+#[actix_web::test]
+async fn console_sign_in_has_the_api_login_limits() {
+    let mut settings = settings();
+    settings.auth.auth_rate_limit_per_minute = 3;
+    settings.auth.lockout_threshold = 1000;
+    let app = TestApp::spawn_with(settings).await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let (s, _, b) = app
+            .call_full(
+                "POST",
+                "/console/session",
+                None,
+                Some(json!({"email": "nobody@example.com", "password": "wrong-pass-1"})),
+                &[],
+            )
+            .await;
+        statuses.push(s);
+        if s == 429 {
+            assert_eq!(error_code(&b), "rate_limited", "{b}");
+        }
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429], "the auth group's per-client limit");
+    // The API's login shares the budget: the console is not a way around it.
+    let (s, b) = app.login("nobody@example.com", "wrong-pass-1").await;
+    assert_eq!(s, 429, "{b}");
+}
