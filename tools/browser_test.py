@@ -11,7 +11,8 @@ Run by tools/browser.sh (`make browser-test`) against a live payd. Scenarios:
      no page breaks it;
   4. a merchant applies and uploads documents, an admin reviews them and approves the merchant, the
      merchant creates an API key, a payment made with it over HTTP shows in the merchant's list and is
-     refunded through the confirmation form; a webhook endpoint is added (signing secret shown once).
+     refunded through the confirmation form; a webhook endpoint is added (signing secret shown once)
+     and its delivery log opened; the key is rotated (new secret once) and revoked (then refused).
 `--screenshots DIR` also saves the main pages at 1280 and 390 pixels wide.
 """
 
@@ -200,6 +201,11 @@ def cardholder(browser, admin, violations):
     expect(page.get_by_test_id("balance")).to_have_text(re.compile(r"7,?500\.00"))
     expect(page.get_by_role("cell", name=re.compile("transfer"))).to_have_count(1)
     shot(page, "card")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export CSV").click()
+    csv = open(download.value.path(), encoding="utf-8").read().splitlines()
+    ok(csv[0].startswith('"date","kind","amount_minor"') and len(csv) == 3 and '"-250000"' in csv[1],
+       f"the statement exports as CSV ({len(csv) - 1} rows)")
     page.goto(f"{BASE}/console#/stats")
     expect(page.locator("figure.chart").first).to_be_visible()
     shot(page, "figures")
@@ -318,6 +324,26 @@ def merchant(browser, admin, payer, violations):
     expect(page.get_by_test_id("webhook-secret")).to_be_visible()
     expect(page.get_by_role("cell", name="https://shop.example.com/payd/webhooks")).to_be_visible()
     ok(True, "a webhook endpoint was added and its signing secret shown")
+    page.get_by_role("button", name="Delivery log").click()
+    expect(page.get_by_role("heading", name=re.compile("Deliveries to"))).to_be_visible()
+
+    # Key rotation (a new secret, shown once) and revocation: the old key stops working.
+    page.goto(f"{BASE}/console#/merchants/{merchant_id}")
+    page.get_by_role("button", name="Rotate").click()
+    expect(page.get_by_test_id("api-key-secret")).not_to_have_text(key)
+    rotated = page.get_by_test_id("api-key-secret").inner_text().strip()
+    s, _ = call("GET", "/api/v1/merchant/payments", headers={"X-Api-Key": rotated})
+    ok(rotated.startswith("pk_") and rotated != key and s == 200, "a rotated key is shown once and works")
+    row = page.get_by_role("row").filter(has_text=rotated.split("_")[1])  # pk_<key id>_<secret>
+    page.once("dialog", lambda d: d.accept())
+    row.get_by_role("button", name="Revoke").click()
+    expect(row).to_contain_text("revoked")
+    for _ in range(50):  # other instances' key caches learn of a revocation within auth.revocation_staleness_ms
+        s, _ = call("GET", "/api/v1/merchant/payments", headers={"X-Api-Key": rotated})
+        if s == 401:
+            break
+        time.sleep(0.2)
+    ok(s == 401, f"a revoked key is refused ({s})")
     ctx.close()
 
 
