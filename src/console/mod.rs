@@ -83,12 +83,24 @@ pub fn check_same_origin(headers: &HeaderMap, host: &str) -> Result<(), ApiError
     }
     if let Some(origin) = headers.get(actix_web::http::header::ORIGIN) {
         let origin = origin.to_str().unwrap_or_default();
-        let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest).trim_end_matches('/');
+        let mut origin_host = origin.split_once("://").map_or("", |(_, rest)| rest).trim_end_matches('/');
+        // A reverse proxy that forwards `Host` without the port (nginx's `$host`): compare the names.
+        if !host.contains(':') || host.ends_with(']') {
+            origin_host = strip_port(origin_host);
+        }
         if origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host) {
             return Err(csrf_refused("cross-origin request refused"));
         }
     }
     Ok(())
+}
+
+/// `name:port` → `name` (`[v6]:port` → `[v6]`).
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') && (!host.starts_with('[') || host[..i].ends_with(']')) => &host[..i],
+        _ => host,
+    }
 }
 
 /// The CSRF check of a cookie-authenticated request with an unsafe method (called by the API's
@@ -142,6 +154,12 @@ mod tests {
         assert!(check_same_origin(&headers(&[("origin", "https://a.test")]), "a.test").is_ok());
         assert!(check_same_origin(&headers(&[("origin", "https://evil.test")]), "a.test").is_err());
         assert!(check_same_origin(&headers(&[("origin", "null")]), "a.test").is_err());
+        assert!(check_same_origin(&headers(&[("origin", "http://a.test:8000")]), "a.test:8000").is_ok());
+        assert!(check_same_origin(&headers(&[("origin", "http://a.test:9000")]), "a.test:8000").is_err());
+        // Behind a proxy that forwards the name only.
+        assert!(check_same_origin(&headers(&[("origin", "http://a.test:8000")]), "a.test").is_ok());
+        assert!(check_same_origin(&headers(&[("origin", "http://evil.test:8000")]), "a.test").is_err());
+        assert!(check_same_origin(&headers(&[("origin", "http://[::1]:8000")]), "[::1]").is_ok());
         assert!(check_same_origin(&headers(&[("sec-fetch-site", "same-origin")]), "a.test").is_ok());
         assert!(check_same_origin(&headers(&[("sec-fetch-site", "cross-site")]), "a.test").is_err());
         assert!(check_same_origin(&headers(&[("sec-fetch-site", "same-site")]), "a.test").is_err());
