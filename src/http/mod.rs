@@ -181,6 +181,7 @@ pub fn api_for(env: crate::config::Environment) -> Api {
     crate::merchants::documents::register(&mut api);
     crate::merchants::payments::register(&mut api);
     crate::stats::routes::register(&mut api);
+    crate::console::register(&mut api);
     api
 }
 

@@ -62,6 +62,8 @@ pub struct RouteSpec {
     pub body_optional: bool,
     /// Parameter schemas that differ from the by-name defaults ([`query_param_schema`], `id` = integer).
     pub param_schemas: Vec<(&'static str, Schema)>,
+    /// Not part of the API document (the console's pages and cookie session: not for API clients).
+    pub undocumented: bool,
     route: Option<actix_web::Route>,
 }
 
@@ -154,6 +156,12 @@ impl RouteSpec {
             true,
             "Client-chosen key (1-128 visible ASCII characters): a retry with the same key and body gets the stored answer",
         )
+    }
+    /// Leaves the route out of the OpenAPI document (console pages and session; the access check is
+    /// the same as every route's).
+    pub fn undocumented(&mut self) -> &mut Self {
+        self.undocumented = true;
+        self
     }
     /// Marks a route that touches no store (it never answers 503).
     pub fn infallible(&mut self) -> &mut Self {
@@ -328,6 +336,7 @@ impl Api {
             infallible: false,
             body_optional: false,
             param_schemas: Vec::new(),
+            undocumented: false,
             route: Some(handler),
         });
         let last = self.routes.len() - 1;
@@ -355,7 +364,7 @@ impl Api {
     pub fn openapi(&self) -> utoipa::openapi::OpenApi {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let mut paths = utoipa::openapi::path::PathsBuilder::new();
-        for spec in &self.routes {
+        for spec in self.routes.iter().filter(|r| !r.undocumented) {
             let mut op = OperationBuilder::new()
                 .summary(Some(spec.summary))
                 .tag(spec.tag)
@@ -560,10 +569,27 @@ async fn enforce(
     let headers = req.headers();
     let bearer = headers.get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let key = headers.get(crate::merchants::keys::HEADER).map(|v| v.to_str().unwrap_or_default());
+    // The console's session: the access-token cookie, only when no other credentials are sent.
+    let cookie_bearer = if bearer.is_none() && key.is_none() {
+        crate::console::cookie(headers, crate::console::ACCESS_COOKIE).map(|t| format!("Bearer {t}"))
+    } else {
+        None
+    };
+    let by_cookie = cookie_bearer.is_some();
+    let bearer = bearer.or(cookie_bearer.as_deref());
     let denied = match authorize(&state, access, bearer, key).await {
         Ok(Principal::User(user)) => {
-            req.extensions_mut().insert::<AuthUser>(user);
-            None
+            // A browser sends cookies on its own: a cookie-authenticated change must prove it comes
+            // from the console (CSRF token bound to the session, same origin).
+            let csrf = if by_cookie && !req.method().is_safe() {
+                crate::console::check_csrf(&state, &req, &user).err()
+            } else {
+                None
+            };
+            if csrf.is_none() {
+                req.extensions_mut().insert::<AuthUser>(user);
+            }
+            csrf
         }
         Ok(Principal::Merchant(principal)) => {
             req.extensions_mut().insert(principal);

@@ -10,6 +10,7 @@ mod abuse_limits;
 mod access_matrix;
 mod admin_lifecycle;
 mod card_abuse;
+mod console;
 mod contract;
 mod deployment_config;
 mod deployment_runtime;
