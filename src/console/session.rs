@@ -110,7 +110,7 @@ async fn refresh(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
 async fn current(state: web::Data<AppState>, user: AuthUser) -> HttpResponse {
     let csrf_token = csrf_token(&state, &user.session);
     HttpResponse::Ok().insert_header((CACHE_CONTROL, "no-store")).json(SessionView {
-        user_id: user.user_id,
+        user_id: user.user_id.get(),
         roles: user.roles,
         csrf_token,
     })
