@@ -11,6 +11,7 @@
 #
 #   cargo build --release --bins && benches/load-suite.sh            # results in target/load-suite.txt
 #   SECS=10s HISTORY=0 BIN=target/release benches/load-suite.sh      # shorter, fresh database only
+#   PASSES=1000000 benches/load-suite.sh                             # only the 1,000,000-operation pass
 #
 # Needs PostgreSQL and Redis as `make services` starts them; about 8 minutes per database with the
 # default SECS=15s (the machine may be shared: keep runs short). Not part of `make test`.
@@ -58,7 +59,7 @@ drain() {
 
 mkdir -p target
 stamp=$(date +%s)
-for h in 0 $([ "$HISTORY" != 0 ] && echo "$HISTORY"); do
+for h in ${PASSES:-0 $([ "$HISTORY" != 0 ] && echo "$HISTORY")}; do
   tag=h$h
   db=${BENCH_DB:-payd_bench}_${tag}_$stamp
   export PAYD_DATABASE__URL="postgres://postgres@127.0.0.1:5432/$db?sslmode=disable"

@@ -260,8 +260,26 @@ pub fn last_posting(conn: &mut PgConnection) -> Result<i64, diesel::result::Erro
 /// # Errors
 /// A diesel error when a query fails.
 pub fn run_recent(conn: &mut PgConnection, after: i64) -> Result<(Report, i64), diesel::result::Error> {
+    run_recent_bounded(conn, after, i64::MAX).map(|(report, next, _)| (report, next))
+}
+
+/// [`run_recent`] over at most `max_postings` posting ids (`after < id <= after + max_postings`), so
+/// one round's statements stay bounded however far the check has fallen behind (a burst of load, a
+/// round cancelled by its timeout). The third value is true when postings beyond the window were
+/// already committed: the caller runs the next round at once instead of waiting for its interval.
+/// Every check holds on any window: the per-entry check reads all of an operation's postings, wherever
+/// the window cuts.
+///
+/// # Errors
+/// A diesel error when a query fails.
+pub fn run_recent_bounded(
+    conn: &mut PgConnection,
+    after: i64,
+    max_postings: i64,
+) -> Result<(Report, i64, bool), diesel::result::Error> {
     conn.build_transaction().repeatable_read().read_only().run(|conn| {
-        let upto = last_posting(conn)?.max(after);
+        let last = last_posting(conn)?.max(after);
+        let upto = last.min(after.saturating_add(max_postings.max(1)));
         let mut checks = Vec::with_capacity(RECENT_CHECKS.len());
         for (name, sql) in RECENT_CHECKS {
             let count: Count = diesel::sql_query(format!("SELECT count(*) AS n FROM ({sql}) v"))
@@ -286,7 +304,7 @@ pub fn run_recent(conn: &mut PgConnection, after: i64) -> Result<(Report, i64), 
             .bind::<BigInt, _>(after)
             .bind::<BigInt, _>(upto)
             .get_result(conn)?;
-        Ok((Report { incremental: true, checks, accounts: 0, operations: 0, postings: covered.n }, upto))
+        Ok((Report { incremental: true, checks, accounts: 0, operations: 0, postings: covered.n }, upto, upto < last))
     })
 }
 

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use serde_json::json;
 
 use crate::common::*;
-use payd::ledger::verify::{last_posting, run, run_recent};
+use payd::ledger::verify::{last_posting, run, run_recent, run_recent_bounded};
 
 fn scalar(conn: &mut PgConnection, sql: &str) -> i64 {
     #[derive(QueryableByName)]
@@ -107,4 +107,54 @@ async fn a_posting_below_its_floor_is_caught() {
     assert!(failing(&full).contains(&"no posting leaves its account below its floor"), "{full}");
     let (recent, _) = run_recent(&mut conn, start).unwrap();
     assert!(failing(&recent).contains(&"new postings keep their account at or above its floor"), "{recent}");
+}
+
+#[actix_web::test]
+async fn a_bounded_round_stops_at_its_window_and_the_next_rounds_catch_up() {
+    let app = TestApp::spawn().await;
+    let api = app.api();
+    let admin = api.admin_token().await;
+    let (_, token) = api.verified_user(&admin, "bounded@example.com").await;
+    let a = api.issue_card(&token, "debit", None, None).await;
+    let b = api.issue_card(&token, "debit", None, None).await;
+    let mut conn = app.db();
+    let start = last_posting(&mut conn).unwrap();
+    for (key, path, body) in [
+        ("b1", "/api/v1/topups", json!({"card_id": a, "amount": 900_000, "method": "ovo"})),
+        ("b2", "/api/v1/transfers", json!({"from_card_id": a, "to_card_id": b, "amount": 200_000})),
+        ("b3", "/api/v1/withdrawals", json!({"card_id": b, "amount": 100_000})),
+    ] {
+        let r = api.money(&token, path, key, &body).await.unwrap();
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let end = last_posting(&mut conn).unwrap();
+    assert_eq!(scalar(&mut conn, &format!("SELECT count(*) AS n FROM postings WHERE id > {start}")), 6);
+
+    // Windows of one posting id: a window cuts an entry in half, and its check still reads the whole
+    // entry (clean); each round but the last says more is already committed.
+    let (mut from, mut covered, mut rounds) = (start, 0, 0);
+    loop {
+        let (report, next, more) = run_recent_bounded(&mut conn, from, 1).unwrap();
+        assert!(report.is_clean(), "{report}");
+        assert!(next > from || !more, "a round that is behind must advance");
+        covered += report.postings;
+        rounds += 1;
+        from = next;
+        if !more {
+            break;
+        }
+        assert!(rounds < 100, "the rounds never caught up");
+    }
+    assert_eq!((from, covered), (end, 6));
+    assert!(rounds >= 6, "six one-id windows at least, got {rounds}");
+    // Caught up: an empty round that is not behind.
+    let (report, next, more) = run_recent_bounded(&mut conn, from, 1).unwrap();
+    assert_eq!((report.postings, next, more), (0, end, false));
+
+    // A one-id window over a tampered posting sees it.
+    diesel::sql_query(format!("UPDATE postings SET balance_after = balance_after + 1 WHERE id = {end}"))
+        .execute(&mut conn)
+        .unwrap();
+    let (report, _, _) = run_recent_bounded(&mut conn, end - 1, 1).unwrap();
+    assert!(failing(&report).contains(&"new postings continue their account's running balance"), "{report}");
 }
