@@ -219,13 +219,19 @@ pub struct BalanceView {
     pub at: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize, Queryable, utoipa::ToSchema)]
+#[derive(Serialize, Queryable, QueryableByName, utoipa::ToSchema)]
 pub struct StatementLine {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub posting_id: i64,
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
     pub operation_id: uuid::Uuid,
+    #[diesel(sql_type = diesel::sql_types::Text)]
     pub kind: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub amount: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub balance_after: i64,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
     pub created_at: DateTime<Utc>,
 }
 
@@ -575,9 +581,14 @@ impl StatementQuery {
 
 /// An account's postings, newest first, with the running balance after each (cards and merchants).
 ///
-/// One fixed statement whatever the filters (absent bounds become the widest ones), so it is
-/// prepared once per connection; it walks `postings (account_id, id)` backwards from the cursor and
-/// stops after `limit + 1` rows, also in its generic plan ([`account_postings_below`]).
+/// Without an upper bound (`to`): one fixed, prepared statement whatever the other filters, walking
+/// `postings (account_id, id)` backwards from the cursor and stopping after `limit + 1` rows, also in
+/// its generic plan ([`account_postings_below`]). With `to`: `payd_statement_page` (migration
+/// `2026-12-08-000101_statement_page`) walks `postings (account_id, created_at, id)` backwards from
+/// `to` (or the cursor's posting), so a window far in the past reads its own postings only; that
+/// page is ordered by `(created_at, id)`. The function is not used for the common page: at
+/// 1,000,000 operations a PL/pgSQL call cost more than the plain prepared statement it wraps
+/// (docs/benchmarks.md, "Reads at 1,000,000 operations, fourth round").
 ///
 /// # Errors
 /// A diesel error.
@@ -588,13 +599,24 @@ pub fn statement_lines(
     limit: i64,
     cursor: Option<i64>,
 ) -> Result<Vec<StatementLine>, diesel::result::Error> {
+    if let Some(to) = window.1 {
+        return RunQueryDsl::load(
+            StatementPage {
+                account: account_id,
+                cursor: cursor.unwrap_or(i64::MAX),
+                from: window.0,
+                to,
+                limit: limit + 1,
+            },
+            conn,
+        );
+    }
     let from = window.0.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-    let to = window.1.unwrap_or(*LATEST);
     postings::table
         .inner_join(operations::table)
         .filter(account_postings_below(account_id, cursor.unwrap_or(i64::MAX)))
         .filter(postings::created_at.ge(from))
-        .filter(postings::created_at.le(to))
+        .filter(postings::created_at.le(*LATEST))
         .select((
             postings::id,
             postings::operation_id,
@@ -607,6 +629,46 @@ pub fn statement_lines(
         .limit(limit + 1)
         .load::<StatementLine>(conn)
 }
+
+/// `SELECT * FROM payd_statement_page($1, …, $5)`: fixed text and a static query id, so diesel keeps
+/// it prepared per connection.
+struct StatementPage {
+    account: i64,
+    /// Postings older than this one.
+    cursor: i64,
+    from: Option<DateTime<Utc>>,
+    to: DateTime<Utc>,
+    limit: i64,
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for StatementPage {
+    fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        use diesel::sql_types::{BigInt, Nullable, Timestamptz};
+        out.push_sql("SELECT * FROM payd_statement_page(");
+        out.push_bind_param::<BigInt, _>(&self.account)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.cursor)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Timestamptz>, _>(&self.from)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamptz, _>(&self.to)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.limit)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl diesel::query_builder::QueryId for StatementPage {
+    type QueryId = Self;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl diesel::query_builder::Query for StatementPage {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl RunQueryDsl<PgConnection> for StatementPage {}
 
 /// The postings of `account` with an id below `cursor`, as a range of the index key
 /// `postings (account_id, id)`: `(account_id, id) < (account, cursor) AND (account_id, id) >
@@ -663,7 +725,9 @@ impl<GB> diesel::expression::ValidGrouping<GB> for AccountPostingsBelow {
     type IsAggregate = diesel::expression::is_aggregate::Never;
 }
 
-/// The open upper bound of a statement window (9999-12-31, within PostgreSQL's range).
+/// The open upper bound of the page without `to` (9999-12-31, within PostgreSQL's range). Kept in the
+/// statement: without it the generic plan's estimate for the key range grows enough to choose a
+/// parallel plan (15 ms to start two workers for 21 rows, benches/explain-1m.sh).
 static LATEST: std::sync::LazyLock<DateTime<Utc>> =
     std::sync::LazyLock::new(|| DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::UNIX_EPOCH));
 

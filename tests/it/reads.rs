@@ -638,3 +638,60 @@ async fn card_lists_and_statements_answer_as_the_reference_queries() {
         assert_eq!(s, 404, "someone else's statement");
     }
 }
+
+/// A statement window far behind the newest posting (`to` days back, on a card with newer postings)
+/// returns that window's postings, newest first, page by page — with and without `from` — and the
+/// newer postings stay out of it (`payd_statement_page` walks `postings (account_id, created_at, id)`
+/// from `to`).
+#[actix_web::test]
+async fn statement_far_back_window_returns_its_own_postings() {
+    use diesel::prelude::*;
+    use payd::storage::schema::{cards, postings};
+
+    let app = TestApp::spawn_with(read_settings()).await;
+    let admin = app.admin_token().await;
+    let (_, t1, _) = app.user("far-back@example.com").await;
+    let card = issue(&app, &t1).await;
+    for n in 0..7 {
+        let body = json!({"card_id": card, "amount": 1_000 + n, "method": "ovo"});
+        let (s, v) = money(&app, &admin, "/api/v1/topups", &format!("far-{n}"), body).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let mut conn = app.db();
+    let account: i64 = cards::table.find(card).select(cards::account_id).first(&mut conn).unwrap();
+    let ids: Vec<i64> = postings::table
+        .filter(postings::account_id.eq(account))
+        .order(postings::id)
+        .select(postings::id)
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(ids.len(), 7);
+    // The three oldest postings move three days back, one minute apart; the four newer stay now.
+    let base = Utc::now() - chrono::Duration::days(3);
+    for (i, id) in ids[..3].iter().enumerate() {
+        let at = base + chrono::Duration::minutes(i64::try_from(i).unwrap());
+        diesel::update(postings::table.find(id)).set(postings::created_at.eq(at)).execute(&mut conn).unwrap();
+    }
+    let param = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).replace('+', "%2B");
+    let want = |lo: usize, hi: usize| -> Vec<Value> { ids[lo..hi].iter().rev().map(|i| Value::from(*i)).collect() };
+    let cases = [
+        // a day around the moved postings
+        (Some(base - chrono::Duration::hours(12)), base + chrono::Duration::hours(12), want(0, 3)),
+        // up to the second moved posting, no lower bound
+        (None, base + chrono::Duration::seconds(90), want(0, 2)),
+        // from the second moved posting to the third, both bounds inclusive
+        (Some(base + chrono::Duration::minutes(1)), base + chrono::Duration::minutes(2), want(1, 3)),
+        // before every posting
+        (None, base - chrono::Duration::days(1), Vec::new()),
+    ];
+    for (from, to, want) in cases {
+        let mut path = format!("/api/v1/cards/{card}/statement?limit=2&to={}", param(to));
+        if let Some(f) = from {
+            path.push_str(&format!("&from={}", param(f)));
+        }
+        assert_eq!(all_pages(&app, &t1, &path, "posting_id").await, want, "{path}");
+    }
+    // Without a window the page is the newest postings, the moved ones last.
+    let path = format!("/api/v1/cards/{card}/statement?limit=3");
+    assert_eq!(all_pages(&app, &t1, &path, "posting_id").await, want(0, 7));
+}
