@@ -653,7 +653,7 @@ async fn statement_far_back_window_returns_its_own_postings() {
     let (_, t1, _) = app.user("far-back@example.com").await;
     let card = issue(&app, &t1).await;
     for n in 0..7 {
-        let body = json!({"card_id": card, "amount": 1_000 + n, "method": "ovo"});
+        let body = json!({"card_id": card, "amount": 100_000 + n, "method": "ovo"});
         let (s, v) = money(&app, &admin, "/api/v1/topups", &format!("far-{n}"), body).await;
         assert_eq!(s, 201, "{v}");
     }
