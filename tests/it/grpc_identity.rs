@@ -85,14 +85,14 @@ async fn password_change_and_reset_over_grpc() {
     // Display name: set, visible in Me, cleared back to the default.
     let named = auth
         .update_display_name(authed(
-            proto::UpdateDisplayNameRequest { display_name: Some("Grpc U.".into()) },
+            proto::UpdateDisplayNameRequest { display_name: Some("Budi S.".into()) },
             &pair.access_token,
             None,
         ))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(named.display_name, "Grpc U.");
+    assert_eq!(named.display_name, "Budi S.");
     let blank = auth
         .update_display_name(authed(
             proto::UpdateDisplayNameRequest { display_name: Some("   ".into()) },
@@ -107,7 +107,8 @@ async fn password_change_and_reset_over_grpc() {
         .await
         .unwrap()
         .into_inner();
-    assert_ne!(cleared.display_name, "Grpc U.");
+    // Back to the default: first name and last initial.
+    assert_eq!(cleared.display_name, "Grpc U.");
 
     // Resend: the same answer for an already verified address and an unknown one.
     let resend = |e: &str| proto::ResendVerificationRequest { email: e.into() };
@@ -136,7 +137,7 @@ async fn card_lifecycle_over_grpc_matches_http() {
         from_card_id: card.id,
         to_card_id: other.id,
         to_card_number: String::new(),
-        amount: 10_000,
+        amount: 50_000,
         currency: String::new(),
     };
     let refused = ledger.transfer(authed(transfer.clone(), &token, Some("life-t1"))).await.unwrap_err();
@@ -145,12 +146,13 @@ async fn card_lifecycle_over_grpc_matches_http() {
             "POST",
             "/api/v1/transfers",
             Some(&token),
-            Some(json!({"from_card_id": card.id, "to_card_id": other.id, "amount": 10_000})),
+            Some(json!({"from_card_id": card.id, "to_card_id": other.id, "amount": 50_000})),
             &[("Idempotency-Key", "life-h1")],
         )
         .await;
     assert!(s >= 400, "{b}");
     let code = error_code(&b);
+    assert_eq!(code, "card_frozen", "{b}");
     let info = tonic_types::StatusExt::get_details_error_info(&refused).unwrap();
     assert_eq!(info.reason, code, "{refused:?} vs {b}");
     // Freezing twice is an invalid transition, as over HTTP.
@@ -171,7 +173,7 @@ async fn card_lifecycle_over_grpc_matches_http() {
     expect_status(&nonzero, Code::AlreadyExists, "non_zero_balance");
     let not_closed = cards.archive_card(authed(id(other.id), &token, None)).await.unwrap_err();
     expect_status(&not_closed, Code::AlreadyExists, "invalid_transition");
-    let w = proto::WithdrawRequest { card_id: other.id, amount: 10_000, currency: String::new() };
+    let w = proto::WithdrawRequest { card_id: other.id, amount: 50_000, currency: String::new() };
     ledger.withdraw(authed(w, &token, Some("life-w"))).await.unwrap();
     let closed = cards.close_card(authed(id(other.id), &token, None)).await.unwrap().into_inner();
     assert_eq!(closed.status, "closed");

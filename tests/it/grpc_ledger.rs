@@ -170,7 +170,7 @@ async fn watch_sends_the_watched_cards_transfers_and_not_other_cards() {
         from_card_id: from,
         to_card_id: to,
         to_card_number: String::new(),
-        amount: 5_000,
+        amount: 50_000,
         currency: String::new(),
     };
     // Committed first, between two other cards: never sent on this stream (it is older, so it
