@@ -292,11 +292,11 @@ async fn access_is_enforced_for_the_new_rpc_classes() {
 
     // Card lifecycle: no token; another user's card is not found (as over HTTP); an admin may.
     let id = proto::CardActionRequest { id: card.id };
-    let none = cards.freeze_card(Request::new(id.clone())).await.unwrap_err();
+    let none = cards.freeze_card(Request::new(id)).await.unwrap_err();
     expect_status(&none, Code::Unauthenticated, "missing_token");
-    let hidden = cards.freeze_card(authed(id.clone(), &stranger, None)).await.unwrap_err();
+    let hidden = cards.freeze_card(authed(id, &stranger, None)).await.unwrap_err();
     expect_status(&hidden, Code::NotFound, "not_found");
-    let hidden = cards.unlock_card(authed(id.clone(), &stranger, None)).await.unwrap_err();
+    let hidden = cards.unlock_card(authed(id, &stranger, None)).await.unwrap_err();
     expect_status(&hidden, Code::NotFound, "not_found");
     let admin = app.admin_token().await;
     let frozen = cards.freeze_card(authed(id, &admin, None)).await.unwrap().into_inner();

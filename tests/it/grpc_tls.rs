@@ -40,15 +40,17 @@ async fn grpc_serves_over_tls_and_refuses_plaintext() {
 
     // Plaintext HTTP/2 to the TLS port: the connection or the call fails, nothing is answered.
     let plain = async {
-        let ch = Channel::from_shared(format!("http://127.0.0.1:{}", app.grpc_port)).unwrap().connect().await?;
+        let Ok(ch) = Channel::from_shared(format!("http://127.0.0.1:{}", app.grpc_port)).unwrap().connect().await
+        else {
+            return false;
+        };
         AuthClient::new(ch)
             .login(proto::LoginRequest { email: ADMIN_EMAIL.into(), password: ADMIN_PASSWORD.into() })
             .await
-            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            .is_ok()
     };
-    let refused = tokio::time::timeout(std::time::Duration::from_secs(10), plain).await;
-    assert!(!matches!(refused, Ok(Ok(()))), "a plaintext client was answered");
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), plain).await;
+    assert!(!matches!(answered, Ok(true)), "a plaintext client was answered");
 
     // A client that does not trust the certificate is refused too.
     let untrusted = Channel::from_shared(format!("https://127.0.0.1:{}", app.grpc_port))
