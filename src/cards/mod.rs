@@ -3,6 +3,7 @@
 
 pub mod balance;
 pub mod cache;
+pub mod lifecycle;
 pub mod pan;
 pub mod routes;
 pub mod service;

@@ -9,7 +9,7 @@ use validator::Validate;
 
 use crate::app::AppState;
 use crate::cards::pan::{self, Pan};
-use crate::cards::{find_for, service, Card, CardAction, CardStatus, CardView, CardsError};
+use crate::cards::{lifecycle, service, Card, CardAction, CardStatus, CardView, CardsError};
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
 use crate::http::pagination::{Page, PageQuery};
@@ -18,7 +18,7 @@ use crate::http::Valid;
 use crate::identity::admin::StatusFilter;
 use crate::ids::{CardId, UserId};
 use crate::ledger::NewEvent;
-use crate::storage::schema::{accounts, cards, operations, outbox, postings, users};
+use crate::storage::schema::{cards, operations, outbox, postings, users};
 use crate::storage::{self, StorageError};
 
 pub fn register(api: &mut Api) {
@@ -235,7 +235,7 @@ pub struct StatementLine {
     pub created_at: DateTime<Utc>,
 }
 
-pub(super) fn card_event(event_type: &str, card: &Card) -> NewEvent {
+pub(crate) fn card_event(event_type: &str, card: &Card) -> NewEvent {
     NewEvent {
         event_id: uuid::Uuid::now_v7(),
         event_type: event_type.to_owned(),
@@ -249,7 +249,7 @@ pub(super) fn card_event(event_type: &str, card: &Card) -> NewEvent {
     }
 }
 
-pub(super) fn insert_event(conn: &mut PgConnection, e: &NewEvent) -> Result<(), CardsError> {
+pub(crate) fn insert_event(conn: &mut PgConnection, e: &NewEvent) -> Result<(), CardsError> {
     diesel::insert_into(outbox::table).values(e.clone()).execute(conn)?;
     Ok(())
 }
@@ -379,12 +379,23 @@ async fn by_user(
     id: web::Path<UserId>,
     q: web::Query<CardListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
+    Ok(HttpResponse::Ok().json(user_cards(&state, &user, id.into_inner(), q.into_inner()).await?))
+}
+
+/// One page of a user's cards (the caller's own, or any user's for an admin).
+///
+/// # Errors
+/// 404 unknown or another user, 422 a bad filter, cursor or limit, a storage error.
+pub async fn user_cards(
+    state: &AppState,
+    user: &AuthUser,
+    id: UserId,
+    q: CardListQuery,
+) -> Result<Page<CardView>, ApiError> {
     // Someone else's id answers like a missing one (and an admin asking for a missing user gets 404 too).
     if id != user.user_id && !user.is_admin() {
         return Err(ApiError::not_found("user"));
     }
-    let q = q.into_inner();
     status_filter(&q)?;
     let page = q.page.resolve_with_total()?;
     let pattern = crate::http::pagination::search_opt(q.search.as_deref())?;
@@ -399,7 +410,7 @@ async fn by_user(
     .ok_or_else(|| ApiError::not_found("user"))?;
     let currency = state.settings.money.currency.clone();
     let views: Vec<CardView> = rows.into_iter().map(|c| CardView::new(c, &currency)).collect();
-    Ok(HttpResponse::Ok().json(Page::from_rows(views, page.0, |c| c.id).with_total(total)))
+    Ok(Page::from_rows(views, page.0, |c| c.id).with_total(total))
 }
 
 async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<CardId>) -> Result<HttpResponse, ApiError> {
@@ -442,95 +453,15 @@ async fn lifecycle(
     id: web::Path<CardId>,
     req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
     let Some(action) = req.path().rsplit('/').next().and_then(CardAction::from_segment) else {
         return Err(ApiError::not_found("action"));
     };
-    let card = storage::transaction(&state.db, move |conn| {
-        let card = find_for(conn, id, &user)?;
-        let now = Utc::now();
-        let bad = |c: &Card| CardsError::InvalidTransition {
-            action: action.as_str(),
-            current: if c.archived_at.is_some() { format!("{} and archived", c.status) } else { c.status.to_string() },
-        };
-        let Some((status, archived)) = action.apply(card.status, card.archived_at.is_some(), now) else {
-            return Err(bad(&card));
-        };
-        // A conditional update: it applies only if the card is still in the state the decision was
-        // made from. A concurrent transition that committed first (a `close`, say) makes this one
-        // match nothing — READ COMMITTED re-checks the condition on the row it waited for — so a
-        // late `unfreeze` can never undo a `close`.
-        let mut q =
-            diesel::update(cards::table).filter(cards::id.eq(id)).filter(cards::status.eq(card.status)).into_boxed();
-        q = if card.archived_at.is_some() {
-            q.filter(cards::archived_at.is_not_null())
-        } else {
-            q.filter(cards::archived_at.is_null())
-        };
-        let updated = q
-            .set((
-                cards::status.eq(status),
-                cards::updated_at.eq(now),
-                cards::archived_at.eq(archived.unwrap_or(card.archived_at)),
-            ))
-            .returning(Card::as_returning())
-            .get_result::<Card>(conn)
-            .optional()?;
-        let Some(upd) = updated else {
-            return Err(bad(&crate::cards::find(conn, id)?));
-        };
-        if status != card.status {
-            // The ledger's guard reads the account's status; change both in this transaction (the card
-            // row, locked above, serialises transitions of this card).
-            let mut q = diesel::update(accounts::table.find(card.account_id)).into_boxed();
-            if status == CardStatus::Closed {
-                q = q.filter(accounts::balance.eq(0));
-            }
-            let n = q.set((accounts::status.eq(status), accounts::updated_at.eq(now))).execute(conn)?;
-            if n == 0 {
-                let (balance, _) = crate::cards::account_balance(conn, card.account_id)?;
-                return Err(CardsError::NonZeroBalance(balance));
-            }
-        }
-        insert_event(conn, &card_event(action.event_type(), &upd))?;
-        Ok(upd)
-    })
-    .await?;
-    state.cards.changed(card.id);
-    // Tell a live card actor at once (the ledger guard already refuses debits either way).
-    let snapshot = {
-        let pool = state.db.clone();
-        let cid = card.id;
-        storage::run(&pool, move |conn| crate::ledger::store::load_card(conn, cid.get()).map_err(StorageError::from))
-            .await
-    };
-    if let Ok(s) = snapshot {
-        state.ledger.ledger.cards().refresh(s);
-    }
-    Ok(HttpResponse::Ok().json(CardView::new(card, &state.settings.money.currency)))
+    Ok(HttpResponse::Ok().json(lifecycle::apply(&state, user, id.into_inner(), action).await?))
 }
 
 /// Clears a card's payment lock and its failure counter; answers the card (also when it was not locked).
 async fn unlock(state: web::Data<AppState>, user: AuthUser, id: web::Path<CardId>) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let by = user.user_id;
-    let card = storage::transaction(&state.db, move |conn| {
-        find_for(conn, id, &user)?;
-        Ok::<_, CardsError>(
-            diesel::update(cards::table.find(id))
-                .set((cards::payments_locked_at.eq(None::<DateTime<Utc>>), cards::updated_at.eq(Utc::now())))
-                .returning(Card::as_returning())
-                .get_result(conn)?,
-        )
-    })
-    .await?;
-    state.cards.changed(id);
-    state.cache.delete(&format!("cardfail:{id}")).await.map_err(|e| {
-        tracing::warn!(error = %e, "redis unavailable");
-        ApiError::unavailable("rate-limit store unavailable, retry later")
-    })?;
-    tracing::info!(card_id = %id, by = %by, "card unlocked for payments");
-    Ok(HttpResponse::Ok().json(CardView::new(card, &state.settings.money.currency)))
+    Ok(HttpResponse::Ok().json(lifecycle::unlock(&state, user, id.into_inner()).await?))
 }
 
 #[derive(Deserialize)]
@@ -558,9 +489,9 @@ pub type Window = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 #[derive(Deserialize)]
 pub struct StatementQuery {
     #[serde(flatten)]
-    page: PageQuery,
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
+    pub page: PageQuery,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
 }
 
 impl StatementQuery {
@@ -737,18 +668,38 @@ async fn statement(
     id: web::Path<CardId>,
     q: web::Query<StatementQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
+    Ok(HttpResponse::Ok().json(statement_page(&state, &user, id.into_inner(), &q).await?))
+}
+
+/// One page of a card's statement (the holder's or, for an admin, any card's), newest posting first.
+///
+/// # Errors
+/// 422 a bad cursor, limit or window, 404 unknown or another user's card, a storage error.
+pub async fn statement_page(
+    state: &AppState,
+    user: &AuthUser,
+    id: CardId,
+    q: &StatementQuery,
+) -> Result<Page<StatementLine>, ApiError> {
     let (limit, cursor, window) = q.resolve()?;
-    let account_id = state.cards.get_for(&state.db, id, &user).await?.account_id;
+    let account_id = state.cards.get_for(&state.db, id, user).await?.account_id;
     let lines = storage::run(&state.db, move |conn| {
         statement_lines(conn, account_id.get(), window, limit, cursor).map_err(StorageError::from)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(Page::from_rows(lines, limit, |l| l.posting_id)))
+    Ok(Page::from_rows(lines, limit, |l| l.posting_id))
+}
+
+/// One page of every card's balance (admins), by card id.
+///
+/// # Errors
+/// 422 a bad cursor or limit, a storage error.
+pub async fn balances_page(state: &AppState, q: PageQuery) -> Result<Page<BalanceView>, ApiError> {
+    let (limit, cursor) = q.resolve()?;
+    let views = crate::cards::balance::all(state, limit, cursor).await?;
+    Ok(Page::from_rows(views, limit, |b| b.card_id))
 }
 
 async fn all_balances(state: web::Data<AppState>, q: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
-    let (limit, cursor) = q.into_inner().resolve()?;
-    let views = crate::cards::balance::all(&state, limit, cursor).await?;
-    Ok(HttpResponse::Ok().json(Page::from_rows(views, limit, |b| b.card_id)))
+    Ok(HttpResponse::Ok().json(balances_page(&state, q.into_inner()).await?))
 }

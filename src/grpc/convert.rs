@@ -260,6 +260,7 @@ pub fn user_message(u: UserView) -> proto::User {
         created_at: Some(timestamp(u.created_at)),
         updated_at: Some(timestamp(u.updated_at)),
         archived_at: ts(u.archived_at),
+        display_name: u.display_name,
     }
 }
 

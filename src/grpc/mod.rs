@@ -6,6 +6,8 @@
 
 pub mod access;
 pub mod convert;
+mod identity;
+mod ledger;
 mod services;
 
 use std::net::TcpListener;

@@ -294,7 +294,14 @@ pub struct UpdateRoleRequest {
 }
 
 async fn list_users(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
-    let q = q.into_inner();
+    Ok(HttpResponse::Ok().json(users_list(&state, q.into_inner()).await?))
+}
+
+/// One page of users, newest first, filtered by archive status and a search in names and e-mail.
+///
+/// # Errors
+/// 422 a bad cursor, limit or search, a storage error.
+pub async fn users_list(state: &AppState, q: ListQuery) -> Result<Page<UserView>, ApiError> {
     let (limit, cursor, with_total) = q.page.resolve_with_total()?;
     let pattern = search_opt(q.search.as_deref())?;
     let (views, total) = storage::run(&state.db, move |conn| {
@@ -321,7 +328,7 @@ async fn list_users(state: web::Data<AppState>, q: web::Query<ListQuery>) -> Res
         Ok::<_, IdentityError>((views, total))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(Page::from_rows(views, limit, |u| u.id.get()).with_total(total)))
+    Ok(Page::from_rows(views, limit, |u| u.id.get()).with_total(total))
 }
 
 async fn create_user(state: web::Data<AppState>, body: Valid<CreateUserRequest>) -> Result<HttpResponse, ApiError> {
@@ -381,8 +388,14 @@ async fn update_user(
     id: web::Path<UserId>,
     body: Valid<UpdateUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let body = body.into_inner();
+    Ok(HttpResponse::Ok().json(user_update(&state, id.into_inner(), body.into_inner()).await?))
+}
+
+/// Updates a user's names and e-mail (absent: unchanged).
+///
+/// # Errors
+/// 404 unknown user, 409 the e-mail is taken, a storage error.
+pub async fn user_update(state: &AppState, id: UserId, body: UpdateUserRequest) -> Result<UserView, ApiError> {
     let view = storage::transaction(&state.db, move |conn| {
         let user = model::find_user(conn, id)?;
         let first = body.first_name.map(|s| s.trim().to_owned()).unwrap_or(user.first_name);
@@ -403,7 +416,7 @@ async fn update_user(
         model::user_view(conn, id)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(view))
+    Ok(view)
 }
 
 fn holds_admin(conn: &mut PgConnection, id: UserId) -> Result<bool, IdentityError> {
@@ -411,7 +424,14 @@ fn holds_admin(conn: &mut PgConnection, id: UserId) -> Result<bool, IdentityErro
 }
 
 async fn archive_user(state: web::Data<AppState>, id: web::Path<UserId>) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
+    Ok(HttpResponse::Ok().json(user_archive(&state, id.into_inner()).await?))
+}
+
+/// Archives a user (every session revoked); the last active admin cannot be archived.
+///
+/// # Errors
+/// 404 unknown user, 409 already archived or the last admin, a storage error.
+pub async fn user_archive(state: &AppState, id: UserId) -> Result<UserView, ApiError> {
     let (view, revoked) = storage::transaction(&state.db, move |conn| {
         let user = model::find_user(conn, id)?;
         if user.archived_at.is_some() {
@@ -427,12 +447,19 @@ async fn archive_user(state: web::Data<AppState>, id: web::Path<UserId>) -> Resu
         Ok((model::user_view(conn, id)?, revoked))
     })
     .await?;
-    sessions::flag_revoked(&state, &revoked).await?;
-    Ok(HttpResponse::Ok().json(view))
+    sessions::flag_revoked(state, &revoked).await?;
+    Ok(view)
 }
 
 async fn restore_user(state: web::Data<AppState>, id: web::Path<UserId>) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
+    Ok(HttpResponse::Ok().json(user_restore(&state, id.into_inner()).await?))
+}
+
+/// Restores an archived user.
+///
+/// # Errors
+/// 404 unknown user, 409 not archived, a storage error.
+pub async fn user_restore(state: &AppState, id: UserId) -> Result<UserView, ApiError> {
     let view = storage::transaction(&state.db, move |conn| {
         let user = model::find_user(conn, id)?;
         if user.archived_at.is_none() {
@@ -444,7 +471,7 @@ async fn restore_user(state: web::Data<AppState>, id: web::Path<UserId>) -> Resu
         model::user_view(conn, id)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(view))
+    Ok(view)
 }
 
 async fn purge_user(state: web::Data<AppState>, id: web::Path<UserId>, me: AuthUser) -> Result<HttpResponse, ApiError> {
@@ -512,7 +539,15 @@ async fn force_reset(
     admin: AuthUser,
     id: web::Path<UserId>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
+    Ok(HttpResponse::Ok().json(user_force_reset(&state, &admin, id.into_inner()).await?))
+}
+
+/// Forces a password reset: the password stops working, every session is revoked, and an active
+/// user is e-mailed a reset token.
+///
+/// # Errors
+/// 404 unknown user, a storage error.
+pub async fn user_force_reset(state: &AppState, admin: &AuthUser, id: UserId) -> Result<UserView, ApiError> {
     let by = admin.user_id;
     let st = state.clone();
     let (view, revoked) = storage::transaction(&state.db, move |conn| {
@@ -528,10 +563,10 @@ async fn force_reset(
         Ok::<_, IdentityError>((model::user_view(conn, id)?, revoked))
     })
     .await?;
-    sessions::flag_revoked(&state, &revoked).await?;
-    super::routes::nudge(&state);
+    sessions::flag_revoked(state, &revoked).await?;
+    super::routes::nudge(state);
     tracing::info!(user_id = %id, by = %by, "password reset forced by an admin");
-    Ok(HttpResponse::Ok().json(view))
+    Ok(view)
 }
 
 /// `GET /users/{id}/roles`: the active roles of a user, by name.

@@ -1,6 +1,7 @@
 //! Identity and access: users, roles, registration with e-mail verification, sessions (access +
 //! rotating refresh tokens), password change/reset, brute-force protection, and the admin APIs.
 
+pub mod account;
 pub mod admin;
 pub mod model;
 pub mod password;

@@ -17,11 +17,10 @@ use crate::http::Valid;
 use crate::identity::model::{self, UserView};
 use crate::identity::sessions;
 use crate::identity::tokens::{opaque_token, six_digit_code};
-use crate::identity::{password, service, IdentityError};
+use crate::identity::{account, password, service, IdentityError};
 use crate::ids::UserId;
 use crate::notify::jobs::{self as mail_jobs, NewMailJob};
-use crate::storage;
-use crate::storage::schema::{email_verifications, password_resets, users};
+use crate::storage::schema::{email_verifications, password_resets};
 
 const TAG: &str = "auth";
 /// Wrong codes allowed per verification code before a new one must be requested.
@@ -257,10 +256,6 @@ pub struct MessageResponse {
     pub message: String,
 }
 
-fn message(m: &str) -> HttpResponse {
-    HttpResponse::Ok().json(MessageResponse { message: m.to_owned() })
-}
-
 /// The client address used for rate limits: the TCP peer, or behind a trusted reverse proxy the
 /// address it forwarded (`server.trusted_proxies`, see `http::client_ip`).
 pub(crate) fn client(state: &AppState, req: &HttpRequest) -> String {
@@ -393,23 +388,8 @@ async fn resend_code(
     req: HttpRequest,
     body: Valid<EmailRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    limit(&state, &client(&state, &req)).await?;
-    let email = body.into_inner().email;
-    let st = state.clone();
-    let sent = storage::transaction(&state.db, move |conn| {
-        let Some(user) = model::find_user_by_email(conn, &email)? else { return Ok(None) };
-        if user.email_verified_at.is_some() || user.archived_at.is_some() {
-            return Ok(None);
-        }
-        let code = new_verification_code(conn, &st, user.id)?;
-        queue_secret_mail(conn, "verification_code", &user.email, &user.first_name, verification_context(&st, &code))?;
-        Ok::<_, IdentityError>(Some(()))
-    })
-    .await?;
-    if sent.is_some() {
-        nudge(&state);
-    }
-    Ok(message("if the address is registered and not yet verified, a new code has been sent"))
+    let client = client(&state, &req);
+    Ok(HttpResponse::Ok().json(account::resend_verification(&state, &client, body.into_inner()).await?))
 }
 
 pub(super) async fn issue_pair(
@@ -485,16 +465,7 @@ async fn set_display_name(
     user: AuthUser,
     body: Valid<DisplayNameRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = body.into_inner().display_name.map(|n| n.trim().to_owned());
-    let uid = user.user_id;
-    let view = storage::transaction(&state.db, move |conn| {
-        diesel::update(users::table.find(uid))
-            .set((users::display_name.eq(name), users::updated_at.eq(Utc::now())))
-            .execute(conn)?;
-        model::user_view(conn, uid)
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().json(account::set_display_name(&state, &user, body.into_inner()).await?))
 }
 
 async fn change_password(
@@ -502,26 +473,7 @@ async fn change_password(
     user: AuthUser,
     body: Valid<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let uid = user.user_id;
-    let current = storage::run(&state.db, move |conn| model::find_user(conn, uid)).await?;
-    if !password::verify(body.current_password, Some(current.password_hash)).await {
-        return Err(IdentityError::WrongPassword.into());
-    }
-    let hash = password::hash(body.new_password).await.map_err(ApiError::internal)?;
-    let keep = user.session;
-    let revoked = storage::transaction(&state.db, move |conn| {
-        diesel::update(users::table.find(uid))
-            .set((users::password_hash.eq(&hash), users::updated_at.eq(Utc::now())))
-            .execute(conn)?;
-        let revoked = sessions::revoke_user_sessions(conn, uid, Some(keep))?;
-        user_event(conn, "password.changed", uid, serde_json::json!({ "via": "change" }))?;
-        Ok::<_, IdentityError>(revoked)
-    })
-    .await?;
-    sessions::flag_revoked(&state, &revoked).await?;
-    nudge(&state);
-    Ok(message("password changed; other sessions were signed out"))
+    Ok(HttpResponse::Ok().json(account::change_password(&state, &user, body.into_inner()).await?))
 }
 
 async fn forgot_password(
@@ -529,22 +481,8 @@ async fn forgot_password(
     req: HttpRequest,
     body: Valid<EmailRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    limit(&state, &client(&state, &req)).await?;
-    let email = body.into_inner().email;
-    let st = state.clone();
-    let issued = storage::transaction(&state.db, move |conn| {
-        let Some(user) = model::find_user_by_email(conn, &email)? else { return Ok(None) };
-        if user.archived_at.is_some() {
-            return Ok(None);
-        }
-        issue_reset_token(conn, &st, &user)?;
-        Ok::<_, IdentityError>(Some(()))
-    })
-    .await?;
-    if issued.is_some() {
-        nudge(&state);
-    }
-    Ok(message("if the address is registered, a password reset token has been sent"))
+    let client = client(&state, &req);
+    Ok(HttpResponse::Ok().json(account::forgot_password(&state, &client, body.into_inner()).await?))
 }
 
 async fn reset_password(
@@ -552,37 +490,6 @@ async fn reset_password(
     req: HttpRequest,
     body: Valid<ResetPasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    limit(&state, &client(&state, &req)).await?;
-    let body = body.into_inner();
-    let hash = password::hash(body.new_password).await.map_err(ApiError::internal)?;
-    let token_hash = state.keys.hash(&body.token);
-    let (user, revoked) = storage::transaction(&state.db, move |conn| {
-        let row: Option<(i64, UserId)> = password_resets::table
-            .filter(password_resets::token_hash.eq(&token_hash))
-            .filter(password_resets::used_at.is_null())
-            .filter(password_resets::expires_at.gt(Utc::now()))
-            .select((password_resets::id, password_resets::user_id))
-            .for_update()
-            .first(conn)
-            .optional()?;
-        let Some((id, uid)) = row else {
-            return Err(IdentityError::InvalidToken("reset token is invalid, used or expired"));
-        };
-        diesel::update(password_resets::table.find(id)).set(password_resets::used_at.eq(Utc::now())).execute(conn)?;
-        // The e-mail round trip also proves the address.
-        diesel::update(users::table.find(uid))
-            .set((users::password_hash.eq(&hash), users::updated_at.eq(Utc::now())))
-            .execute(conn)?;
-        diesel::update(users::table.find(uid).filter(users::email_verified_at.is_null()))
-            .set(users::email_verified_at.eq(Utc::now()))
-            .execute(conn)?;
-        let revoked = sessions::revoke_user_sessions(conn, uid, None)?;
-        user_event(conn, "password.changed", uid, serde_json::json!({ "via": "reset" }))?;
-        Ok((model::find_user(conn, uid)?, revoked))
-    })
-    .await?;
-    sessions::flag_revoked(&state, &revoked).await?;
-    sessions::clear_failures(&state, &user.email).await?;
-    nudge(&state);
-    Ok(message("password reset; log in with the new password"))
+    let client = client(&state, &req);
+    Ok(HttpResponse::Ok().json(account::reset_password(&state, &client, body.into_inner()).await?))
 }

@@ -2,6 +2,7 @@
 //! request run through the actor ledger (card checks → reservation → group commit → reply), plus
 //! the queries over operations.
 
+pub mod archive;
 pub mod execute;
 pub mod idempotency;
 pub mod inflight;

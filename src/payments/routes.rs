@@ -19,7 +19,6 @@ use crate::payments::execute;
 use crate::payments::recipient::{self, RecipientPreview, RecipientPreviewRequest};
 use crate::payments::service;
 use crate::payments::{idempotency, methods, OperationView, PaymentError};
-use crate::storage;
 
 /// The operation kinds with their URL segment.
 const KINDS: &[(&str, &str)] =
@@ -298,12 +297,7 @@ async fn archive(
     let kind = kind_of(&req)?;
     let id = parse_id(&id)?;
     let archive = req.path().ends_with("/archive");
-    let op = storage::run(&state.db, move |conn| {
-        let op = service::find_op(conn, kind, id)?;
-        service::set_archived(conn, &op, archive)
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(OperationView::from(op)))
+    Ok(HttpResponse::Ok().json(crate::payments::archive::set(&state, kind, id, archive).await?))
 }
 
 async fn purge() -> Result<HttpResponse, ApiError> {

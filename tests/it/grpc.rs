@@ -22,13 +22,13 @@ use payd::grpc::proto::users_client::UsersClient;
 use crate::common::merchant;
 use crate::common::{TestApp, PASSWORD};
 
-async fn channel(app: &TestApp) -> Channel {
+pub(crate) async fn channel(app: &TestApp) -> Channel {
     assert_ne!(app.grpc_port, 0, "the gRPC server is not running");
     Channel::from_shared(format!("http://127.0.0.1:{}", app.grpc_port)).unwrap().connect().await.unwrap()
 }
 
 /// A request with a bearer token and optional idempotency key.
-fn authed<T>(msg: T, token: &str, key: Option<&str>) -> Request<T> {
+pub(crate) fn authed<T>(msg: T, token: &str, key: Option<&str>) -> Request<T> {
     let mut r = Request::new(msg);
     r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     if let Some(k) = key {
@@ -47,7 +47,7 @@ fn keyed<T>(msg: T, api_key: &str, key: &str) -> Request<T> {
 
 /// Asserts the code and the ErrorInfo reason (the HTTP error code) of a refused call, and that
 /// the details carry the request id; returns the ErrorInfo metadata.
-fn expect_status(s: &Status, code: Code, reason: &str) -> HashMap<String, String> {
+pub(crate) fn expect_status(s: &Status, code: Code, reason: &str) -> HashMap<String, String> {
     assert_eq!(s.code(), code, "{s:?}");
     let info = s.get_details_error_info().unwrap_or_else(|| panic!("no ErrorInfo in {s:?}"));
     assert_eq!(info.reason, reason, "{s:?}");
@@ -57,11 +57,11 @@ fn expect_status(s: &Status, code: Code, reason: &str) -> HashMap<String, String
     info.metadata
 }
 
-fn topup(card: i64, amount: i64) -> proto::TopUpRequest {
+pub(crate) fn topup(card: i64, amount: i64) -> proto::TopUpRequest {
     proto::TopUpRequest { card_id: card, amount, method: "bca".into(), currency: String::new() }
 }
 
-fn debit_card() -> proto::IssueCardRequest {
+pub(crate) fn debit_card() -> proto::IssueCardRequest {
     proto::IssueCardRequest {
         card_type: proto::CardType::Debit.into(),
         brand: "visa".into(),
@@ -72,7 +72,7 @@ fn debit_card() -> proto::IssueCardRequest {
 }
 
 /// Registers, verifies and logs in over gRPC; returns (user id, access token).
-async fn grpc_user(app: &TestApp, auth: &mut AuthClient<Channel>, email: &str) -> (i64, String) {
+pub(crate) async fn grpc_user(app: &TestApp, auth: &mut AuthClient<Channel>, email: &str) -> (i64, String) {
     let user = auth
         .register(proto::RegisterRequest {
             first_name: "Grpc".into(),
