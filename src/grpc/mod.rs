@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod convert;
+mod merchants;
 mod services;
 
 use std::net::TcpListener;

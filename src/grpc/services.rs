@@ -14,7 +14,7 @@ use crate::app::AppState;
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
 use crate::http::pagination::encode_cursor;
-use crate::payments::{Operation, OperationView};
+use crate::payments::Operation;
 use crate::storage::schema::operations;
 use crate::storage::{self, StorageError};
 
@@ -62,12 +62,12 @@ pub fn add<L>(router: Router<L>, state: &AppState) -> Router<L> {
 /// Every service is this one adapter over the application state.
 #[derive(Clone)]
 pub struct Api {
-    state: AppState,
+    pub(super) state: AppState,
 }
 
-type Answer<T> = Result<Response<T>, Status>;
+pub(super) type Answer<T> = Result<Response<T>, Status>;
 
-fn ok<T>(value: T) -> Answer<T> {
+pub(super) fn ok<T>(value: T) -> Answer<T> {
     Ok(Response::new(value))
 }
 
@@ -207,22 +207,6 @@ fn ledger_kind(raw: i32) -> Result<&'static str, Status> {
 }
 
 /// The payment kinds filter of the payment lists (UNSPECIFIED: payments and refunds).
-fn payment_kind(raw: i32) -> Result<Option<String>, Status> {
-    let kind = proto::OperationKind::try_from(raw).map_err(|_| invalid("kind", format!("kind has no value {raw}")))?;
-    match convert::kind_name(kind) {
-        None => Ok(None),
-        Some(k @ ("payment" | "refund")) => Ok(Some(k.to_owned())),
-        Some(_) => Err(invalid("kind", "kind must be PAYMENT or REFUND")),
-    }
-}
-
-fn payments_page(page: crate::http::pagination::Page<OperationView>) -> proto::ListPaymentsResponse {
-    proto::ListPaymentsResponse {
-        items: page.items.into_iter().map(convert::operation).collect(),
-        next_cursor: page.next_cursor.unwrap_or_default(),
-    }
-}
-
 fn operation_id(raw: &str) -> Result<uuid::Uuid, Status> {
     raw.parse().map_err(|_| status(ApiError::not_found("operation")))
 }
@@ -412,134 +396,6 @@ async fn watch(
             () = tx.closed() => return,
             stop = state.shutdown.sleep(WATCH_POLL) => if stop { return },
         }
-    }
-}
-
-#[tonic::async_trait]
-impl proto::payments_server::Payments for Api {
-    async fn pay(&self, req: Request<proto::PayRequest>) -> Answer<proto::Operation> {
-        let key = convert::merchant(&req).ok_or_else(|| status(crate::merchants::MerchantError::MissingKey.into()))?;
-        let idem = convert::idempotency_key(&req)?;
-        let m = req.into_inner();
-        let body = validated(crate::merchants::payments::PaymentRequest {
-            card_number: m.card_number,
-            expiry_month: m.expiry_month,
-            expiry_year: m.expiry_year,
-            cvv: m.cvv,
-            amount: m.amount,
-            method: m.method,
-            order_ref: m.order_ref,
-            currency: opt(m.currency),
-        })?;
-        convert::operation_reply(
-            crate::merchants::payments::charge(&self.state, &key, idem, body).await.map_err(status)?,
-        )
-    }
-
-    async fn refund(&self, req: Request<proto::RefundRequest>) -> Answer<proto::Operation> {
-        let key = convert::merchant(&req);
-        let admin: Option<AuthUser> = req.extensions().get::<AuthUser>().cloned();
-        let idem = convert::idempotency_key(&req)?;
-        let m = req.into_inner();
-        let id = m.payment_id.parse().map_err(|_| status(ApiError::not_found("payment")))?;
-        let body = validated(crate::merchants::payments::RefundRequest { amount: m.amount, reason: opt(m.reason) })?;
-        convert::operation_reply(
-            crate::merchants::payments::refund_payment(&self.state, key, admin, idem, id, body)
-                .await
-                .map_err(status)?,
-        )
-    }
-
-    async fn get_payment(&self, req: Request<proto::GetPaymentRequest>) -> Answer<proto::Operation> {
-        let user = convert::user(&req)?;
-        let id = req.into_inner().id.parse().map_err(|_| status(ApiError::not_found("payment")))?;
-        let view = crate::merchants::payments::payment(&self.state, user, id).await.map_err(status)?;
-        ok(convert::operation(view))
-    }
-
-    async fn list_payments(&self, req: Request<proto::ListPaymentsRequest>) -> Answer<proto::ListPaymentsResponse> {
-        use crate::merchants::payments::{list_for_owner, list_payments, PaymentListQuery, Viewer};
-        let user = convert::user(&req)?;
-        let m = req.into_inner();
-        let q = PaymentListQuery {
-            page: convert::page(m.page),
-            kind: payment_kind(m.kind)?,
-            ..PaymentListQuery::default()
-        };
-        let page = match m.merchant_id {
-            Some(id) => list_for_owner(&self.state, user, id.into(), q).await,
-            None => {
-                let viewer = if user.is_admin() { Viewer::Admin } else { Viewer::Customer(user.user_id) };
-                list_payments(&self.state, viewer, q).await
-            }
-        };
-        ok(payments_page(page.map_err(status)?))
-    }
-
-    async fn list_merchant_payments(
-        &self,
-        req: Request<proto::ListMerchantPaymentsRequest>,
-    ) -> Answer<proto::ListPaymentsResponse> {
-        use crate::merchants::payments::{list_payments, PaymentListQuery, Viewer};
-        let key = convert::merchant(&req).ok_or_else(|| status(crate::merchants::MerchantError::MissingKey.into()))?;
-        let m = req.into_inner();
-        let q = PaymentListQuery {
-            page: convert::page(m.page),
-            kind: payment_kind(m.kind)?,
-            ..PaymentListQuery::default()
-        };
-        let page = list_payments(&self.state, Viewer::Merchant(key.merchant_id), q).await.map_err(status)?;
-        ok(payments_page(page))
-    }
-}
-
-#[tonic::async_trait]
-impl proto::merchants_server::Merchants for Api {
-    async fn apply_merchant(&self, req: Request<proto::ApplyMerchantRequest>) -> Answer<proto::Merchant> {
-        let user = convert::user(&req)?;
-        let m = req.into_inner();
-        let body = validated(crate::merchants::routes::ApplyRequest {
-            business_name: m.business_name,
-            contact_email: m.contact_email,
-            category: m.category,
-            website: opt(m.website),
-            description: opt(m.description),
-        })?;
-        ok(convert::merchant_message(crate::merchants::service::apply(&self.state, user, body).await.map_err(status)?))
-    }
-
-    async fn get_merchant(&self, req: Request<proto::GetMerchantRequest>) -> Answer<proto::Merchant> {
-        let user = convert::user(&req)?;
-        let id = req.into_inner().id;
-        ok(convert::merchant_message(
-            crate::merchants::service::get(&self.state, user, id.into()).await.map_err(status)?,
-        ))
-    }
-
-    async fn create_api_key(&self, req: Request<proto::CreateApiKeyRequest>) -> Answer<proto::CreatedApiKey> {
-        let user = convert::user(&req)?;
-        let m = req.into_inner();
-        let body = validated(crate::merchants::routes::KeyRequest { label: opt(m.label) })?;
-        let created = crate::merchants::service::create_key(&self.state, user, m.merchant_id.into(), body)
-            .await
-            .map_err(status)?;
-        ok(proto::CreatedApiKey { key: Some(convert::api_key(created.key)), api_key: created.api_key })
-    }
-
-    async fn list_api_keys(&self, req: Request<proto::ListApiKeysRequest>) -> Answer<proto::ListApiKeysResponse> {
-        let user = convert::user(&req)?;
-        let id = req.into_inner().merchant_id;
-        let keys = crate::merchants::service::list_keys(&self.state, user, id.into()).await.map_err(status)?;
-        ok(proto::ListApiKeysResponse { items: keys.into_iter().map(convert::api_key).collect() })
-    }
-
-    async fn revoke_api_key(&self, req: Request<proto::RevokeApiKeyRequest>) -> Answer<proto::ApiKey> {
-        let user = convert::user(&req)?;
-        let m = req.into_inner();
-        let view = crate::merchants::service::revoke_key(&self.state, user, m.merchant_id.into(), m.id.into())
-            .await
-            .map_err(status)?;
-        ok(convert::api_key(view))
     }
 }
 
@@ -755,50 +611,6 @@ impl proto::stats_server::Stats for Api {
                     methods: t.methods.into_iter().map(stats_figure).collect(),
                 })
                 .collect(),
-        })
-    }
-}
-
-#[tonic::async_trait]
-impl proto::admin_server::Admin for Api {
-    async fn get_events_status(&self, _req: Request<proto::GetEventsStatusRequest>) -> Answer<proto::EventsStatus> {
-        let s = crate::events::routes::events_status(&self.state).await.map_err(status)?;
-        ok(proto::EventsStatus {
-            broker: s.broker.to_owned(),
-            outbox_depth: s.outbox_depth,
-            outbox_oldest_age_secs: s.outbox_oldest_age_secs,
-            emails_pending: s.emails_pending,
-            emails_dead: s.emails_dead,
-            webhooks_pending: s.webhooks_pending,
-            webhooks_dead: s.webhooks_dead,
-            dead_letters: s.dead_letters,
-        })
-    }
-
-    async fn list_dead_letters(
-        &self,
-        req: Request<proto::ListDeadLettersRequest>,
-    ) -> Answer<proto::ListDeadLettersResponse> {
-        let m = req.into_inner();
-        let q = crate::events::routes::DeadLetterQuery { page: convert::page(m.page), kind: opt(m.kind) };
-        let page = crate::events::routes::dead_letters_page(&self.state, q).await.map_err(status)?;
-        ok(proto::ListDeadLettersResponse {
-            items: page
-                .items
-                .into_iter()
-                .map(|d| proto::DeadLetter {
-                    id: d.id,
-                    kind: d.kind,
-                    consumer: d.consumer,
-                    reference: d.reference,
-                    event_id: d.event_id.map(|e| e.to_string()).unwrap_or_default(),
-                    reason: d.reason,
-                    payload: d.payload,
-                    attempts: d.attempts,
-                    created_at: Some(convert::timestamp(d.created_at)),
-                })
-                .collect(),
-            next_cursor: page.next_cursor.unwrap_or_default(),
         })
     }
 }

@@ -20,6 +20,7 @@ mod events_rabbitmq;
 mod events_webhooks;
 mod grpc;
 mod grpc_admin;
+mod grpc_merchants;
 mod identity_abuse;
 mod identity_admin;
 mod identity_flow;
