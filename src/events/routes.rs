@@ -13,6 +13,7 @@ use crate::events::schema::{dead_letters, email_jobs, webhook_deliveries};
 use crate::http::error::ApiError;
 use crate::http::pagination::{Page, PageQuery};
 use crate::http::routes::{Api, ADMIN};
+use crate::storage::schema::outbox as outbox_rows;
 use crate::storage::{self, StorageError};
 
 pub fn register(api: &mut Api) {
@@ -34,6 +35,15 @@ pub fn register(api: &mut Api) {
         web::get().to(list_dead_letters),
     );
     r.query(&["kind", "limit", "cursor"]).responds_page::<DeadLetterView>(s);
+    let (r, s) = api.route(
+        Method::POST,
+        "/api/v1/admin/dead-letters/{id}/redrive",
+        ADMIN,
+        "admin",
+        "Re-queue a dead-lettered broker message for publishing (idempotent)",
+        web::post().to(redrive),
+    );
+    r.responds::<DeadLetterView>(200, s);
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -94,6 +104,8 @@ pub struct DeadLetterView {
     pub payload: Option<String>,
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
+    /// When an admin re-queued its event for publishing (`null`: never).
+    pub redriven_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -137,4 +149,72 @@ pub async fn dead_letters_page(state: &AppState, q: DeadLetterQuery) -> Result<P
     })
     .await?;
     Ok(Page::from_rows(rows, limit, |d| d.id))
+}
+
+async fn redrive(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(redrive_dead_letter(&state, id.into_inner()).await?))
+}
+
+/// Re-queues the event of a dead-lettered broker message (`kind = message`) for publishing: its
+/// outbox row becomes unpublished, so the relay publishes it again and consumers that handled it
+/// before skip it as a duplicate. Idempotent: a dead letter already redriven is answered as it is,
+/// without queueing the event a second time (both transports).
+///
+/// # Errors
+/// 404 unknown dead letter; 409 `not_redrivable` for e-mail and webhook dead letters (they are
+/// retried by their own queues), messages without an event id, or an event no longer in the
+/// outbox; a storage error.
+pub async fn redrive_dead_letter(state: &AppState, id: i64) -> Result<DeadLetterView, ApiError> {
+    let view = storage::transaction(&state.db, move |conn| {
+        let dl: DeadLetterView = dead_letters::table
+            .find(id)
+            .select(DeadLetterView::as_select())
+            .for_update()
+            .first(conn)
+            .optional()?
+            .ok_or(RedriveError::NotFound)?;
+        if dl.redriven_at.is_some() {
+            return Ok(dl);
+        }
+        if dl.kind != "message" {
+            return Err(RedriveError::NotRedrivable(format!(
+                "a dead letter of kind {} is retried by its own queue, not redriven",
+                dl.kind
+            )));
+        }
+        let Some(event_id) = dl.event_id else {
+            return Err(RedriveError::NotRedrivable("the dead-lettered message had no event id".into()));
+        };
+        let requeued = diesel::update(outbox_rows::table.filter(outbox_rows::event_id.eq(event_id)))
+            .set(outbox_rows::published_at.eq(None::<DateTime<Utc>>))
+            .execute(conn)?;
+        if requeued == 0 {
+            return Err(RedriveError::NotRedrivable(format!("event {event_id} is no longer in the outbox")));
+        }
+        Ok(diesel::update(dead_letters::table.find(id))
+            .set(dead_letters::redriven_at.eq(Utc::now()))
+            .returning(DeadLetterView::as_returning())
+            .get_result(conn)?)
+    })
+    .await?;
+    crate::metrics::count("dead_letter_redrive", &view.kind);
+    state.events.nudge_relay();
+    Ok(view)
+}
+
+/// Why a dead letter cannot be redriven; mapped to HTTP in `http::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum RedriveError {
+    #[error("dead letter not found")]
+    NotFound,
+    #[error("{0}")]
+    NotRedrivable(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<diesel::result::Error> for RedriveError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Storage(e.into())
+    }
 }

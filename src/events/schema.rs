@@ -39,6 +39,7 @@ diesel::table! {
         payload -> Nullable<Text>,
         attempts -> Int4,
         created_at -> Timestamptz,
+        redriven_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -27,7 +27,7 @@ pub const DOMAIN: &str = "payd";
 /// The gRPC code for an HTTP status of the API (the same error, the other transport).
 pub fn code_for(status: StatusCode) -> Code {
     match status.as_u16() {
-        400 | 422 => Code::InvalidArgument,
+        400 | 415 | 422 => Code::InvalidArgument,
         401 => Code::Unauthenticated,
         402 | 423 => Code::FailedPrecondition,
         403 => Code::PermissionDenied,

@@ -8,6 +8,7 @@ pub mod access;
 pub mod convert;
 mod identity;
 mod ledger;
+mod merchants;
 mod services;
 
 use std::net::TcpListener;

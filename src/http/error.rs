@@ -295,6 +295,18 @@ impl From<WebhookError> for ApiError {
     }
 }
 
+impl From<crate::events::routes::RedriveError> for ApiError {
+    fn from(e: crate::events::routes::RedriveError) -> Self {
+        use crate::events::routes::RedriveError as E;
+        let msg = e.to_string();
+        match e {
+            E::NotFound => Self::not_found("dead letter"),
+            E::NotRedrivable(_) => Self::conflict("not_redrivable", msg),
+            E::Storage(s) => s.into(),
+        }
+    }
+}
+
 impl From<crate::stats::StatsError> for ApiError {
     fn from(e: crate::stats::StatsError) -> Self {
         use crate::stats::StatsError as E;

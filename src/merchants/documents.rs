@@ -26,7 +26,7 @@ use crate::http::pagination::{search_opt, Page, PageQuery};
 use crate::http::routes::{Access, Api, ADMIN};
 use crate::ids::{DocumentId, MerchantId};
 use crate::ledger::NewEvent;
-use crate::merchants::routes::{emit, merchant_event, read_upload, DocumentView, DOC_TYPES};
+use crate::merchants::routes::{emit, merchant_event, read_upload, DocumentView, Incoming, ReviewRequest, DOC_TYPES};
 use crate::merchants::{find, find_for, Merchant, MerchantError};
 use crate::storage::schema::merchant_documents;
 use crate::storage::text_enum::text_enum;
@@ -144,10 +144,24 @@ async fn replace(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (id, doc_id) = path.into_inner();
-    // Refuse early (before reading and storing the file) what would be refused after.
-    let u = user.clone();
+    let old_type = replaceable(&state, user.clone(), id, doc_id).await?;
+    let file = read_upload(&state, &req, &user, id, payload, Some(&old_type)).await?;
+    Ok(HttpResponse::Created().json(replace_document(&state, id, doc_id, file).await?))
+}
+
+/// Refuses early (before a replacement file is read and stored) what [`replace_document`] would
+/// refuse after; answers the replaced document's type.
+///
+/// # Errors
+/// 404 not the caller's merchant or unknown document, 409 superseded; a storage error.
+pub async fn replaceable(
+    state: &AppState,
+    user: AuthUser,
+    id: MerchantId,
+    doc_id: DocumentId,
+) -> Result<String, ApiError> {
     let old_type = storage::run(&state.db, move |conn| {
-        find_for(conn, id, &u)?;
+        find_for(conn, id, &user)?;
         let old = find_doc(conn, id, doc_id)?;
         match old.superseded_by {
             Some(newer) => Err(MerchantError::DocumentSuperseded(newer)),
@@ -155,7 +169,19 @@ async fn replace(
         }
     })
     .await?;
-    let file = read_upload(&state, &req, &user, id, payload, Some(&old_type)).await?;
+    Ok(old_type)
+}
+
+/// Records a stored replacement file as the new version of document `doc_id` (both transports).
+///
+/// # Errors
+/// 404, 409 superseded, 400 a different `doc_type`; a storage error.
+pub async fn replace_document(
+    state: &AppState,
+    id: MerchantId,
+    doc_id: DocumentId,
+    file: Incoming,
+) -> Result<DocumentView, ApiError> {
     let doc = storage::transaction(&state.db, move |conn| {
         let m = find(conn, id)?;
         let old: DocumentView = merchant_documents::table
@@ -198,7 +224,7 @@ async fn replace(
     })
     .await?;
     crate::metrics::count("merchant_document", "replaced");
-    Ok(HttpResponse::Created().json(doc))
+    Ok(doc)
 }
 
 /// Withdraws a document still waiting for review (the merchant's owner only; anyone else's answers
@@ -209,6 +235,19 @@ async fn withdraw(
     path: web::Path<(MerchantId, DocumentId)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, doc_id) = path.into_inner();
+    Ok(HttpResponse::Ok().json(withdraw_document(&state, user, id, doc_id).await?))
+}
+
+/// Withdraws a document still waiting for review (the merchant's owner only; both transports).
+///
+/// # Errors
+/// 404, 409 superseded, reviewed or already withdrawn; a storage error.
+pub async fn withdraw_document(
+    state: &AppState,
+    user: AuthUser,
+    id: MerchantId,
+    doc_id: DocumentId,
+) -> Result<DocumentView, ApiError> {
     let doc = storage::transaction(&state.db, move |conn| {
         let m = find(conn, id)?;
         if m.owner_id != user.user_id {
@@ -240,7 +279,7 @@ async fn withdraw(
         Ok::<_, MerchantError>(doc)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(doc))
+    Ok(doc)
 }
 
 /// Every version of the document chain `doc_id` belongs to, oldest first (owner or admin).
@@ -250,6 +289,20 @@ async fn versions(
     path: web::Path<(MerchantId, DocumentId)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, doc_id) = path.into_inner();
+    Ok(HttpResponse::Ok().json(document_versions(&state, user, id, doc_id).await?))
+}
+
+/// Every version of the document chain `doc_id` belongs to, oldest first (owner or admin; both
+/// transports).
+///
+/// # Errors
+/// 404; a storage error.
+pub async fn document_versions(
+    state: &AppState,
+    user: AuthUser,
+    id: MerchantId,
+    doc_id: DocumentId,
+) -> Result<Vec<DocumentView>, ApiError> {
     let docs = storage::run(&state.db, move |conn| {
         find_for(conn, id, &user)?;
         let doc = find_doc(conn, id, doc_id)?;
@@ -264,7 +317,7 @@ async fn versions(
         Ok::<_, MerchantError>(chain(all, doc_id))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(docs))
+    Ok(docs)
 }
 
 /// The versions linked to `doc_id` (through `replaces_id`/`superseded_by`), oldest first.
@@ -385,6 +438,155 @@ async fn queue(state: web::Data<AppState>, q: web::Query<QueueQuery>) -> Result<
     })
     .await?;
     Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |d| d.id.get()).with_total(total)))
+}
+
+/// Records a stored upload as a new document waiting for review (both transports).
+///
+/// # Errors
+/// 422 naming `doc_type` when it was not sent, 404; a storage error.
+pub async fn upload_document(state: &AppState, id: MerchantId, file: Incoming) -> Result<DocumentView, ApiError> {
+    let doc_type = file.doc_type.clone().ok_or_else(|| ApiError::validation("doc_type", "doc_type is required"))?;
+    let doc = storage::transaction(&state.db, move |conn| {
+        let m = find(conn, id)?;
+        let doc: DocumentView = diesel::insert_into(merchant_documents::table)
+            .values((
+                merchant_documents::merchant_id.eq(id),
+                merchant_documents::doc_type.eq(&doc_type),
+                merchant_documents::file_name.eq(&file.file_name),
+                merchant_documents::content_type.eq(file.content_type),
+                merchant_documents::size_bytes.eq(file.size),
+                merchant_documents::sha256.eq(&file.sha256),
+                merchant_documents::storage_key.eq(&file.storage_key),
+            ))
+            .returning(DocumentView::as_returning())
+            .get_result(conn)?;
+        emit(conn, document_event("document.submitted", &m, &doc, serde_json::Value::Null))?;
+        Ok::<_, MerchantError>(doc)
+    })
+    .await?;
+    Ok(doc)
+}
+
+/// Refuses a caller who may not see merchant `id` (owner or admin) before an upload is received.
+///
+/// # Errors
+/// 404; a storage error.
+pub async fn check_visible(state: &AppState, user: AuthUser, id: MerchantId) -> Result<(), ApiError> {
+    storage::run(&state.db, move |conn| find_for(conn, id, &user)).await?;
+    Ok(())
+}
+
+/// The merchant's current documents (the newest version of each), oldest first; `search`: file
+/// name or type (both transports).
+///
+/// # Errors
+/// 404, 422 naming `search`; a storage error.
+pub async fn list_documents(
+    state: &AppState,
+    user: AuthUser,
+    id: MerchantId,
+    search: Option<String>,
+) -> Result<Vec<DocumentView>, ApiError> {
+    let pattern = search_opt(search.as_deref())?;
+    let docs = storage::run(&state.db, move |conn| {
+        find_for(conn, id, &user)?;
+        let mut query = merchant_documents::table
+            .filter(merchant_documents::merchant_id.eq(id))
+            .filter(merchant_documents::superseded_by.is_null())
+            .select(DocumentView::as_select())
+            .order(merchant_documents::id.asc())
+            .into_boxed();
+        if let Some(p) = pattern {
+            query = query.filter(matches(p));
+        }
+        Ok::<_, MerchantError>(query.load(conn)?)
+    })
+    .await?;
+    Ok(docs)
+}
+
+/// A document's stored file.
+pub struct DocumentContent {
+    pub content_type: String,
+    pub file_name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The file of a document version (owner or admin; both transports).
+///
+/// # Errors
+/// 404; a storage or blob store error.
+pub async fn document_content(
+    state: &AppState,
+    user: AuthUser,
+    id: MerchantId,
+    doc_id: DocumentId,
+) -> Result<DocumentContent, ApiError> {
+    let (content_type, file_name, key) = storage::run(&state.db, move |conn| {
+        find_for(conn, id, &user)?;
+        merchant_documents::table
+            .filter(merchant_documents::id.eq(doc_id))
+            .filter(merchant_documents::merchant_id.eq(id))
+            .select((merchant_documents::content_type, merchant_documents::file_name, merchant_documents::storage_key))
+            .first::<(String, String, String)>(conn)
+            .optional()?
+            .ok_or(MerchantError::DocumentNotFound)
+    })
+    .await?;
+    let blobs = state.blobs.clone();
+    let bytes = tokio::task::spawn_blocking(move || blobs.get(&key))
+        .await
+        .map_err(|e| MerchantError::Blob(e.to_string()))?
+        .map_err(MerchantError::Blob)?;
+    Ok(DocumentContent { content_type, file_name, bytes })
+}
+
+/// An admin's review of the current version of a document: approve or reject (both transports).
+///
+/// # Errors
+/// 404, 409 superseded, withdrawn or changed meanwhile; a storage error.
+pub async fn review_document(
+    state: &AppState,
+    admin: AuthUser,
+    id: MerchantId,
+    doc_id: DocumentId,
+    b: ReviewRequest,
+) -> Result<DocumentView, ApiError> {
+    let doc = storage::transaction(&state.db, move |conn| {
+        let m = find(conn, id)?;
+        let status = if b.decision == "approve" { DocumentStatus::Approved } else { DocumentStatus::Rejected };
+        // Reviews apply to the current version only, and a withdrawn document is not reviewed.
+        let current = find_doc(conn, id, doc_id)?;
+        reviewable(&current)?;
+        let doc: DocumentView = diesel::update(
+            merchant_documents::table
+                .filter(merchant_documents::id.eq(doc_id))
+                .filter(merchant_documents::merchant_id.eq(id))
+                .filter(merchant_documents::superseded_by.is_null())
+                .filter(merchant_documents::status.ne(DocumentStatus::Withdrawn)),
+        )
+        .set((
+            merchant_documents::status.eq(status),
+            merchant_documents::review_note.eq(b.note.clone()),
+            merchant_documents::reviewed_by.eq(admin.user_id),
+            merchant_documents::reviewed_at.eq(Utc::now()),
+        ))
+        .returning(DocumentView::as_returning())
+        .get_result(conn)
+        .optional()?
+        .ok_or(MerchantError::DocumentChanged)?;
+        emit(
+            conn,
+            merchant_event(
+                "document.reviewed",
+                &m,
+                serde_json::json!({"document_id": doc.id, "doc_type": doc.doc_type, "status": status, "note": b.note}),
+            ),
+        )?;
+        Ok::<_, MerchantError>(doc)
+    })
+    .await?;
+    Ok(doc)
 }
 
 #[cfg(test)]

@@ -130,12 +130,20 @@ async fn archive(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let archive = req.path().ends_with("/archive");
+    Ok(HttpResponse::Ok().json(set_payment_archived(&state, id, archive).await?))
+}
+
+/// Archives (`archive`) or restores a payment (admin; both transports).
+///
+/// # Errors
+/// 404 unknown payment, 409 already in that state; a storage error.
+pub async fn set_payment_archived(state: &AppState, id: uuid::Uuid, archive: bool) -> Result<OperationView, ApiError> {
     let op = storage::run(&state.db, move |conn| {
         let p = find_payment(conn, id)?;
         crate::payments::service::set_archived(conn, &p, archive).map_err(ApiError::from)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(OperationView::from(op)))
+    Ok(OperationView::from(op))
 }
 
 async fn purge() -> Result<HttpResponse, ApiError> {
@@ -793,6 +801,14 @@ async fn refunds_of(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
+    Ok(HttpResponse::Ok().json(refunds(&state, user, id).await?))
+}
+
+/// The refunds of a payment the caller may see, oldest first (both transports).
+///
+/// # Errors
+/// 404 unknown payment or not visible to the caller; a storage error.
+pub async fn refunds(state: &AppState, user: AuthUser, id: uuid::Uuid) -> Result<Vec<OperationView>, ApiError> {
     let rows = storage::run(&state.db, move |conn| {
         let p = find_payment(conn, id)?;
         if !may_see(conn, &user, &p)? {
@@ -806,5 +822,5 @@ async fn refunds_of(
             .load::<Operation>(conn)?)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(rows.into_iter().map(OperationView::from).collect::<Vec<_>>()))
+    Ok(rows.into_iter().map(OperationView::from).collect())
 }

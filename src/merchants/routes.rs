@@ -14,16 +14,15 @@ use validator::Validate;
 use crate::app::AppState;
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
-use crate::http::pagination::{search_opt, Page, PageQuery};
+use crate::http::pagination::{Page, PageQuery};
 use crate::http::routes::{Access, Api, ADMIN};
 use crate::http::Valid;
 use crate::identity::admin::StatusFilter;
-use crate::identity::model::{self, ROLE_MERCHANT};
 use crate::ids::{AccountId, ApiKeyId, DocumentId, MerchantId, UserId};
 use crate::ledger::NewEvent;
 use crate::merchants::documents::DocumentStatus;
-use crate::merchants::{find, find_for, keys, service, transition, Merchant, MerchantError, MerchantStatus};
-use crate::storage::schema::{accounts, merchant_api_keys, merchant_documents, merchants, outbox};
+use crate::merchants::{find, find_for, keys, service, Merchant, MerchantError, MerchantStatus};
+use crate::storage::schema::{merchant_api_keys, merchant_documents, merchants, outbox};
 use crate::storage::{self, StorageError};
 
 pub const DOC_TYPES: &[&str] = &["business_licence", "owner_identity", "tax_id", "bank_statement"];
@@ -70,8 +69,8 @@ pub fn register(api: &mut Api) {
         web::patch().to(update),
     );
     r.body::<ProfileRequest>(s).responds::<Merchant>(200, s);
-    for action in ["approve", "reject", "suspend", "reactivate", "close", "archive", "restore"] {
-        let path = format!("/api/v1/merchants/{{id}}/{action}");
+    for action in Decision::ALL {
+        let path = format!("/api/v1/merchants/{{id}}/{}", action.as_str());
         let (r, s) = api.route(Method::POST, &path, ADMIN, t, "Admin decision on a merchant", web::post().to(decide));
         r.body::<DecisionRequest>(s).optional_body().responds::<Merchant>(200, s);
     }
@@ -233,14 +232,55 @@ pub struct DecisionRequest {
     pub reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct MerchantListQuery {
     #[serde(flatten)]
-    page: PageQuery,
-    status: Option<String>,
-    search: Option<String>,
+    pub page: PageQuery,
+    pub status: Option<String>,
+    pub search: Option<String>,
     #[serde(default)]
-    archived: StatusFilter,
+    pub archived: StatusFilter,
+}
+
+/// An admin decision on a merchant (`POST /api/v1/merchants/{id}/{action}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Reject,
+    Suspend,
+    Reactivate,
+    Close,
+    Archive,
+    Restore,
+}
+
+impl Decision {
+    pub const ALL: [Decision; 7] = [
+        Decision::Approve,
+        Decision::Reject,
+        Decision::Suspend,
+        Decision::Reactivate,
+        Decision::Close,
+        Decision::Archive,
+        Decision::Restore,
+    ];
+
+    /// The action's name, as in the route path.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Reject => "reject",
+            Decision::Suspend => "suspend",
+            Decision::Reactivate => "reactivate",
+            Decision::Close => "close",
+            Decision::Archive => "archive",
+            Decision::Restore => "restore",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Decision> {
+        Decision::ALL.into_iter().find(|d| d.as_str() == s)
+    }
 }
 
 #[derive(Serialize, Queryable, Selectable, utoipa::ToSchema)]
@@ -362,7 +402,7 @@ async fn apply(
     Ok(HttpResponse::Created().json(service::apply(&state, user, body.into_inner()).await?))
 }
 
-fn merchants_matching(
+pub(super) fn merchants_matching(
     user: &AuthUser,
     status: Option<String>,
     pattern: Option<String>,
@@ -403,34 +443,7 @@ async fn list(
     user: AuthUser,
     q: web::Query<MerchantListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = q.into_inner();
-    let (limit, cursor, with_total) = q.page.resolve_with_total()?;
-    if let Some(s) = q.status.as_deref() {
-        if s.parse::<MerchantStatus>().is_err() {
-            return Err(ApiError::validation(
-                "status",
-                "status must be pending, active, rejected, suspended or closed",
-            ));
-        }
-    }
-    let pattern = search_opt(q.search.as_deref())?;
-    let (rows, total) = storage::run(&state.db, move |conn| {
-        let total: Option<i64> = if with_total {
-            Some(merchants_matching(&user, q.status.clone(), pattern.clone(), q.archived).count().get_result(conn)?)
-        } else {
-            None
-        };
-        let mut query = merchants_matching(&user, q.status, pattern, q.archived)
-            .select(Merchant::as_select())
-            .order(merchants::id.desc())
-            .limit(limit + 1);
-        if let Some(c) = cursor {
-            query = query.filter(merchants::id.lt(c));
-        }
-        Ok::<_, StorageError>((query.load::<Merchant>(conn)?, total))
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |m| m.id.get()).with_total(total)))
+    Ok(HttpResponse::Ok().json(service::list(&state, user, q.into_inner()).await?))
 }
 
 async fn get(state: web::Data<AppState>, user: AuthUser, id: web::Path<MerchantId>) -> Result<HttpResponse, ApiError> {
@@ -443,28 +456,7 @@ async fn update(
     id: web::Path<MerchantId>,
     body: Valid<ProfileRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let b = body.into_inner();
-    let m = storage::transaction(&state.db, move |conn| {
-        let m = find_for(conn, id, &user)?;
-        if m.status == MerchantStatus::Closed {
-            return Err(MerchantError::InvalidTransition { action: "edit", current: m.status.to_string() });
-        }
-        Ok(diesel::update(merchants::table.find(id))
-            .set((
-                merchants::business_name.eq(b.business_name.map(|s| s.trim().to_owned()).unwrap_or(m.business_name)),
-                merchants::contact_email
-                    .eq(b.contact_email.map(|s| s.trim().to_lowercase()).unwrap_or(m.contact_email)),
-                merchants::category.eq(b.category.unwrap_or(m.category)),
-                merchants::website.eq(b.website.unwrap_or(m.website)),
-                merchants::description.eq(b.description.unwrap_or(m.description)),
-                merchants::updated_at.eq(Utc::now()),
-            ))
-            .returning(Merchant::as_returning())
-            .get_result(conn)?)
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(m))
+    Ok(HttpResponse::Ok().json(service::update(&state, user, id.into_inner(), body.into_inner()).await?))
 }
 
 async fn decide(
@@ -474,83 +466,10 @@ async fn decide(
     id: web::Path<MerchantId>,
     body: crate::http::MaybeValid<DecisionRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let reason = body.into_inner().and_then(|b| b.reason).filter(|r| !r.trim().is_empty());
-    let action: &'static str = match req.path().rsplit('/').next() {
-        Some("approve") => "approve",
-        Some("reject") => "reject",
-        Some("suspend") => "suspend",
-        Some("reactivate") => "reactivate",
-        Some("close") => "close",
-        Some("archive") => "archive",
-        Some("restore") => "restore",
-        _ => return Err(ApiError::not_found("action")),
-    };
-    if matches!(action, "reject" | "suspend") && reason.is_none() {
-        return Err(ApiError::validation("reason", format!("a reason is required to {action} a merchant")));
-    }
-    let required = state.settings.merchants.required_documents.clone();
-    let m = storage::transaction(&state.db, move |conn| {
-        let m = find(conn, id)?;
-        let now = Utc::now();
-        if action == "archive" || action == "restore" {
-            if (action == "archive") == m.archived_at.is_some() {
-                return Err(MerchantError::InvalidTransition {
-                    action,
-                    current: if m.archived_at.is_some() { "archived".into() } else { "not archived".into() },
-                });
-            }
-            return Ok(diesel::update(merchants::table.find(id))
-                .set((merchants::archived_at.eq((action == "archive").then_some(now)), merchants::updated_at.eq(now)))
-                .returning(Merchant::as_returning())
-                .get_result(conn)?);
-        }
-        let to = transition(action, m.status)?;
-        if action == "approve" {
-            let approved: Vec<String> = merchant_documents::table
-                .filter(merchant_documents::merchant_id.eq(id))
-                .filter(merchant_documents::superseded_by.is_null())
-                .filter(merchant_documents::status.eq(DocumentStatus::Approved))
-                .select(merchant_documents::doc_type)
-                .load(conn)?;
-            let missing: Vec<&str> = required.iter().filter(|d| !approved.contains(d)).map(String::as_str).collect();
-            if !missing.is_empty() {
-                return Err(MerchantError::DocumentsMissing(missing.join(", ")));
-            }
-        }
-        // Guarded on the old status, so two concurrent decisions cannot both apply.
-        let updated: Option<Merchant> =
-            diesel::update(merchants::table.find(id).filter(merchants::status.eq(m.status)))
-                .set((
-                    merchants::status.eq(to),
-                    merchants::status_reason.eq(reason.clone()),
-                    merchants::decided_by.eq(admin.user_id),
-                    merchants::decided_at.eq(now),
-                    merchants::updated_at.eq(now),
-                ))
-                .returning(Merchant::as_returning())
-                .get_result(conn)
-                .optional()?;
-        let updated = updated.ok_or(MerchantError::InvalidTransition { action, current: "changing".into() })?;
-        if to == MerchantStatus::Active {
-            model::grant_role(conn, m.owner_id, ROLE_MERCHANT)
-                .map_err(|e| MerchantError::Storage(StorageError::Other(e.to_string())))?;
-        }
-        emit(
-            conn,
-            merchant_event(
-                "merchant.status_changed",
-                &updated,
-                serde_json::json!({"from": m.status, "to": to, "action": action}),
-            ),
-        )?;
-        Ok(updated)
-    })
-    .await?;
-    crate::metrics::count("merchant_decision", action);
-    // Keys of a merchant that is no longer active stop at once here (elsewhere within the bound).
-    state.api_keys.invalidate_all();
-    Ok(HttpResponse::Ok().json(m))
+    let reason = body.into_inner().and_then(|b| b.reason);
+    let action =
+        req.path().rsplit('/').next().and_then(Decision::parse).ok_or_else(|| ApiError::not_found("action"))?;
+    Ok(HttpResponse::Ok().json(service::decide(&state, admin, id.into_inner(), action, reason).await?))
 }
 
 /// Headers a multipart part may carry (Content-Disposition, Content-Type and a few more).
@@ -568,7 +487,7 @@ fn multipart_error(e: actix_multipart::MultipartError, max: usize) -> ApiError {
 }
 
 /// A document file received and stored in the blob store, not yet recorded.
-pub(super) struct Incoming {
+pub struct Incoming {
     /// The `doc_type` form field, checked against [`DOC_TYPES`] when sent.
     pub doc_type: Option<String>,
     pub file_name: String,
@@ -618,7 +537,7 @@ pub(super) async fn read_upload(
     });
     let mut form = Multipart::new(req.headers(), limited);
     let mut doc_type: Option<String> = None;
-    let mut file: Option<(String, String, Vec<u8>)> = None;
+    let mut file: Option<ReceivedFile> = None;
     let mut parts = 0usize;
     while let Some(field) = form.next().await {
         let mut field = field.map_err(|e| multipart_error(e, max))?;
@@ -669,6 +588,27 @@ pub(super) async fn read_upload(
             }
         }
     }
+    store_upload(state, id, doc_type, file, replacing).await
+}
+
+/// A received file: (file name, declared content type, bytes).
+pub type ReceivedFile = (String, String, Vec<u8>);
+
+/// Checks a received document upload of merchant `id` (either transport) — `doc_type` known and
+/// matching the replaced document's, a non-empty file of an accepted type (sniffed, and agreeing
+/// with the declared type) — and stores it in the blob store. The size bound is enforced while
+/// receiving ([`MerchantError::DocumentTooLarge`]).
+///
+/// # Errors
+/// 422 naming `doc_type` or `file`, 400 a mismatched `doc_type`, 415 an unaccepted type; a blob
+/// store error.
+pub async fn store_upload(
+    state: &AppState,
+    id: MerchantId,
+    doc_type: Option<String>,
+    file: Option<ReceivedFile>,
+    replacing: Option<&str>,
+) -> Result<Incoming, ApiError> {
     if doc_type.as_ref().is_some_and(|d| !DOC_TYPES.contains(&d.as_str())) {
         return Err(ApiError::validation("doc_type", format!("doc_type must be one of: {}", DOC_TYPES.join(", "))));
     }
@@ -713,26 +653,7 @@ async fn upload(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let file = read_upload(&state, &req, &user, id, payload, None).await?;
-    let doc_type = file.doc_type.clone().ok_or_else(|| ApiError::validation("doc_type", "doc_type is required"))?;
-    let doc = storage::transaction(&state.db, move |conn| {
-        let m = find(conn, id)?;
-        let doc: DocumentView = diesel::insert_into(merchant_documents::table)
-            .values((
-                merchant_documents::merchant_id.eq(id),
-                merchant_documents::doc_type.eq(&doc_type),
-                merchant_documents::file_name.eq(&file.file_name),
-                merchant_documents::content_type.eq(file.content_type),
-                merchant_documents::size_bytes.eq(file.size),
-                merchant_documents::sha256.eq(&file.sha256),
-                merchant_documents::storage_key.eq(&file.storage_key),
-            ))
-            .returning(DocumentView::as_returning())
-            .get_result(conn)?;
-        emit(conn, super::documents::document_event("document.submitted", &m, &doc, serde_json::Value::Null))?;
-        Ok::<_, MerchantError>(doc)
-    })
-    .await?;
-    Ok(HttpResponse::Created().json(doc))
+    Ok(HttpResponse::Created().json(super::documents::upload_document(&state, id, file).await?))
 }
 
 #[derive(Deserialize)]
@@ -748,23 +669,8 @@ async fn documents(
     id: web::Path<MerchantId>,
     q: web::Query<DocumentsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let pattern = search_opt(q.into_inner().search.as_deref())?;
-    let docs = storage::run(&state.db, move |conn| {
-        find_for(conn, id, &user)?;
-        let mut query = merchant_documents::table
-            .filter(merchant_documents::merchant_id.eq(id))
-            .filter(merchant_documents::superseded_by.is_null())
-            .select(DocumentView::as_select())
-            .order(merchant_documents::id.asc())
-            .into_boxed();
-        if let Some(p) = pattern {
-            query = query.filter(super::documents::matches(p));
-        }
-        Ok::<_, MerchantError>(query.load(conn)?)
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(docs))
+    let search = q.into_inner().search;
+    Ok(HttpResponse::Ok().json(super::documents::list_documents(&state, user, id.into_inner(), search).await?))
 }
 
 async fn download(
@@ -773,28 +679,13 @@ async fn download(
     path: web::Path<(MerchantId, DocumentId)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, doc_id) = path.into_inner();
-    let (ct, name, key) = storage::run(&state.db, move |conn| {
-        find_for(conn, id, &user)?;
-        merchant_documents::table
-            .filter(merchant_documents::id.eq(doc_id))
-            .filter(merchant_documents::merchant_id.eq(id))
-            .select((merchant_documents::content_type, merchant_documents::file_name, merchant_documents::storage_key))
-            .first::<(String, String, String)>(conn)
-            .optional()?
-            .ok_or(MerchantError::DocumentNotFound)
-    })
-    .await?;
-    let blobs = state.blobs.clone();
-    let bytes = tokio::task::spawn_blocking(move || blobs.get(&key))
-        .await
-        .map_err(|e| MerchantError::Blob(e.to_string()))?
-        .map_err(MerchantError::Blob)?;
-    let ascii: String = name.chars().filter(|c| c.is_ascii_graphic() && *c != '"').collect();
+    let c = super::documents::document_content(&state, user, id, doc_id).await?;
+    let ascii: String = c.file_name.chars().filter(|c| c.is_ascii_graphic() && *c != '"').collect();
     Ok(HttpResponse::Ok()
-        .content_type(ct)
+        .content_type(c.content_type)
         .insert_header(("content-disposition", format!("attachment; filename=\"{ascii}\"")))
         .insert_header(("x-content-type-options", "nosniff"))
-        .body(bytes))
+        .body(c.bytes))
 }
 
 async fn review(
@@ -804,42 +695,7 @@ async fn review(
     body: Valid<ReviewRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, doc_id) = path.into_inner();
-    let b = body.into_inner();
-    let doc = storage::transaction(&state.db, move |conn| {
-        let m = find(conn, id)?;
-        let status = if b.decision == "approve" { DocumentStatus::Approved } else { DocumentStatus::Rejected };
-        // Reviews apply to the current version only, and a withdrawn document is not reviewed.
-        let current = super::documents::find_doc(conn, id, doc_id)?;
-        super::documents::reviewable(&current)?;
-        let doc: DocumentView = diesel::update(
-            merchant_documents::table
-                .filter(merchant_documents::id.eq(doc_id))
-                .filter(merchant_documents::merchant_id.eq(id))
-                .filter(merchant_documents::superseded_by.is_null())
-                .filter(merchant_documents::status.ne(DocumentStatus::Withdrawn)),
-        )
-        .set((
-            merchant_documents::status.eq(status),
-            merchant_documents::review_note.eq(b.note.clone()),
-            merchant_documents::reviewed_by.eq(admin.user_id),
-            merchant_documents::reviewed_at.eq(Utc::now()),
-        ))
-        .returning(DocumentView::as_returning())
-        .get_result(conn)
-        .optional()?
-        .ok_or(MerchantError::DocumentChanged)?;
-        emit(
-            conn,
-            merchant_event(
-                "document.reviewed",
-                &m,
-                serde_json::json!({"document_id": doc.id, "doc_type": doc.doc_type, "status": status, "note": b.note}),
-            ),
-        )?;
-        Ok::<_, MerchantError>(doc)
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(doc))
+    Ok(HttpResponse::Ok().json(super::documents::review_document(&state, admin, id, doc_id, body.into_inner()).await?))
 }
 
 pub(super) fn owned_active(
@@ -910,37 +766,7 @@ async fn rotate_key(
     path: web::Path<(MerchantId, ApiKeyId)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, key) = path.into_inner();
-    let overlap = state.settings.merchants.key_rotation_overlap_secs;
-    let st = state.clone();
-    let created = storage::transaction(&state.db, move |conn| {
-        let m = owned_active(conn, id, &user)?;
-        let old: KeyView = merchant_api_keys::table
-            .filter(merchant_api_keys::id.eq(key))
-            .filter(merchant_api_keys::merchant_id.eq(id))
-            .select(KeyView::as_select())
-            .for_update()
-            .first(conn)
-            .optional()?
-            .ok_or(MerchantError::KeyNotFound)?;
-        if old.revoked_at.is_some() || old.expires_at.is_some() {
-            return Err(MerchantError::InvalidTransition {
-                action: "rotate",
-                current: "already revoked or rotated".into(),
-            });
-        }
-        let created = insert_key(conn, &st, &m, &old.label, user.user_id)?;
-        diesel::update(merchant_api_keys::table.find(key))
-            .set((
-                merchant_api_keys::expires_at.eq(Utc::now() + chrono::Duration::seconds(overlap)),
-                merchant_api_keys::rotated_to.eq(created.key.id),
-            ))
-            .execute(conn)?;
-        Ok((created, old.key_id))
-    })
-    .await?;
-    let (created, old_key_id) = created;
-    state.api_keys.invalidate(&old_key_id);
-    Ok(HttpResponse::Created().json(created))
+    Ok(HttpResponse::Created().json(service::rotate_key(&state, user, id, key).await?))
 }
 
 async fn revoke_key(
@@ -957,19 +783,7 @@ async fn balance(
     user: AuthUser,
     id: web::Path<MerchantId>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let (m, balance) = storage::run(&state.db, move |conn| {
-        let m = find_for(conn, id, &user)?;
-        let b: i64 = accounts::table.find(m.account_id).select(accounts::balance).first(conn)?;
-        Ok::<_, MerchantError>((m, b))
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(MerchantBalance {
-        merchant_id: m.id,
-        account_id: m.account_id,
-        currency: state.settings.money.currency.clone(),
-        balance,
-    }))
+    Ok(HttpResponse::Ok().json(service::balance(&state, user, id.into_inner()).await?))
 }
 
 async fn statement(

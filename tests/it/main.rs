@@ -22,6 +22,7 @@ mod grpc;
 mod grpc_admin;
 mod grpc_identity;
 mod grpc_ledger;
+mod grpc_merchants;
 mod grpc_tls;
 mod identity_abuse;
 mod identity_admin;

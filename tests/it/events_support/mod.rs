@@ -25,6 +25,8 @@ pub struct EvApp {
     pub state: AppState,
     pub settings: Settings,
     pub handle: actix_web::dev::ServerHandle,
+    /// The gRPC port (0 when `grpc.enabled` is off).
+    pub grpc_port: u16,
 }
 
 impl EvApp {
@@ -35,9 +37,10 @@ impl EvApp {
         let running = payd::run(settings.clone()).await.expect("app starts");
         let handle = running.handle.clone();
         let state = running.state.clone();
+        let grpc_port = running.grpc.as_ref().map_or(0, |g| g.port);
         actix_web::rt::spawn(running.server);
         let api = Api::new(format!("http://127.0.0.1:{}", running.port));
-        Self { api, state, settings, handle }
+        Self { api, state, settings, handle, grpc_port }
     }
 
     pub fn db(&self) -> PgConnection {
