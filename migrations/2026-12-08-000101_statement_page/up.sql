@@ -22,7 +22,7 @@
 -- to `postings` while it builds. On a large table, build it beforehand with
 --   CREATE INDEX CONCURRENTLY postings_account_created_idx
 --     ON postings (account_id, (created_at - 'epoch'::timestamptz), id);
--- then this migration finds it (IF NOT EXISTS) and only replaces the function.
+-- then this migration finds it (IF NOT EXISTS) and only creates the function.
 CREATE INDEX IF NOT EXISTS postings_account_created_idx
   ON postings (account_id, (created_at - 'epoch'::timestamptz), id);
 

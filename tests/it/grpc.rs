@@ -38,7 +38,7 @@ pub(crate) fn authed<T>(msg: T, token: &str, key: Option<&str>) -> Request<T> {
 }
 
 /// A request with a merchant API key and an idempotency key.
-fn keyed<T>(msg: T, api_key: &str, key: &str) -> Request<T> {
+pub(crate) fn keyed<T>(msg: T, api_key: &str, key: &str) -> Request<T> {
     let mut r = Request::new(msg);
     r.metadata_mut().insert("x-api-key", api_key.parse().unwrap());
     r.metadata_mut().insert("idempotency-key", key.parse().unwrap());
@@ -55,6 +55,16 @@ pub(crate) fn expect_status(s: &Status, code: Code, reason: &str) -> HashMap<Str
     let req = s.get_details_request_info().unwrap_or_else(|| panic!("no RequestInfo in {s:?}"));
     assert!(!req.request_id.is_empty(), "{s:?}");
     info.metadata
+}
+
+/// The field a refused INVALID_ARGUMENT names (BadRequest field violation or ErrorInfo metadata).
+pub(crate) fn named_field(s: &Status) -> String {
+    if let Some(br) = s.get_details_bad_request() {
+        if let Some(v) = br.field_violations.first() {
+            return v.field.clone();
+        }
+    }
+    s.get_details_error_info().and_then(|i| i.metadata.get("field").cloned()).unwrap_or_default()
 }
 
 pub(crate) fn topup(card: i64, amount: i64) -> proto::TopUpRequest {

@@ -3,42 +3,17 @@
 //! UNAUTHENTICATED) and the same field-naming INVALID_ARGUMENT for bad input.
 
 use serde_json::json;
-use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
-use tonic_types::StatusExt;
+use tonic::{Code, Request};
 
 use payd::grpc::proto;
 use payd::grpc::proto::roles_client::RolesClient;
 
 use crate::common::TestApp;
+use crate::grpc::{channel, expect_status, named_field};
 
-async fn channel(app: &TestApp) -> Channel {
-    assert_ne!(app.grpc_port, 0, "the gRPC server is not running");
-    Channel::from_shared(format!("http://127.0.0.1:{}", app.grpc_port)).unwrap().connect().await.unwrap()
-}
-
+/// A request with a bearer token (no idempotency key).
 fn authed<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
-
-/// Asserts the code and ErrorInfo reason (the HTTP error code); returns the ErrorInfo metadata.
-fn expect_status(s: &Status, code: Code, reason: &str) -> std::collections::HashMap<String, String> {
-    assert_eq!(s.code(), code, "{s:?}");
-    let info = s.get_details_error_info().unwrap_or_else(|| panic!("no ErrorInfo in {s:?}"));
-    assert_eq!(info.reason, reason, "{s:?}");
-    info.metadata
-}
-
-/// The field a refused INVALID_ARGUMENT names (BadRequest field violation or ErrorInfo metadata).
-fn named_field(s: &Status) -> String {
-    if let Some(br) = s.get_details_bad_request() {
-        if let Some(v) = br.field_violations.first() {
-            return v.field.clone();
-        }
-    }
-    s.get_details_error_info().and_then(|i| i.metadata.get("field").cloned()).unwrap_or_default()
+    crate::grpc::authed(msg, token, None)
 }
 
 #[actix_web::test]

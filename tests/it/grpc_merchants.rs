@@ -11,7 +11,6 @@ use diesel::prelude::*;
 use serde_json::json;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
-use tonic_types::StatusExt;
 
 use payd::grpc::proto;
 use payd::grpc::proto::admin_client::AdminClient;
@@ -21,41 +20,16 @@ use payd::grpc::proto::payments_client::PaymentsClient;
 use crate::common::merchant;
 use crate::common::TestApp;
 use crate::events_support::{eventually, EvApp};
+use crate::grpc::{expect_status, keyed, named_field};
 
 async fn connect(port: u16) -> Channel {
     assert_ne!(port, 0, "the gRPC server is not running");
     Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap()
 }
 
+/// A request with a bearer token (no idempotency key).
 fn authed<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
-
-fn keyed<T>(msg: T, api_key: &str, idem: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut().insert("x-api-key", api_key.parse().unwrap());
-    r.metadata_mut().insert("idempotency-key", idem.parse().unwrap());
-    r
-}
-
-/// Asserts the code and the ErrorInfo reason (the HTTP error code); returns the ErrorInfo metadata.
-fn expect_status(s: &Status, code: Code, reason: &str) -> HashMap<String, String> {
-    assert_eq!(s.code(), code, "{s:?}");
-    let info = s.get_details_error_info().unwrap_or_else(|| panic!("no ErrorInfo in {s:?}"));
-    assert_eq!(info.reason, reason, "{s:?}");
-    info.metadata
-}
-
-/// The field a refused INVALID_ARGUMENT names (BadRequest field violation or ErrorInfo metadata).
-fn named_field(s: &Status) -> String {
-    if let Some(br) = s.get_details_bad_request() {
-        if let Some(v) = br.field_violations.first() {
-            return v.field.clone();
-        }
-    }
-    s.get_details_error_info().and_then(|i| i.metadata.get("field").cloned()).unwrap_or_default()
+    crate::grpc::authed(msg, token, None)
 }
 
 /// A PDF of `len` bytes (the magic, then padding): larger than one chunk.
