@@ -17,6 +17,8 @@ const PROTOS: &[&str] = &[
     "payd/v1/roles.proto",
     "payd/v1/stats.proto",
     "payd/v1/admin.proto",
+    "payd/v1/webhooks.proto",
+    "payd/v1/notifications.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

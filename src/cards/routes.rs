@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use validator::Validate;
 
 use crate::app::AppState;
-use crate::cards::pan::{self, Pan};
 use crate::cards::{lifecycle, service, Card, CardAction, CardStatus, CardView, CardsError};
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
@@ -334,23 +333,8 @@ fn search_matches(
     )
 }
 
-/// Restores every archived card (admin); the cards keep their status (closed).
 async fn restore_all(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let restored = storage::transaction(&state.db, move |conn| {
-        let cards: Vec<Card> = diesel::update(cards::table.filter(cards::archived_at.is_not_null()))
-            .set((cards::archived_at.eq(None::<DateTime<Utc>>), cards::updated_at.eq(Utc::now())))
-            .returning(Card::as_returning())
-            .get_results(conn)?;
-        for c in &cards {
-            insert_event(conn, &card_event("card.restored", c))?;
-        }
-        Ok::<_, CardsError>(cards.into_iter().map(|c| c.id).collect::<Vec<CardId>>())
-    })
-    .await?;
-    for id in &restored {
-        state.cards.changed(*id);
-    }
-    Ok(HttpResponse::Ok().json(crate::http::RestoredAll { restored: restored.len() }))
+    Ok(HttpResponse::Ok().json(service::restore_all(&state).await?))
 }
 
 /// The list's `status` filter.
@@ -422,20 +406,7 @@ async fn lookup(
     user: AuthUser,
     body: Valid<LookupRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(number) = Pan::parse(&body.into_inner().card_number) else {
-        return Err(ApiError::validation("card_number", "card_number is not a valid card number"));
-    };
-    let hash = pan::pan_hash(state.settings.cards.pan_key.expose(), &number);
-    let card = storage::run(&state.db, move |conn| {
-        let card: Card = cards::table.filter(cards::pan_hash.eq(hash)).select(Card::as_select()).first(conn)?;
-        if card.user_id != user.user_id && !user.is_admin() {
-            // Do not reveal that someone else's number exists.
-            return Err(CardsError::NotFound);
-        }
-        Ok(card)
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(CardView::new(card, &state.settings.money.currency)))
+    Ok(HttpResponse::Ok().json(service::find_by_number(&state, &user, body.into_inner()).await?))
 }
 
 async fn update(

@@ -207,3 +207,55 @@ pub async fn update(
     }
     Ok(CardView::new(card, &state.settings.money.currency))
 }
+
+/// Restores every archived card (admin); the cards keep their status (closed). Both transports
+/// (`POST /api/v1/cards/restore-all`, `Cards.RestoreAllCards`).
+///
+/// # Errors
+/// A storage error.
+pub async fn restore_all(state: &AppState) -> Result<crate::http::RestoredAll, ApiError> {
+    let restored = storage::transaction(&state.db, move |conn| {
+        let cards: Vec<Card> = diesel::update(cards::table.filter(cards::archived_at.is_not_null()))
+            .set((cards::archived_at.eq(None::<DateTime<Utc>>), cards::updated_at.eq(Utc::now())))
+            .returning(Card::as_returning())
+            .get_results(conn)?;
+        for c in &cards {
+            insert_event(conn, &card_event("card.restored", c))?;
+        }
+        Ok::<_, CardsError>(cards.into_iter().map(|c| c.id).collect::<Vec<CardId>>())
+    })
+    .await?;
+    for id in &restored {
+        state.cards.changed(*id);
+    }
+    Ok(crate::http::RestoredAll { restored: restored.len() })
+}
+
+/// A card by its number: the caller's own (any for an admin); someone else's is NOT_FOUND, so a
+/// number's existence is not revealed. Both transports (`POST /api/v1/cards/lookup`,
+/// `Cards.FindCardByNumber`).
+///
+/// # Errors
+/// 422 naming `card_number` for no valid number; 404; a storage error.
+pub async fn find_by_number(
+    state: &AppState,
+    user: &AuthUser,
+    body: crate::cards::routes::LookupRequest,
+) -> Result<CardView, ApiError> {
+    let Some(number) = pan::Pan::parse(&body.card_number) else {
+        return Err(ApiError::validation("card_number", "card_number is not a valid card number"));
+    };
+    let hash = pan::pan_hash(state.settings.cards.pan_key.expose(), &number);
+    let by = user.user_id;
+    let admin = user.is_admin();
+    let card = storage::run(&state.db, move |conn| {
+        let card: Card = cards::table.filter(cards::pan_hash.eq(hash)).select(Card::as_select()).first(conn)?;
+        if card.user_id != by && !admin {
+            // Do not reveal that someone else's number exists.
+            return Err(CardsError::NotFound);
+        }
+        Ok(card)
+    })
+    .await?;
+    Ok(CardView::new(card, &state.settings.money.currency))
+}

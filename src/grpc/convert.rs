@@ -321,3 +321,40 @@ pub fn api_key(k: crate::merchants::routes::KeyView) -> proto::ApiKey {
         last_used_at: ts(k.last_used_at),
     }
 }
+
+/// A timestamp field of a request.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming `field` when it is no valid instant.
+pub fn instant(field: &str, t: prost_types::Timestamp) -> Result<chrono::DateTime<chrono::Utc>, Status> {
+    u32::try_from(t.nanos)
+        .ok()
+        .and_then(|n| chrono::DateTime::from_timestamp(t.seconds, n))
+        .ok_or_else(|| invalid(field, format!("{field} is not a valid timestamp")))
+}
+
+/// A statement page (a card's or a merchant's).
+pub fn statement(
+    page: crate::http::pagination::Page<crate::cards::routes::StatementLine>,
+) -> proto::GetStatementResponse {
+    proto::GetStatementResponse {
+        items: page
+            .items
+            .into_iter()
+            .map(|l| proto::StatementLine {
+                posting_id: l.posting_id,
+                operation_id: l.operation_id.to_string(),
+                kind: l.kind,
+                amount: l.amount,
+                balance_after: l.balance_after,
+                created_at: Some(timestamp(l.created_at)),
+            })
+            .collect(),
+        next_cursor: page.next_cursor.unwrap_or_default(),
+    }
+}
+
+/// A bulk restore's answer.
+pub fn restored(r: crate::http::RestoredAll) -> proto::RestoreAllResponse {
+    proto::RestoreAllResponse { restored: i64::try_from(r.restored).unwrap_or(i64::MAX) }
+}

@@ -166,6 +166,39 @@ impl proto::users_server::Users for Api {
         ok(convert::user_message(admin::user_force_reset(&self.state, &admin_user, id.into()).await.map_err(status)?))
     }
 
+    async fn create_user(&self, req: Request<proto::CreateUserRequest>) -> Answer<proto::User> {
+        let m = req.into_inner();
+        let body = validated(admin::CreateUserRequest {
+            first_name: m.first_name,
+            last_name: m.last_name,
+            email: m.email,
+            password: m.password,
+            // Proto3 has no absent list: empty means the default roles, as an absent JSON field.
+            roles: (!m.roles.is_empty()).then_some(m.roles),
+            email_verified: m.email_verified,
+        })?;
+        ok(convert::user_message(admin::user_create(&self.state, body).await.map_err(status)?))
+    }
+
+    async fn set_user_password(&self, req: Request<proto::SetUserPasswordRequest>) -> Answer<proto::User> {
+        let admin_user = convert::user(&req)?;
+        let m = req.into_inner();
+        let body = validated(admin::SetPasswordRequest { password: m.password })?;
+        let view = admin::user_set_password(&self.state, &admin_user, m.id.into(), body).await.map_err(status)?;
+        ok(convert::user_message(view))
+    }
+
+    async fn purge_user(&self, req: Request<proto::UserRef>) -> Answer<proto::PurgedResponse> {
+        let admin_user = convert::user(&req)?;
+        let id = req.into_inner().id;
+        admin::user_purge(&self.state, &admin_user, id.into()).await.map_err(status)?;
+        ok(proto::PurgedResponse {})
+    }
+
+    async fn restore_all_users(&self, _req: Request<proto::RestoreAllRequest>) -> Answer<proto::RestoreAllResponse> {
+        ok(convert::restored(crate::identity::admin::users_restore_all(&self.state).await.map_err(status)?))
+    }
+
     async fn list_user_cards(&self, req: Request<proto::ListUserCardsRequest>) -> Answer<proto::ListCardsResponse> {
         let user = convert::user(&req)?;
         let m = req.into_inner();
@@ -216,6 +249,24 @@ impl proto::cards_server::Cards for Api {
             card_number: issued.card_number,
             cvv: issued.cvv,
         })
+    }
+
+    async fn restore_all_cards(&self, _req: Request<proto::RestoreAllRequest>) -> Answer<proto::RestoreAllResponse> {
+        ok(convert::restored(crate::cards::service::restore_all(&self.state).await.map_err(status)?))
+    }
+
+    async fn find_card_by_number(&self, req: Request<proto::FindCardByNumberRequest>) -> Answer<proto::Card> {
+        let user = convert::user(&req)?;
+        let body = validated(crate::cards::routes::LookupRequest { card_number: req.into_inner().card_number })?;
+        ok(convert::card(crate::cards::service::find_by_number(&self.state, &user, body).await.map_err(status)?))
+    }
+
+    async fn update_card(&self, req: Request<proto::UpdateCardRequest>) -> Answer<proto::Card> {
+        let user = convert::user(&req)?;
+        let m = req.into_inner();
+        let body = validated(crate::cards::routes::UpdateCardRequest { label: m.label, credit_limit: m.credit_limit })?;
+        let card = crate::cards::service::update(&self.state, &user, m.id.into(), body).await.map_err(status)?;
+        ok(convert::card(card))
     }
 
     async fn get_card(&self, req: Request<proto::GetCardRequest>) -> Answer<proto::Card> {
@@ -306,26 +357,12 @@ impl Api {
         let m = req.into_inner();
         let q = crate::cards::routes::StatementQuery {
             page: convert::page(m.page),
-            from: m.from.map(|t| instant("from", t)).transpose()?,
-            to: m.to.map(|t| instant("to", t)).transpose()?,
+            from: m.from.map(|t| convert::instant("from", t)).transpose()?,
+            to: m.to.map(|t| convert::instant("to", t)).transpose()?,
         };
         let page =
             crate::cards::routes::statement_page(&self.state, &user, m.card_id.into(), &q).await.map_err(status)?;
-        ok(proto::GetStatementResponse {
-            items: page
-                .items
-                .into_iter()
-                .map(|l| proto::StatementLine {
-                    posting_id: l.posting_id,
-                    operation_id: l.operation_id.to_string(),
-                    kind: l.kind,
-                    amount: l.amount,
-                    balance_after: l.balance_after,
-                    created_at: Some(convert::timestamp(l.created_at)),
-                })
-                .collect(),
-            next_cursor: page.next_cursor.unwrap_or_default(),
-        })
+        ok(convert::statement(page))
     }
 
     /// A lifecycle action on the caller's card (any card for an admin), as `POST /cards/{id}/{action}`.
@@ -334,12 +371,4 @@ impl Api {
         let id = req.into_inner().id;
         ok(convert::card(crate::cards::lifecycle::apply(&self.state, user, id.into(), action).await.map_err(status)?))
     }
-}
-
-/// A request's timestamp as a UTC instant; out of range is a bad argument naming the field.
-fn instant(field: &str, t: prost_types::Timestamp) -> Result<chrono::DateTime<chrono::Utc>, Status> {
-    u32::try_from(t.nanos)
-        .ok()
-        .and_then(|n| chrono::DateTime::from_timestamp(t.seconds, n))
-        .ok_or_else(|| invalid(field, format!("{field} is not a valid timestamp")))
 }

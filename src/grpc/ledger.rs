@@ -1,5 +1,5 @@
-//! The Ledger service: money movement, operations, reversals, and the watch stream of a card's
-//! operations as they commit. Thin adapters over the same domain functions as the HTTP routes.
+//! The Ledger service: money movement, operations, reversals, and the watch stream of a card's (or
+//! a merchant's) operations as they commit. Thin adapters over the same domain functions as the HTTP routes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -144,9 +144,19 @@ impl proto::ledger_server::Ledger for Api {
             .resolve()
             .map_err(status)?
             .1;
-        let card = m.card_id;
-        // The card must be the caller's (any card for an admin): answered before the stream opens.
-        crate::cards::service::get(&self.state, &user, card.into()).await.map_err(status)?;
+        // The card must be the caller's, the merchant the caller's own (any for an admin, as the
+        // merchant statement): answered before the stream opens.
+        let target = match (m.card_id, m.merchant_id) {
+            (card, None) => {
+                crate::cards::service::get(&self.state, &user, card.into()).await.map_err(status)?;
+                Target::Card(card)
+            }
+            (0, Some(merchant)) => {
+                crate::merchants::service::get(&self.state, user.clone(), merchant.into()).await.map_err(status)?;
+                Target::Merchant(merchant.into())
+            }
+            (_, Some(_)) => return Err(invalid("merchant_id", "give either card_id or merchant_id, not both")),
+        };
         let state = self.state.clone();
         let start = match cursor {
             Some(c) => c,
@@ -161,7 +171,7 @@ impl proto::ledger_server::Ledger for Api {
             .unwrap_or(0),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move { watch(&state, &user, card, start, &tx).await });
+        tokio::spawn(async move { watch(&state, &user, target, start, &tx).await });
         ok(ReceiverStream::new(rx))
     }
 }
@@ -183,12 +193,21 @@ const WATCH_LATE: chrono::Duration = chrono::Duration::seconds(10);
 /// Most operations one poll takes in.
 const WATCH_BATCH: i64 = 500;
 
-/// Sends the card's operations with `seq > start` as they commit, oldest first, until the client
-/// goes away or shutdown begins. Each event's cursor resumes after it.
+/// What a watch follows.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// Every operation on the card (as source or destination).
+    Card(i64),
+    /// The merchant's payments and refunds, as its payment lists show them.
+    Merchant(crate::ids::MerchantId),
+}
+
+/// Sends the target's operations with `seq > start` as they commit, oldest first, until the
+/// client goes away or shutdown begins. Each event's cursor resumes after it.
 async fn watch(
     state: &AppState,
     user: &crate::http::auth::AuthUser,
-    card: i64,
+    target: Target,
     start: i64,
     tx: &tokio::sync::mpsc::Sender<Result<proto::OperationEvent, Status>>,
 ) {
@@ -200,17 +219,36 @@ async fn watch(
         let from = floor;
         let viewer = user.clone();
         let rows = storage::run(&state.db, move |conn| {
-            let rows = operations::table
-                .select(Operation::as_select())
-                .filter(operations::source_card_id.eq(card).or(operations::dest_card_id.eq(card)))
-                .filter(operations::seq.gt(from))
-                .order(operations::seq.asc())
-                .limit(WATCH_BATCH)
-                .load::<Operation>(conn)
-                .map_err(StorageError::from)?;
-            let meta: Vec<(i64, DateTime<Utc>)> = rows.iter().map(|o| (o.seq, o.created_at)).collect();
-            // Other users' cards masked, as in every view a non-admin sees.
-            let views = crate::payments::recipient::present(conn, &viewer, rows)?;
+            let (meta, views) = match target {
+                Target::Card(card) => {
+                    let rows = operations::table
+                        .select(Operation::as_select())
+                        .filter(operations::source_card_id.eq(card).or(operations::dest_card_id.eq(card)))
+                        .filter(operations::seq.gt(from))
+                        .order(operations::seq.asc())
+                        .limit(WATCH_BATCH)
+                        .load::<Operation>(conn)
+                        .map_err(StorageError::from)?;
+                    let meta: Vec<(i64, DateTime<Utc>)> = rows.iter().map(|o| (o.seq, o.created_at)).collect();
+                    // Other users' cards masked, as in every view a non-admin sees.
+                    (meta, crate::payments::recipient::present(conn, &viewer, rows)?)
+                }
+                Target::Merchant(merchant) => {
+                    let rows = operations::table
+                        .select(Operation::as_select())
+                        .filter(operations::kind.eq_any(["payment", "refund"]))
+                        .filter(operations::seq.gt(from))
+                        .order(operations::seq.asc())
+                        .limit(WATCH_BATCH)
+                        .into_boxed()
+                        .filter(crate::merchants::payments::merchant_sees(merchant))
+                        .load::<Operation>(conn)
+                        .map_err(StorageError::from)?;
+                    let meta: Vec<(i64, DateTime<Utc>)> = rows.iter().map(|o| (o.seq, o.created_at)).collect();
+                    // As the merchant's payment lists show them.
+                    (meta, rows.into_iter().map(crate::payments::OperationView::from).collect())
+                }
+            };
             Ok::<_, StorageError>(meta.into_iter().zip(views).collect::<Vec<_>>())
         })
         .await;
@@ -229,7 +267,7 @@ async fn watch(
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, card, "watch could not read operations");
+                tracing::warn!(error = %e, ?target, "watch could not read operations");
                 let _ = tx.send(Err(status(e.into()))).await;
                 return;
             }

@@ -408,6 +408,52 @@ impl proto::merchants_server::Merchants for Api {
         .map_err(status)?;
         ok(document(doc))
     }
+
+    async fn restore_all_merchants(
+        &self,
+        _req: Request<proto::RestoreAllRequest>,
+    ) -> Answer<proto::RestoreAllResponse> {
+        ok(convert::restored(crate::merchants::service::restore_all(&self.state).await.map_err(status)?))
+    }
+
+    async fn list_review_queue(
+        &self,
+        req: Request<proto::ListReviewQueueRequest>,
+    ) -> Answer<proto::ListReviewQueueResponse> {
+        let m = req.into_inner();
+        let mut page = convert::page(m.page);
+        page.include_total = m.include_total.then(|| "true".to_owned());
+        let q = crate::merchants::documents::QueueQuery {
+            page,
+            status: opt(m.status),
+            doc_type: opt(m.doc_type),
+            merchant_id: m.merchant_id.map(|id| id.to_string()),
+            from: m.from.map(|t| convert::instant("from", t)).transpose()?,
+            to: m.to.map(|t| convert::instant("to", t)).transpose()?,
+            search: opt(m.search),
+        };
+        let page = crate::merchants::documents::review_queue(&self.state, q).await.map_err(status)?;
+        ok(proto::ListReviewQueueResponse {
+            items: page.items.into_iter().map(document).collect(),
+            next_cursor: page.next_cursor.unwrap_or_default(),
+            total: page.total,
+        })
+    }
+
+    async fn get_merchant_statement(
+        &self,
+        req: Request<proto::GetMerchantStatementRequest>,
+    ) -> Answer<proto::GetStatementResponse> {
+        let user = convert::user(&req)?;
+        let m = req.into_inner();
+        let q = crate::cards::routes::StatementQuery {
+            page: convert::page(m.page),
+            from: m.from.map(|t| convert::instant("from", t)).transpose()?,
+            to: m.to.map(|t| convert::instant("to", t)).transpose()?,
+        };
+        let page = crate::merchants::service::statement(&self.state, user, m.id.into(), &q).await.map_err(status)?;
+        ok(convert::statement(page))
+    }
 }
 
 #[tonic::async_trait]

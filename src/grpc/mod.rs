@@ -10,6 +10,7 @@ mod identity;
 mod ledger;
 mod merchants;
 mod services;
+mod webhooks;
 
 use std::net::TcpListener;
 

@@ -49,6 +49,16 @@ pub fn add<L>(router: Router<L>, state: &AppState) -> Router<L> {
         .add_service(
             proto::admin_server::AdminServer::new(st()).max_decoding_message_size(max).max_encoding_message_size(max),
         )
+        .add_service(
+            proto::webhooks_server::WebhooksServer::new(st())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            proto::notifications_server::NotificationsServer::new(st())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
 }
 
 /// Every service is this one adapter over the application state.
@@ -133,6 +143,15 @@ impl proto::roles_server::Roles for Api {
         let m = req.into_inner();
         let view = crate::identity::admin::role_revoke(&self.state, m.user_id.into(), m.role).await.map_err(status)?;
         ok(convert::user_message(view))
+    }
+
+    async fn purge_role(&self, req: Request<proto::PurgeRoleRequest>) -> Answer<proto::PurgedResponse> {
+        crate::identity::admin::role_purge(&self.state, req.into_inner().id).await.map_err(status)?;
+        ok(proto::PurgedResponse {})
+    }
+
+    async fn restore_all_roles(&self, _req: Request<proto::RestoreAllRequest>) -> Answer<proto::RestoreAllResponse> {
+        ok(convert::restored(crate::identity::admin::roles_restore_all(&self.state).await.map_err(status)?))
     }
 
     async fn list_user_roles(&self, req: Request<proto::ListUserRolesRequest>) -> Answer<proto::ListUserRolesResponse> {

@@ -332,7 +332,14 @@ pub async fn users_list(state: &AppState, q: ListQuery) -> Result<Page<UserView>
 }
 
 async fn create_user(state: web::Data<AppState>, body: Valid<CreateUserRequest>) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    Ok(HttpResponse::Created().json(user_create(&state, body.into_inner()).await?))
+}
+
+/// Creates a user with the given roles (default `user`), verified or not (both transports).
+///
+/// # Errors
+/// 409 e-mail taken; 404 an unknown or archived role; a storage or hashing failure.
+pub async fn user_create(state: &AppState, body: CreateUserRequest) -> Result<UserView, ApiError> {
     let hash = password::hash(body.password).await.map_err(ApiError::internal)?;
     let wanted = body.roles.unwrap_or_else(|| vec![model::ROLE_USER.to_owned()]);
     let view = storage::transaction(&state.db, move |conn| {
@@ -368,7 +375,7 @@ async fn create_user(state: web::Data<AppState>, body: Valid<CreateUserRequest>)
         Ok(view)
     })
     .await?;
-    Ok(HttpResponse::Created().json(view))
+    Ok(view)
 }
 
 async fn get_user(state: web::Data<AppState>, id: web::Path<UserId>) -> Result<HttpResponse, ApiError> {
@@ -475,7 +482,15 @@ pub async fn user_restore(state: &AppState, id: UserId) -> Result<UserView, ApiE
 }
 
 async fn purge_user(state: web::Data<AppState>, id: web::Path<UserId>, me: AuthUser) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
+    user_purge(&state, &me, id.into_inner()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Deletes an archived user that has no records (never oneself) (both transports).
+///
+/// # Errors
+/// 404; 409 oneself, not archived, or the user has records; a storage error.
+pub async fn user_purge(state: &AppState, me: &AuthUser, id: UserId) -> Result<(), ApiError> {
     if id == me.user_id {
         return Err(ApiError::conflict("self_purge", "you cannot purge your own account"));
     }
@@ -491,7 +506,7 @@ async fn purge_user(state: web::Data<AppState>, id: web::Path<UserId>, me: AuthU
         Ok(())
     })
     .await?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(())
 }
 
 /// `POST /users/{id}/password`: the new password, under the registration policy.
@@ -514,8 +529,20 @@ async fn set_password(
     id: web::Path<UserId>,
     body: Valid<SetPasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let hash = password::hash(body.into_inner().password).await.map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(user_set_password(&state, &admin, id.into_inner(), body.into_inner()).await?))
+}
+
+/// Sets a user's password: every session is revoked and the user is e-mailed (both transports).
+///
+/// # Errors
+/// 404 unknown user; a storage or hashing failure.
+pub async fn user_set_password(
+    state: &AppState,
+    admin: &AuthUser,
+    id: UserId,
+    body: SetPasswordRequest,
+) -> Result<UserView, ApiError> {
+    let hash = password::hash(body.password).await.map_err(ApiError::internal)?;
     let by = admin.user_id;
     let (view, revoked) = storage::transaction(&state.db, move |conn| {
         model::find_user(conn, id)?;
@@ -528,10 +555,10 @@ async fn set_password(
         Ok::<_, IdentityError>((model::user_view(conn, id)?, revoked))
     })
     .await?;
-    sessions::flag_revoked(&state, &revoked).await?;
-    super::routes::nudge(&state);
+    sessions::flag_revoked(state, &revoked).await?;
+    super::routes::nudge(state);
     tracing::info!(user_id = %id, by = %by, "password set by an admin");
-    Ok(HttpResponse::Ok().json(view))
+    Ok(view)
 }
 
 async fn force_reset(
@@ -684,8 +711,20 @@ pub async fn roles_list(state: &AppState, q: ListQuery) -> Result<Page<Role>, Ap
     Ok(Page::from_rows(rows, limit, |r: &Role| r.id).with_total(total))
 }
 
-/// Restores every archived user (their sessions stay ended; they sign in again).
 async fn restore_all_users(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(users_restore_all(&state).await?))
+}
+
+async fn restore_all_roles(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(roles_restore_all(&state).await?))
+}
+
+/// Restores every archived user (their sessions stay ended; they sign in again). Both transports
+/// (`POST /api/v1/users/restore-all`, `Users.RestoreAllUsers`).
+///
+/// # Errors
+/// A storage error.
+pub async fn users_restore_all(state: &AppState) -> Result<RestoredAll, ApiError> {
     let restored = storage::run(&state.db, move |conn| {
         diesel::update(users::table.filter(users::archived_at.is_not_null()))
             .set((users::archived_at.eq(None::<chrono::DateTime<Utc>>), users::updated_at.eq(Utc::now())))
@@ -693,11 +732,15 @@ async fn restore_all_users(state: web::Data<AppState>) -> Result<HttpResponse, A
             .map_err(StorageError::from)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(RestoredAll { restored }))
+    Ok(RestoredAll { restored })
 }
 
-/// Restores every archived role (built-in roles are never archived).
-async fn restore_all_roles(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Restores every archived role (built-in roles are never archived). Both transports
+/// (`POST /api/v1/roles/restore-all`, `Roles.RestoreAllRoles`).
+///
+/// # Errors
+/// A storage error.
+pub async fn roles_restore_all(state: &AppState) -> Result<RestoredAll, ApiError> {
     let restored = storage::run(&state.db, move |conn| {
         diesel::update(roles::table.filter(roles::archived_at.is_not_null()))
             .set((roles::archived_at.eq(None::<chrono::DateTime<Utc>>), roles::updated_at.eq(Utc::now())))
@@ -705,7 +748,7 @@ async fn restore_all_roles(state: web::Data<AppState>) -> Result<HttpResponse, A
             .map_err(StorageError::from)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(RestoredAll { restored }))
+    Ok(RestoredAll { restored })
 }
 
 fn role_conflict(e: diesel::result::Error) -> IdentityError {
@@ -813,7 +856,15 @@ async fn restore_role(state: web::Data<AppState>, id: web::Path<i64>) -> Result<
 }
 
 async fn purge_role(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
+    role_purge(&state, id.into_inner()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Deletes a role that is not built in and assigned to nobody (both transports).
+///
+/// # Errors
+/// 404; 409 built in or in use; a storage error.
+pub async fn role_purge(state: &AppState, id: i64) -> Result<(), ApiError> {
     storage::transaction(&state.db, move |conn| {
         let role = find_role(conn, id)?;
         if role.builtin {
@@ -826,7 +877,7 @@ async fn purge_role(state: web::Data<AppState>, id: web::Path<i64>) -> Result<Ht
         Ok(())
     })
     .await?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(())
 }
 
 /// Creates the bootstrap admin when none exists and credentials are configured.

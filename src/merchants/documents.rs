@@ -346,16 +346,18 @@ fn chain(all: Vec<DocumentView>, doc_id: DocumentId) -> Vec<DocumentView> {
     out
 }
 
-#[derive(Deserialize)]
+/// The review queue's filters (`GET /api/v1/merchant-documents`, `Merchants.ListReviewQueue`).
+#[derive(Deserialize, Default)]
 pub struct QueueQuery {
     #[serde(flatten)]
-    page: PageQuery,
-    status: Option<String>,
-    doc_type: Option<String>,
-    merchant_id: Option<String>,
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
-    search: Option<String>,
+    pub page: PageQuery,
+    /// A document status; absent: `submitted`.
+    pub status: Option<String>,
+    pub doc_type: Option<String>,
+    pub merchant_id: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub search: Option<String>,
 }
 
 fn queue_matching(
@@ -391,7 +393,14 @@ fn queue_matching(
 /// The admin review queue: current documents of one status (default `submitted`) across merchants,
 /// oldest first, walked on `merchant_documents_queue_idx` (status, id) with keyset pagination.
 async fn queue(state: web::Data<AppState>, q: web::Query<QueueQuery>) -> Result<HttpResponse, ApiError> {
-    let q = q.into_inner();
+    Ok(HttpResponse::Ok().json(review_queue(&state, q.into_inner()).await?))
+}
+
+/// One page of the admin review queue (both transports).
+///
+/// # Errors
+/// 422 naming a bad filter or page; a storage error.
+pub async fn review_queue(state: &AppState, q: QueueQuery) -> Result<Page<DocumentView>, ApiError> {
     let (limit, cursor, with_total) = q.page.resolve_with_total()?;
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => DocumentStatus::Submitted,
@@ -437,7 +446,7 @@ async fn queue(state: web::Data<AppState>, q: web::Query<QueueQuery>) -> Result<
         Ok::<_, StorageError>((query.load::<DocumentView>(conn)?, total))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |d| d.id.get()).with_total(total)))
+    Ok(Page::from_rows(rows, limit, |d| d.id.get()).with_total(total))
 }
 
 /// Records a stored upload as a new document waiting for review (both transports).

@@ -606,6 +606,29 @@ fn int<T: std::str::FromStr>(v: &Option<String>, field: &'static str) -> Result<
     }
 }
 
+/// The condition on `operations` of what merchant `m` sees as its own: its payments and refunds,
+/// without card-data declines — those are the cardholder's business: the merchant got
+/// `card_declined` and does not learn them apart from numbers that matched no card. Shared by the
+/// merchant's payment lists and its watch stream (`Ledger.WatchOperations` with `merchant_id`).
+pub fn merchant_sees(
+    m: MerchantId,
+) -> Box<
+    dyn BoxableExpression<
+        operations::table,
+        diesel::pg::Pg,
+        SqlType = diesel::sql_types::Nullable<diesel::sql_types::Bool>,
+    >,
+> {
+    Box::new(
+        operations::merchant_id.eq(m).and(
+            operations::status
+                .eq(OperationStatus::Success)
+                .or(operations::failure_reason.is_null())
+                .or(operations::failure_reason.ne_all(FailureCode::CARD_DECLINES)),
+        ),
+    )
+}
+
 /// Who is asking, for the payment lists.
 #[derive(Clone, Copy)]
 pub enum Viewer {
@@ -653,16 +676,7 @@ pub async fn list_payments(
                 .into_boxed();
             match viewer {
                 Viewer::Admin | Viewer::Customer(_) => {}
-                Viewer::Merchant(m) => {
-                    // Card-data declines are the cardholder's business: the merchant got `card_declined`
-                    // and its lists do not tell them apart from numbers that matched no card.
-                    query = query.filter(operations::merchant_id.eq(m)).filter(
-                        operations::status
-                            .eq(OperationStatus::Success)
-                            .or(operations::failure_reason.is_null())
-                            .or(operations::failure_reason.ne_all(FailureCode::CARD_DECLINES)),
-                    );
-                }
+                Viewer::Merchant(m) => query = query.filter(merchant_sees(m)),
             }
             if let Some(mine) = mine.clone() {
                 query = query

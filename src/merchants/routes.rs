@@ -14,7 +14,7 @@ use validator::Validate;
 use crate::app::AppState;
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
-use crate::http::pagination::{Page, PageQuery};
+use crate::http::pagination::PageQuery;
 use crate::http::routes::{Access, Api, ADMIN};
 use crate::http::Valid;
 use crate::identity::admin::StatusFilter;
@@ -22,8 +22,8 @@ use crate::ids::{AccountId, ApiKeyId, DocumentId, MerchantId, UserId};
 use crate::ledger::NewEvent;
 use crate::merchants::documents::DocumentStatus;
 use crate::merchants::{find, find_for, keys, service, Merchant, MerchantError, MerchantStatus};
+use crate::storage;
 use crate::storage::schema::{merchant_api_keys, merchant_documents, merchants, outbox};
-use crate::storage::{self, StorageError};
 
 pub const DOC_TYPES: &[&str] = &["business_licence", "owner_identity", "tax_id", "bank_statement"];
 
@@ -427,15 +427,7 @@ pub(super) fn merchants_matching(
 
 /// Restores every archived merchant (admin); their status is untouched.
 async fn restore_all(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let restored = storage::run(&state.db, move |conn| {
-        let now = Utc::now();
-        diesel::update(merchants::table.filter(merchants::archived_at.is_not_null()))
-            .set((merchants::archived_at.eq(None::<DateTime<Utc>>), merchants::updated_at.eq(now)))
-            .execute(conn)
-            .map_err(StorageError::from)
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(crate::http::RestoredAll { restored }))
+    Ok(HttpResponse::Ok().json(service::restore_all(&state).await?))
 }
 
 async fn list(
@@ -792,12 +784,5 @@ async fn statement(
     id: web::Path<MerchantId>,
     q: web::Query<crate::cards::routes::StatementQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let (limit, cursor, window) = q.resolve()?;
-    let lines = storage::run(&state.db, move |conn| {
-        let m = find_for(conn, id, &user)?;
-        Ok::<_, MerchantError>(crate::cards::routes::statement_lines(conn, m.account_id.get(), window, limit, cursor)?)
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(Page::from_rows(lines, limit, |l| l.posting_id)))
+    Ok(HttpResponse::Ok().json(service::statement(&state, user, id.into_inner(), &q).await?))
 }

@@ -318,6 +318,27 @@ pub async fn rotate_key(
     Ok(created)
 }
 
+/// One page of the merchant account's statement (its owner or an admin): postings newest first,
+/// with the running balance, in the optional `from`/`to` window — the same lines, cursors and
+/// window as a card's statement.
+///
+/// # Errors
+/// 404 unknown or another owner's merchant; 422 for a bad page or window; a storage error.
+pub async fn statement(
+    state: &AppState,
+    user: AuthUser,
+    id: MerchantId,
+    q: &crate::cards::routes::StatementQuery,
+) -> Result<Page<crate::cards::routes::StatementLine>, ApiError> {
+    let (limit, cursor, window) = q.resolve()?;
+    let lines = storage::run(&state.db, move |conn| {
+        let m = find_for(conn, id, &user)?;
+        Ok::<_, MerchantError>(crate::cards::routes::statement_lines(conn, m.account_id.get(), window, limit, cursor)?)
+    })
+    .await?;
+    Ok(Page::from_rows(lines, limit, |l| l.posting_id))
+}
+
 /// The balance of a merchant's account (its owner or an admin).
 ///
 /// # Errors
@@ -335,4 +356,21 @@ pub async fn balance(state: &AppState, user: AuthUser, id: MerchantId) -> Result
         currency: state.settings.money.currency.clone(),
         balance,
     })
+}
+
+/// Restores every archived merchant (admin). Both transports (`POST /api/v1/merchants/restore-all`,
+/// `Merchants.RestoreAllMerchants`).
+///
+/// # Errors
+/// A storage error.
+pub async fn restore_all(state: &AppState) -> Result<crate::http::RestoredAll, ApiError> {
+    let restored = storage::run(&state.db, move |conn| {
+        let now = Utc::now();
+        diesel::update(merchants::table.filter(merchants::archived_at.is_not_null()))
+            .set((merchants::archived_at.eq(None::<chrono::DateTime<Utc>>), merchants::updated_at.eq(now)))
+            .execute(conn)
+            .map_err(StorageError::from)
+    })
+    .await?;
+    Ok(crate::http::RestoredAll { restored })
 }

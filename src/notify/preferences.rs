@@ -153,13 +153,7 @@ pub fn register(api: &mut Api) {
 }
 
 async fn get(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
-    let uid = user.user_id.get();
-    let stored = storage::run(&state.db, move |conn| load(conn, &[uid]).map_err(StorageError::from)).await?;
-    let view = match stored.get(&uid) {
-        Some(p) => PreferencesView::new(*p, false),
-        None => PreferencesView::new(Preferences::defaults(&state.settings.notifications), true),
-    };
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().json(read(&state, &user).await?))
 }
 
 async fn put(
@@ -167,7 +161,29 @@ async fn put(
     user: AuthUser,
     body: Valid<PreferencesRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let b = body.into_inner();
+    Ok(HttpResponse::Ok().json(choose(&state, &user, body.into_inner()).await?))
+}
+
+/// The caller's preferences: the stored choices, or the configured defaults (`default: true`).
+/// Both transports (`GET /api/v1/notifications/preferences`, `Notifications.GetPreferences`).
+///
+/// # Errors
+/// A storage error.
+pub async fn read(state: &AppState, user: &AuthUser) -> Result<PreferencesView, ApiError> {
+    let uid = user.user_id.get();
+    let stored = storage::run(&state.db, move |conn| load(conn, &[uid]).map_err(StorageError::from)).await?;
+    Ok(match stored.get(&uid) {
+        Some(p) => PreferencesView::new(*p, false),
+        None => PreferencesView::new(Preferences::defaults(&state.settings.notifications), true),
+    })
+}
+
+/// Stores the caller's whole set of choices (a request already checked by its `Validate` rules).
+/// Both transports (`PUT /api/v1/notifications/preferences`, `Notifications.UpdatePreferences`).
+///
+/// # Errors
+/// 422 naming `transfer_min_amount` above the largest amount; a storage error.
+pub async fn choose(state: &AppState, user: &AuthUser, b: PreferencesRequest) -> Result<PreferencesView, ApiError> {
     let max = state.settings.money.max_amount;
     if b.transfer_min_amount > max {
         return Err(ApiError::validation(
@@ -202,7 +218,7 @@ async fn put(
             .map_err(StorageError::from)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(PreferencesView::new(p, false)))
+    Ok(PreferencesView::new(p, false))
 }
 
 #[cfg(test)]

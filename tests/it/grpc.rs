@@ -444,7 +444,7 @@ async fn watch_streams_operations_as_they_commit_and_resumes_from_a_cursor() {
     let mut ledger = LedgerClient::new(ch.clone());
     let before = ledger.top_up(authed(topup(card.id, 100_000), &token, Some("w-0"))).await.unwrap().into_inner();
 
-    let watch = |cursor: String| proto::WatchOperationsRequest { card_id: card.id, cursor };
+    let watch = |cursor: String| proto::WatchOperationsRequest { card_id: card.id, cursor, merchant_id: None };
     let mut stream = ledger.watch_operations(authed(watch(String::new()), &token, None)).await.unwrap().into_inner();
     // Committed after the watch opened, over HTTP: the stream receives it (and not the older one).
     let (s, _, b) = app
@@ -616,7 +616,7 @@ async fn shutdown_ends_watch_streams_and_stops_the_server() {
     let admin = auth.login(login).await.unwrap().into_inner().access_token;
     let card = CardsClient::new(ch.clone()).issue_card(authed(debit_card(), &admin, None)).await.unwrap();
     let card = card.into_inner().card.unwrap();
-    let watch = proto::WatchOperationsRequest { card_id: card.id, cursor: String::new() };
+    let watch = proto::WatchOperationsRequest { card_id: card.id, cursor: String::new(), merchant_id: None };
     let mut stream = LedgerClient::new(ch).watch_operations(authed(watch, &admin, None)).await.unwrap().into_inner();
     running.state.shutdown.begin();
     // The open stream ends cleanly, then the server stops.
@@ -782,4 +782,36 @@ fn incompatibilities(old: &prost_types::FileDescriptorSet, new: &prost_types::Fi
         }
     }
     problems
+}
+
+/// The "HTTP route → RPC" inventory of `docs/grpc.md` lists every operation of `docs/openapi.json`,
+/// and every RPC it names exists (declared in the access table).
+#[test]
+fn every_http_operation_is_in_the_grpc_inventory() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("docs/openapi.json")).unwrap()).unwrap();
+    let doc = std::fs::read_to_string(root.join("docs/grpc.md")).unwrap();
+    let rows: HashMap<String, String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once("` | "))
+        .map(|(route, rest)| (route.to_owned(), rest.split(" | ").next().unwrap_or_default().to_owned()))
+        .collect();
+    let mut operations = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            operations += 1;
+            let route = format!("{} {path}", method.to_uppercase());
+            let rpcs = rows.get(&route).unwrap_or_else(|| panic!("{route} is not in the docs/grpc.md inventory"));
+            for rpc in rpcs.split('`').skip(1).step_by(2) {
+                let full = if rpc.starts_with("grpc.") { format!("/{rpc}") } else { format!("/payd.v1.{rpc}") };
+                assert!(payd::grpc::access::access_of(&full).is_some(), "{route}: {rpc} is no declared RPC");
+            }
+        }
+    }
+    assert!(operations >= 135, "{operations}");
 }

@@ -164,7 +164,7 @@ async fn watch_sends_the_watched_cards_transfers_and_not_other_cards() {
     ledger.top_up(authed(topup(watched.id, 100_000), &alice, Some("wa-0"))).await.unwrap();
     ledger.top_up(authed(topup(other.id, 100_000), &alice, Some("wa-1"))).await.unwrap();
 
-    let req = proto::WatchOperationsRequest { card_id: watched.id, cursor: String::new() };
+    let req = proto::WatchOperationsRequest { card_id: watched.id, cursor: String::new(), merchant_id: None };
     let mut stream = ledger.watch_operations(authed(req, &alice, None)).await.unwrap().into_inner();
     let transfer = |from: i64, to: i64| proto::TransferRequest {
         from_card_id: from,

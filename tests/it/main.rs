@@ -20,6 +20,7 @@ mod events_rabbitmq;
 mod events_webhooks;
 mod grpc;
 mod grpc_admin;
+mod grpc_coverage;
 mod grpc_identity;
 mod grpc_ledger;
 mod grpc_merchants;

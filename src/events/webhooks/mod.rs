@@ -6,6 +6,7 @@
 
 pub mod routes;
 pub mod sender;
+pub mod service;
 pub mod signature;
 pub mod url;
 

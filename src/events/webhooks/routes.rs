@@ -1,6 +1,7 @@
 //! `/api/v1/merchants/{id}/webhooks…`: register, list, show, update, delete endpoints, rotate the
 //! secret, read the delivery log and redeliver; `/api/v1/webhooks/event-types`. Callers must be the
-//! merchant's owner or an admin (checked against `merchants.owner_id`).
+//! merchant's owner or an admin (checked against `merchants.owner_id`). Each handler is a thin
+//! adapter over [`super::service`], which the gRPC `Webhooks` service calls too.
 
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
@@ -9,17 +10,14 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
-use super::{signature, url, WebhookError};
+use super::service;
 use crate::app::AppState;
-use crate::events::catalogue;
 use crate::events::schema::{webhook_attempts, webhook_deliveries, webhook_endpoints};
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
-use crate::http::pagination::{Page, PageQuery};
+use crate::http::pagination::PageQuery;
 use crate::http::routes::{Access, Api};
 use crate::http::Valid;
-use crate::storage::schema::merchants;
-use crate::storage::{self};
 
 const TAG: &str = "webhooks";
 const BASE: &str = "/api/v1/merchants/{id}/webhooks";
@@ -110,24 +108,6 @@ pub fn register(api: &mut Api) {
 pub struct EventTypes {
     /// Subscribable types; `*` subscribes to all of them.
     pub event_types: Vec<&'static str>,
-}
-
-fn validate_types(types: &[String]) -> Result<Vec<String>, WebhookError> {
-    let known = catalogue::webhook_types();
-    let mut out: Vec<String> = Vec::new();
-    for t in types {
-        let t = t.trim();
-        if t != "*" && !known.contains(&t) {
-            return Err(WebhookError::UnknownEventType(t.to_owned()));
-        }
-        if !out.iter().any(|o| o == t) {
-            out.push(t.to_owned());
-        }
-    }
-    if out.is_empty() {
-        return Err(WebhookError::Invalid { field: "event_types", message: "event_types must not be empty".into() });
-    }
-    Ok(out)
 }
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
@@ -250,37 +230,13 @@ pub struct DeliveryDetail {
 #[derive(Deserialize)]
 pub struct DeliveryQuery {
     #[serde(flatten)]
-    page: PageQuery,
-    status: Option<String>,
-}
-
-/// The caller may manage merchant `id`'s webhooks.
-async fn authorize(state: &AppState, user: &AuthUser, merchant: i64) -> Result<(), WebhookError> {
-    let owner: Option<i64> = storage::run(&state.db, move |conn| {
-        merchants::table.find(merchant).select(merchants::owner_id).first(conn).optional().map_err(WebhookError::from)
-    })
-    .await?;
-    match owner {
-        None => Err(WebhookError::MerchantNotFound),
-        Some(o) if o == user.user_id.get() || user.is_admin() => Ok(()),
-        Some(_) => Err(WebhookError::NotOwner),
-    }
-}
-
-fn endpoint(conn: &mut PgConnection, merchant: i64, id: i64) -> Result<EndpointView, WebhookError> {
-    webhook_endpoints::table
-        .filter(webhook_endpoints::id.eq(id))
-        .filter(webhook_endpoints::merchant_id.eq(merchant))
-        .select(EndpointView::as_select())
-        .first(conn)
-        .optional()?
-        .ok_or(WebhookError::EndpointNotFound)
+    pub page: PageQuery,
+    /// `pending`, `succeeded` or `dead`; absent: every delivery.
+    pub status: Option<String>,
 }
 
 async fn event_types() -> HttpResponse {
-    let mut types = vec!["*"];
-    types.extend(catalogue::webhook_types());
-    HttpResponse::Ok().json(EventTypes { event_types: types })
+    HttpResponse::Ok().json(service::event_types())
 }
 
 async fn create(
@@ -289,45 +245,12 @@ async fn create(
     path: web::Path<i64>,
     body: Valid<CreateEndpoint>,
 ) -> Result<HttpResponse, ApiError> {
-    let merchant = path.into_inner();
-    authorize(&state, &user, merchant).await?;
-    let body = body.into_inner();
-    let checked = url::check(body.url.trim(), state.settings.webhooks.allow_insecure).map_err(WebhookError::from)?;
-    let types = validate_types(&body.event_types)?;
-    let secret = signature::new_secret();
-    let s = secret.clone();
-    let view = storage::run(&state.db, move |conn| {
-        let id: i64 = diesel::insert_into(webhook_endpoints::table)
-            .values((
-                webhook_endpoints::merchant_id.eq(merchant),
-                webhook_endpoints::url.eq(checked.as_str()),
-                webhook_endpoints::description.eq(body.description.unwrap_or_default()),
-                webhook_endpoints::event_types.eq(types),
-                webhook_endpoints::secret.eq(&s),
-                webhook_endpoints::created_by.eq(user.user_id),
-            ))
-            .returning(webhook_endpoints::id)
-            .get_result(conn)?;
-        endpoint(conn, merchant, id)
-    })
-    .await?;
-    tracing::info!(merchant, endpoint = view.id, "webhook endpoint registered");
-    Ok(HttpResponse::Created().json(CreatedEndpoint { endpoint: view, secret }))
+    let created = service::create(&state, &user, path.into_inner(), body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(created))
 }
 
 async fn list(state: web::Data<AppState>, user: AuthUser, path: web::Path<i64>) -> Result<HttpResponse, ApiError> {
-    let merchant = path.into_inner();
-    authorize(&state, &user, merchant).await?;
-    let items = storage::run(&state.db, move |conn| {
-        webhook_endpoints::table
-            .filter(webhook_endpoints::merchant_id.eq(merchant))
-            .order(webhook_endpoints::id)
-            .select(EndpointView::as_select())
-            .load(conn)
-            .map_err(WebhookError::from)
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(EndpointList { items }))
+    Ok(HttpResponse::Ok().json(service::list(&state, &user, path.into_inner()).await?))
 }
 
 async fn show(
@@ -336,9 +259,7 @@ async fn show(
     path: web::Path<(i64, i64)>,
 ) -> Result<HttpResponse, ApiError> {
     let (merchant, id) = path.into_inner();
-    authorize(&state, &user, merchant).await?;
-    let view = storage::run(&state.db, move |conn| endpoint(conn, merchant, id)).await?;
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().json(service::show(&state, &user, merchant, id).await?))
 }
 
 async fn update(
@@ -348,53 +269,7 @@ async fn update(
     body: Valid<UpdateEndpoint>,
 ) -> Result<HttpResponse, ApiError> {
     let (merchant, id) = path.into_inner();
-    authorize(&state, &user, merchant).await?;
-    let body = body.into_inner();
-    let new_url = match &body.url {
-        Some(u) => {
-            Some(url::check(u.trim(), state.settings.webhooks.allow_insecure).map_err(WebhookError::from)?.to_string())
-        }
-        None => None,
-    };
-    let types = body.event_types.as_deref().map(validate_types).transpose()?;
-    let view = storage::transaction(&state.db, move |conn| {
-        endpoint(conn, merchant, id)?;
-        let target = webhook_endpoints::table.find(id);
-        if let Some(u) = new_url {
-            diesel::update(target).set(webhook_endpoints::url.eq(u)).execute(conn)?;
-        }
-        if let Some(t) = types {
-            diesel::update(target).set(webhook_endpoints::event_types.eq(t)).execute(conn)?;
-        }
-        if let Some(d) = body.description {
-            diesel::update(target).set(webhook_endpoints::description.eq(d)).execute(conn)?;
-        }
-        match body.enabled {
-            Some(true) => {
-                diesel::update(target)
-                    .set((
-                        webhook_endpoints::status.eq("active"),
-                        webhook_endpoints::disabled_reason.eq(None::<String>),
-                        webhook_endpoints::consecutive_failures.eq(0),
-                    ))
-                    .execute(conn)?;
-            }
-            Some(false) => {
-                diesel::update(target)
-                    .set((
-                        webhook_endpoints::status.eq("disabled"),
-                        webhook_endpoints::disabled_reason.eq(Some("disabled by the merchant")),
-                    ))
-                    .execute(conn)?;
-            }
-            None => {}
-        }
-        diesel::update(target).set(webhook_endpoints::updated_at.eq(Utc::now())).execute(conn)?;
-        endpoint(conn, merchant, id)
-    })
-    .await?;
-    state.events.wake.webhooks.notify_one();
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().json(service::update(&state, &user, merchant, id, body.into_inner()).await?))
 }
 
 async fn delete(
@@ -403,13 +278,7 @@ async fn delete(
     path: web::Path<(i64, i64)>,
 ) -> Result<HttpResponse, ApiError> {
     let (merchant, id) = path.into_inner();
-    authorize(&state, &user, merchant).await?;
-    storage::transaction(&state.db, move |conn| {
-        endpoint(conn, merchant, id)?;
-        diesel::delete(webhook_endpoints::table.find(id)).execute(conn)?;
-        Ok::<_, WebhookError>(())
-    })
-    .await?;
+    service::delete(&state, &user, merchant, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -420,28 +289,7 @@ async fn rotate(
     body: Valid<RotateSecret>,
 ) -> Result<HttpResponse, ApiError> {
     let (merchant, id) = path.into_inner();
-    authorize(&state, &user, merchant).await?;
-    let overlap = body.into_inner().overlap_secs.unwrap_or(state.settings.webhooks.rotation_overlap_secs);
-    let secret = signature::new_secret();
-    let s = secret.clone();
-    let expires = storage::transaction(&state.db, move |conn| {
-        endpoint(conn, merchant, id)?;
-        let old: String =
-            webhook_endpoints::table.find(id).select(webhook_endpoints::secret).for_update().first(conn)?;
-        let until = (overlap > 0).then(|| Utc::now() + chrono::Duration::seconds(overlap));
-        diesel::update(webhook_endpoints::table.find(id))
-            .set((
-                webhook_endpoints::secret.eq(&s),
-                webhook_endpoints::previous_secret.eq(until.map(|_| old)),
-                webhook_endpoints::previous_expires_at.eq(until),
-                webhook_endpoints::updated_at.eq(Utc::now()),
-            ))
-            .execute(conn)?;
-        Ok::<_, WebhookError>(until)
-    })
-    .await?;
-    tracing::info!(merchant, endpoint = id, "webhook secret rotated");
-    Ok(HttpResponse::Ok().json(RotatedSecret { secret, previous_secret_expires_at: expires }))
+    Ok(HttpResponse::Ok().json(service::rotate(&state, &user, merchant, id, body.into_inner()).await?))
 }
 
 async fn deliveries(
@@ -451,42 +299,7 @@ async fn deliveries(
     q: web::Query<DeliveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (merchant, id) = path.into_inner();
-    authorize(&state, &user, merchant).await?;
-    let q = q.into_inner();
-    let (limit, cursor) = q.page.resolve()?;
-    if let Some(s) = &q.status {
-        if !["pending", "succeeded", "dead"].contains(&s.as_str()) {
-            return Err(ApiError::validation("status", "status must be pending, succeeded or dead"));
-        }
-    }
-    let rows = storage::run(&state.db, move |conn| {
-        endpoint(conn, merchant, id)?;
-        let mut query = webhook_deliveries::table
-            .filter(webhook_deliveries::endpoint_id.eq(id))
-            .order(webhook_deliveries::id.desc())
-            .limit(limit + 1)
-            .select(DeliveryView::as_select())
-            .into_boxed();
-        if let Some(s) = q.status {
-            query = query.filter(webhook_deliveries::status.eq(s));
-        }
-        if let Some(c) = cursor {
-            query = query.filter(webhook_deliveries::id.lt(c));
-        }
-        query.load(conn).map_err(WebhookError::from)
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(Page::from_rows(rows, limit, |d| d.id)))
-}
-
-fn find_delivery(conn: &mut PgConnection, endpoint_id: i64, id: i64) -> Result<DeliveryView, WebhookError> {
-    webhook_deliveries::table
-        .filter(webhook_deliveries::id.eq(id))
-        .filter(webhook_deliveries::endpoint_id.eq(endpoint_id))
-        .select(DeliveryView::as_select())
-        .first(conn)
-        .optional()?
-        .ok_or(WebhookError::DeliveryNotFound)
+    Ok(HttpResponse::Ok().json(service::deliveries(&state, &user, merchant, id, q.into_inner()).await?))
 }
 
 async fn delivery(
@@ -495,20 +308,7 @@ async fn delivery(
     path: web::Path<(i64, i64, i64)>,
 ) -> Result<HttpResponse, ApiError> {
     let (merchant, endpoint_id, id) = path.into_inner();
-    authorize(&state, &user, merchant).await?;
-    let detail = storage::run(&state.db, move |conn| {
-        endpoint(conn, merchant, endpoint_id)?;
-        let delivery = find_delivery(conn, endpoint_id, id)?;
-        let body: String = webhook_deliveries::table.find(id).select(webhook_deliveries::body).first(conn)?;
-        let attempts = webhook_attempts::table
-            .filter(webhook_attempts::delivery_id.eq(id))
-            .order(webhook_attempts::id)
-            .select(AttemptView::as_select())
-            .load(conn)?;
-        Ok::<_, WebhookError>(DeliveryDetail { delivery, body, attempts })
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(detail))
+    Ok(HttpResponse::Ok().json(service::delivery(&state, &user, merchant, endpoint_id, id).await?))
 }
 
 async fn redeliver(
@@ -517,25 +317,5 @@ async fn redeliver(
     path: web::Path<(i64, i64, i64)>,
 ) -> Result<HttpResponse, ApiError> {
     let (merchant, endpoint_id, id) = path.into_inner();
-    authorize(&state, &user, merchant).await?;
-    let view = storage::transaction(&state.db, move |conn| {
-        endpoint(conn, merchant, endpoint_id)?;
-        find_delivery(conn, endpoint_id, id)?;
-        let now = Utc::now();
-        diesel::update(webhook_deliveries::table.find(id))
-            .set((
-                webhook_deliveries::status.eq("pending"),
-                webhook_deliveries::attempts.eq(0),
-                webhook_deliveries::manual.eq(true),
-                webhook_deliveries::next_attempt_at.eq(now),
-                webhook_deliveries::window_start.eq(now),
-                webhook_deliveries::completed_at.eq(None::<DateTime<Utc>>),
-                webhook_deliveries::lease_until.eq(None::<DateTime<Utc>>),
-            ))
-            .execute(conn)?;
-        find_delivery(conn, endpoint_id, id)
-    })
-    .await?;
-    state.events.wake.webhooks.notify_one();
-    Ok(HttpResponse::Accepted().json(view))
+    Ok(HttpResponse::Accepted().json(service::redeliver(&state, &user, merchant, endpoint_id, id).await?))
 }
