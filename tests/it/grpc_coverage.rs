@@ -296,6 +296,39 @@ async fn webhooks_over_grpc_match_http() {
     let e = hooks.redeliver(authed(one, &owner, None)).await.unwrap_err();
     expect_status(&e, Code::NotFound, "not_found");
 
+    // A delivery that ran out of attempts: the log, its detail and a redelivery read as over HTTP.
+    let mut conn = app.db();
+    let event = uuid::Uuid::new_v4();
+    let dead = merchant::scalar(
+        &mut conn,
+        &format!(
+            "INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, body, status, attempts, last_status, \
+             last_error, completed_at) VALUES ({second}, '{event}', 'payment.completed', '{{\"id\":1}}', 'dead', 3, \
+             500, 'server error', now()) RETURNING id AS n"
+        ),
+    );
+    merchant::scalar(
+        &mut conn,
+        &format!(
+            "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, duration_ms) \
+             VALUES ({dead}, 1, 500, 12) RETURNING id AS n"
+        ),
+    );
+    let log = proto::ListDeliveriesRequest { merchant_id, webhook_id: second, page: None, status: "dead".into() };
+    let log = hooks.list_deliveries(authed(log, &owner, None)).await.unwrap().into_inner();
+    let (_, hd) = app.get(&format!("{path}/{second}/deliveries?status=dead"), Some(&owner)).await;
+    assert_eq!(log.items.iter().map(|d| d.id).collect::<Vec<_>>(), webhook_ids(&hd));
+    assert_eq!((log.items[0].event_id.clone(), log.items[0].last_status), (event.to_string(), Some(500)));
+    let one = proto::DeliveryRef { merchant_id, webhook_id: second, id: dead };
+    let detail = hooks.get_delivery(authed(one, &owner, None)).await.unwrap().into_inner();
+    let (_, hd) = app.get(&format!("{path}/{second}/deliveries/{dead}"), Some(&owner)).await;
+    assert_eq!((detail.body.as_str(), hd["body"].as_str()), ("{\"id\":1}", Some("{\"id\":1}")));
+    assert_eq!(detail.attempts.len(), hd["attempts"].as_array().unwrap().len());
+    assert_eq!((detail.attempts[0].status_code, detail.attempts[0].duration_ms), (Some(500), 12));
+    let again = hooks.redeliver(authed(one, &owner, None)).await.unwrap().into_inner();
+    assert_eq!((again.id, again.status.as_str(), again.attempts), (dead, "pending", 0));
+    assert_eq!(again.completed_at, None);
+
     // Someone else's merchant is a missing one, for every call; no token is UNAUTHENTICATED.
     let theirs = proto::WebhookRef { merchant_id, id: hook.id };
     let e = hooks.get_webhook(authed(theirs, &stranger, None)).await.unwrap_err();
