@@ -71,6 +71,8 @@ pub struct GrpcSettings {
     pub tls_key_path: String,
     /// Largest request or response message; larger requests are refused with RESOURCE_EXHAUSTED.
     pub max_message_bytes: usize,
+    /// Threads serving gRPC connections; 0 = one per core (as the HTTP workers).
+    pub workers: usize,
 }
 
 impl Default for GrpcSettings {
@@ -81,6 +83,7 @@ impl Default for GrpcSettings {
             tls_cert_path: String::new(),
             tls_key_path: String::new(),
             max_message_bytes: 4 * 1024 * 1024,
+            workers: 0,
         }
     }
 }

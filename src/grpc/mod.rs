@@ -14,6 +14,7 @@ mod webhooks;
 
 use std::net::TcpListener;
 
+use tokio_stream::StreamExt;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::app::AppState;
@@ -30,11 +31,17 @@ pub const DESCRIPTOR: &[u8] = tonic::include_file_descriptor_set!("payd_descript
 /// A running gRPC server.
 pub struct GrpcServer {
     pub port: u16,
+    /// Ends when every serving thread has drained its calls after shutdown began.
     pub task: tokio::task::JoinHandle<()>,
 }
 
 /// Binds the configured port and serves until shutdown begins (`AppState::shutdown`): then the
 /// server stops accepting, in-flight calls finish and open watch streams end.
+///
+/// Connections are served by `grpc.workers` threads (actix arbiters, like the HTTP workers): one
+/// accept loop hands each new connection to the next thread in turn, and that thread runs the
+/// connection's HTTP/2 framing, decoding and calls. (A single serving thread made gRPC slower than
+/// HTTP/JSON, which has a worker per core.)
 ///
 /// # Errors
 /// When the port cannot be bound, the TLS files cannot be read, or a service cannot be built.
@@ -43,33 +50,93 @@ pub async fn start(state: &AppState) -> anyhow::Result<GrpcServer> {
     let listener = TcpListener::bind((state.settings.server.host.as_str(), cfg.port))?;
     listener.set_nonblocking(true)?;
     let port = listener.local_addr()?.port();
-    let incoming = tonic::transport::server::TcpIncoming::from(tokio::net::TcpListener::from_std(listener)?)
-        .with_nodelay(Some(true));
-    let mut builder = Server::builder();
-    if !cfg.tls_cert_path.is_empty() {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let tls = if cfg.tls_cert_path.is_empty() {
+        None
+    } else {
         let cert = std::fs::read(&cfg.tls_cert_path)
             .map_err(|e| anyhow::anyhow!("grpc.tls_cert_path {}: {e}", cfg.tls_cert_path))?;
         let key = std::fs::read(&cfg.tls_key_path)
             .map_err(|e| anyhow::anyhow!("grpc.tls_key_path {}: {e}", cfg.tls_key_path))?;
-        builder = builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
-    }
+        Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection =
-        tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(DESCRIPTOR).build_v1()?;
-    let router =
-        builder.layer(access::AccessLayer::new(state.clone())).add_service(health_service).add_service(reflection);
-    let router = services::add(router, state);
+    let threads = match cfg.workers {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n => n,
+    };
+
+    let mut lanes = Vec::with_capacity(threads);
+    let mut finished = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let mut builder = Server::builder();
+        if let Some(tls) = tls.clone() {
+            builder = builder.tls_config(tls)?;
+        }
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(DESCRIPTOR)
+            .build_v1()?;
+        let router = builder
+            .layer(access::AccessLayer::new(state.clone()))
+            .add_service(health_service.clone())
+            .add_service(reflection);
+        let router = services::add(router, state);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let arbiter = actix_rt::Arbiter::new();
+        let shutdown = state.shutdown.clone();
+        let spawned = arbiter.spawn(async move {
+            // Registered with this thread's reactor, so the connection's I/O is driven here.
+            let incoming =
+                tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(tokio::net::TcpStream::from_std);
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown.started()).await {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+            let _ = done_tx.send(());
+        });
+        if !spawned {
+            anyhow::bail!("a gRPC serving thread could not be started");
+        }
+        lanes.push(tx);
+        finished.push((arbiter, done_rx));
+    }
+
     let shutdown = state.shutdown.clone();
+    let accept = tokio::spawn(async move {
+        let mut next = 0usize;
+        loop {
+            tokio::select! {
+                () = shutdown.started() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let handed = stream.set_nodelay(true).and_then(|()| stream.into_std());
+                        match handed {
+                            Ok(stream) => {
+                                // A lane whose thread has ended drops the connection (shutdown only).
+                                let _ = lanes[next % lanes.len()].send(stream);
+                                next = next.wrapping_add(1);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "gRPC connection not handed over"),
+                        }
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a moment instead of spinning.
+                        tracing::warn!(error = %e, "gRPC accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        // Load balancers polling grpc.health.v1 stop sending calls while in-flight ones finish.
+        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    });
     let task = tokio::spawn(async move {
-        let stop = async move {
-            shutdown.started().await;
-            // Load balancers polling grpc.health.v1 stop sending calls while in-flight ones finish.
-            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-        };
-        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
-            tracing::error!(error = %e, "gRPC server failed");
+        let _ = accept.await;
+        for (arbiter, done) in finished {
+            let _ = done.await;
+            arbiter.stop();
         }
     });
-    tracing::info!(port, tls = !cfg.tls_cert_path.is_empty(), "payd gRPC listening");
+    tracing::info!(port, threads, tls = tls.is_some(), "payd gRPC listening");
     Ok(GrpcServer { port, task })
 }

@@ -602,6 +602,40 @@ async fn bad_input_gets_the_right_status_never_internal() {
     expect_status(&s, Code::InvalidArgument, "validation_failed");
 }
 
+/// Connections are dealt to the serving threads in turn: with three threads, six connections
+/// reach each thread twice, and every one of them answers calls, concurrently.
+#[actix_web::test]
+async fn every_serving_thread_answers_its_connections() {
+    let mut settings = crate::common::settings();
+    settings.grpc.workers = 3;
+    let app = TestApp::spawn_with(settings).await;
+    let mut channels = Vec::new();
+    for _ in 0..6 {
+        channels.push(channel(&app).await);
+    }
+    let mut auth = AuthClient::new(channels[0].clone());
+    let (_, token) = grpc_user(&app, &mut auth, "grpc-lanes@test.local").await;
+    let calls = channels.iter().map(|ch| {
+        let (mut auth, token) = (AuthClient::new(ch.clone()), token.clone());
+        async move {
+            let mut emails = Vec::new();
+            for _ in 0..5 {
+                emails.push(
+                    auth.me(authed(proto::MeRequest::default(), &token, None)).await.map(|r| r.into_inner().email),
+                );
+            }
+            emails
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    assert_eq!(answers.len(), 6);
+    for (i, emails) in answers.into_iter().enumerate() {
+        for email in emails {
+            assert_eq!(email.as_deref().map_err(Status::code), Ok("grpc-lanes@test.local"), "connection {i}");
+        }
+    }
+}
+
 #[actix_web::test]
 async fn shutdown_ends_watch_streams_and_stops_the_server() {
     let running = payd::run(crate::common::settings()).await.unwrap();
