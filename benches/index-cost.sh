@@ -25,7 +25,7 @@ URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}/$DB
 CARDS=target/index-cost-cards-$DB.txt
 serve "$DB"
 load setup --scenario uniform --cards 2000 --cards-file "$CARDS" --requests 20000 --connections 32
-q() { psql "$URL" -XAt -v ON_ERROR_STOP=1 -c "$1" >/dev/null; }
+q() { psql "$URL" -XAtq -v ON_ERROR_STOP=1 -c "$1" >/dev/null; }
 with_indexes() {
   q "CREATE INDEX IF NOT EXISTS postings_account_created_idx
        ON postings (account_id, (created_at - 'epoch'::timestamptz), id)"
@@ -40,7 +40,8 @@ without_indexes() {
 for r in $(seq 1 "$ROUNDS"); do
   for side in with without; do
     "${side}_indexes"
-    q "VACUUM ANALYZE operations; VACUUM ANALYZE postings" || true
+    q "VACUUM ANALYZE operations"
+    q "VACUUM ANALYZE postings"
     load "$side r$r transfers" --scenario uniform --cards 2000 --cards-file "$CARDS" --duration "$SECS" \
       --connections 128 --warmup 2s
     load "$side r$r payments" --scenario merchant --cards 1000 --duration "$SECS" --connections 128 --warmup 2s
