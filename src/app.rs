@@ -37,6 +37,8 @@ pub struct AppState {
     pub profiles: crate::identity::profiles::Profiles,
     /// Card rows cached in process (`cards::cache`).
     pub cards: crate::cards::cache::Cards,
+    /// First statement pages cached in process, validated by the account actors (`cards::statements`).
+    pub statements: crate::cards::statements::Statements,
     /// Merchant API keys cached in process (`merchants::keys`).
     pub api_keys: crate::merchants::keys::KeyCache,
 }
@@ -71,6 +73,10 @@ impl AppState {
             settings.database.url.expose(),
             std::time::Duration::from_millis(settings.ledger.read_staleness_ms),
         );
+        let statements = crate::cards::statements::Statements::new(
+            settings.cards.statement_cache_accounts,
+            settings.cards.statement_cache_depth,
+        );
         let api_keys = crate::merchants::keys::cache(
             settings.database.url.expose(),
             std::time::Duration::from_millis(settings.auth.revocation_staleness_ms),
@@ -89,6 +95,7 @@ impl AppState {
             revocations,
             profiles,
             cards,
+            statements,
         })
     }
 }

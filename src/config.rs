@@ -344,6 +344,22 @@ pub struct CardSettings {
     /// channels such as bca or ovo) are not networks: see `payments::methods` and docs/operations.md.
     #[serde(default = "default_networks")]
     pub networks: Vec<CardNetwork>,
+    /// Accounts whose first statement page is kept in process (`cards::statements`); a full cache
+    /// starts over.
+    #[serde(default = "default_statement_cache_accounts")]
+    pub statement_cache_accounts: usize,
+    /// Lines kept per account: a first page (no cursor, no window) of at most this many lines is
+    /// answered from memory when the account's version is unchanged. 0 turns the cache off.
+    #[serde(default = "default_statement_cache_depth")]
+    pub statement_cache_depth: i64,
+}
+
+fn default_statement_cache_accounts() -> usize {
+    20_000
+}
+
+fn default_statement_cache_depth() -> i64 {
+    crate::http::pagination::DEFAULT_LIMIT
 }
 
 /// One card network: its name (the `brand` of its cards), the IIN prefixes its numbers start with,
@@ -832,6 +848,12 @@ impl Settings {
         self.cards.check_networks()?;
         if !(1..=10).contains(&self.cards.expiry_years) {
             return Err(invalid("cards.expiry_years", "must be between 1 and 10"));
+        }
+        if !(0..=crate::http::pagination::MAX_LIMIT).contains(&self.cards.statement_cache_depth) {
+            return Err(invalid("cards.statement_cache_depth", "must be between 0 and 100 (the largest page)"));
+        }
+        if self.cards.statement_cache_accounts == 0 {
+            return Err(invalid("cards.statement_cache_accounts", "must be at least 1 (depth 0 turns the cache off)"));
         }
         let l = &self.ledger;
         if !(1..=8).contains(&l.writers) {

@@ -34,7 +34,8 @@ fn card_error(e: CardError) -> ApiError {
     }
 }
 
-fn account_error(e: AccountError) -> ApiError {
+/// An account actor's failure as the API answers it (also the statement's, `cards::statements`).
+pub(crate) fn account_error(e: AccountError) -> ApiError {
     match e {
         AccountError::NotFound => CardsError::NotFound.into(),
         AccountError::Busy => busy(),

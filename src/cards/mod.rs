@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod pan;
 pub mod routes;
 pub mod service;
+pub mod statements;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;

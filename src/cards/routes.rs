@@ -218,7 +218,7 @@ pub struct BalanceView {
     pub at: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize, Queryable, QueryableByName, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Queryable, QueryableByName, utoipa::ToSchema)]
 pub struct StatementLine {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub posting_id: i64,
@@ -644,6 +644,12 @@ async fn statement(
 
 /// One page of a card's statement (the holder's or, for an admin, any card's), newest posting first.
 ///
+/// The first page (no cursor, no window, `limit` ≤ `cards.statement_cache_depth`) is answered from
+/// memory while the account's version, as its actor answers it, is the one the page was read at
+/// ([`crate::cards::statements`]): read-your-writes on the instance that committed, and every commit
+/// acknowledged on any instance at least `ledger.read_staleness_ms` before the read (the balance
+/// read's rule). Other pages are read from the database.
+///
 /// # Errors
 /// 422 a bad cursor, limit or window, 404 unknown or another user's card, a storage error.
 pub async fn statement_page(
@@ -653,12 +659,40 @@ pub async fn statement_page(
     q: &StatementQuery,
 ) -> Result<Page<StatementLine>, ApiError> {
     let (limit, cursor, window) = q.resolve()?;
-    let account_id = state.cards.get_for(&state.db, id, user).await?.account_id;
+    let account_id = state.cards.get_for(&state.db, id, user).await?.account_id.get();
+    let first_page = cursor.is_none() && window == (None, None);
+    let Some(depth) = state.statements.depth_for(limit, first_page) else {
+        let lines = storage::run(&state.db, move |conn| {
+            statement_lines(conn, account_id, window, limit, cursor).map_err(StorageError::from)
+        })
+        .await?;
+        return Ok(Page::from_rows(lines, limit, |l| l.posting_id));
+    };
+    // The first page, from memory when the account's committed version (as its actor knows it, the
+    // freshness rule of the balance read) is the one it was cached at (`cards::statements`).
+    let max_age = std::time::Duration::from_millis(state.settings.ledger.read_staleness_ms);
+    let version = state
+        .ledger
+        .ledger
+        .accounts()
+        .read(account_id, max_age)
+        .await
+        .map_err(crate::cards::balance::account_error)?
+        .state
+        .version;
+    if let Some(lines) = state.statements.get(account_id, version, limit) {
+        crate::metrics::count("statement_read", "memory");
+        return Ok(Page::from_rows(lines, limit, |l| l.posting_id));
+    }
+    crate::metrics::count("statement_read", "database");
     let lines = storage::run(&state.db, move |conn| {
-        statement_lines(conn, account_id.get(), window, limit, cursor).map_err(StorageError::from)
+        statement_lines(conn, account_id, (None, None), depth, None).map_err(StorageError::from)
     })
     .await?;
-    Ok(Page::from_rows(lines, limit, |l| l.posting_id))
+    let n = usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX).min(lines.len());
+    let page = lines[..n].to_vec();
+    state.statements.put(account_id, version, lines);
+    Ok(Page::from_rows(page, limit, |l| l.posting_id))
 }
 
 /// One page of every card's balance (admins), by card id.

@@ -48,5 +48,6 @@ mod pay_person;
 mod reads;
 mod route_policy;
 mod secrets_scan;
+mod statement_cache;
 mod stats;
 mod telemetry_otlp;
