@@ -326,6 +326,22 @@ pub fn api_key(k: crate::merchants::routes::KeyView) -> proto::ApiKey {
 ///
 /// # Errors
 /// `INVALID_ARGUMENT` naming `field` when it is no valid instant.
+/// A statement query (card or merchant) from an RPC's page and optional window.
+///
+/// # Errors
+/// INVALID_ARGUMENT naming `from` or `to` when a timestamp is out of range.
+pub fn statement_query(
+    page: Option<proto::PageRequest>,
+    from: Option<prost_types::Timestamp>,
+    to: Option<prost_types::Timestamp>,
+) -> Result<crate::cards::routes::StatementQuery, Status> {
+    Ok(crate::cards::routes::StatementQuery {
+        page: self::page(page),
+        from: from.map(|t| instant("from", t)).transpose()?,
+        to: to.map(|t| instant("to", t)).transpose()?,
+    })
+}
+
 pub fn instant(field: &str, t: prost_types::Timestamp) -> Result<chrono::DateTime<chrono::Utc>, Status> {
     u32::try_from(t.nanos)
         .ok()

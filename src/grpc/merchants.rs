@@ -446,11 +446,7 @@ impl proto::merchants_server::Merchants for Api {
     ) -> Answer<proto::GetStatementResponse> {
         let user = convert::user(&req)?;
         let m = req.into_inner();
-        let q = crate::cards::routes::StatementQuery {
-            page: convert::page(m.page),
-            from: m.from.map(|t| convert::instant("from", t)).transpose()?,
-            to: m.to.map(|t| convert::instant("to", t)).transpose()?,
-        };
+        let q = convert::statement_query(m.page, m.from, m.to)?;
         let page = crate::merchants::service::statement(&self.state, user, m.id.into(), &q).await.map_err(status)?;
         ok(convert::statement(page))
     }

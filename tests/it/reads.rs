@@ -13,23 +13,23 @@ use serde_json::{json, Value};
 use crate::common::*;
 
 /// The bounds configured for these tests, and the margin added to them before asserting.
-const READ_STALENESS_MS: u64 = 300;
+pub(crate) const READ_STALENESS_MS: u64 = 300;
 const REVOCATION_STALENESS_MS: u64 = 300;
-const MARGIN_MS: u64 = 200;
+pub(crate) const MARGIN_MS: u64 = 200;
 
-fn read_settings() -> payd::config::Settings {
+pub(crate) fn read_settings() -> payd::config::Settings {
     let mut s = settings();
     s.ledger.read_staleness_ms = READ_STALENESS_MS;
     s.auth.revocation_staleness_ms = REVOCATION_STALENESS_MS;
     s
 }
 
-async fn money(app: &TestApp, token: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn money(app: &TestApp, token: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
     let (s, _, b) = app.call_full("POST", path, Some(token), Some(body), &[("Idempotency-Key", key)]).await;
     (s, b)
 }
 
-async fn issue(app: &TestApp, token: &str) -> i64 {
+pub(crate) async fn issue(app: &TestApp, token: &str) -> i64 {
     let (s, b) = app.post("/api/v1/cards", Some(token), json!({"card_type": "debit", "brand": "visa"})).await;
     assert_eq!(s, 201, "{b}");
     b["card"]["id"].as_i64().unwrap()

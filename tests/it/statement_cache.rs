@@ -13,26 +13,7 @@ use payd::storage::schema::{cards, operations, postings};
 use serde_json::{json, Value};
 
 use crate::common::*;
-
-const READ_STALENESS_MS: u64 = 300;
-const MARGIN_MS: u64 = 200;
-
-fn read_settings() -> payd::config::Settings {
-    let mut s = settings();
-    s.ledger.read_staleness_ms = READ_STALENESS_MS;
-    s
-}
-
-async fn money(app: &TestApp, token: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
-    let (s, _, b) = app.call_full("POST", path, Some(token), Some(body), &[("Idempotency-Key", key)]).await;
-    (s, b)
-}
-
-async fn issue(app: &TestApp, token: &str) -> i64 {
-    let (s, b) = app.post("/api/v1/cards", Some(token), json!({"card_type": "debit", "brand": "visa"})).await;
-    assert_eq!(s, 201, "{b}");
-    b["card"]["id"].as_i64().unwrap()
-}
+use crate::reads::{issue, money, read_settings, MARGIN_MS, READ_STALENESS_MS};
 
 /// A statement line as compared: (posting, operation, kind, amount, balance after).
 type Line = (i64, String, String, i64, i64);
