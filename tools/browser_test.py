@@ -104,11 +104,21 @@ def shot(page, name):
 
 
 def sign_in(page, email, password):
+    # A hash-only goto is a same-document navigation: the console renders the sign-in view on the
+    # hashchange that follows, so wait for it before filling in (the previous view may have its own
+    # E-mail field).
     page.goto(f"{BASE}/console#/signin")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
     page.get_by_label("E-mail").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", level=1)).not_to_have_text("Sign in")
+    # A debug build hashes with the production argon2 cost: give it time on a loaded machine, and
+    # name the console's error if the sign-in was refused.
+    try:
+        expect(page.get_by_role("heading", level=1)).not_to_have_text("Sign in", timeout=20000)
+    except AssertionError:
+        alerts = page.get_by_role("alert").all_inner_texts()
+        raise AssertionError(f"sign-in as {email} did not leave the sign-in page; console says: {alerts}")
 
 
 def new_page(browser, violations):
