@@ -238,7 +238,8 @@ def check_k8s_runtime(k8s: Path) -> None:
         if pre_secs + drain + background >= grace:
             problem(f"k8s/{file}: preStop {pre_secs}s + drain {drain}s + background {background}s "
                     f">= terminationGracePeriodSeconds {grace}s")
-        conns = int(env.get("PAYD_DATABASE__POOL_SIZE") or pool) + int(env.get("PAYD_LEDGER__WRITERS") or writers)
+        # The pool, the ledger writers and the one notification listener (`storage::notified::Listeners`).
+        conns = int(env.get("PAYD_DATABASE__POOL_SIZE") or pool) + int(env.get("PAYD_LEDGER__WRITERS") or writers) + 1
         surge = dep["spec"].get("strategy", {}).get("rollingUpdate", {}).get("maxSurge", 1)
         pods = dep["spec"].get("replicas", 1)
         if role == "api":

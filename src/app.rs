@@ -41,6 +41,9 @@ pub struct AppState {
     pub statements: crate::cards::statements::Statements,
     /// Merchant API keys cached in process (`merchants::keys`).
     pub api_keys: crate::merchants::keys::KeyCache,
+    /// The notification listener of the caches above and of the account change feed (its thread
+    /// stops when the last handle is dropped).
+    pub listeners: storage::notified::Listeners,
 }
 
 impl AppState {
@@ -55,7 +58,8 @@ impl AppState {
         let cache = Cache::new(settings.redis.url.expose(), settings.redis.pool_size, &settings.redis.prefix)?;
         let mailer = Mailer::new(&settings.mail, db.clone())?;
         prepare_database(&settings, &db).await?;
-        let ledger = LedgerService::start(&settings, &db).await?;
+        let listeners = storage::notified::Listeners::new(settings.database.url.expose());
+        let ledger = LedgerService::start(&settings, &db, &listeners).await?;
         let events = EventsService::new(&settings)?;
         let blobs = crate::merchants::blob::from_settings(&settings.merchants, &db);
         let shutdown = Shutdown::new(std::time::Duration::from_secs(settings.server.background_stop_secs));
@@ -66,11 +70,11 @@ impl AppState {
             std::time::Duration::from_secs(u64::try_from(settings.auth.access_ttl_secs).unwrap_or(900) + 60),
         );
         let profiles = crate::identity::profiles::Profiles::start(
-            settings.database.url.expose(),
+            &listeners,
             std::time::Duration::from_millis(settings.auth.revocation_staleness_ms),
         );
         let cards = crate::cards::cache::Cards::start(
-            settings.database.url.expose(),
+            &listeners,
             std::time::Duration::from_millis(settings.ledger.read_staleness_ms),
         );
         let statements = crate::cards::statements::Statements::new(
@@ -78,10 +82,12 @@ impl AppState {
             settings.cards.statement_cache_depth,
         );
         let api_keys = crate::merchants::keys::cache(
-            settings.database.url.expose(),
+            &listeners,
             std::time::Duration::from_millis(settings.auth.revocation_staleness_ms),
         );
+        listeners.run();
         Ok(Self {
+            listeners,
             api_keys,
             shutdown,
             keys: Arc::new(TokenKeys::new(&settings.auth)),

@@ -288,6 +288,11 @@ pub struct LedgerSettings {
     /// every change committed at least this long before it (docs/architecture.md, "Reads").
     #[serde(default = "default_read_staleness_ms")]
     pub read_staleness_ms: u64,
+    /// Listen to the database's feed of committed account changes (`ledger::feed`): an account
+    /// actor then answers a read from memory, within `read_staleness_ms`, unless the feed shows a
+    /// newer commit, rather than reloading its account once per bound. Off: the reload rule alone.
+    #[serde(default = "default_true")]
+    pub change_feed: bool,
 }
 
 fn default_revocation_staleness_ms() -> u64 {
@@ -296,6 +301,10 @@ fn default_revocation_staleness_ms() -> u64 {
 
 fn default_read_staleness_ms() -> u64 {
     1_000
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_writer_lock_timeout_ms() -> u64 {

@@ -24,6 +24,7 @@ use actix::{
     WrapFuture,
 };
 
+use crate::feed::ChangeFeed;
 use crate::registry::{guarded, AskError, Home, Loader, Registered, Sharded};
 use crate::store::{AccountId, AccountSnapshot, AccountState, StoreError};
 
@@ -63,6 +64,10 @@ pub struct ActorConfig {
     pub sweep_interval: Duration,
     /// An actor without messages for this long and without reservations stops.
     pub idle_timeout: Duration,
+    /// The store's feed of committed account changes, if this instance listens to one: a read
+    /// older than its bound is answered from memory when the feed shows nothing newer
+    /// ([`crate::feed`]). Card actors ignore it.
+    pub feed: Option<Arc<ChangeFeed>>,
 }
 
 impl Default for ActorConfig {
@@ -73,6 +78,7 @@ impl Default for ActorConfig {
             reservation_ttl: Duration::from_secs(30),
             sweep_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(300),
+            feed: None,
         }
     }
 }
@@ -151,7 +157,8 @@ impl Message for Available {
 }
 
 /// Read the account as a balance read needs it, from memory when the cached state was confirmed
-/// against the store less than `max_age` ago; otherwise the snapshot is reloaded first (serialised
+/// against the store less than `max_age` ago, or when the instance's change feed (if any) vouches
+/// for it within `max_age` ([`crate::feed`]); otherwise the snapshot is reloaded first (serialised
 /// with the actor's other messages, so a burst of reads on a stale actor costs one load).
 #[derive(Debug, Clone, Copy)]
 pub struct Read {
@@ -431,7 +438,13 @@ impl Handler<Read> for AccountActor {
     fn handle(&mut self, msg: Read, _ctx: &mut Context<Self>) -> Self::Result {
         let unusable = self.unusable();
         self.touch();
-        let fresh = self.confirmed_at.is_some_and(|c| c.elapsed() < msg.max_age);
+        let fresh = self.confirmed_at.is_some_and(|c| c.elapsed() < msg.max_age)
+            || self
+                .home
+                .cfg
+                .feed
+                .as_ref()
+                .is_some_and(|f| f.vouches(self.state.id, self.state.version, self.confirmed_at, msg.max_age));
         if unusable.is_some() || fresh {
             let answer = match unusable {
                 Some(e) => Err(e),

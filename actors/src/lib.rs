@@ -9,6 +9,7 @@ pub mod account;
 pub mod card;
 pub mod coordinator;
 pub mod faults;
+pub mod feed;
 pub mod gauges;
 /// The in-memory [`LedgerStore`] the actor tests, the model tests and the actor-path benchmark run
 /// against; not part of the service (feature `memory-store`).
@@ -24,6 +25,7 @@ pub use account::{
     Release, Reservation, ReservationId, Reserve,
 };
 pub use card::{CardActor, CardError, CardLoader, CardsHandle, CheckCredit, CheckDebit, Get, Refresh};
+pub use feed::ChangeFeed;
 
 pub use coordinator::{
     Committed, ExecError, Execute, FailureReason, Ledger, OpFailure, Operation, PaymentsCoordinator,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::cards::{find, Card, CardsError};
 use crate::http::auth::AuthUser;
 use crate::ids::CardId;
-use crate::storage::notified::Notified;
+use crate::storage::notified::{Listeners, Notified};
 use crate::storage::{self, PgPool};
 
 const CHANNEL: &str = "cards_changed";
@@ -25,9 +25,9 @@ pub struct Cards {
 }
 
 impl Cards {
-    /// Starts the listener thread (its own PostgreSQL connection to `url`).
-    pub fn start(url: &str, bound: Duration) -> Self {
-        Self { cache: Notified::start(url, CHANNEL, bound, CAPACITY) }
+    /// A cache kept by the instance's listener.
+    pub fn start(listeners: &Listeners, bound: Duration) -> Self {
+        Self { cache: Notified::start(listeners, CHANNEL, bound, CAPACITY) }
     }
 
     /// The card `id`: from the cache when it is current, else from the database (then cached).

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::identity::model::UserView;
 use crate::ids::UserId;
-use crate::storage::notified::Notified;
+use crate::storage::notified::{Listeners, Notified};
 
 const CHANNEL: &str = "payd_users";
 /// Profiles kept per instance at most.
@@ -23,9 +23,9 @@ pub struct Profiles {
 }
 
 impl Profiles {
-    /// Starts the listener thread (its own PostgreSQL connection to `url`).
-    pub fn start(url: &str, bound: Duration) -> Self {
-        Self { cache: Notified::start(url, CHANNEL, bound, CAPACITY) }
+    /// A cache kept by the instance's listener.
+    pub fn start(listeners: &Listeners, bound: Duration) -> Self {
+        Self { cache: Notified::start(listeners, CHANNEL, bound, CAPACITY) }
     }
 
     /// The cached profile of `user`, if the cache is current.

@@ -1,6 +1,7 @@
 //! The ledger: wiring of the actor system (account and card actors, coordinator, group-commit
 //! writers) to PostgreSQL, the platform's system accounts, and the invariant checks (`verify`).
 
+pub mod feed;
 pub mod store;
 pub mod verify;
 
@@ -67,6 +68,8 @@ pub struct LedgerService {
     pub system: Arc<SystemAccounts>,
     /// Money requests running on this instance, by idempotency key.
     pub inflight: crate::payments::inflight::InFlight,
+    /// The account change feed (`ledger.change_feed`), kept alive with the service.
+    pub account_feed: Option<Arc<feed::AccountFeed>>,
 }
 
 impl LedgerService {
@@ -74,17 +77,27 @@ impl LedgerService {
     ///
     /// # Errors
     /// When the system accounts cannot be created.
-    pub async fn start(settings: &Settings, pool: &PgPool) -> anyhow::Result<Self> {
+    pub async fn start(
+        settings: &Settings,
+        pool: &PgPool,
+        listeners: &crate::storage::notified::Listeners,
+    ) -> anyhow::Result<Self> {
         let currency = settings.money.currency.clone();
         let system = storage::run(pool, move |conn| SystemAccounts::ensure(conn, &currency)).await?;
         let l = &settings.ledger;
+        let account_feed =
+            l.change_feed.then(|| feed::AccountFeed::start(listeners, Duration::from_millis(l.read_staleness_ms)));
         let actor_cfg = ActorConfig {
             mailbox_capacity: l.mailbox_capacity,
             ask_timeout: Duration::from_millis(l.ask_timeout_ms),
             idle_timeout: Duration::from_secs(l.idle_timeout_secs),
+            feed: account_feed.as_ref().map(|f| f.feed()),
             ..ActorConfig::default()
         };
         let accounts = AccountsHandle::new(l.shards, store::account_loader(pool.clone()), actor_cfg.clone());
+        if let Some(f) = &account_feed {
+            f.attach(accounts.clone());
+        }
         let cards = CardsHandle::new(l.shards, store::card_loader(pool.clone()), actor_cfg);
         let hook: payd_actors::BatchHook = Arc::new(|size, latency| {
             if let Some(m) = crate::metrics::METRICS.as_ref() {
@@ -113,7 +126,12 @@ impl LedgerService {
             },
         );
         let ledger = Ledger::start(accounts, cards, writer, Duration::from_millis(l.exec_timeout_ms), 65_536);
-        Ok(Self { ledger, system: Arc::new(system), inflight: crate::payments::inflight::InFlight::default() })
+        Ok(Self {
+            ledger,
+            system: Arc::new(system),
+            inflight: crate::payments::inflight::InFlight::default(),
+            account_feed,
+        })
     }
 
     /// Whether every ledger-writer thread runs and every account and card registry answers (the

@@ -22,7 +22,7 @@ use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::ids::{AccountId, ApiKeyId, MerchantId};
 use crate::merchants::{MerchantError, MerchantStatus};
-use crate::storage::notified::Notified;
+use crate::storage::notified::{Listeners, Notified};
 use crate::storage::schema::{merchant_api_keys, merchants};
 use crate::storage::{self, StorageError};
 
@@ -50,9 +50,9 @@ pub type KeyCache = Notified<String, CachedKey>;
 /// Keys cached at most per instance (a full cache starts over).
 const MAX_CACHED: usize = 100_000;
 
-/// Starts this instance's key cache (its own listening connection to `url`).
-pub fn cache(url: &str, bound: std::time::Duration) -> KeyCache {
-    Notified::start(url, CHANNEL, bound, MAX_CACHED)
+/// This instance's key cache, kept by its listener.
+pub fn cache(listeners: &Listeners, bound: std::time::Duration) -> KeyCache {
+    Notified::start(listeners, CHANNEL, bound, MAX_CACHED)
 }
 
 pub const HEADER: &str = "x-api-key";

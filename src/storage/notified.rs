@@ -1,10 +1,11 @@
 //! In-process caches of database rows, invalidated by the database itself: triggers `NOTIFY` a
-//! channel with the changed key when a change commits (whatever code path made it), and one listener
-//! thread per cache (its own PostgreSQL connection) drops the entries named.
+//! channel with the changed key when a change commits (whatever code path made it), and the
+//! instance's listener ([`Listeners`]: one thread, one PostgreSQL connection for every channel)
+//! drops the entries named.
 //!
-//! The bound. The listener sends its own heartbeat `NOTIFY` on the channel every quarter of the
-//! configured bound. PostgreSQL delivers a channel's notifications in commit order, so receiving the
-//! heartbeat sent at `T` proves every change committed before `T` has been applied. A cached entry is
+//! The bound. The listener sends its own heartbeat `NOTIFY` every quarter of the smallest configured
+//! bound. PostgreSQL delivers notifications in commit order, so receiving the heartbeat sent at `T`
+//! proves every change committed before `T` has been applied. A cached entry is
 //! served only while the newest heartbeat received back was sent less than the bound ago; otherwise
 //! (listener reconnecting, database unreachable, an instance too busy to read its notifications) the
 //! caller reads the database. So an entry read from a cache reflects every change committed at least
@@ -13,7 +14,7 @@
 //! [`Notified::invalidate`] (read-your-writes on that instance).
 //!
 //! Payloads: a key (`FromStr`) drops that entry, `*` (or anything that does not parse) drops them
-//! all; `h:<instance>:<seq>` is a heartbeat.
+//! all.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -63,9 +64,9 @@ where
     K: Eq + Hash + FromStr + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// Starts the listener thread (its own PostgreSQL connection to `url`) on `channel`, which must be
-    /// a plain SQL identifier (it is written into `LISTEN` and `NOTIFY`).
-    pub fn start(url: &str, channel: &'static str, bound: Duration, capacity: usize) -> Self {
+    /// A cache of `channel`'s rows (a plain SQL identifier: it is written into `LISTEN`), kept by
+    /// `listeners`.
+    pub fn start(listeners: &Listeners, channel: &'static str, bound: Duration, capacity: usize) -> Self {
         let inner = Arc::new(Inner {
             map: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
@@ -74,13 +75,7 @@ where
             capacity: capacity.max(1),
             channel,
         });
-        let weak = Arc::downgrade(&inner);
-        let url = url.to_owned();
-        let spawned =
-            std::thread::Builder::new().name(format!("payd-{channel}")).spawn(move || listen(&weak, &url, channel));
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, channel, "cache listener not started; rows are read from the database");
-        }
+        listeners.subscribe(channel, &inner);
         Self { inner }
     }
 
@@ -152,61 +147,212 @@ impl<K: Eq + Hash + FromStr, V> Inner<K, V> {
     }
 }
 
-/// Listens until the cache is dropped; reconnects after failures (clearing the cache, since
-/// notifications may have been missed).
-fn listen<K: Eq + Hash + FromStr, V>(weak: &Weak<Inner<K, V>>, url: &str, channel: &str) {
+impl<K: Eq + Hash + FromStr + Send + Sync + 'static, V: Send + Sync + 'static> Subscriber for Inner<K, V> {
+    fn bound(&self) -> Duration {
+        self.bound
+    }
+    fn subscribed(&self) {
+        self.apply("*");
+    }
+    fn notified(&self, payload: &str) {
+        self.apply(payload);
+    }
+    fn synced(&self, sent: Instant) {
+        self.heartbeat_received(sent);
+    }
+}
+
+/// What a listener thread reports to: the channel's notifications in commit order, and its own
+/// heartbeats coming back.
+pub trait Subscriber: Send + Sync + 'static {
+    /// The staleness bound; a heartbeat goes out every quarter of it.
+    fn bound(&self) -> Duration;
+    /// `LISTEN` is (again) in effect: anything before may have been missed.
+    fn subscribed(&self);
+    /// One notification's payload (heartbeats are not passed on).
+    fn notified(&self, payload: &str);
+    /// The heartbeat sent at `sent` came back: every change committed before it has been notified.
+    fn synced(&self, sent: Instant);
+    /// Called once a heartbeat period, after the notifications received were passed on.
+    fn tick(&self) {}
+}
+
+/// The notification listener of one instance: one thread and one PostgreSQL connection for every
+/// channel the instance listens to (the caches, the account change feed), so an instance holds one
+/// connection for all of them (docs/operations.md, "PostgreSQL connection budget").
+///
+/// Every period (a quarter of the smallest bound among the subscribers) it sends a heartbeat on its
+/// own channel, `payd_listeners`, and passes on what arrived. PostgreSQL delivers notifications in
+/// commit order whatever their channel, so the heartbeat sent at `T` coming back proves every change
+/// committed before `T` has been passed on, on every channel: each subscriber listening since before
+/// `T` is told [`Subscriber::synced`]. It reconnects after failures, telling each subscriber
+/// [`Subscriber::subscribed`] once its `LISTEN` is in effect again. The thread stops when every
+/// handle is dropped.
+#[derive(Clone)]
+pub struct Listeners {
+    hub: Arc<Hub>,
+    url: Arc<str>,
+}
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listeners").field("subscribers", &self.hub.subs.lock().len()).finish()
+    }
+}
+
+struct Hub {
+    subs: Mutex<Vec<Sub>>,
+}
+
+struct Sub {
+    channel: &'static str,
+    target: Weak<dyn Subscriber>,
+    /// The heartbeat sequence number current when its `LISTEN` took effect (`None`: not yet, on this
+    /// connection); only later heartbeats are reported to it.
+    listening_from: Option<u64>,
+}
+
+/// The heartbeat channel of [`Listeners`].
+const HEARTBEATS: &str = "payd_listeners";
+
+impl Listeners {
+    /// A listener for the database at `url`; [`Listeners::run`] starts it once the instance's
+    /// subscribers are in (so their first `LISTEN`s go out together).
+    pub fn new(url: &str) -> Self {
+        Self { hub: Arc::new(Hub { subs: Mutex::new(Vec::new()) }), url: Arc::from(url) }
+    }
+
+    /// Starts the listener thread on its own connection; subscribers added later are listened for
+    /// from its next period on.
+    pub fn run(&self) {
+        let weak = Arc::downgrade(&self.hub);
+        let url = Arc::clone(&self.url);
+        let spawned = std::thread::Builder::new().name("payd-listen".into()).spawn(move || listen(&weak, &url));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "listener not started; cached rows are read from the database");
+        }
+    }
+
+    /// Passes `channel`'s notifications (a plain SQL identifier: it is written into `LISTEN`) to
+    /// `subscriber` while it lives; it is told [`Subscriber::subscribed`] once the `LISTEN` is in
+    /// effect.
+    pub fn subscribe<S: Subscriber>(&self, channel: &'static str, subscriber: &Arc<S>) {
+        let weak: Weak<S> = Arc::downgrade(subscriber);
+        let target: Weak<dyn Subscriber> = weak;
+        self.hub.subs.lock().push(Sub { channel, target, listening_from: None });
+    }
+}
+
+/// Listens until every [`Listeners`] handle is dropped; reconnects after failures.
+fn listen(weak: &Weak<Hub>, url: &str) {
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let mut seq: u64 = 0;
     loop {
-        let Some(inner) = weak.upgrade() else { return };
-        let period = (inner.bound / 4).max(Duration::from_millis(10));
-        drop(inner);
-        let setup = format!("SET application_name = 'payd-{channel}'; LISTEN {channel}");
+        if weak.strong_count() == 0 {
+            return;
+        }
+        let setup = format!("SET application_name = 'payd-listen'; LISTEN {HEARTBEATS}");
         let mut conn = match PgConnection::establish(url) {
             Ok(mut c) => match c.batch_execute(&setup) {
                 Ok(()) => c,
                 Err(e) => {
-                    tracing::warn!(error = %e, channel, "cache listener: LISTEN failed");
+                    tracing::warn!(error = %e, "listener: LISTEN failed");
                     std::thread::sleep(Duration::from_secs(1));
                     continue;
                 }
             },
             Err(e) => {
-                tracing::warn!(error = %e, channel, "cache listener cannot connect");
+                tracing::warn!(error = %e, "listener cannot connect");
                 std::thread::sleep(Duration::from_secs(1));
                 continue;
             }
         };
-        if let Some(inner) = weak.upgrade() {
-            inner.apply("*");
+        if let Some(hub) = weak.upgrade() {
+            for s in hub.subs.lock().iter_mut() {
+                s.listening_from = None;
+            }
         }
         let mut pending: HashMap<u64, Instant> = HashMap::new();
-        loop {
-            std::thread::sleep(period);
-            let Some(inner) = weak.upgrade() else { return };
-            seq += 1;
-            let sent = Instant::now();
-            pending.retain(|_, t| t.elapsed() < inner.bound.saturating_mul(4));
-            pending.insert(seq, sent);
-            // The payload is ours (hex and digits only), so it can go into the statement text.
-            if let Err(e) = conn.batch_execute(&format!("NOTIFY {channel}, 'h:{instance}:{seq}'")) {
-                tracing::warn!(error = %e, channel, "cache listener lost its connection");
-                break;
+        if let Err(e) = serve(weak, &mut conn, &instance, &mut seq, &mut pending) {
+            tracing::warn!(error = %e, "listener lost its connection");
+        } else {
+            return;
+        }
+    }
+}
+
+/// One connection's life: `Ok` when the hub is gone, `Err` when the connection failed.
+fn serve(
+    weak: &Weak<Hub>,
+    conn: &mut PgConnection,
+    instance: &str,
+    seq: &mut u64,
+    pending: &mut HashMap<u64, Instant>,
+) -> Result<(), diesel::result::Error> {
+    loop {
+        let Some(hub) = weak.upgrade() else { return Ok(()) };
+        // Subscribers: forget the dropped ones, start listening for the new ones.
+        let (period, fresh) = {
+            let mut subs = hub.subs.lock();
+            subs.retain(|s| s.target.strong_count() > 0);
+            let period = subs
+                .iter()
+                .filter_map(|s| s.target.upgrade().map(|t| t.bound() / 4))
+                .min()
+                .unwrap_or(Duration::from_millis(250))
+                .max(Duration::from_millis(10));
+            let mut fresh = Vec::new();
+            for s in subs.iter_mut().filter(|s| s.listening_from.is_none()) {
+                conn.batch_execute(&format!("LISTEN {}", s.channel))?;
+                s.listening_from = Some(*seq);
+                fresh.push(s.target.clone());
             }
-            for n in conn.notifications_iter() {
-                let Ok(n) = n else { continue };
-                match n.payload.strip_prefix("h:").and_then(|h| h.split_once(':')) {
-                    Some((who, s)) => {
-                        if who != instance {
-                            continue;
-                        }
-                        if let Some(at) = s.parse::<u64>().ok().and_then(|s| pending.remove(&s)) {
-                            inner.heartbeat_received(at);
+            (period, fresh)
+        };
+        for t in fresh.iter().filter_map(Weak::upgrade) {
+            t.subscribed();
+        }
+        drop(hub);
+        std::thread::sleep(period);
+        let Some(hub) = weak.upgrade() else { return Ok(()) };
+        *seq += 1;
+        let sent = Instant::now();
+        pending.retain(|_, t| t.elapsed() < period.saturating_mul(16));
+        pending.insert(*seq, sent);
+        // The payload is ours (hex and digits only), so it can go into the statement text.
+        conn.batch_execute(&format!("NOTIFY {HEARTBEATS}, 'h:{instance}:{seq}'"))?;
+        // Snapshot the subscribers (their callbacks run without the hub's lock held).
+        let subs: Vec<(&'static str, Option<u64>, Arc<dyn Subscriber>)> = hub
+            .subs
+            .lock()
+            .iter()
+            .filter_map(|s| s.target.upgrade().map(|t| (s.channel, s.listening_from, t)))
+            .collect();
+        drop(hub);
+        for n in conn.notifications_iter() {
+            let Ok(n) = n else { continue };
+            if n.channel == HEARTBEATS {
+                let mine = n.payload.strip_prefix("h:").and_then(|h| h.split_once(':'));
+                let Some((who, s)) = mine else { continue };
+                if who != instance {
+                    continue;
+                }
+                let Some(s) = s.parse::<u64>().ok() else { continue };
+                if let Some(at) = pending.remove(&s) {
+                    for (_, from, t) in &subs {
+                        if from.is_some_and(|f| f < s) {
+                            t.synced(at);
                         }
                     }
-                    None => inner.apply(&n.payload),
                 }
+                continue;
             }
+            for (_, _, t) in subs.iter().filter(|(c, from, _)| *c == n.channel && from.is_some()) {
+                t.notified(&n.payload);
+            }
+        }
+        for (_, _, t) in &subs {
+            t.tick();
         }
     }
 }

@@ -161,6 +161,88 @@ async fn balance_across_instances_within_the_bound() {
     verify_clean(&a);
 }
 
+/// Balance reads counted by how they were answered (`memory` or `reloaded`), across every instance
+/// of this test process.
+fn balance_reads(outcome: &str) -> f64 {
+    let want = format!("outcome=\"{outcome}\"");
+    payd::metrics::render()
+        .lines()
+        .filter(|l| l.contains("operations_total{") && l.contains("kind=\"balance_read\"") && l.contains(&want))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// One balance read on `app`, and whether it reloaded the account from the database.
+async fn balance_reloaded(app: &TestApp, token: &str, card: i64) -> (Value, bool) {
+    let before = balance_reads("reloaded");
+    let b = balance(app, token, card).await;
+    (b, balance_reads("reloaded") > before)
+}
+
+/// The account change feed (`ledger::feed`) with two instances on one database: once the bound has
+/// passed, an instance answers a balance read from its actor's memory when no instance changed the
+/// account (no reload once per bound), and reloads — showing the other instance's commit — when one
+/// did, whether the change raised the account's version (a withdrawal) or not (a credit limit, which
+/// moves `available` only).
+#[actix_web::test]
+async fn balance_reads_follow_the_change_feed_across_instances() {
+    let settings = read_settings();
+    assert!(settings.ledger.change_feed, "the feed is on by default");
+    let a = TestApp::spawn_with(settings.clone()).await;
+    let b = TestApp::spawn_with(settings).await;
+    let admin = a.admin_token().await;
+    let (s, c) = a
+        .post("/api/v1/cards", Some(&admin), json!({"card_type": "credit", "brand": "visa", "credit_limit": 100_000}))
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let card = c["card"]["id"].as_i64().unwrap();
+    let (s, op) =
+        money(&a, &admin, "/api/v1/topups", "f-1", json!({"card_id": card, "amount": 500_000, "method": "ovo"})).await;
+    assert_eq!(s, 201, "{op}");
+    let bound = Duration::from_millis(READ_STALENESS_MS + MARGIN_MS);
+    // Both instances hold the account. An actor loaded before its instance's feed was subscribed
+    // (just after start) is not vouched for: past the bound it reloads once.
+    actix_web::rt::time::sleep(bound * 2).await;
+    balance(&b, &admin, card).await;
+    balance(&a, &admin, card).await;
+    actix_web::rt::time::sleep(bound * 2).await;
+    for round in 0..3 {
+        // Nothing changed: past the bound, still from memory on both instances.
+        for (name, app) in [("a", &a), ("b", &b)] {
+            let (_, reloaded) = balance_reloaded(app, &admin, card).await;
+            assert!(!reloaded, "round {round}: instance {name} reloaded an account nobody changed");
+        }
+        // A withdrawal through A: B shows it after the bound, by reloading.
+        let (s, op) = money(
+            &a,
+            &admin,
+            "/api/v1/withdrawals",
+            &format!("f-w{round}"),
+            json!({"card_id": card, "amount": 50_000}),
+        )
+        .await;
+        assert_eq!(s, 201, "{op}");
+        let (mine, reloaded) = balance_reloaded(&a, &admin, card).await;
+        assert!(!reloaded, "round {round}: the committing instance knows its own write");
+        actix_web::rt::time::sleep(bound).await;
+        let (theirs, reloaded) = balance_reloaded(&b, &admin, card).await;
+        assert!(reloaded, "round {round}: B answered from a state the feed showed to be behind");
+        assert_eq!(theirs["balance"], mine["balance"], "round {round}");
+        assert_eq!(theirs["total_withdrawn"], mine["total_withdrawn"], "round {round}");
+        actix_web::rt::time::sleep(bound).await;
+    }
+    // A credit limit raised through B (the version does not move): A's `available` follows.
+    let (s, body) =
+        b.call("PATCH", &format!("/api/v1/cards/{card}"), Some(&admin), Some(json!({"credit_limit": 300_000}))).await;
+    assert_eq!(s, 200, "{body}");
+    actix_web::rt::time::sleep(bound).await;
+    let (on_a, reloaded) = balance_reloaded(&a, &admin, card).await;
+    assert!(reloaded, "a floor change elsewhere reloads the account");
+    assert_eq!(on_a["available"], balance(&b, &admin, card).await["available"]);
+    assert_eq!(on_a["available"].as_i64(), Some(500_000 - 3 * 50_000 + 300_000), "{on_a}");
+    verify_clean(&a);
+}
+
 async fn me(app: &TestApp, token: &str) -> (u16, Value) {
     app.get("/api/v1/auth/me", Some(token)).await
 }
