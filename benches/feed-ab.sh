@@ -2,8 +2,10 @@
 # The account change feed, A/B (docs/benchmarks.md, "The account change feed"): the read mix and the
 # 10:1 mix of benches/reads.sh (wrk + benches/mixed.lua over 2,000 cards) with `ledger.change_feed`
 # off and on, alternating, one payd each on a fresh database; after each run, how its balance reads
-# were answered (`payd_operations_total{kind="balance_read"}`: memory or reloaded). Ledger only,
-# release build, one payd.
+# were answered (`payd_operations_total{kind="balance_read"}`: memory or reloaded). Then the write
+# cost of the `accounts` trigger: transfers (payd-load, uniform over 2,000 cards, 128 connections) on
+# one database with the trigger, without it (dropped), and with it again. Ledger only, release build,
+# one payd.
 #
 #   cargo build --release --bins && benches/feed-ab.sh        # results in target/feed-ab.txt
 #
@@ -47,4 +49,22 @@ for r in $(seq 1 "$ROUNDS"); do
     rm -f "$cards"
   done
 done
+db=payd_feed_ab_${stamp}_writes
+serve "$db"
+cards=target/feed-ab-cards-$db.txt
+load "$db setup" --scenario uniform --cards "$CARDS_N" --cards-file "$cards" --requests 1 >/dev/null
+for arm in with without with; do
+  if [ "$arm" = without ]; then
+    psql -h 127.0.0.1 -U postgres -d "$db" -XAtqc "DROP TRIGGER accounts_changed ON accounts"
+  else
+    psql -h 127.0.0.1 -U postgres -d "$db" -XAtqc "DROP TRIGGER IF EXISTS accounts_changed ON accounts;
+      CREATE TRIGGER accounts_changed AFTER UPDATE ON accounts REFERENCING OLD TABLE AS accounts_old
+      NEW TABLE AS accounts_new FOR EACH STATEMENT EXECUTE FUNCTION payd_accounts_changed()"
+  fi
+  load "transfers, trigger $arm" --scenario uniform --cards "$CARDS_N" --cards-file "$cards" --duration "$WRK_SECS" \
+    --connections 128 --warmup 2s
+done
+stop
+psql -h 127.0.0.1 -U postgres -XAtqc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+rm -f "$cards"
 echo "results in $OUT"
