@@ -13,18 +13,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::common::money::*;
-use crate::common::{self, TestApp};
+use crate::common::{self, scalar, TestApp};
 use crate::ledger_crash::{free_port, Payd};
-
-#[derive(QueryableByName)]
-struct N {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    n: i64,
-}
-
-fn scalar(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql).get_result::<N>(conn).unwrap().n
-}
 
 fn deadlocks(conn: &mut PgConnection) -> i64 {
     scalar(conn, "SELECT COALESCE(sum(deadlocks), 0)::bigint AS n FROM pg_stat_database")

@@ -9,15 +9,6 @@ use serde_json::json;
 use crate::common::*;
 use payd::ledger::verify::{last_posting, run, run_recent, run_recent_bounded};
 
-fn scalar(conn: &mut PgConnection, sql: &str) -> i64 {
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    diesel::sql_query(sql).get_result::<N>(conn).unwrap().n
-}
-
 fn failing(report: &payd::ledger::verify::Report) -> Vec<&'static str> {
     report.checks.iter().filter(|c| c.violations > 0).map(|c| c.name).collect()
 }

@@ -161,6 +161,9 @@ async fn balance_across_instances_within_the_bound() {
     verify_clean(&a);
 }
 
+/// The bound of the change-feed tests below (the default).
+const FEED_STALENESS_MS: u64 = 1_000;
+
 /// Balance reads counted by how they were answered (`memory` or `reloaded`), across every instance
 /// of this test process.
 fn balance_reads(outcome: &str) -> f64 {
@@ -186,7 +189,10 @@ async fn balance_reloaded(app: &TestApp, token: &str, card: i64) -> (Value, bool
 /// moves `available` only).
 #[actix_web::test]
 async fn balance_reads_follow_the_change_feed_across_instances() {
-    let settings = read_settings();
+    // The default bound, not this file's 300 ms: that no reload happens depends on the listener's
+    // heartbeats (every quarter of the bound) arriving in time on a loaded test machine.
+    let mut settings = read_settings();
+    settings.ledger.read_staleness_ms = FEED_STALENESS_MS;
     assert!(settings.ledger.change_feed, "the feed is on by default");
     let a = TestApp::spawn_with(settings.clone()).await;
     let b = TestApp::spawn_with(settings).await;
@@ -199,7 +205,7 @@ async fn balance_reads_follow_the_change_feed_across_instances() {
     let (s, op) =
         money(&a, &admin, "/api/v1/topups", "f-1", json!({"card_id": card, "amount": 500_000, "method": "ovo"})).await;
     assert_eq!(s, 201, "{op}");
-    let bound = Duration::from_millis(READ_STALENESS_MS + MARGIN_MS);
+    let bound = Duration::from_millis(FEED_STALENESS_MS + MARGIN_MS);
     // Both instances hold the account. An actor loaded before its instance's feed was subscribed
     // (just after start) is not vouched for: past the bound it reloads once.
     actix_web::rt::time::sleep(bound * 2).await;
@@ -240,6 +246,56 @@ async fn balance_reads_follow_the_change_feed_across_instances() {
     assert!(reloaded, "a floor change elsewhere reloads the account");
     assert_eq!(on_a["available"], balance(&b, &admin, card).await["available"]);
     assert_eq!(on_a["available"].as_i64(), Some(500_000 - 3 * 50_000 + 300_000), "{on_a}");
+    verify_clean(&a);
+}
+
+/// The instances' listener connections are terminated under them (both instances of this test
+/// share one database; nothing else is touched). While they reconnect nothing is served on the
+/// listener's word: a withdrawal and a card change made through A meanwhile show on B after the
+/// bound. Once they are back, B answers from memory again when nothing changed.
+#[actix_web::test]
+async fn reads_hold_the_bound_while_the_listener_reconnects() {
+    let mut settings = read_settings();
+    settings.ledger.read_staleness_ms = FEED_STALENESS_MS;
+    let a = TestApp::spawn_with(settings.clone()).await;
+    let b = TestApp::spawn_with(settings).await;
+    let admin = a.admin_token().await;
+    let id = issue(&a, &admin).await;
+    let (s, op) =
+        money(&a, &admin, "/api/v1/topups", "l-1", json!({"card_id": id, "amount": 500_000, "method": "ovo"})).await;
+    assert_eq!(s, 201, "{op}");
+    let bound = Duration::from_millis(FEED_STALENESS_MS + MARGIN_MS);
+    actix_web::rt::time::sleep(bound * 2).await;
+    balance(&b, &admin, id).await;
+    assert_eq!(card(&b, &admin, id).await["label"], "");
+    let mut conn = a.db();
+    let killed = scalar(
+        &mut conn,
+        "SELECT count(pg_terminate_backend(pid))::bigint AS n FROM pg_stat_activity \
+         WHERE application_name = 'payd-listen' AND datname = current_database()",
+    );
+    assert_eq!(killed, 2, "one listener connection per instance");
+    let (s, op) = money(&a, &admin, "/api/v1/withdrawals", "l-w", json!({"card_id": id, "amount": 50_000})).await;
+    assert_eq!(s, 201, "{op}");
+    let (s, body) =
+        a.call("PATCH", &format!("/api/v1/cards/{id}"), Some(&admin), Some(json!({"label": "renamed"}))).await;
+    assert_eq!(s, 200, "{body}");
+    actix_web::rt::time::sleep(bound).await;
+    assert_eq!(balance(&b, &admin, id).await["balance"], 450_000, "the withdrawal on B after the bound");
+    assert_eq!(card(&b, &admin, id).await["label"], "renamed", "the card change on B after the bound");
+    // Back: every listener reconnected, and B's actor is vouched for again.
+    actix_web::rt::time::sleep(bound * 2).await;
+    let listening = scalar(
+        &mut conn,
+        "SELECT count(*)::bigint AS n FROM pg_stat_activity \
+         WHERE application_name = 'payd-listen' AND datname = current_database()",
+    );
+    assert_eq!(listening, 2, "both listeners reconnected");
+    balance(&b, &admin, id).await;
+    actix_web::rt::time::sleep(bound * 2).await;
+    let (seen, reloaded) = balance_reloaded(&b, &admin, id).await;
+    assert!(!reloaded, "after the reconnect B answers from memory again: {seen}");
+    assert_eq!(seen["balance"], 450_000);
     verify_clean(&a);
 }
 

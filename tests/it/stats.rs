@@ -161,10 +161,6 @@ struct N {
     n: i64,
 }
 
-fn scalar(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql).get_result::<N>(conn).unwrap().n
-}
-
 fn stats_checks_clean(conn: &mut PgConnection) {
     for c in payd::stats::rollup::verify(conn).unwrap() {
         assert_eq!(c.violations, 0, "{}: {:?}", c.name, c.examples);

@@ -285,6 +285,16 @@ impl TestApp {
     }
 }
 
+/// The one `bigint` column `n` of the one row `sql` returns.
+pub fn scalar(conn: &mut PgConnection, sql: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(sql).get_result::<N>(conn).unwrap().n
+}
+
 /// Asserts the standard error body shape and returns its code.
 pub fn error_code(body: &Value) -> String {
     let e = &body["error"];
