@@ -273,7 +273,8 @@ async fn transient_database_failures_record_nothing() {
     // The writer's connection is terminated under it: the batch is retried on a new connection.
     let killed = scalar(
         &mut conn,
-        "SELECT count(pg_terminate_backend(pid))::bigint AS n FROM pg_stat_activity WHERE application_name = 'payd-ledger-writer'",
+        "SELECT count(pg_terminate_backend(pid))::bigint AS n FROM pg_stat_activity \
+         WHERE application_name = 'payd-ledger-writer' AND datname = current_database()",
     );
     assert!(killed >= 1, "the writer's connection is visible by its application_name");
     let r = api.money(&token, "/api/v1/topups", "t1", &topup(card, 100_000)).await.unwrap();
