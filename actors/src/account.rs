@@ -407,7 +407,11 @@ impl Handler<Resync> for AccountActor {
             .into_actor(self)
             .map(move |res, act: &mut Self, _| {
                 let snap = res?;
-                act.load(snap);
+                // A resync is not atomic: a load started earlier than the one the actor already
+                // holds (a read's reload that overtook it) must not bring back an older floor.
+                if act.confirmed_at.is_none_or(|c| c <= started) {
+                    act.load(snap);
+                }
                 act.confirm(started);
                 Ok(act.state)
             }),

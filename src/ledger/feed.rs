@@ -13,6 +13,7 @@
 //! change the version does not show: floor, status); anything else restarts the feed (every actor
 //! reloads once).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,8 @@ pub struct AccountFeed {
     feed: Arc<ChangeFeed>,
     accounts: parking_lot::RwLock<Option<AccountsHandle>>,
     bound: Duration,
+    /// Reports left by the last pruning.
+    pruned_to: AtomicUsize,
 }
 
 impl std::fmt::Debug for AccountFeed {
@@ -48,6 +51,7 @@ impl AccountFeed {
             feed: Arc::new(ChangeFeed::new(CAPACITY)),
             accounts: parking_lot::RwLock::new(None),
             bound,
+            pruned_to: AtomicUsize::new(0),
         });
         listeners.subscribe(CHANNEL, &me);
         me
@@ -62,6 +66,25 @@ impl AccountFeed {
     pub fn attach(&self, accounts: AccountsHandle) {
         *self.accounts.write() = Some(accounts);
     }
+}
+
+/// Whether the `accounts_changed` trigger (migration `2026-12-09-000101_account_changes`) is installed.
+///
+/// # Errors
+/// A storage error.
+pub fn trigger_installed(conn: &mut diesel::PgConnection) -> Result<bool, crate::storage::StorageError> {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        found: bool,
+    }
+    let f: Found = diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'accounts_changed' \
+         AND tgrelid = 'accounts'::regclass AND NOT tgisinternal) AS found",
+    )
+    .get_result(conn)?;
+    Ok(f.found)
 }
 
 /// Applies one notification's payload to `feed`; `false` when it does not parse.
@@ -105,9 +128,13 @@ impl Subscriber for AccountFeed {
     }
 
     fn tick(&self) {
-        if self.feed.len() > PRUNE_ABOVE {
+        // Pruned when the reports have doubled since the last pruning (and past `PRUNE_ABOVE`), so a
+        // feed whose reports are mostly live actors is not rescanned every period.
+        let len = self.feed.len();
+        if len > PRUNE_ABOVE.max(self.pruned_to.load(Ordering::Relaxed).saturating_mul(2)) {
             if let Some(accounts) = self.accounts.read().as_ref() {
                 self.feed.prune(|id| accounts.live_addr(id).is_some());
+                self.pruned_to.store(self.feed.len(), Ordering::Relaxed);
             }
         }
     }

@@ -85,8 +85,17 @@ impl LedgerService {
         let currency = settings.money.currency.clone();
         let system = storage::run(pool, move |conn| SystemAccounts::ensure(conn, &currency)).await?;
         let l = &settings.ledger;
+        // The feed trusts silence: without the trigger (a schema not yet migrated) it would vouch for
+        // every actor forever, so it is only used when the trigger is there.
+        let trigger = if l.change_feed { storage::run(pool, feed::trigger_installed).await? } else { false };
+        if l.change_feed && !trigger {
+            tracing::warn!(
+                "ledger.change_feed is on but the accounts_changed trigger is missing (migrations not applied?); \
+                 account reads reload once per ledger.read_staleness_ms instead"
+            );
+        }
         let account_feed =
-            l.change_feed.then(|| feed::AccountFeed::start(listeners, Duration::from_millis(l.read_staleness_ms)));
+            trigger.then(|| feed::AccountFeed::start(listeners, Duration::from_millis(l.read_staleness_ms)));
         let actor_cfg = ActorConfig {
             mailbox_capacity: l.mailbox_capacity,
             ask_timeout: Duration::from_millis(l.ask_timeout_ms),

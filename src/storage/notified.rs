@@ -330,7 +330,9 @@ fn serve(
             .collect();
         drop(hub);
         for n in conn.notifications_iter() {
-            let Ok(n) = n else { continue };
+            // An error here is the connection's (once it is lost every later read fails too):
+            // reconnect rather than read on.
+            let n = n?;
             if n.channel == HEARTBEATS {
                 let mine = n.payload.strip_prefix("h:").and_then(|h| h.split_once(':'));
                 let Some((who, s)) = mine else { continue };
