@@ -39,6 +39,8 @@ pub struct AppState {
     pub cards: crate::cards::cache::Cards,
     /// First statement pages cached in process, validated by the account actors (`cards::statements`).
     pub statements: crate::cards::statements::Statements,
+    /// First operation-list pages of cards cached in process, validated by the change feed (`payments::lists`).
+    pub operation_lists: crate::payments::lists::OperationLists,
     /// Merchant API keys cached in process (`merchants::keys`).
     pub api_keys: crate::merchants::keys::KeyCache,
     /// The notification listener of the caches above and of the account change feed (its thread
@@ -81,6 +83,10 @@ impl AppState {
             settings.cards.statement_cache_accounts,
             settings.cards.statement_cache_depth,
         );
+        let operation_lists = crate::payments::lists::OperationLists::new(
+            settings.cards.operation_list_cache_cards,
+            settings.cards.operation_list_cache_depth,
+        );
         let api_keys = crate::merchants::keys::cache(
             &listeners,
             std::time::Duration::from_millis(settings.auth.revocation_staleness_ms),
@@ -102,6 +108,7 @@ impl AppState {
             profiles,
             cards,
             statements,
+            operation_lists,
         })
     }
 }

@@ -361,6 +361,14 @@ pub struct CardSettings {
     /// answered from memory when the account's version is unchanged. 0 turns the cache off.
     #[serde(default = "default_statement_cache_depth")]
     pub statement_cache_depth: i64,
+    /// Cards × kinds whose first operation-list page is kept in process (`payments::lists`); a full
+    /// cache starts over.
+    #[serde(default = "default_statement_cache_accounts")]
+    pub operation_list_cache_cards: usize,
+    /// Operations kept per card and kind: a card's first list page (no other filter) of at most this
+    /// many operations is answered from memory while the change feed shows nothing new. 0 turns it off.
+    #[serde(default = "default_statement_cache_depth")]
+    pub operation_list_cache_depth: i64,
 }
 
 fn default_statement_cache_accounts() -> usize {
@@ -860,6 +868,15 @@ impl Settings {
         }
         if !(0..=crate::http::pagination::MAX_LIMIT).contains(&self.cards.statement_cache_depth) {
             return Err(invalid("cards.statement_cache_depth", "must be between 0 and 100 (the largest page)"));
+        }
+        if !(0..=crate::http::pagination::MAX_LIMIT).contains(&self.cards.operation_list_cache_depth) {
+            return Err(invalid("cards.operation_list_cache_depth", "must be between 0 and 100 (the largest page)"));
+        }
+        if self.cards.operation_list_cache_cards == 0 {
+            return Err(invalid(
+                "cards.operation_list_cache_cards",
+                "must be at least 1 (depth 0 turns the cache off)",
+            ));
         }
         if self.cards.statement_cache_accounts == 0 {
             return Err(invalid("cards.statement_cache_accounts", "must be at least 1 (depth 0 turns the cache off)"));

@@ -41,6 +41,8 @@ struct State {
     synced_at: Option<Instant>,
     /// Since when `reported` holds every change (the feed's start, restart or last overflow).
     since: Instant,
+    /// The last pruning: since then `reported` holds every change of every account, live actor or not.
+    pruned_at: Instant,
 }
 
 /// The change feed of one instance, shared by its account actors and the listener that fills it.
@@ -55,7 +57,12 @@ impl ChangeFeed {
     /// (re)started and a heartbeat arrives.
     pub fn new(capacity: usize) -> Self {
         Self {
-            state: RwLock::new(State { reported: HashMap::new(), synced_at: None, since: Instant::now() }),
+            state: RwLock::new(State {
+                reported: HashMap::new(),
+                synced_at: None,
+                since: Instant::now(),
+                pruned_at: Instant::now(),
+            }),
             capacity: capacity.max(1),
         }
     }
@@ -102,7 +109,9 @@ impl ChangeFeed {
 
     /// Keeps the reports of the accounts for which `live` holds (those with a running actor).
     pub fn prune(&self, live: impl Fn(AccountId) -> bool) {
-        self.state.write().reported.retain(|id, _| live(*id));
+        let mut s = self.state.write();
+        s.reported.retain(|id, _| live(*id));
+        s.pruned_at = Instant::now();
     }
 
     /// Accounts with a report now.
@@ -124,6 +133,14 @@ impl ChangeFeed {
             return false;
         }
         s.reported.get(&account).is_none_or(|r| r.version <= version && r.forced_at.is_none_or(|f| loaded_at >= f))
+    }
+
+    /// Whether something read from the store at `read_at` (the instant the read started), while
+    /// `account` was at `version`, still reflects every change of the account committed at least
+    /// `max_age` ago: [`ChangeFeed::vouches`], for data kept outside an actor (an actor-less account's
+    /// reports may have been pruned since, so nothing read before the last pruning is vouched for).
+    pub fn vouches_read(&self, account: AccountId, version: i64, read_at: Instant, max_age: Duration) -> bool {
+        read_at >= self.state.read().pruned_at && self.vouches(account, version, Some(read_at), max_age)
     }
 }
 
@@ -171,6 +188,20 @@ mod tests {
         // Reports never lower the version.
         f.changed(1, 3);
         assert!(!f.vouches(1, 5, Some(loaded), BOUND));
+    }
+
+    #[test]
+    fn a_read_before_a_pruning_is_not_vouched_for() {
+        let (f, _) = started();
+        f.synced(Instant::now());
+        let read = Instant::now();
+        assert!(f.vouches_read(1, 3, read, BOUND));
+        f.forced(1);
+        assert!(!f.vouches_read(1, 3, read, BOUND), "forced after the read");
+        // Account 1 has no live actor: pruning forgets its report, and with it every earlier read.
+        f.prune(|_| false);
+        assert!(!f.vouches_read(1, 3, read, BOUND), "read before the pruning");
+        assert!(f.vouches_read(1, 3, Instant::now(), BOUND));
     }
 
     #[test]

@@ -68,11 +68,17 @@ impl AccountFeed {
     }
 }
 
-/// Whether the `accounts_changed` trigger (migration `2026-12-09-000101_account_changes`) is installed.
+/// Whether the trigger `name` on `table` is installed: `accounts_changed` (migration
+/// `2026-12-09-000101_account_changes`), `operations_inserted` / `operations_updated` (migration
+/// `2026-12-10-000101_operation_changes`).
 ///
 /// # Errors
 /// A storage error.
-pub fn trigger_installed(conn: &mut diesel::PgConnection) -> Result<bool, crate::storage::StorageError> {
+pub fn trigger_installed(
+    conn: &mut diesel::PgConnection,
+    table: &str,
+    name: &str,
+) -> Result<bool, crate::storage::StorageError> {
     use diesel::prelude::*;
     #[derive(QueryableByName)]
     struct Found {
@@ -80,9 +86,11 @@ pub fn trigger_installed(conn: &mut diesel::PgConnection) -> Result<bool, crate:
         found: bool,
     }
     let f: Found = diesel::sql_query(
-        "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'accounts_changed' \
-         AND tgrelid = 'accounts'::regclass AND NOT tgisinternal) AS found",
+        "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = $1 \
+         AND tgrelid = to_regclass($2) AND NOT tgisinternal) AS found",
     )
+    .bind::<diesel::sql_types::Text, _>(name)
+    .bind::<diesel::sql_types::Text, _>(table)
     .get_result(conn)?;
     Ok(f.found)
 }

@@ -70,6 +70,9 @@ pub struct LedgerService {
     pub inflight: crate::payments::inflight::InFlight,
     /// The account change feed (`ledger.change_feed`), kept alive with the service.
     pub account_feed: Option<Arc<feed::AccountFeed>>,
+    /// Whether the feed also reports the operation changes no version shows (failed attempts,
+    /// archiving), so cached operation lists may rely on it (`payments::lists`).
+    pub operations_on_feed: bool,
 }
 
 impl LedgerService {
@@ -87,7 +90,14 @@ impl LedgerService {
         let l = &settings.ledger;
         // The feed trusts silence: without the trigger (a schema not yet migrated) it would vouch for
         // every actor forever, so it is only used when the trigger is there.
-        let trigger = if l.change_feed { storage::run(pool, feed::trigger_installed).await? } else { false };
+        let trigger = if l.change_feed {
+            storage::run(pool, |c| feed::trigger_installed(c, "accounts", "accounts_changed")).await?
+        } else {
+            false
+        };
+        let operations_on_feed = trigger
+            && storage::run(pool, |c| feed::trigger_installed(c, "operations", "operations_inserted")).await?
+            && storage::run(pool, |c| feed::trigger_installed(c, "operations", "operations_updated")).await?;
         if l.change_feed && !trigger {
             tracing::warn!(
                 "ledger.change_feed is on but the accounts_changed trigger is missing (migrations not applied?); \
@@ -140,7 +150,25 @@ impl LedgerService {
             system: Arc::new(system),
             inflight: crate::payments::inflight::InFlight::default(),
             account_feed,
+            operations_on_feed,
         })
+    }
+
+    /// The change feed when it also reports operation changes (for data kept outside the actors).
+    pub fn operations_feed(&self) -> Option<Arc<payd_actors::ChangeFeed>> {
+        self.account_feed.as_ref().filter(|_| self.operations_on_feed).map(|f| f.feed())
+    }
+
+    /// Reports, on this instance's feed and at once, a committed change of `accounts` that no version
+    /// shows (a failed attempt recorded, an operation archived or restored): what was read before now
+    /// is not served. The `operations` triggers report it to every instance, within the bound.
+    pub fn changed_here(&self, accounts: &[i64]) {
+        if let Some(f) = &self.account_feed {
+            let feed = f.feed();
+            for a in accounts {
+                feed.forced(*a);
+            }
+        }
     }
 
     /// Whether every ledger-writer thread runs and every account and card registry answers (the

@@ -21,5 +21,7 @@ pub async fn set(
         service::set_archived(conn, &op, archive)
     })
     .await?;
+    // Lists read before this change must not be served here any more (`payments::lists`).
+    state.ledger.changed_here(&[op.entry.debit_account_id.get(), op.entry.credit_account_id.get()]);
     Ok(OperationView::from(op))
 }

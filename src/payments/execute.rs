@@ -379,6 +379,7 @@ async fn execute(state: &AppState, op: &MoneyOp) -> Result<Answer, ApiError> {
             Ok(Answer::Json(StatusCode::CREATED, prepared.success_body(), false))
         }
         Err(OpFailure::Recorded { reason }) => {
+            recorded_failure(state, op);
             let f = Failure::from(&reason);
             crate::metrics::count(op.kind.as_str(), reason.code());
             Ok(Answer::Json(f.status, prepared.failure_body(&f), false))
@@ -398,6 +399,7 @@ async fn record(state: &AppState, op: &MoneyOp, failure: &Failure) -> Result<Ans
     let entry = JournalEntry { postings: Vec::new(), record: prepared.failure(failure) };
     match state.ledger.ledger.writer().commit(entry).await {
         Ok(_) => {
+            recorded_failure(state, op);
             crate::metrics::count(op.kind.as_str(), "failed");
             Ok(Answer::Json(failure.status, prepared.failure_body(failure), false))
         }
@@ -406,6 +408,12 @@ async fn record(state: &AppState, op: &MoneyOp, failure: &Failure) -> Result<Ans
         }
         Err(e) => Err(exec_error(ExecError::Commit(e), op).into()),
     }
+}
+
+/// A failed attempt of `op` was committed: its accounts' versions did not move, so lists read before
+/// it must not be served here any more (`payments::lists`); other instances learn it from the trigger.
+fn recorded_failure(state: &AppState, op: &MoneyOp) {
+    state.ledger.changed_here(&[op.debit_account.get(), op.credit_account.get()]);
 }
 
 async fn duplicate(state: &AppState, op: &MoneyOp) -> Result<Answer, ApiError> {

@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod inflight;
 pub mod kind;
 pub mod limits;
+pub mod lists;
 pub mod methods;
 pub mod recipient;
 pub mod routes;

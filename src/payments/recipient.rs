@@ -5,6 +5,8 @@
 //! Unknown and closed recipients answer alike (404 `recipient_not_found`), so neither the preview nor
 //! a transfer tells which numbers exist beyond what the preview, rate-limited per user, shows by design.
 
+use std::collections::HashMap;
+
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
@@ -136,10 +138,8 @@ pub fn present(
     if user.is_admin() {
         return Ok(ops.into_iter().map(OperationView::from).collect());
     }
-    let mut ids: Vec<CardId> = ops.iter().flat_map(|o| [o.source_card_id, o.dest_card_id]).flatten().collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let others: std::collections::HashMap<CardId, String> = cards::table
+    let ids = card_ids(&ops);
+    let others: HashMap<CardId, String> = cards::table
         .filter(cards::id.eq_any(&ids))
         .filter(cards::user_id.ne(user.user_id))
         .select((cards::id, cards::pan_last4))
@@ -147,8 +147,46 @@ pub fn present(
         .into_iter()
         .map(|(id, last4)| (id, mask_last4(&last4)))
         .collect();
-    Ok(ops
-        .into_iter()
+    Ok(mask(ops, &others))
+}
+
+/// [`present`] with the other users' cards from the instance's card cache (`cards::cache`, the same
+/// bound as the rows it presents) instead of a query.
+///
+/// # Errors
+/// A storage error reading a card the cache does not hold.
+pub async fn present_cached(
+    state: &AppState,
+    user: &AuthUser,
+    ops: Vec<Operation>,
+) -> Result<Vec<OperationView>, ApiError> {
+    if user.is_admin() {
+        return Ok(ops.into_iter().map(OperationView::from).collect());
+    }
+    let mut others = HashMap::new();
+    for id in card_ids(&ops) {
+        match state.cards.get(&state.db, id).await {
+            Ok(card) if card.user_id != user.user_id => {
+                others.insert(id, mask_last4(&card.pan_last4));
+            }
+            Ok(_) | Err(crate::cards::CardsError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(mask(ops, &others))
+}
+
+/// The cards on either side of `ops`, each once.
+fn card_ids(ops: &[Operation]) -> Vec<CardId> {
+    let mut ids: Vec<CardId> = ops.iter().flat_map(|o| [o.source_card_id, o.dest_card_id]).flatten().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The views of `ops`, with the cards in `others` (another user's) shown masked instead of by id.
+fn mask(ops: Vec<Operation>, others: &HashMap<CardId, String>) -> Vec<OperationView> {
+    ops.into_iter()
         .map(|o| {
             let mut v = OperationView::from(o);
             if let Some(m) = v.source_card_id.and_then(|id| others.get(&id)) {
@@ -161,7 +199,7 @@ pub fn present(
             }
             v
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]

@@ -393,6 +393,26 @@ pub async fn list_operations(
             return Err(ApiError::validation("from", "from must not be after to"));
         }
     }
+    let archived = match q.archived {
+        StatusFilter::Active => 0,
+        StatusFilter::Archived => 1,
+        StatusFilter::All => 2,
+    };
+    let search = crate::http::pagination::search_opt(q.search.as_deref())?;
+    // One card's first page and nothing else asked: from memory when the change feed allows it.
+    let plain = from_card.is_none()
+        && to_card.is_none()
+        && status.is_none()
+        && q.from.is_none()
+        && q.to.is_none()
+        && archived == 0
+        && cursor.is_none()
+        && search.is_none();
+    if let (Some(card), true) = (card, plain) {
+        if let Some(page) = first_page(state, &user, kind, card, limit).await? {
+            return Ok(page);
+        }
+    }
     let page = OperationPage {
         kind,
         user: if user.is_admin() { None } else { Some(user.user_id.get()) },
@@ -402,14 +422,10 @@ pub async fn list_operations(
         status,
         from: q.from,
         to: q.to,
-        archived: match q.archived {
-            StatusFilter::Active => 0,
-            StatusFilter::Archived => 1,
-            StatusFilter::All => 2,
-        },
+        archived,
         cursor: cursor.unwrap_or(i64::MAX),
         limit: limit + 1,
-        search: crate::http::pagination::search_opt(q.search.as_deref())?,
+        search,
     };
     let (seqs, views) = storage::run(&state.db, move |conn| {
         let rows = page.load(conn).map_err(StorageError::from)?;
@@ -417,12 +433,83 @@ pub async fn list_operations(
         Ok::<_, StorageError>((seqs, recipient::present(conn, &user, rows)?))
     })
     .await?;
+    Ok(page_of(&seqs, views, limit))
+}
+
+/// The page of `views` (at most `limit + 1`, the last only telling that more follow) whose rows have
+/// the commit orders `seqs`.
+fn page_of(seqs: &[i64], views: Vec<OperationView>, limit: i64) -> Page<OperationView> {
     let mut page = Page::from_rows(views, limit, |_| 0);
     if page.next_cursor.is_some() {
         page.next_cursor =
             seqs.get(usize::try_from(limit - 1).unwrap_or(0)).map(|s| crate::http::pagination::encode_cursor(*s));
     }
-    Ok(page)
+    page
+}
+
+/// The first page of card `card_id`'s operations of `kind` (no other filter), for its holder or an
+/// admin, from the instance's cache (`payments::lists`) while the change feed vouches for it, else
+/// from the database (then cached). `None` when the cache cannot answer: no feed reporting operation
+/// changes, a limit above the depth, an unknown card or another user's (the caller's own operations
+/// with that card are then read from the database, as before).
+async fn first_page(
+    state: &AppState,
+    user: &AuthUser,
+    kind: &'static str,
+    card_id: i64,
+    limit: i64,
+) -> Result<Option<Page<OperationView>>, ApiError> {
+    let (Some(feed), Some(depth)) = (state.ledger.operations_feed(), state.operation_lists.depth_for(limit)) else {
+        return Ok(None);
+    };
+    let card = match state.cards.get(&state.db, CardId::new(card_id)).await {
+        Ok(card) => card,
+        Err(crate::cards::CardsError::NotFound) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if card.user_id != user.user_id && !user.is_admin() {
+        return Ok(None);
+    }
+    let account = card.account_id.get();
+    let max_age = std::time::Duration::from_millis(state.settings.ledger.read_staleness_ms);
+    let read_at = std::time::Instant::now();
+    let version = state
+        .ledger
+        .ledger
+        .accounts()
+        .read(account, max_age)
+        .await
+        .map_err(crate::cards::balance::account_error)?
+        .state
+        .version;
+    let rows = if let Some(rows) = state.operation_lists.get(&feed, max_age, account, kind, version, limit) {
+        crate::metrics::count("operation_list_read", "memory");
+        rows
+    } else {
+        crate::metrics::count("operation_list_read", "database");
+        let page = OperationPage {
+            kind,
+            user: None,
+            card: Some(card_id),
+            from_card: None,
+            to_card: None,
+            status: None,
+            from: None,
+            to: None,
+            archived: 0,
+            cursor: i64::MAX,
+            limit: depth + 1,
+            search: None,
+        };
+        let rows = storage::run(&state.db, move |conn| page.load(conn).map_err(StorageError::from)).await?;
+        let n = usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX).min(rows.len());
+        let head = rows[..n].to_vec();
+        state.operation_lists.put(account, kind, version, read_at, rows);
+        head
+    };
+    let seqs: Vec<i64> = rows.iter().map(|o| o.seq).collect();
+    let views = recipient::present_cached(state, user, rows).await?;
+    Ok(Some(page_of(&seqs, views, limit)))
 }
 
 /// Reverses an operation of `kind` (admin): a new, linked, balanced entry under the idempotency key `key`.

@@ -44,6 +44,7 @@ mod merchants_storm;
 mod migrations;
 mod money_flow;
 mod notify_preferences;
+mod operation_list_cache;
 mod pay_person;
 mod reads;
 mod route_policy;
