@@ -13,7 +13,7 @@ use payd::storage::schema::operations;
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::reads::{issue, money, read_settings, MARGIN_MS};
+use crate::reads::{issue, money, read_settings, reads_counted, MARGIN_MS};
 
 /// The bound of these tests: the default, so the feed's heartbeats (every quarter of it) arrive in
 /// time on a loaded test machine.
@@ -22,15 +22,8 @@ const BOUND_MS: u64 = 1_000;
 /// An operation as compared: (id, status, archived).
 type Row = (String, String, bool);
 
-/// List reads counted by how they were answered (`memory` or `database`), across every instance of
-/// this test process.
 fn list_reads(outcome: &str) -> f64 {
-    let want = format!("outcome=\"{outcome}\"");
-    payd::metrics::render()
-        .lines()
-        .filter(|l| l.contains("operations_total{") && l.contains("kind=\"operation_list_read\"") && l.contains(&want))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    reads_counted("operation_list_read", outcome)
 }
 
 /// `GET /api/v1/{segment}?card_id=…&limit=…` (plus `extra`): the items and whether more follow.

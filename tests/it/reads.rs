@@ -164,15 +164,19 @@ async fn balance_across_instances_within_the_bound() {
 /// The bound of the change-feed tests below (the default).
 const FEED_STALENESS_MS: u64 = 1_000;
 
-/// Balance reads counted by how they were answered (`memory` or `reloaded`), across every instance
-/// of this test process.
-fn balance_reads(outcome: &str) -> f64 {
-    let want = format!("outcome=\"{outcome}\"");
+/// Reads of `kind` (`balance_read`, `operation_list_read`, …) counted by how they were answered
+/// (`memory`, `reloaded`, `database`), across every instance of this test process.
+pub(crate) fn reads_counted(kind: &str, outcome: &str) -> f64 {
+    let (kind, outcome) = (format!("kind=\"{kind}\""), format!("outcome=\"{outcome}\""));
     payd::metrics::render()
         .lines()
-        .filter(|l| l.contains("operations_total{") && l.contains("kind=\"balance_read\"") && l.contains(&want))
+        .filter(|l| l.contains("operations_total{") && l.contains(&kind) && l.contains(&outcome))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+fn balance_reads(outcome: &str) -> f64 {
+    reads_counted("balance_read", outcome)
 }
 
 /// One balance read on `app`, and whether it reloaded the account from the database.
